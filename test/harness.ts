@@ -1,0 +1,84 @@
+// Test harness: runs the built program the way an MTA does (a child process, the message
+// on stdin, the outcome in the exit status) and reads back what it stored.
+import { spawn, spawnSync } from 'node:child_process';
+import { mkdtempSync, readFileSync, existsSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join, resolve } from 'node:path';
+import { readMbox } from '../ticket.ts';
+
+export const ROOT = resolve(import.meta.dirname, '..');
+export const BIN = join(ROOT, 'dist', 'ticket-mail.mjs');
+
+export interface Run { status: number | null; stderr: string; stdout: string }
+
+/** Environment of a pipe: nothing of the test runner's mail-related variables leaks in. */
+function cleanEnv(extra: NodeJS.ProcessEnv): NodeJS.ProcessEnv {
+  const env: NodeJS.ProcessEnv = { PATH: process.env.PATH, HOME: process.env.HOME };
+  return { ...env, ...extra };
+}
+
+/** Delivers synchronously; `shell` wraps the command (e.g. "ulimit -f 1;"). */
+export function deliver(args: string[], input: string | Buffer, env: NodeJS.ProcessEnv = {}, shell = ''): Run {
+  const r = shell
+    ? spawnSync('sh', ['-c', `${shell} exec "$0" "$@"`, process.execPath, BIN, ...args], { input, env: cleanEnv(env) })
+    : spawnSync(process.execPath, [BIN, ...args], { input, env: cleanEnv(env) });
+  return { status: r.status, stderr: r.stderr.toString(), stdout: r.stdout.toString() };
+}
+
+/** Delivers asynchronously, for concurrency tests. */
+export function deliverAsync(args: string[], input: string | Buffer, env: NodeJS.ProcessEnv = {}): Promise<Run> {
+  return new Promise((done, failed) => {
+    const child = spawn(process.execPath, [BIN, ...args], { env: cleanEnv(env) });
+    let stderr = '';
+    let stdout = '';
+    child.stderr.on('data', (d) => { stderr += d; });
+    child.stdout.on('data', (d) => { stdout += d; });
+    child.on('error', failed);
+    child.on('close', (status) => done({ status, stderr, stdout }));
+    child.stdin.on('error', () => { /* the child may exit before reading everything */ });
+    child.stdin.end(input);
+  });
+}
+
+/** Runs at most `width` promises at a time. */
+export async function pool<T, R>(items: T[], width: number, work: (item: T, i: number) => Promise<R>): Promise<R[]> {
+  const results: R[] = new Array(items.length);
+  let next = 0;
+  await Promise.all(Array.from({ length: width }, async () => {
+    while (next < items.length) { const i = next++; results[i] = await work(items[i]!, i); }
+  }));
+  return results;
+}
+
+export const tempDir = (prefix = 'tm-') => mkdtempSync(join(tmpdir(), prefix));
+
+export interface MailSpec {
+  from?: string; to?: string; subject?: string; id?: string | null;
+  headers?: string[]; body?: string;
+}
+
+/** A small well-formed message. */
+export function mail(spec: MailSpec = {}): string {
+  const lines = [
+    `From: ${spec.from ?? 'Alice <alice@customer.example>'}`,
+    `To: ${spec.to ?? 'submit@tickets.example'}`,
+    `Subject: ${spec.subject ?? 'Printer on fire'}`,
+    ...(spec.id === null ? [] : [`Message-ID: <${spec.id ?? `${Math.random().toString(36).slice(2)}@customer.example`}>`]),
+    ...(spec.headers ?? []),
+  ];
+  return `${lines.join('\n')}\n\n${spec.body ?? 'Hello.\n'}`;
+}
+
+/** The messages stored in an mbox, un-quoted (empty when the file does not exist). */
+export function stored(path: string): Buffer[] {
+  return existsSync(path) ? readMbox(readFileSync(path)) : [];
+}
+
+/** Message counts by Python's mailbox.mbox, an independent reader that splits at every "From " line. */
+export function pythonCounts(paths: string[]): number[] {
+  const r = spawnSync('python3', ['-c',
+    'import mailbox,sys\nfor p in sys.stdin.read().split("\\0"):\n  print(len(mailbox.mbox(p)))'],
+  { input: paths.join('\0') });
+  if (r.status !== 0) throw new Error(`python3 failed: ${r.stderr}`);
+  return r.stdout.toString().trim().split('\n').map(Number);
+}

@@ -1,0 +1,552 @@
+import { describe, expect, it } from 'vitest';
+import {
+  chmodSync, existsSync, mkdirSync, readFileSync, readdirSync, statSync, utimesSync, writeFileSync,
+} from 'node:fs';
+import { join } from 'node:path';
+import { spawnSync } from 'node:child_process';
+import { hostname } from 'node:os';
+import {
+  asctime, classifyLocalPart, MailError, mboxRecord, parseHead, quoteFromLines, readMbox,
+  resolveConfig, resolveEnvelope, route, splitEnvelopeLine, type Config, type Head,
+} from './ticket.ts';
+import { deliver, deliverAsync, mail, pool, pythonCounts, stored, tempDir } from './test/harness.ts';
+
+const cfg = (over: Partial<Config> = {}): Config => ({
+  ...resolveConfig({ dir: '/nonexistent/tickets', domain: 'tickets.example' }, {}, {}), ...over,
+});
+const head = (text: string): Head => parseHead(text)!;
+const noThreads = () => undefined;
+const routeTo = (recipient: string, headText = 'Subject: hello', lookup: (id: string) => number | undefined = noThreads) =>
+  route(head(headText), { sender: 'a@b.example', recipient, source: 'flags' }, cfg(), lookup);
+
+// ---------------------------------------------------------------------------------------
+// Pure core
+// ---------------------------------------------------------------------------------------
+
+describe('configuration', () => {
+  it('applies defaults, lets the file override them and flags override the file', () => {
+    const c = resolveConfig({ submit: 'help' }, { submit: 'new', tag: '[ticket N]', admin: ['Max@Tickets.Example'] }, { HOME: '/home/m' });
+    expect(c.dir).toBe('/home/m/tickets');
+    expect(c.submit).toBe('help');
+    expect(c.tag).toBe('[ticket N]');
+    expect(c.admins).toEqual(['max@tickets.example']);
+    expect(c.ticketAddress).toBe('ticket-N');
+    expect(c.closeAddress).toBe('ticket-N-done');
+    expect(c.maxSize).toBe(100 * 1024 * 1024);
+    expect(resolveConfig({}, {}, { TICKET_MAIL_DIR: '/srv/t', HOME: '/home/m' }).dir).toBe('/srv/t');
+  });
+  it.each([
+    [{ dir: '/t', closePolicy: 'everyone' }, {}],
+    [{ dir: '/t', ticketAddress: 'ticket' }, {}],
+    [{ dir: '/t', tag: '[issue]' }, {}],
+    [{ dir: '/t', maxSize: 'lots' }, {}],
+    [{ dir: '/t', admin: 'not an address' }, {}],
+    [{ dir: '/t' }, { colour: 'blue' }],
+    [{}, {}],
+  ])('refuses a bad setting with a temporary failure: %j %j', (flags, file) => {
+    let error: unknown;
+    try { resolveConfig(flags, file, {}); } catch (e) { error = e; }
+    expect(error).toBeInstanceOf(MailError);
+    expect((error as MailError).exitCode).toBe(75);
+  });
+});
+
+describe('routing', () => {
+  it('routes each address form, case-insensitively', () => {
+    expect(routeTo('submit@tickets.example')).toEqual({ action: 'create', rule: 'submit' });
+    expect(routeTo('SUBMIT@Tickets.Example')).toEqual({ action: 'create', rule: 'submit' });
+    expect(routeTo('ticket-42@tickets.example')).toEqual({ action: 'append', ticket: 42, rule: 'address' });
+    expect(routeTo('Ticket-42@tickets.example')).toEqual({ action: 'append', ticket: 42, rule: 'address' });
+    expect(routeTo('ticket-42-done@tickets.example')).toEqual({ action: 'close', ticket: 42, rule: 'address' });
+    expect(routeTo('TICKET-42-DONE@x')).toEqual({ action: 'close', ticket: 42, rule: 'address' });
+  });
+  it('refuses every bad number form before it can reach a path', () => {
+    for (const local of ['ticket-0', 'ticket-007', `ticket-${'9'.repeat(40)}`, 'ticket-1234567890', 'ticket--1', 'ticket-1e3']) {
+      expect(routeTo(`${local}@tickets.example`).action, local).toBe('unmatched');
+      expect(routeTo(`${local}-done@tickets.example`).action, local).toBe('unmatched');
+    }
+    for (const subject of ['[issue0]', '[issue007]', `[issue${'1'.repeat(40)}]`]) {
+      expect(routeTo('submit@x', `Subject: ${subject}`).action, subject).toBe('unmatched');
+    }
+    expect(routeTo('submit@x', 'Subject: [issue../../etc/passwd]')).toEqual({ action: 'create', rule: 'submit' });
+    expect(routeTo('submit-done@x').action).toBe('unmatched');
+    expect(routeTo('postmaster@x').action).toBe('unmatched');
+  });
+  it('finds the subject tag in every spelling, folded and RFC 2047 encoded', () => {
+    const tagged = (subject: string) => routeTo('submit@x', `Subject: ${subject}`);
+    const seven = { action: 'append', ticket: 7, rule: 'subject-tag' };
+    expect(tagged('Re: [issue7] Printer')).toEqual(seven);
+    expect(tagged('Re: [ISSUE7] Printer')).toEqual(seven);
+    expect(tagged('Re: [issue 7] Printer')).toEqual(seven);
+    expect(tagged('Re: [Issue #7] Printer')).toEqual(seven);
+    expect(tagged('AW: =?UTF-8?B?W2lzc3VlN10gQ2Fmw6k=?=')).toEqual(seven); // "[issue7] Café", base64
+    expect(tagged('=?UTF-8?Q?Re:_[iss?=\n =?UTF-8?Q?ue7]_Caf=C3=A9?=')).toEqual(seven); // split across two words
+    expect(routeTo('submit@x', 'Subject: Re: a very long subject that\n\t[issue7] continues')).toEqual(seven);
+    expect(tagged('=?UTF-8?B?UmU6IFtpc3N1ZTQyXSBDYWbDqQ==?=')).toEqual({ action: 'append', ticket: 42, rule: 'subject-tag' });
+    expect(route(head('Subject: Re: [bug 9] x'), { sender: '', recipient: 'submit@x', source: 'flags' },
+      cfg({ tag: '[bug N]' }), noThreads)).toEqual({ action: 'append', ticket: 9, rule: 'subject-tag' });
+  });
+  it('threads submit@ mail through In-Reply-To and References', () => {
+    const known = new Map([['old@x', 3], ['newer@x', 5]]);
+    const lookup = (id: string) => known.get(id);
+    expect(routeTo('submit@x', 'Subject: hi\nIn-Reply-To: <old@x>', lookup)).toEqual({ action: 'append', ticket: 3, rule: 'thread' });
+    expect(routeTo('submit@x', 'Subject: hi\nReferences: <old@x>\n <unknown@x> <newer@x>', lookup))
+      .toEqual({ action: 'append', ticket: 5, rule: 'thread' });
+    expect(routeTo('submit@x', 'Subject: hi\nReferences: <unknown@x>', lookup)).toEqual({ action: 'create', rule: 'submit' });
+    // The address wins over tags and threads.
+    expect(routeTo('ticket-8@x', 'Subject: [issue3]\nIn-Reply-To: <old@x>', lookup)).toEqual({ action: 'append', ticket: 8, rule: 'address' });
+  });
+  it('classifies custom address forms', () => {
+    const c = cfg({ submit: 'help', ticketAddress: 'case.N', closeAddress: 'case.N.closed' });
+    expect(classifyLocalPart('help', c)).toEqual({ kind: 'submit' });
+    expect(classifyLocalPart('case.12', c)).toEqual({ kind: 'ticket', digits: '12' });
+    expect(classifyLocalPart('case.12.closed', c)).toEqual({ kind: 'close', digits: '12' });
+    expect(classifyLocalPart('case12', c)).toBeUndefined();
+  });
+});
+
+describe('envelope', () => {
+  const h = head('From: Alice <alice@customer.example>\nTo: Someone <other@elsewhere.example>, submit@tickets.example\nCc: ticket-3@tickets.example');
+  it('prefers flags, then Exim, then Postfix, then headers', () => {
+    const exim = { LOCAL_PART: 'ticket-7', LOCAL_PART_SUFFIX: '-done', DOMAIN: 'tickets.example', SENDER: 'bob@x.example' };
+    expect(resolveEnvelope({ recipient: 'Ticket-1@tickets.example', sender: 'c@x' }, exim, undefined, h, cfg()))
+      .toEqual({ sender: 'c@x', recipient: 'ticket-1@tickets.example', source: 'flags' });
+    expect(resolveEnvelope({}, exim, 'ignored@x', h, cfg()))
+      .toEqual({ sender: 'bob@x.example', recipient: 'ticket-7-done@tickets.example', source: 'exim' });
+    expect(resolveEnvelope({}, { RECIPIENT: 'ticket-42-done@tickets.example', EXTENSION: '42-done', SENDER: '' }, 'x@y', h, cfg()))
+      .toEqual({ sender: '', recipient: 'ticket-42-done@tickets.example', source: 'postfix' });
+    expect(resolveEnvelope({}, {}, 'carol@x.example', h, cfg()))
+      .toEqual({ sender: 'carol@x.example', recipient: 'submit@tickets.example', source: 'headers' });
+    const delivered = head('Delivered-To: ticket-9@tickets.example\nTo: submit@tickets.example');
+    expect(resolveEnvelope({}, {}, undefined, delivered, cfg()).recipient).toBe('ticket-9@tickets.example');
+  });
+  it('takes header recipients only in our domain, and knows the null sender', () => {
+    const foreign = head('To: submit@elsewhere.example');
+    expect(resolveEnvelope({}, {}, 'MAILER-DAEMON', foreign, cfg())).toEqual({ sender: '', recipient: undefined, source: 'none' });
+    expect(resolveEnvelope({ sender: '<>' }, {}, undefined, foreign, cfg()).sender).toBe('');
+    expect(resolveEnvelope({}, { SENDER: '' }, 'x@y', foreign, cfg()).sender).toBe('');
+  });
+});
+
+describe('head parsing', () => {
+  it('unfolds, keeps order, accepts obsolete "Name :" syntax and CRLF', () => {
+    const h = head('Subject :obsolete\r\nReceived: a\r\n b\r\nReceived: c\r\n');
+    expect(h.get('subject')).toEqual(['obsolete']);
+    expect(h.get('received')).toEqual(['a b', 'c']);
+  });
+  it('says when there is no header at all', () => {
+    expect(parseHead('This is a simple message not having headers.')).toBeUndefined();
+    expect(parseHead('')).toBeUndefined();
+  });
+  it('strips the From_ line an MTA prepends and keeps its sender', () => {
+    const { fromLineSender, message } = splitEnvelopeLine(Buffer.from('From bob@x.example Sat Nov 28 01:42:18 2026\nSubject: x\n\nhi\n'));
+    expect(fromLineSender).toBe('bob@x.example');
+    expect(message.toString()).toBe('Subject: x\n\nhi\n');
+    expect(splitEnvelopeLine(Buffer.from('From: a@b\n\nx')).fromLineSender).toBeUndefined();
+  });
+});
+
+describe('mbox bytes', () => {
+  it('quotes with mboxrd and un-quotes back to the exact bytes', () => {
+    const samples = [
+      'Subject: x\n\nFrom here\n>From there\n>>From far\nFrom\nFromage\n',
+      'Subject: x\r\n\r\nFrom crlf\r\n',
+      'From the first line\n',
+      'Subject: no final newline\n\nlast line',
+      'Subject: x\n\n\n\n',
+      'Subject: x\n\nbare\rCR From x\n\0NUL\n',
+    ];
+    for (const s of samples) {
+      const record = mboxRecord(Buffer.from(s, 'latin1'), 'a@b', 'ticket 1', new Date(2026, 10, 7, 4, 0, 57));
+      expect(record.toString('latin1')).toMatch(/^From a@b Sat Nov {2}7 04:00:57 2026\nX-Ticket-Mail: ticket 1/);
+      expect(record.toString('latin1').endsWith('\n\n')).toBe(true);
+      const both = Buffer.concat([record, record]);
+      expect(readMbox(both).map((b) => b.toString('latin1'))).toEqual([s, s]);
+    }
+    expect(quoteFromLines(Buffer.from('From a\n>From b\nx From c\n')).toString()).toBe('>From a\n>>From b\nx From c\n');
+  });
+  it('formats asctime with a space-padded day', () => {
+    expect(asctime(new Date(2026, 0, 1, 0, 0, 0))).toBe('Thu Jan  1 00:00:00 2026');
+    expect(asctime(new Date(2026, 10, 28, 23, 59, 9))).toBe('Sat Nov 28 23:59:09 2026');
+  });
+});
+
+// ---------------------------------------------------------------------------------------
+// The built program, run as an MTA runs it
+// ---------------------------------------------------------------------------------------
+
+const base = (dir: string) => ['--dir', dir, '--domain', 'tickets.example', '--lock-timeout', '20'];
+const to = (dir: string, recipient: string, sender = 'alice@customer.example', more: string[] = []) =>
+  [...base(dir), '--recipient', recipient, '--sender', sender, ...more];
+const log = (dir: string) => readFileSync(join(dir, '.ticket-mail', 'log'), 'utf8').trim().split('\n').map((l) => l.split('\t'));
+const mode = (path: string) => statSync(path).mode & 0o777;
+
+describe('delivery', () => {
+  it('creates, appends, closes and reopens, with private permissions under any umask', () => {
+    const dir = join(tempDir(), 'tickets');
+    const first = mail({ id: 'first@customer.example' });
+    const r = deliver(to(dir, 'submit@tickets.example'), first, {}, 'umask 022;');
+    expect(r).toMatchObject({ status: 0, stderr: '' });
+    expect(stored(join(dir, '1')).map(String)).toEqual([first]);
+    for (const p of [dir, join(dir, 'archived'), join(dir, '.ticket-mail')]) expect(mode(p)).toBe(0o700);
+    for (const p of [join(dir, '1'), join(dir, '.ticket-mail', 'log')]) expect(mode(p)).toBe(0o600);
+
+    const reply = mail({ subject: 'Re: [issue1] Printer on fire', body: 'From the third floor\n' });
+    expect(deliver(to(dir, 'submit@tickets.example'), reply).status).toBe(0);
+    const byAddress = mail({ from: 'Max <max@tickets.example>', subject: 'Re: Printer' });
+    expect(deliver(to(dir, 'ticket-1@tickets.example', 'max@tickets.example'), byAddress).status).toBe(0);
+    const done = mail({ subject: 'fixed' });
+    expect(deliver(to(dir, 'ticket-1-done@tickets.example'), done).status).toBe(0);
+    expect(existsSync(join(dir, '1'))).toBe(false);
+    expect(stored(join(dir, 'archived', '1')).map(String)).toEqual([first, reply, byAddress, done]);
+    expect(pythonCounts([join(dir, 'archived', '1')])).toEqual([4]);
+
+    const again = mail({ subject: 'Re: [issue1] it is burning again' });
+    expect(deliver(to(dir, 'submit@tickets.example'), again).status).toBe(0);
+    expect(existsSync(join(dir, 'archived', '1'))).toBe(false);
+    expect(stored(join(dir, '1'))).toHaveLength(5);
+    expect(log(dir).map((f) => [f[4], f[5], f[6]])).toEqual([
+      ['create/submit', '1', 'created'], ['append/subject-tag', '1', 'appended'], ['append/address', '1', 'appended'],
+      ['close/address', '1', 'closed'], ['append/subject-tag', '1', 'reopened'],
+    ]);
+  });
+
+  it('reads the envelope from an Exim pipe and drops its From_ line', () => {
+    const dir = tempDir();
+    const message = mail({ id: 'exim@customer.example' });
+    const exim = { LOCAL_PART: 'submit', LOCAL_PART_SUFFIX: '', DOMAIN: 'tickets.example', RECIPIENT: 'submit@tickets.example', SENDER: 'alice@customer.example' };
+    expect(deliver(base(dir), `From alice@customer.example Sat Nov 28 01:42:18 2026\n${message}`, exim).status).toBe(0);
+    const raw = readFileSync(join(dir, '1'), 'latin1');
+    expect(raw.startsWith('From alice@customer.example ')).toBe(true);
+    expect(stored(join(dir, '1')).map(String)).toEqual([message]);
+    const closeEnv = { ...exim, LOCAL_PART: 'ticket-1', LOCAL_PART_SUFFIX: '-done', RECIPIENT: 'ticket-1-done@tickets.example' };
+    expect(deliver(base(dir), mail(), closeEnv).status).toBe(0);
+    expect(existsSync(join(dir, 'archived', '1'))).toBe(true);
+    // Bounces (empty SENDER) are stored with MAILER-DAEMON.
+    expect(deliver(base(dir), mail({ subject: 'Undeliverable' }), { ...exim, SENDER: '' }).status).toBe(0);
+    expect(readFileSync(join(dir, '2'), 'latin1').startsWith('From MAILER-DAEMON ')).toBe(true);
+  });
+
+  it('falls back to the headers when nobody gives an envelope (a shell, procmail)', () => {
+    const dir = tempDir();
+    const message = mail({ to: 'Help <Ticket-5@Tickets.Example>', headers: ['Delivered-To: someone@elsewhere.example'] });
+    writeFileSync(join(dir, '5'), '', { mode: 0o600 });
+    expect(deliver(base(dir), message).status).toBe(0);
+    expect(stored(join(dir, '5'))).toHaveLength(1);
+  });
+
+  it('files mail for an unknown ticket in unmatched, or bounces it on request', () => {
+    const dir = tempDir();
+    const r = deliver(to(dir, 'ticket-9@tickets.example'), mail());
+    expect(r.status).toBe(0);
+    expect(r.stderr).toBe('ticket-mail: filed in unmatched: ticket 9 does not exist\n');
+    const tagged = mail({ subject: 'Re: [issue12] hello' });
+    expect(deliver(to(dir, 'submit@tickets.example'), tagged).status).toBe(0);
+    expect(stored(join(dir, 'unmatched'))).toHaveLength(2);
+    expect(readdirSync(dir).filter((n) => /^\d+$/.test(n))).toEqual([]); // no ticket was opened
+    const bounced = deliver(to(dir, 'ticket-9@tickets.example', 'a@b.example', ['--unknown', 'bounce']), mail());
+    expect(bounced).toMatchObject({ status: 67, stderr: 'ticket-mail: ticket 9 does not exist\n' });
+    expect(stored(join(dir, 'unmatched'))).toHaveLength(2);
+    // An address that is none of ours is kept too, never dropped.
+    expect(deliver(to(dir, 'ticket-007@tickets.example'), mail()).stderr).toMatch(/bad ticket number/);
+    expect(stored(join(dir, 'unmatched'))).toHaveLength(3);
+  });
+
+  it('answers every bad input with one sentence and the right exit status', () => {
+    const dir = tempDir();
+    const cases: Array<[string[], string | Buffer, number, RegExp]> = [
+      [to(dir, 'submit@x'), '', 65, /empty message/],
+      [to(dir, 'submit@x'), 'This is not a mail message.\n', 65, /no header/],
+      [to(dir, 'submit@x', 'a@b', ['--max-size', '1k']), mail({ body: 'x'.repeat(5000) }), 65, /larger than/],
+      [to(dir, 'submit@x', 'a@b', ['--close-policy', 'whoever']), mail(), 75, /closePolicy/],
+      [to(join(dir, 'no', 'such', 'parent'), 'submit@x'), mail(), 75, /parent folder does not exist/],
+      [[...to(dir, 'submit@x'), '--frobnicate'], mail(), 75, /Unknown option/],
+      [to(dir, 'submit@x', 'a@b', ['--config', join(dir, 'missing.json')]), mail(), 75, /config file/],
+    ];
+    for (const [args, input, status, message] of cases) {
+      const r = deliver(args, input);
+      expect(r.status, String(message)).toBe(status);
+      expect(r.stderr).toMatch(message);
+      expect(r.stderr.trim().split('\n')).toHaveLength(1);
+      expect(r.stderr).not.toMatch(/\n\s+at /);
+    }
+    expect(readdirSync(dir).filter((n) => n !== '.ticket-mail' && n !== 'archived')).toEqual([]);
+  });
+
+  it('stops reading an endless stream at --max-size', () => {
+    const dir = tempDir();
+    const r = spawnSync('sh', ['-c', `yes "From: endless" | "${process.execPath}" "$0" "$@"`, join(import.meta.dirname, 'dist', 'ticket-mail.mjs'),
+      ...to(dir, 'submit@x', 'a@b', ['--max-size', '1M'])]);
+    expect(r.status).toBe(65);
+    expect(existsSync(join(dir, '1'))).toBe(false);
+  });
+
+  it('takes settings from a JSON config file, flags winning', () => {
+    const dir = tempDir();
+    const config = join(dir, 'config.json');
+    writeFileSync(config, JSON.stringify({ dir: join(dir, 't'), submit: 'help', ticketAddress: 'case-N' }));
+    expect(deliver(['--recipient', 'help@x', '--sender', 'a@b'], mail(), { TICKET_MAIL_CONFIG: config }).status).toBe(0);
+    expect(deliver(['--config', config, '--recipient', 'case-1@x'], mail()).status).toBe(0);
+    expect(stored(join(dir, 't', '1'))).toHaveLength(2);
+    expect(deliver(['--config', config, '--submit', 'new', '--recipient', 'new@x'], mail()).status).toBe(0);
+    expect(existsSync(join(dir, 't', '2'))).toBe(true);
+  });
+
+  it('shows every option with its default, and its version', () => {
+    const help = deliver(['--help'], '').stdout;
+    for (const option of ['--dir', '--domain', '--submit', '--ticket-address', '--close-address', '--tag', '--admin',
+      '--close-policy', '--unknown', '--recipient', '--sender', '--max-size', '--lock-timeout', '--stale-lock', '--config']) {
+      expect(help).toContain(option);
+    }
+    expect(help).toContain('(default: ticket-N-done)');
+    const pkg = JSON.parse(readFileSync(join(import.meta.dirname, 'package.json'), 'utf8'));
+    expect(deliver(['--version'], '').stdout).toContain(pkg.version);
+  });
+});
+
+describe('close and reopen policy', () => {
+  const setup = () => {
+    const dir = tempDir();
+    expect(deliver(to(dir, 'submit@tickets.example'), mail()).status).toBe(0);
+    return dir;
+  };
+  it('lets the submitter and admins close, files anyone else\'s close as a message', () => {
+    const dir = setup();
+    const stranger = mail({ from: 'mallory@evil.example' });
+    expect(deliver(to(dir, 'ticket-1-done@tickets.example', 'mallory@evil.example'), stranger).status).toBe(0);
+    expect(existsSync(join(dir, '1'))).toBe(true);
+    expect(log(dir).at(-1)![6]).toBe('close-refused');
+    const admin = mail({ from: 'Max <MAX@tickets.example>' });
+    expect(deliver(to(dir, 'ticket-1-done@tickets.example', 'max@tickets.example', ['--admin', 'max@tickets.example']), admin).status).toBe(0);
+    expect(existsSync(join(dir, 'archived', '1'))).toBe(true);
+    expect(stored(join(dir, 'archived', '1'))).toHaveLength(3);
+    // Closing a closed ticket only appends.
+    expect(deliver(to(dir, 'ticket-1-done@tickets.example'), mail()).status).toBe(0);
+    expect(stored(join(dir, 'archived', '1'))).toHaveLength(4);
+    expect(existsSync(join(dir, '1'))).toBe(false);
+  });
+  it('lets anyone close with --close-policy anyone', () => {
+    const dir = setup();
+    expect(deliver(to(dir, 'ticket-1-done@tickets.example', 'x@y.example', ['--close-policy', 'anyone']), mail({ from: 'x@y.example' })).status).toBe(0);
+    expect(existsSync(join(dir, 'archived', '1'))).toBe(true);
+  });
+  it('files automatic mail in an archived ticket without reopening it', () => {
+    const dir = setup();
+    expect(deliver(to(dir, 'ticket-1-done@tickets.example'), mail()).status).toBe(0);
+    const vacation = mail({ subject: 'Out of office', headers: ['Auto-Submitted: auto-replied'] });
+    expect(deliver(to(dir, 'ticket-1@tickets.example'), vacation).status).toBe(0);
+    expect(deliver(to(dir, 'ticket-1@tickets.example', '<>'), mail({ subject: 'Undeliverable' })).status).toBe(0);
+    expect(existsSync(join(dir, '1'))).toBe(false);
+    expect(stored(join(dir, 'archived', '1'))).toHaveLength(4);
+    const human = mail({ headers: ['Auto-Submitted: no'] });
+    expect(deliver(to(dir, 'ticket-1@tickets.example'), human).status).toBe(0);
+    expect(stored(join(dir, '1'))).toHaveLength(5);
+    expect(log(dir).map((f) => f[6])).toEqual(['created', 'closed', 'appended-archived', 'appended-archived', 'reopened']);
+  });
+});
+
+describe('exactly once', () => {
+  it('files the same message once, however often and wherever it is sent', () => {
+    const dir = tempDir();
+    const first = mail({ id: 'one@customer.example' });
+    expect(deliver(to(dir, 'submit@tickets.example'), first).status).toBe(0);
+    expect(deliver(to(dir, 'submit@tickets.example'), first).status).toBe(0); // an MTA retry
+    expect(existsSync(join(dir, '2'))).toBe(false);
+    const reply = mail({ id: 'two@customer.example', subject: 'more' });
+    expect(deliver(to(dir, 'ticket-1@tickets.example'), reply).status).toBe(0);
+    expect(deliver(to(dir, 'ticket-1@tickets.example'), reply).status).toBe(0);
+    // The same new mail sent to submit@ and Cc ticket-1@: delivered once per address.
+    const both = mail({ id: 'three@customer.example', subject: 'new question', to: 'submit@tickets.example', headers: ['Cc: ticket-1@tickets.example'] });
+    expect(deliver(to(dir, 'ticket-1@tickets.example'), both).status).toBe(0);
+    expect(deliver(to(dir, 'submit@tickets.example'), both).status).toBe(0);
+    expect(existsSync(join(dir, '2'))).toBe(false);
+    expect(stored(join(dir, '1'))).toHaveLength(3);
+    expect(log(dir).map((f) => f[6])).toEqual(['created', 'duplicate', 'appended', 'duplicate', 'appended', 'duplicate']);
+  });
+  it('threads a reply without a tag through the index', () => {
+    const dir = tempDir();
+    expect(deliver(to(dir, 'submit@tickets.example'), mail({ id: 'root@customer.example' })).status).toBe(0);
+    expect(deliver(to(dir, 'submit@tickets.example'), mail({ subject: 'other', id: 'other@x' })).status).toBe(0);
+    const reply = mail({ subject: 'Re: Printer', headers: ['In-Reply-To: <root@customer.example>'] });
+    expect(deliver(to(dir, 'submit@tickets.example'), reply).status).toBe(0);
+    expect(stored(join(dir, '1'))).toHaveLength(2);
+    expect(log(dir).at(-1)![4]).toBe('append/thread');
+  });
+  it('never reuses a number, archived or not', () => {
+    const dir = tempDir();
+    mkdirSync(join(dir, 'archived'), { mode: 0o700 });
+    writeFileSync(join(dir, 'archived', '41'), '', { mode: 0o600 });
+    writeFileSync(join(dir, '7'), '', { mode: 0o600 });
+    expect(deliver(to(dir, 'submit@tickets.example'), mail()).status).toBe(0);
+    expect(existsSync(join(dir, '42'))).toBe(true);
+    expect(deliver(to(dir, 'ticket-42-done@tickets.example'), mail()).status).toBe(0);
+    expect(deliver(to(dir, 'submit@tickets.example'), mail()).status).toBe(0);
+    expect(existsSync(join(dir, '43'))).toBe(true);
+  });
+});
+
+// ---------------------------------------------------------------------------------------
+// Concurrency and failure
+// ---------------------------------------------------------------------------------------
+
+describe('concurrency', () => {
+  it('files 200 concurrent deliveries into one ticket intact', async () => {
+    const dir = tempDir();
+    expect(deliver(to(dir, 'submit@tickets.example'), mail()).status).toBe(0);
+    const messages = Array.from({ length: 200 }, (_, i) => mail({ id: `c${i}@x`, body: `message ${i}\nFrom line ${i}\n`.repeat(20) }));
+    const runs = await pool(messages, 50, (m) => deliverAsync(to(dir, 'ticket-1@tickets.example', 'a@b', ['--lock-timeout', '120']), m));
+    expect(runs.filter((r) => r.status !== 0)).toEqual([]);
+    const got = stored(join(dir, '1')).map(String);
+    expect(got).toHaveLength(201);
+    expect(new Set(got.slice(1))).toEqual(new Set(messages));
+    expect(pythonCounts([join(dir, '1')])).toEqual([201]);
+  }, 120_000);
+
+  it('numbers 100 concurrent submissions 1..100', async () => {
+    const dir = tempDir();
+    const messages = Array.from({ length: 100 }, (_, i) => mail({ id: `s${i}@x`, subject: `question ${i}` }));
+    const runs = await pool(messages, 50, (m) => deliverAsync(to(dir, 'submit@tickets.example', 'a@b', ['--lock-timeout', '120']), m));
+    expect(runs.filter((r) => r.status !== 0)).toEqual([]);
+    const numbers = readdirSync(dir).filter((n) => /^\d+$/.test(n)).map(Number).sort((a, b) => a - b);
+    expect(numbers).toEqual(Array.from({ length: 100 }, (_, i) => i + 1));
+    const all = numbers.flatMap((n) => stored(join(dir, String(n))).map(String));
+    expect(new Set(all)).toEqual(new Set(messages));
+  }, 120_000);
+
+  it('loses no append that races closes and reopens', async () => {
+    const dir = tempDir();
+    const first = mail();
+    expect(deliver(to(dir, 'submit@tickets.example'), first).status).toBe(0);
+    const jobs = Array.from({ length: 90 }, (_, i) => (i % 3 === 0
+      ? { recipient: 'ticket-1-done@tickets.example', message: mail({ id: `close${i}@x`, subject: `close ${i}` }) }
+      : { recipient: 'ticket-1@tickets.example', message: mail({ id: `add${i}@x`, subject: `add ${i}` }) }));
+    const runs = await pool(jobs, 30, (j) => deliverAsync(to(dir, j.recipient, 'alice@customer.example', ['--lock-timeout', '120']), j.message));
+    expect(runs.filter((r) => r.status !== 0)).toEqual([]);
+    const open = stored(join(dir, '1')).map(String);
+    const archived = stored(join(dir, 'archived', '1')).map(String);
+    expect(open.length === 0 || archived.length === 0).toBe(true); // one place only
+    expect(new Set([...open, ...archived])).toEqual(new Set([first, ...jobs.map((j) => j.message)]));
+    expect(open.length + archived.length).toBe(91);
+    expect(readdirSync(dir).filter((n) => n.includes('.lock'))).toEqual([]);
+  }, 120_000);
+});
+
+describe('failures roll back and ask the MTA to retry', () => {
+  const ticketWithOneMessage = () => {
+    const dir = tempDir();
+    expect(deliver(to(dir, 'submit@tickets.example'), mail()).status).toBe(0);
+    return { dir, before: readFileSync(join(dir, '1')) };
+  };
+  it('truncates back when a write fails (ulimit -f)', () => {
+    const { dir, before } = ticketWithOneMessage();
+    const big = mail({ body: 'x'.repeat(200_000) });
+    const r = deliver(to(dir, 'ticket-1@tickets.example'), big, {}, 'ulimit -f 64;');
+    expect(r.status).toBe(75);
+    expect(r.stderr).toMatch(/^ticket-mail: cannot write .*EFBIG\n$/);
+    expect(readFileSync(join(dir, '1'))).toEqual(before);
+    expect(existsSync(join(dir, '1.lock'))).toBe(false);
+  });
+  it('waits for a held lock, then gives up with 75; succeeds once it is released', async () => {
+    const { dir, before } = ticketWithOneMessage();
+    writeFileSync(join(dir, '1.lock'), 'held by mutt\n');
+    const r = deliver(to(dir, 'ticket-1@tickets.example', 'a@b', ['--lock-timeout', '1']), mail());
+    expect(r).toMatchObject({ status: 75, stderr: expect.stringMatching(/locked for 1 seconds straight/) });
+    expect(readFileSync(join(dir, '1'))).toEqual(before);
+    const waiting = deliverAsync(to(dir, 'ticket-1@tickets.example', 'a@b', ['--lock-timeout', '20']), mail());
+    await new Promise((r) => setTimeout(r, 700));
+    expect(stored(join(dir, '1'))).toHaveLength(1);
+    spawnSync('rm', [join(dir, '1.lock')]);
+    expect((await waiting).status).toBe(0);
+    expect(stored(join(dir, '1'))).toHaveLength(2);
+  });
+  it('breaks a stale lock: a dead holder\'s half-written append is undone, an old foreign lock is taken over', () => {
+    const { dir, before } = ticketWithOneMessage();
+    const path = join(dir, '1');
+    writeFileSync(path, Buffer.concat([before, Buffer.from('From half@written Sat Nov 28 01:00:00 2026\nSubject: cut')]));
+    writeFileSync(`${path}.lock`, `ticket-mail 999999999 ${hostname()} append 1 ${before.length} -\n`);
+    const m = mail({ subject: 'after the crash' });
+    expect(deliver(to(dir, 'ticket-1@tickets.example'), m).status).toBe(0);
+    expect(stored(path).map(String).slice(1)).toEqual([m]);
+    expect(pythonCounts([path])).toEqual([2]);
+    writeFileSync(`${path}.lock`, 'foreign lock\n');
+    const old = Date.now() / 1000 - 3600;
+    utimesSync(`${path}.lock`, old, old);
+    expect(deliver(to(dir, 'ticket-1@tickets.example', 'a@b', ['--stale-lock', '600']), mail()).status).toBe(0);
+    expect(stored(path)).toHaveLength(3);
+    expect(readdirSync(dir).filter((n) => n.includes('.lock'))).toEqual([]);
+  });
+  it('exits 75 on a full disk and on a read-only folder, the mbox unchanged', (ctx) => {
+    const mnt = tempDir();
+    const mounted = spawnSync('mount', ['-t', 'tmpfs', '-o', 'size=256k,mode=0700', 'tmpfs', mnt]);
+    if (mounted.status !== 0) {
+      console.log(`skipped: cannot mount a small tmpfs here (${mounted.stderr.toString().trim()})`);
+      ctx.skip();
+    }
+    try {
+      expect(deliver(to(mnt, 'submit@tickets.example'), mail()).status).toBe(0);
+      const before = readFileSync(join(mnt, '1'));
+      const full = deliver(to(mnt, 'ticket-1@tickets.example'), mail({ body: 'y'.repeat(400_000) }));
+      expect(full.status).toBe(75);
+      expect(full.stderr).toMatch(/ENOSPC/);
+      expect(readFileSync(join(mnt, '1'))).toEqual(before);
+      expect(spawnSync('mount', ['-o', 'remount,ro', mnt]).status).toBe(0);
+      const ro = deliver(to(mnt, 'ticket-1@tickets.example'), mail());
+      expect(ro.status).toBe(75);
+      expect(ro.stderr).toMatch(/EROFS/);
+      expect(readFileSync(join(mnt, '1'))).toEqual(before);
+    } finally {
+      spawnSync('umount', [mnt]);
+    }
+  });
+  it('exits 75 when the tickets folder cannot be written', () => {
+    const dir = tempDir();
+    chmodSync(dir, 0o500);
+    // Root ignores permissions, so run the delivery as nobody.
+    const r = spawnSync('setpriv', ['--reuid=nobody', '--regid=nogroup', '--clear-groups', process.execPath,
+      join(import.meta.dirname, 'dist', 'ticket-mail.mjs'), '--dir', join(dir, 't'), '--recipient', 'submit@x'], { input: mail() });
+    expect(r.status).toBe(75);
+    expect(r.stderr.toString()).toMatch(/cannot create .*EACCES/);
+  });
+});
+
+// ---------------------------------------------------------------------------------------
+// The real-world corpus (next to the project in a developer checkout, absent in a user's clone)
+// ---------------------------------------------------------------------------------------
+
+const CORPUS = join(import.meta.dirname, '..', 'shared', 'corpus');
+const corpusFiles = (folder: string): string[] => readdirSync(folder, { withFileTypes: true }).flatMap((e) =>
+  e.isDirectory() ? corpusFiles(join(folder, e.name)) : folder === CORPUS ? [] : [join(folder, e.name)]);
+
+describe('corpus round trip', () => {
+  it('stores every real-world message byte for byte, one mbox message per delivery', async (ctx) => {
+    if (!existsSync(CORPUS)) {
+      console.log(`skipped: no corpus at ${CORPUS} (it sits beside the project only in a developer checkout)`);
+      ctx.skip();
+    }
+    const files = corpusFiles(CORPUS);
+    expect(files.length).toBeGreaterThan(400);
+    const root = tempDir('tm-corpus-');
+    const results = await pool(files, 4, async (path, i) => {
+      const dir = join(root, String(i));
+      const input = readFileSync(path);
+      const run = await deliverAsync(to(dir, 'submit@tickets.example', 'corpus@test.example'), input);
+      return { path, input, run, mbox: join(dir, '1') };
+    });
+    const filed = results.filter((r) => r.run.status === 0);
+    for (const r of results.filter((x) => x.run.status !== 0)) {
+      // The only refusals allowed: empty input, or input whose first line is no header field.
+      expect(r.run.status, r.path).toBe(65);
+      const firstLine = splitEnvelopeLine(r.input).message.toString('latin1').split('\n')[0]!;
+      expect(firstLine, r.path).not.toMatch(/^[!-9;-~]+[ \t]*:/);
+      expect(existsSync(r.mbox)).toBe(false);
+    }
+    expect(filed.length).toBeGreaterThan(400);
+    for (const r of filed) {
+      const expected = splitEnvelopeLine(r.input).message;
+      const messages = stored(r.mbox);
+      expect(messages.length, r.path).toBe(1);
+      expect(messages[0]!.equals(expected), r.path).toBe(true);
+    }
+    expect(pythonCounts(filed.map((r) => r.mbox))).toEqual(filed.map(() => 1));
+  }, 300_000);
+});

@@ -1,0 +1,1021 @@
+/*
+ * ticket-mail: an MTA pipes one message in; it lands in a support ticket.
+ *
+ * Design rationale.
+ * - A ticket is a plain mbox (DIR/N while open, DIR/archived/N once closed), so mutt,
+ *   grep and tar are the user interface; no database, no daemon.
+ * - Messages are stored byte for byte with mboxrd From-quoting: the one mbox variant that
+ *   un-quotes back to exactly the input. MIME is never parsed into storage.
+ * - The MTA owns the queue, so the exit status is our interface (sysexits): 0 only after
+ *   fsync; 75 for anything worth retrying, our own misconfiguration included (a bounce
+ *   would lose a customer's mail); 65 and 67 for mail that can never be filed.
+ * - Locking is the dotlock (DIR/N.lock): mutt, Exim, Postfix and procmail all honour it,
+ *   and Node can take it without a native addon. Our lock file names its holder and the
+ *   step in progress, so whoever breaks a dead holder's lock first undoes a half-written
+ *   append or finishes a half-done move.
+ * - Exactly once: each filed Message-ID is recorded in the state folder (one small file
+ *   per ID, named by its hash), so an MTA retry or a copy sent to two of our addresses is
+ *   filed once without reading any mbox.
+ *
+ * The file reads top to bottom: types, the pure core (head parsing, routing, mbox bytes),
+ * then the I/O shell (stdin, locks, files, exit codes), then the CLI.
+ */
+import {
+  closeSync, existsSync, fstatSync, fsyncSync, ftruncateSync, linkSync, mkdirSync,
+  openSync, readFileSync, readSync, readdirSync, realpathSync, renameSync, statSync, unlinkSync, writeSync,
+  constants as fsc,
+} from 'node:fs';
+import { hostname } from 'node:os';
+import { join } from 'node:path';
+import { createHash, randomBytes } from 'node:crypto';
+import { fileURLToPath } from 'node:url';
+import { cac } from 'cac';
+import { addressParser, decodeWords } from 'postal-mime';
+
+declare const TICKET_MAIL_VERSION: string | undefined; // set by the build
+
+// ---------------------------------------------------------------------------------------
+// Types
+// ---------------------------------------------------------------------------------------
+
+export interface Config {
+  dir: string;
+  domain: string | undefined;
+  submit: string;            // local part that opens tickets
+  ticketAddress: string;     // local-part form with one N, e.g. ticket-N
+  closeAddress: string;      // e.g. ticket-N-done
+  tag: string;               // subject tag form, e.g. [issueN]
+  admins: string[];          // lower-cased addresses
+  closePolicy: 'submitter' | 'anyone';
+  unknown: 'file' | 'bounce';
+  maxSize: number;           // bytes
+  lockTimeout: number;       // seconds to wait for a lock before exiting 75
+  staleLock: number;         // seconds after which anybody's lock is considered dead
+}
+
+/** Who sent the message and to which of our addresses, as the MTA tells it. */
+export interface Envelope {
+  sender: string;                 // '' is the null sender (bounces, auto-replies)
+  recipient: string | undefined;  // local@domain, or undefined when nobody said
+  source: 'flags' | 'exim' | 'postfix' | 'headers' | 'none';
+}
+
+/** The header of the message: lower-cased field name -> unfolded raw values, in order. */
+export type Head = Map<string, string[]>;
+
+export type Rule = 'submit' | 'address' | 'subject-tag' | 'thread';
+
+export type Route =
+  | { action: 'create'; rule: 'submit' }
+  | { action: 'append'; ticket: number; rule: Exclude<Rule, 'submit'> }
+  | { action: 'close'; ticket: number; rule: 'address' }
+  | { action: 'unmatched'; reason: string };
+
+/** A failure the MTA must hear about: 75 retry later, 65 bad message, 67 no such ticket. */
+export class MailError extends Error {
+  constructor(readonly exitCode: 65 | 67 | 75, message: string) { super(message); }
+}
+const temporary = (message: string) => new MailError(75, message);
+
+export const MAX_TICKET = 999_999_999;
+
+// ---------------------------------------------------------------------------------------
+// Pure core: configuration
+// ---------------------------------------------------------------------------------------
+
+export const DEFAULTS = {
+  submit: 'submit',
+  ticketAddress: 'ticket-N',
+  closeAddress: 'ticket-N-done',
+  tag: '[issueN]',
+  closePolicy: 'submitter',
+  unknown: 'file',
+  maxSize: '100M',
+  lockTimeout: 30,
+  staleLock: 600,
+} as const;
+
+/** Settings as they come from flags or the JSON config file, before checking. */
+export type RawSettings = Partial<Record<
+  'dir' | 'domain' | 'submit' | 'ticketAddress' | 'closeAddress' | 'tag' | 'closePolicy' |
+  'unknown' | 'maxSize' | 'lockTimeout' | 'staleLock' | 'admin', unknown>>;
+
+const SETTING_NAMES = ['dir', 'domain', 'submit', 'ticketAddress', 'closeAddress', 'tag',
+  'closePolicy', 'unknown', 'maxSize', 'lockTimeout', 'staleLock', 'admin'];
+
+/** "100M", "64k", "5000" -> bytes. */
+export function parseSize(value: string): number | undefined {
+  const m = /^(\d{1,12})([kmg]?)b?$/i.exec(value.trim());
+  if (!m) return undefined;
+  const unit = { '': 1, k: 1024, m: 1024 ** 2, g: 1024 ** 3 }[m[2]!.toLowerCase() as '' | 'k' | 'm' | 'g'];
+  return Number(m[1]) * unit;
+}
+
+const LOCAL_FORM = /^[a-z0-9._+-]*N[a-z0-9._+-]*$/;
+
+/**
+ * Merges flags over the config file over defaults and checks every value. Throws a
+ * MailError 75: a broken configuration must make the MTA retry, never bounce.
+ */
+export function resolveConfig(flags: RawSettings, file: Record<string, unknown>, env: NodeJS.ProcessEnv): Config {
+  for (const key of Object.keys(file)) {
+    if (!SETTING_NAMES.includes(key)) throw temporary(`config file: unknown setting "${key}"`);
+  }
+  const pick = (key: keyof RawSettings) => flags[key] ?? file[key];
+  const text = (key: keyof RawSettings, fallback?: string): string | undefined => {
+    const v = pick(key);
+    if (v === undefined || v === '') return fallback;
+    if (typeof v !== 'string' && typeof v !== 'number') throw temporary(`setting ${key} must be a string`);
+    return String(v);
+  };
+  const home = env.HOME ? join(env.HOME, 'tickets') : undefined;
+  const dir = text('dir', env.TICKET_MAIL_DIR || home);
+  if (!dir) throw temporary('no tickets folder: give --dir or set TICKET_MAIL_DIR');
+  const domain = text('domain')?.toLowerCase();
+  if (domain !== undefined && !/^[a-z0-9]([a-z0-9.-]{0,252})$/.test(domain)) throw temporary(`bad domain "${domain}"`);
+  const submit = text('submit', DEFAULTS.submit)!.toLowerCase();
+  if (!/^[a-z0-9._+-]{1,64}$/.test(submit)) throw temporary(`bad submit local part "${submit}"`);
+  const form = (key: 'ticketAddress' | 'closeAddress', fallback: string) => {
+    const v = text(key, fallback)!;
+    if (!LOCAL_FORM.test(v)) throw temporary(`bad ${key} "${v}": lower-case local part with one N, e.g. ${fallback}`);
+    return v;
+  };
+  const ticketAddress = form('ticketAddress', DEFAULTS.ticketAddress);
+  const closeAddress = form('closeAddress', DEFAULTS.closeAddress);
+  if (ticketAddress === closeAddress) throw temporary('ticketAddress and closeAddress must differ');
+  const tag = text('tag', DEFAULTS.tag)!;
+  if (tag.split('N').length !== 2 || /[\r\n]/.test(tag) || tag.length > 40) throw temporary(`bad tag "${tag}": one N, e.g. [issueN]`);
+  const choice = <T extends string>(key: keyof RawSettings, allowed: readonly T[], fallback: T): T => {
+    const v = text(key, fallback) as T;
+    if (!allowed.includes(v)) throw temporary(`${key} must be one of ${allowed.join(', ')}`);
+    return v;
+  };
+  const number = (key: 'lockTimeout' | 'staleLock', fallback: number) => {
+    const v = Number(text(key, String(fallback)));
+    if (!Number.isFinite(v) || v < 0) throw temporary(`${key} must be a number of seconds`);
+    return v;
+  };
+  const maxSize = parseSize(text('maxSize', DEFAULTS.maxSize)!);
+  if (!maxSize) throw temporary('maxSize must be a size such as 100M');
+  const adminValue = pick('admin') ?? [];
+  const admins = (Array.isArray(adminValue) ? adminValue : [adminValue]).map((a) => String(a).trim().toLowerCase());
+  for (const a of admins) if (!isPlainAddress(a)) throw temporary(`bad admin address "${a}"`);
+  return {
+    dir, domain, submit, ticketAddress, closeAddress, tag, admins,
+    closePolicy: choice('closePolicy', ['submitter', 'anyone'], DEFAULTS.closePolicy),
+    unknown: choice('unknown', ['file', 'bounce'], DEFAULTS.unknown),
+    maxSize,
+    lockTimeout: number('lockTimeout', DEFAULTS.lockTimeout),
+    staleLock: number('staleLock', DEFAULTS.staleLock),
+  };
+}
+
+// ---------------------------------------------------------------------------------------
+// Pure core: reading the message head
+// ---------------------------------------------------------------------------------------
+
+const LF = 0x0a;
+
+/** An MTA's envelope line ("From sender date") that some pipes put before the message. */
+export function splitEnvelopeLine(raw: Buffer): { fromLineSender: string | undefined; message: Buffer } {
+  if (raw.subarray(0, 5).toString('latin1') !== 'From ') return { fromLineSender: undefined, message: raw };
+  const end = raw.indexOf(LF);
+  if (end < 0) return { fromLineSender: undefined, message: raw };
+  const sender = raw.subarray(5, end).toString('latin1').trim().split(/\s+/)[0] ?? '';
+  return { fromLineSender: sender, message: raw.subarray(end + 1) };
+}
+
+/** Where the header ends: the offset of the empty line, or the message length. */
+export function headEnd(message: Buffer): number {
+  let start = 0;
+  while (start < message.length) {
+    const nl = message.indexOf(LF, start);
+    const line = nl < 0 ? message.length : nl;
+    if (line === start || (line === start + 1 && message[start] === 0x0d)) return start;
+    start = line + 1;
+  }
+  return message.length;
+}
+
+const FIELD = /^([!-9;-~]+)[ \t]*:/; // RFC 5322 field name; obsolete syntax allows WSP before ':'
+
+/**
+ * Parses the header into unfolded fields. Returns undefined when the message has no
+ * header at all (its first line is not a field). Linear in the size of the head.
+ */
+export function parseHead(head: string): Head | undefined {
+  const lines = head.split(/\r?\n/);
+  if (!FIELD.test(lines[0] ?? '')) return undefined;
+  const fields: Head = new Map();
+  let name: string | undefined;
+  let value = '';
+  const flush = () => {
+    if (name === undefined) return;
+    const list = fields.get(name);
+    if (list) list.push(value); else fields.set(name, [value]);
+  };
+  for (const line of lines) {
+    if ((line.startsWith(' ') || line.startsWith('\t')) && name !== undefined) { value += line; continue; }
+    flush();
+    const m = FIELD.exec(line);
+    name = m ? m[1]!.toLowerCase() : undefined; // a stray non-field line is ignored
+    value = m ? line.slice(m[0].length).trim() : '';
+  }
+  flush();
+  return fields;
+}
+
+export const field = (head: Head, name: string): string | undefined => head.get(name)?.[0];
+
+/** Message-IDs in a Message-ID, In-Reply-To or References value, without the brackets. */
+export function messageIds(value: string | undefined): string[] {
+  if (!value) return [];
+  return [...value.matchAll(/<([^<>\s]{1,250})>/g)].map((m) => m[1]!);
+}
+
+export function isPlainAddress(address: string): boolean {
+  return /^[^\s@<>()",;:\\[\]]{1,64}@[a-z0-9.-]{1,253}$/i.test(address);
+}
+
+/** Addresses in an address field, lower-cased, keeping only well-formed ones. */
+export function addresses(value: string | undefined): string[] {
+  if (!value) return [];
+  return addressParser(value, { flatten: true })
+    .map((a) => ('address' in a ? (a.address ?? '') : '').toLowerCase())
+    .filter(isPlainAddress);
+}
+
+/** True for mail a program sent on its own: bounces and RFC 3834 auto-submitted mail. */
+export function isAutomatic(head: Head, sender: string): boolean {
+  const auto = field(head, 'auto-submitted')?.split(/[;(\s]/)[0]?.toLowerCase();
+  return sender === '' || (auto !== undefined && auto !== 'no');
+}
+
+// ---------------------------------------------------------------------------------------
+// Pure core: routing
+// ---------------------------------------------------------------------------------------
+
+/** A ticket number: positive, no leading zero, bounded; anything else is refused. */
+export function parseTicketNumber(digits: string): number | undefined {
+  if (!/^[1-9][0-9]{0,8}$/.test(digits)) return undefined;
+  return Number(digits);
+}
+
+const escapeRegExp = (s: string) => s.replace(/[.*+?^${}()|[\]\\]/g, '\\$&');
+
+/** "ticket-N" -> /^ticket-(\d+)$/: the digits are checked by parseTicketNumber. */
+function formRegExp(form: string): RegExp {
+  const [before, after] = form.split('N') as [string, string];
+  return new RegExp(`^${escapeRegExp(before)}(\\d+)${escapeRegExp(after)}$`, 'i');
+}
+
+/** "[issueN]" -> also matches "[issue 7]", "[Issue #7]". */
+function tagRegExp(tag: string): RegExp {
+  const [before, after] = tag.split('N') as [string, string];
+  return new RegExp(`${escapeRegExp(before.trimEnd())}\\s*#?\\s*(\\d+)${escapeRegExp(after.trimStart())}`, 'i');
+}
+
+/** The decoded subject: unfolded, RFC 2047 words decoded (they can hide the tag). */
+export function decodedSubject(head: Head): string {
+  return decodeWords(field(head, 'subject') ?? '');
+}
+
+/** The tag's digits in a subject, if any (not yet checked as a number). */
+export function subjectTag(subject: string, cfg: Config): string | undefined {
+  return tagRegExp(cfg.tag).exec(subject)?.[1];
+}
+
+type AddressKind = { kind: 'submit' } | { kind: 'ticket' | 'close'; digits: string } | undefined;
+
+/** Which of our addresses a local part is, if any. Case-insensitive. */
+export function classifyLocalPart(localPart: string, cfg: Config): AddressKind {
+  const local = localPart.toLowerCase();
+  if (local === cfg.submit) return { kind: 'submit' };
+  // The close form is tried first: with the defaults, "ticket-N-done" also fits "ticket-N"'s shape
+  // only if N could hold "-done", which \d+ cannot; the order just states the intent.
+  const close = formRegExp(cfg.closeAddress).exec(local);
+  if (close) return { kind: 'close', digits: close[1]! };
+  const ticket = formRegExp(cfg.ticketAddress).exec(local);
+  if (ticket) return { kind: 'ticket', digits: ticket[1]! };
+  return undefined;
+}
+
+/**
+ * Decides where a message goes. Pure: the one fact it needs from disk, which ticket (if
+ * any) already holds a Message-ID, comes in as a lookup function.
+ */
+export function route(head: Head, envelope: Envelope, cfg: Config,
+  ticketOfMessageId: (id: string) => number | undefined): Route {
+  if (!envelope.recipient) return { action: 'unmatched', reason: 'no recipient address of ours' };
+  const at = envelope.recipient.lastIndexOf('@');
+  const address = classifyLocalPart(at < 0 ? envelope.recipient : envelope.recipient.slice(0, at), cfg);
+  if (!address) return { action: 'unmatched', reason: `${printable(envelope.recipient)} is not a ticket address` };
+  if (address.kind !== 'submit') {
+    const ticket = parseTicketNumber(address.digits);
+    if (ticket === undefined) return { action: 'unmatched', reason: `bad ticket number in ${printable(envelope.recipient)}` };
+    return address.kind === 'close' ? { action: 'close', ticket, rule: 'address' } : { action: 'append', ticket, rule: 'address' };
+  }
+  const tag = subjectTag(decodedSubject(head), cfg);
+  if (tag !== undefined) {
+    const ticket = parseTicketNumber(tag);
+    if (ticket === undefined) return { action: 'unmatched', reason: `bad ticket number ${printable(tag)} in subject tag` };
+    return { action: 'append', ticket, rule: 'subject-tag' };
+  }
+  // Newest reference first: In-Reply-To, then References from the end.
+  const refs = [...messageIds(field(head, 'in-reply-to')), ...messageIds(field(head, 'references')).reverse()];
+  for (const id of refs.slice(0, 50)) {
+    const ticket = ticketOfMessageId(id);
+    if (ticket !== undefined) return { action: 'append', ticket, rule: 'thread' };
+  }
+  return { action: 'create', rule: 'submit' };
+}
+
+/**
+ * The envelope, from the first source that gives one: flags, Exim's pipe environment,
+ * Postfix's, else (a shell, procmail) the Delivered-To, X-Original-To, To and Cc headers.
+ */
+export function resolveEnvelope(flags: { recipient?: string; sender?: string }, env: NodeJS.ProcessEnv,
+  fromLineSender: string | undefined, head: Head, cfg: Config): Envelope {
+  const nullSender = (s: string) => (/^(<>|mailer-daemon)?$/i.test(s.trim()) ? '' : s.trim());
+  const sender = nullSender(flags.sender ?? env.SENDER ?? fromLineSender ?? '');
+  if (flags.recipient) return { sender, recipient: flags.recipient.toLowerCase(), source: 'flags' };
+  if (env.LOCAL_PART && env.DOMAIN) {
+    const local = `${env.LOCAL_PART_PREFIX ?? ''}${env.LOCAL_PART}${env.LOCAL_PART_SUFFIX ?? ''}`;
+    return { sender, recipient: `${local}@${env.DOMAIN}`.toLowerCase(), source: 'exim' };
+  }
+  const postfix = env.RECIPIENT || env.ORIGINAL_RECIPIENT;
+  if (postfix) return { sender, recipient: postfix.toLowerCase(), source: 'postfix' };
+  for (const name of ['delivered-to', 'x-original-to', 'to', 'cc']) {
+    for (const value of head.get(name) ?? []) {
+      for (const a of addresses(value)) {
+        const [local, domain] = a.split('@') as [string, string];
+        if (cfg.domain && domain !== cfg.domain) continue;
+        if (classifyLocalPart(local, cfg)) return { sender, recipient: a, source: 'headers' };
+      }
+    }
+  }
+  return { sender, recipient: undefined, source: 'none' };
+}
+
+/** Who may close a ticket: its submitter or an admin, unless the policy is "anyone". */
+export function mayClose(closerFrom: string | undefined, submitterFrom: string | undefined, cfg: Config): boolean {
+  if (cfg.closePolicy === 'anyone') return true;
+  if (!closerFrom) return false;
+  return closerFrom === submitterFrom || cfg.admins.includes(closerFrom);
+}
+
+// ---------------------------------------------------------------------------------------
+// Pure core: mbox bytes
+// ---------------------------------------------------------------------------------------
+
+/** Text that goes into a From_ line or the log: printable ASCII only, bounded. */
+export function printable(text: string, max = 200): string {
+  return text.replace(/[^\x21-\x7e]/g, '_').slice(0, max);
+}
+
+const DAYS = ['Sun', 'Mon', 'Tue', 'Wed', 'Thu', 'Fri', 'Sat'];
+const MONTHS = ['Jan', 'Feb', 'Mar', 'Apr', 'May', 'Jun', 'Jul', 'Aug', 'Sep', 'Oct', 'Nov', 'Dec'];
+
+/** asctime(3) in local time, e.g. "Sat Nov  7 04:00:57 2026" (day space-padded). */
+export function asctime(d: Date): string {
+  const two = (n: number) => String(n).padStart(2, '0');
+  return `${DAYS[d.getDay()]} ${MONTHS[d.getMonth()]} ${String(d.getDate()).padStart(2, ' ')} ` +
+    `${two(d.getHours())}:${two(d.getMinutes())}:${two(d.getSeconds())} ${d.getFullYear()}`;
+}
+
+/** mboxrd quoting: every line matching /^>*From / gets one more '>'. */
+export function quoteFromLines(message: Buffer): Buffer {
+  const parts: Buffer[] = [];
+  const gt = Buffer.from('>');
+  let start = 0;
+  let copied = 0;
+  while (start < message.length) {
+    let i = start;
+    while (message[i] === 0x3e) i++; // '>'
+    if (message.subarray(i, i + 5).toString('latin1') === 'From ') {
+      parts.push(message.subarray(copied, start), gt);
+      copied = start;
+    }
+    const nl = message.indexOf(LF, start);
+    if (nl < 0) break;
+    start = nl + 1;
+  }
+  if (parts.length === 0) return message;
+  parts.push(message.subarray(copied));
+  return Buffer.concat(parts);
+}
+
+/** The header line we put before every stored message; documented in the README. */
+export const OUR_HEADER = 'X-Ticket-Mail';
+
+/**
+ * One mbox record: From_ line, our one header line, the quoted message, a newline if the
+ * message lacked one (our header then says so, to keep the round trip exact), a blank line.
+ */
+export function mboxRecord(message: Buffer, sender: string, where: string, at: Date): Buffer {
+  const terminated = message.length > 0 && message[message.length - 1] === LF;
+  const header = `${OUR_HEADER}: ${where}${terminated ? '' : '; no-final-newline'}\n`;
+  return Buffer.concat([
+    Buffer.from(`From ${sender ? printable(sender, 320) : 'MAILER-DAEMON'} ${asctime(at)}\n${header}`, 'latin1'),
+    quoteFromLines(message),
+    Buffer.from(terminated ? '\n' : '\n\n'),
+  ]);
+}
+
+/** Splits an mbox we wrote back into the exact messages that came in (inverse of mboxRecord). */
+export function readMbox(mbox: Buffer): Buffer[] {
+  const text = mbox.toString('latin1');
+  const starts: number[] = [];
+  for (const m of text.matchAll(/^From /gm)) starts.push(m.index);
+  return starts.map((start, i) => {
+    const record = text.slice(start, starts[i + 1] ?? text.length);
+    const afterFromLine = record.indexOf('\n') + 1;
+    const headerEnd = record.indexOf('\n', afterFromLine) + 1;
+    const ours = record.slice(afterFromLine, headerEnd);
+    let body = record.slice(headerEnd, record.length - 1); // drop the blank separator line
+    if (ours.includes('no-final-newline')) body = body.slice(0, -1);
+    return Buffer.from(body.replace(/^>(>*From )/gm, '$1'), 'latin1');
+  });
+}
+
+// ---------------------------------------------------------------------------------------
+// I/O shell: folders, locks, appends
+// ---------------------------------------------------------------------------------------
+
+/** The folders a Config implies. Nothing here is derived from message text but N. */
+export class Store {
+  readonly archived: string;
+  readonly state: string;
+  constructor(readonly cfg: Config) {
+    this.archived = join(cfg.dir, 'archived');
+    this.state = join(cfg.dir, '.ticket-mail');
+  }
+  /** The path of ticket N in one of its two places; N is a checked number. */
+  ticketPath(n: number, place: 'open' | 'archived'): string {
+    return join(place === 'open' ? this.cfg.dir : this.archived, String(n));
+  }
+  placeOf(n: number): 'open' | 'archived' | undefined {
+    if (existsSync(this.ticketPath(n, 'open'))) return 'open';
+    if (existsSync(this.ticketPath(n, 'archived'))) return 'archived';
+    return undefined;
+  }
+  /** Creates DIR (if its parent exists), archived/ and .ticket-mail/, each 0700. */
+  ensureFolders(): void {
+    for (const folder of [this.cfg.dir, this.archived, this.state]) {
+      try {
+        mkdirSync(folder, { mode: 0o700 });
+        fsyncPath(join(folder, '..'));
+      } catch (e) {
+        if (code(e) === 'ENOENT') throw temporary(`cannot create ${folder}: its parent folder does not exist`);
+        if (code(e) !== 'EEXIST') throw temporary(`cannot create ${folder}: ${reason(e)}`);
+      }
+    }
+  }
+}
+
+const code = (e: unknown) => (e as NodeJS.ErrnoException)?.code;
+const reason = (e: unknown) => (e as NodeJS.ErrnoException)?.code ?? String((e as Error)?.message ?? e);
+
+function fsyncPath(path: string): void {
+  const fd = openSync(path, 'r');
+  try { fsyncSync(fd); } finally { closeSync(fd); }
+}
+
+const sleepCell = new Int32Array(new SharedArrayBuffer(4));
+const sleep = (ms: number) => Atomics.wait(sleepCell, 0, 0, ms);
+
+/** True when nothing with that pid runs on this host (so its lock is dead). */
+function processGone(pid: number): boolean {
+  try { process.kill(pid, 0); return false; } catch (e) { return code(e) === 'ESRCH'; }
+}
+
+/** The holder line we write into our lock files: who holds it and what step is in progress. */
+function lockContent(intent: string): string {
+  return `ticket-mail ${process.pid} ${hostname()} ${intent}\n`;
+}
+
+export interface Lock {
+  path: string;
+  /** Records the step in progress, for whoever must recover after we die. */
+  intend(intent: string): void;
+  release(): void;
+}
+
+/**
+ * Takes the dotlock PATH.lock the way Exim and mutt do (a unique "hitching post" file,
+ * then link(2), which is atomic even over NFS). Waits up to cfg.lockTimeout, then throws
+ * a temporary error. A lock is stale when it names a ticket-mail process on this host
+ * that no longer runs, or when it is older than cfg.staleLock whoever wrote it. A stale
+ * lock is taken over (renamed over, never deleted first) under a short-lived PATH.lock.break
+ * guard, and `recover` gets the dead holder's intent to repair its half-done step.
+ */
+export function takeLock(path: string, cfg: Config, recover: (intent: string) => void): Lock {
+  const lockPath = `${path}.lock`;
+  const post = `${lockPath}.${hostname()}.${process.pid}.${randomBytes(4).toString('hex')}`;
+  const writePost = (intent: string) => {
+    const fd = openSync(post, fsc.O_WRONLY | fsc.O_CREAT | fsc.O_EXCL, 0o600);
+    try { writeSync(fd, lockContent(intent)); } finally { closeSync(fd); }
+  };
+  const deadline = Date.now() + cfg.lockTimeout * 1000;
+  let pause = 2;
+  try {
+    writePost('wait');
+    for (;;) {
+      try {
+        linkSync(post, lockPath);
+        unlinkSync(post);
+        return heldLock(lockPath);
+      } catch (e) {
+        if (code(e) !== 'EEXIST') throw temporary(`cannot lock ${path}: ${reason(e)}`);
+      }
+      const broken = breakIfStale(lockPath, post, cfg, recover);
+      if (broken) return heldLock(lockPath);
+      if (Date.now() >= deadline) {
+        throw temporary(`${path} has been locked for ${cfg.lockTimeout} seconds straight`);
+      }
+      sleep(pause + Math.random() * pause);
+      pause = Math.min(pause * 2, 100);
+    }
+  } finally {
+    try { unlinkSync(post); } catch { /* already linked and removed */ }
+  }
+}
+
+function heldLock(lockPath: string): Lock {
+  let held = true;
+  return {
+    path: lockPath,
+    intend(intent) {
+      const fd = openSync(lockPath, fsc.O_WRONLY | fsc.O_TRUNC);
+      try { writeSync(fd, lockContent(intent)); } finally { closeSync(fd); }
+    },
+    release() { // idempotent: a second call must not remove the next holder's lock
+      if (!held) return;
+      held = false;
+      try { unlinkSync(lockPath); } catch (e) { if (code(e) !== 'ENOENT') throw e; }
+    },
+  };
+}
+
+function isStale(content: string, mtimeMs: number, cfg: Config): boolean {
+  const [tool, pid, host] = content.split(' ');
+  if (tool === 'ticket-mail' && host === hostname() && /^\d+$/.test(pid ?? '') && processGone(Number(pid))) return true;
+  return Date.now() - mtimeMs > cfg.staleLock * 1000;
+}
+
+/** Takes over a stale lock; returns true when we now hold it. */
+function breakIfStale(lockPath: string, post: string, cfg: Config, recover: (intent: string) => void): boolean {
+  let before;
+  let content;
+  try {
+    before = statSync(lockPath);
+    content = readFileSync(lockPath, 'latin1');
+  } catch { return false; } // gone meanwhile: simply retry the link
+  if (!isStale(content, before.mtimeMs, cfg)) return false;
+  // One breaker at a time: two processes must never both take over the same dead lock.
+  const guard = `${lockPath}.break`;
+  try {
+    const fd = openSync(guard, fsc.O_WRONLY | fsc.O_CREAT | fsc.O_EXCL, 0o600);
+    writeSync(fd, lockContent('break'));
+    closeSync(fd);
+  } catch (e) {
+    if (code(e) !== 'EEXIST') return false;
+    try { // a guard is held for milliseconds; one that is old or whose owner died is removed
+      const guardContent = readFileSync(guard, 'latin1');
+      if (isStale(guardContent, statSync(guard).mtimeMs, { ...cfg, staleLock: Math.min(cfg.staleLock, 60) })) unlinkSync(guard);
+    } catch { /* someone else removed it */ }
+    return false;
+  }
+  try {
+    const now = statSync(lockPath);
+    if (now.ino !== before.ino || now.mtimeMs !== before.mtimeMs) return false;
+    renameSync(post, lockPath); // atomic takeover: the lock never stops existing
+    const [tool, , , ...intent] = content.trim().split(' ');
+    if (tool === 'ticket-mail') recover(intent.join(' '));
+    return true;
+  } catch { return false; } finally {
+    try { unlinkSync(guard); } catch { /* nothing to do */ }
+  }
+}
+
+/**
+ * Appends one record durably: remember the size, write, fsync; on any failure truncate
+ * back to that size. Refuses symlinks and non-regular files. Returns the offset it wrote at.
+ */
+export function appendDurably(path: string, record: Buffer, lock: Lock, idKey: string, relative: string): void {
+  let fd;
+  try {
+    fd = openSync(path, fsc.O_RDWR | fsc.O_APPEND | fsc.O_CREAT | fsc.O_NOFOLLOW, 0o600);
+  } catch (e) {
+    throw temporary(`cannot open ${path}: ${reason(e)}`);
+  }
+  try {
+    const st = fstatSync(fd);
+    if (!st.isFile()) throw temporary(`${path} is not a regular file`);
+    const size = st.size;
+    lock.intend(`append ${relative} ${size} ${idKey}`);
+    let bytes = record;
+    if (size > 0) { // repair a mailbox that does not end in a newline, so our From_ line starts a line
+      const last = Buffer.alloc(1);
+      readSync(fd, last, 0, 1, size - 1);
+      if (last[0] !== LF) bytes = Buffer.concat([Buffer.from('\n'), record]);
+    }
+    try {
+      let written = 0;
+      while (written < bytes.length) written += writeSync(fd, bytes, written);
+      fsyncSync(fd);
+    } catch (e) {
+      try { ftruncateSync(fd, size); fsyncSync(fd); } catch { /* the lock's intent lets a later run finish this */ }
+      throw temporary(`cannot write ${path}: ${reason(e)}`);
+    }
+    if (size === 0) fsyncPath(join(path, '..'));
+  } finally {
+    closeSync(fd);
+  }
+}
+
+// ---------------------------------------------------------------------------------------
+// I/O shell: the Message-ID index (exactly-once delivery and threading)
+// ---------------------------------------------------------------------------------------
+
+/**
+ * One file per Message-ID under .ticket-mail/ids/, named by the ID's hash (never by the
+ * ID itself), holding the numbers of the tickets that have filed it, one per line.
+ */
+export class MessageIndex {
+  constructor(private readonly state: string) {}
+  static key(messageId: string): string {
+    return createHash('sha256').update(messageId).digest('hex').slice(0, 40);
+  }
+  private path(key: string): string { return join(this.state, 'ids', key.slice(0, 2), key.slice(2)); }
+  tickets(key: string): number[] {
+    try {
+      return readFileSync(this.path(key), 'latin1').split('\n')
+        .map(parseTicketNumber).filter((n): n is number => n !== undefined);
+    } catch (e) {
+      if (code(e) === 'ENOENT') return [];
+      throw temporary(`cannot read the message index: ${reason(e)}`);
+    }
+  }
+  record(key: string, ticket: number): void {
+    const path = this.path(key);
+    for (const folder of [join(this.state, 'ids'), join(path, '..')]) {
+      try { mkdirSync(folder, { mode: 0o700 }); } catch (e) { if (code(e) !== 'EEXIST') throw e; }
+    }
+    const fd = openSync(path, fsc.O_WRONLY | fsc.O_APPEND | fsc.O_CREAT, 0o600);
+    try { writeSync(fd, `${ticket}\n`); } finally { closeSync(fd); }
+  }
+}
+
+// ---------------------------------------------------------------------------------------
+// I/O shell: filing a message
+// ---------------------------------------------------------------------------------------
+
+export type Outcome = 'created' | 'appended' | 'closed' | 'reopened' | 'appended-archived' |
+  'close-refused' | 'duplicate' | 'unmatched';
+
+export interface Filed { outcome: Outcome; ticket: number | undefined; route: Route; warning?: string }
+
+interface Incoming {
+  message: Buffer;           // without the MTA's From_ line
+  head: Head;
+  envelope: Envelope;
+  idKey: string;             // '-' when the message has no Message-ID
+  at: Date;
+}
+
+/** Files one message according to its route; returns what happened. */
+export function file(store: Store, incoming: Incoming, routed: Route): Filed {
+  const index = new MessageIndex(store.state);
+  switch (routed.action) {
+    case 'unmatched': return fileUnmatched(store, incoming, routed, routed.reason);
+    case 'create': return createTicket(store, index, incoming, routed);
+    case 'append':
+    case 'close': return fileIntoTicket(store, index, incoming, routed);
+  }
+}
+
+function fileUnmatched(store: Store, incoming: Incoming, routed: Route, why: string): Filed {
+  const path = join(store.cfg.dir, 'unmatched');
+  const lock = takeLock(path, store.cfg, (intent) => recoverTicketStep(store, intent));
+  try {
+    appendDurably(path, mboxRecord(incoming.message, incoming.envelope.sender, 'unmatched', incoming.at), lock, '-', 'unmatched');
+  } finally { lock.release(); }
+  return { outcome: 'unmatched', ticket: undefined, route: routed, warning: `filed in unmatched: ${why}` };
+}
+
+/** The last ticket number handed out, kept so that no number is ever used twice. */
+function lastNumber(store: Store): number {
+  try {
+    return parseTicketNumber(readFileSync(join(store.state, 'last-ticket'), 'latin1').trim()) ?? 0;
+  } catch (e) {
+    if (code(e) !== 'ENOENT') throw temporary(`cannot read the ticket counter: ${reason(e)}`);
+  }
+  // First run on an existing folder: start above every ticket already there.
+  let max = 0;
+  for (const folder of [store.cfg.dir, store.archived]) {
+    for (const name of readdirSync(folder)) max = Math.max(max, parseTicketNumber(name) ?? 0);
+  }
+  return max;
+}
+
+function createTicket(store: Store, index: MessageIndex, incoming: Incoming, routed: Route): Filed {
+  const lock = takeLock(join(store.state, 'numbers'), store.cfg, (intent) => recoverCreate(store, index, intent));
+  try {
+    if (incoming.idKey !== '-') {
+      const [already] = index.tickets(incoming.idKey);
+      if (already !== undefined) return { outcome: 'duplicate', ticket: already, route: routed };
+    }
+    let n = lastNumber(store) + 1;
+    while (store.placeOf(n)) n++;
+    if (n > MAX_TICKET) throw temporary('ticket numbers are exhausted');
+    const counter = join(store.state, 'last-ticket');
+    writeFileDurably(`${counter}.new`, `${n}\n`);
+    renameSync(`${counter}.new`, counter);
+    lock.intend(`create ${n} ${incoming.idKey}`);
+    // The ticket appears complete or not at all: written aside, then linked into place.
+    const aside = join(store.state, `new-${n}`);
+    writeFileDurably(aside, mboxRecord(incoming.message, incoming.envelope.sender, `ticket ${n}`, incoming.at));
+    try {
+      linkSync(aside, store.ticketPath(n, 'open'));
+    } finally { unlinkSync(aside); }
+    fsyncPath(store.cfg.dir);
+    if (incoming.idKey !== '-') index.record(incoming.idKey, n);
+    return { outcome: 'created', ticket: n, route: routed };
+  } catch (e) {
+    throw e instanceof MailError ? e : temporary(`cannot create a ticket: ${reason(e)}`);
+  } finally { lock.release(); }
+}
+
+function writeFileDurably(path: string, data: string | Buffer): void {
+  const fd = openSync(path, fsc.O_WRONLY | fsc.O_CREAT | fsc.O_TRUNC | fsc.O_NOFOLLOW, 0o600);
+  try {
+    const bytes = typeof data === 'string' ? Buffer.from(data) : data;
+    let written = 0;
+    while (written < bytes.length) written += writeSync(fd, bytes, written);
+    fsyncSync(fd);
+  } finally { closeSync(fd); }
+}
+
+/** A creator died holding the numbers lock: finish its step if the ticket exists. */
+function recoverCreate(store: Store, index: MessageIndex, intent: string): void {
+  const [step, digits, key] = intent.split(' ');
+  const n = parseTicketNumber(digits ?? '');
+  if (step !== 'create' || n === undefined) return;
+  try { unlinkSync(join(store.state, `new-${n}`)); } catch { /* not written yet, or linked and removed */ }
+  if (key && /^[0-9a-f]{40}$/.test(key) && store.placeOf(n) && !index.tickets(key).includes(n)) index.record(key, n);
+}
+
+/**
+ * A holder of a ticket lock died: undo a half-written append (unless the index shows it
+ * completed) or finish a half-done move. Paths come from checked numbers only.
+ */
+function recoverTicketStep(store: Store, intent: string): void {
+  const [step, ...args] = intent.split(' ');
+  const located = (relative: string | undefined) => {
+    if (relative === 'unmatched') return { path: join(store.cfg.dir, 'unmatched'), ticket: undefined };
+    const m = /^(archived\/)?([0-9]+)$/.exec(relative ?? '');
+    const n = m && parseTicketNumber(m[2]!);
+    if (!n) return undefined;
+    return { path: store.ticketPath(n, m[1] ? 'archived' : 'open'), ticket: n };
+  };
+  if (step === 'append') {
+    const [relative, offset, key] = args;
+    const target = located(relative);
+    if (!target || !/^\d+$/.test(offset ?? '')) return;
+    const index = new MessageIndex(store.state);
+    if (key && key !== '-' && target.ticket !== undefined && index.tickets(key).includes(target.ticket)) return;
+    try {
+      const fd = openSync(target.path, fsc.O_WRONLY | fsc.O_NOFOLLOW);
+      try {
+        if (fstatSync(fd).size > Number(offset)) { ftruncateSync(fd, Number(offset)); fsyncSync(fd); }
+      } finally { closeSync(fd); }
+    } catch { /* the file moved or vanished: nothing of ours to undo there */ }
+  } else if (step === 'move') {
+    const from = located(args[0]);
+    const to = located(args[1]);
+    if (!from || !to) return;
+    try {
+      if (statSync(from.path).ino === statSync(to.path).ino) unlinkSync(from.path);
+    } catch { /* one of them is missing: the move either never started or completed */ }
+  }
+}
+
+const relativeTicket = (n: number, place: 'open' | 'archived') => (place === 'open' ? `${n}` : `archived/${n}`);
+
+/** Moves ticket N between DIR/ and archived/ without ever clobbering; caller holds both locks. */
+function moveTicket(store: Store, n: number, from: 'open' | 'archived', to: 'open' | 'archived', lock: Lock): void {
+  lock.intend(`move ${relativeTicket(n, from)} ${relativeTicket(n, to)}`);
+  try {
+    linkSync(store.ticketPath(n, from), store.ticketPath(n, to));
+  } catch (e) {
+    throw temporary(code(e) === 'EEXIST'
+      ? `ticket ${n} exists both open and archived; resolve it by hand`
+      : `cannot move ticket ${n}: ${reason(e)}`);
+  }
+  unlinkSync(store.ticketPath(n, from));
+  fsyncPath(store.archived);
+  fsyncPath(store.cfg.dir);
+}
+
+/** The From address of a ticket's first message: its submitter. */
+function submitterOf(path: string): string | undefined {
+  const fd = openSync(path, 'r');
+  try {
+    const buf = Buffer.alloc(64 * 1024);
+    const got = readSync(fd, buf, 0, buf.length, 0);
+    const [first] = readMbox(buf.subarray(0, got));
+    if (!first) return undefined;
+    const head = parseHead(first.subarray(0, headEnd(first)).toString('utf8'));
+    return head && addresses(field(head, 'from'))[0];
+  } finally { closeSync(fd); }
+}
+
+/**
+ * Append, close or reopen ticket N. Under DIR/N.lock (our lock for the ticket wherever it
+ * is) plus archived/N.lock when the archived file is touched, so mutt is kept out of both.
+ */
+function fileIntoTicket(store: Store, index: MessageIndex, incoming: Incoming,
+  routed: Extract<Route, { action: 'append' | 'close' }>): Filed {
+  const n = routed.ticket;
+  const recover = (intent: string) => recoverTicketStep(store, intent);
+  const lock = takeLock(store.ticketPath(n, 'open'), store.cfg, recover);
+  let archivedLock: Lock | undefined;
+  try {
+    const place = store.placeOf(n);
+    if (!place) {
+      if (store.cfg.unknown === 'bounce') throw new MailError(67, `ticket ${n} does not exist`);
+      lock.release();
+      return fileUnmatched(store, incoming, routed, `ticket ${n} does not exist`);
+    }
+    if (incoming.idKey !== '-' && index.tickets(incoming.idKey).includes(n)) {
+      return { outcome: 'duplicate', ticket: n, route: routed };
+    }
+    if (place === 'archived') archivedLock = takeLock(store.ticketPath(n, 'archived'), store.cfg, recover);
+    const automatic = isAutomatic(incoming.head, incoming.envelope.sender);
+    const closer = addresses(field(incoming.head, 'from'))[0];
+    let outcome: Outcome;
+    let target = place;
+    if (routed.action === 'close' && place === 'open') {
+      outcome = mayClose(closer, submitterOf(store.ticketPath(n, 'open')), store.cfg) ? 'closed' : 'close-refused';
+    } else if (place === 'archived' && routed.action === 'append' && !automatic) {
+      moveTicket(store, n, 'archived', 'open', lock);
+      target = 'open';
+      outcome = 'reopened';
+    } else {
+      outcome = place === 'archived' ? 'appended-archived' : 'appended';
+    }
+    const record = mboxRecord(incoming.message, incoming.envelope.sender, `ticket ${n}`, incoming.at);
+    appendDurably(store.ticketPath(n, target), record, lock, incoming.idKey, relativeTicket(n, target));
+    if (incoming.idKey !== '-') index.record(incoming.idKey, n);
+    if (outcome === 'closed') {
+      archivedLock = takeLock(store.ticketPath(n, 'archived'), store.cfg, recover);
+      moveTicket(store, n, 'open', 'archived', lock);
+    }
+    return { outcome, ticket: n, route: routed };
+  } finally {
+    archivedLock?.release();
+    lock.release();
+  }
+}
+
+// ---------------------------------------------------------------------------------------
+// I/O shell: reading stdin, the audit log, exit codes
+// ---------------------------------------------------------------------------------------
+
+/** Reads all of stdin, refusing (65) past maxSize without reading the rest. */
+export function readStdin(maxSize: number): Buffer {
+  const chunks: Buffer[] = [];
+  let total = 0;
+  const chunk = Buffer.allocUnsafe(1 << 16);
+  for (;;) {
+    let got;
+    try {
+      got = readSync(0, chunk, 0, chunk.length, null);
+    } catch (e) {
+      if (code(e) === 'EAGAIN') { sleep(5); continue; }
+      if (code(e) === 'EOF') break;
+      throw temporary(`cannot read the message: ${reason(e)}`);
+    }
+    if (got === 0) break;
+    total += got;
+    if (total > maxSize) throw new MailError(65, `message larger than the ${maxSize}-byte limit`);
+    chunks.push(Buffer.from(chunk.subarray(0, got)));
+  }
+  return Buffer.concat(chunks, total);
+}
+
+/** One line per delivery in .ticket-mail/log, so "where did my mail go?" has an answer. */
+function audit(store: Store, fields: Array<string | number | undefined>): void {
+  const line = fields.map((f) => printable(String(f ?? '-'))).join('\t') + '\n';
+  try {
+    const fd = openSync(join(store.state, 'log'), fsc.O_WRONLY | fsc.O_APPEND | fsc.O_CREAT, 0o600);
+    try { writeSync(fd, line); } finally { closeSync(fd); }
+  } catch (e) {
+    process.stderr.write(`ticket-mail: warning: cannot write the log: ${reason(e)}\n`);
+  }
+}
+
+/** The delivery: bytes in, decision, effects, exit status. */
+export function deliver(cfg: Config, raw: Buffer, env: NodeJS.ProcessEnv,
+  flags: { recipient?: string; sender?: string }): Filed {
+  if (raw.length === 0) throw new MailError(65, 'empty message');
+  const { fromLineSender, message } = splitEnvelopeLine(raw);
+  const head = parseHead(message.subarray(0, headEnd(message)).toString('utf8'));
+  if (!head) throw new MailError(65, 'not a mail message: it has no header');
+  const envelope = resolveEnvelope(flags, env, fromLineSender, head, cfg);
+  const store = new Store(cfg);
+  store.ensureFolders();
+  const index = new MessageIndex(store.state);
+  const messageId = messageIds(field(head, 'message-id'))[0];
+  const ticketOfMessageId = (id: string) => index.tickets(MessageIndex.key(id)).find((n) => store.placeOf(n));
+  const routed = route(head, envelope, cfg, ticketOfMessageId);
+  const incoming: Incoming = {
+    message, head, envelope, at: new Date(),
+    idKey: messageId ? MessageIndex.key(messageId) : '-',
+  };
+  let filed: Filed | undefined;
+  try {
+    filed = file(store, incoming, routed);
+    return filed;
+  } finally {
+    audit(store, [new Date().toISOString(), messageId, envelope.sender || '<>', envelope.recipient,
+      routed.action + ('rule' in routed ? `/${routed.rule}` : ''), filed?.ticket, filed?.outcome ?? 'failed']);
+  }
+}
+
+// ---------------------------------------------------------------------------------------
+// CLI
+// ---------------------------------------------------------------------------------------
+
+const VERSION = typeof TICKET_MAIL_VERSION === 'string' ? TICKET_MAIL_VERSION : '0.0.0-dev';
+
+function readConfigFile(path: string | undefined): Record<string, unknown> {
+  if (!path) return {};
+  let parsed: unknown;
+  try {
+    parsed = JSON.parse(readFileSync(path, 'utf8'));
+  } catch (e) {
+    throw temporary(`cannot read config file ${path}: ${e instanceof SyntaxError ? 'not valid JSON' : reason(e)}`);
+  }
+  if (!parsed || typeof parsed !== 'object' || Array.isArray(parsed)) throw temporary(`config file ${path} must hold a JSON object`);
+  return parsed as Record<string, unknown>;
+}
+
+/** Exit with the MTA contract: one sentence on stderr, never a stack trace. */
+function fail(e: unknown): never {
+  const err = e instanceof MailError ? e : temporary(`unexpected error: ${reason(e)}`);
+  process.stderr.write(`ticket-mail: ${err.message}\n`);
+  process.exit(err.exitCode);
+}
+
+export function main(argv: string[]): void {
+  // Past a file-size limit (ulimit -f) the kernel sends SIGXFSZ, which would kill us mid-write;
+  // handled, the write fails with EFBIG instead and the append is rolled back.
+  process.on('SIGXFSZ', () => {});
+  const cli = cac('ticket-mail');
+  const deliveryOptions = (command: ReturnType<typeof cli.command>) => command
+    .option('--dir <dir>', 'Tickets folder (default: $TICKET_MAIL_DIR, else $HOME/tickets)')
+    .option('--domain <domain>', 'Mail domain of the ticket addresses')
+    .option('--submit <local-part>', `Address that opens tickets (default: ${DEFAULTS.submit})`)
+    .option('--ticket-address <form>', `Address of ticket N (default: ${DEFAULTS.ticketAddress})`)
+    .option('--close-address <form>', `Address that closes ticket N (default: ${DEFAULTS.closeAddress})`)
+    .option('--tag <form>', `Subject tag naming ticket N (default: ${DEFAULTS.tag})`)
+    .option('--admin <address>', 'Admin address, may close any ticket (repeatable; default: none)', { type: [String] })
+    .option('--close-policy <policy>', `Who may close: submitter (or an admin) | anyone (default: ${DEFAULTS.closePolicy})`)
+    .option('--unknown <mode>', `Mail for a ticket that does not exist: file (in DIR/unmatched) | bounce (exit 67) (default: ${DEFAULTS.unknown})`)
+    .option('--recipient <address>', 'Envelope recipient (default: from the MTA environment, else the headers)')
+    .option('--sender <address>', 'Envelope sender (default: $SENDER, else the From_ line)')
+    .option('--max-size <size>', `Largest message accepted (default: ${DEFAULTS.maxSize})`)
+    .option('--lock-timeout <seconds>', `How long to wait for a lock before exit 75 (default: ${DEFAULTS.lockTimeout})`)
+    .option('--stale-lock <seconds>', `Age after which any lock is considered dead (default: ${DEFAULTS.staleLock})`)
+    .option('--config <file>', 'JSON config file; flags win (default: $TICKET_MAIL_CONFIG)');
+  const runDelivery = (options: Record<string, unknown>) => {
+    try {
+      const str = (v: unknown) => (v === undefined ? undefined : String(v));
+      const flags: RawSettings = {};
+      for (const name of SETTING_NAMES) {
+        const value = options[name];
+        // A repeated flag is a list in cac; for anything but --admin the last one wins.
+        if (value !== undefined) flags[name as keyof RawSettings] = Array.isArray(value) && name !== 'admin' ? value.at(-1) : value;
+      }
+      const cfg = resolveConfig(flags, readConfigFile(str(options.config) ?? process.env.TICKET_MAIL_CONFIG), process.env);
+      const raw = readStdin(cfg.maxSize);
+      const filed = deliver(cfg, raw, process.env, { recipient: str(options.recipient), sender: str(options.sender) });
+      if (filed.warning) process.stderr.write(`ticket-mail: ${filed.warning}\n`);
+      process.exitCode = 0;
+    } catch (e) { fail(e); }
+  };
+  deliveryOptions(cli.command('', 'Deliver one message read on stdin')).action(runDelivery);
+  deliveryOptions(cli.command('deliver', 'Deliver one message read on stdin (the default command)')).action(runDelivery);
+  cli.help();
+  cli.version(VERSION);
+  try {
+    cli.parse(argv);
+  } catch (e) {
+    fail(temporary(`${(e as Error).message} (see ticket-mail --help)`)); // a bad pipe command must not bounce mail
+  }
+}
+
+const entry = process.argv[1];
+if (entry && realpathSync(entry) === fileURLToPath(import.meta.url)) main(process.argv);
