@@ -600,7 +600,8 @@ function breakIfStale(lockPath: string, post: string, cfg: Config, recover: (int
 
 /**
  * Appends one record durably: remember the size, write, fsync; on any failure truncate
- * back to that size. Refuses symlinks and non-regular files. Returns the offset it wrote at.
+ * back to that size. Refuses symlinks and non-regular files. The lock's recorded intent
+ * (path, old size, Message-ID key) lets whoever breaks our lock after a crash undo a partial write.
  */
 export function appendDurably(path: string, record: Buffer, lock: Lock, idKey: string, relative: string): void {
   let fd;
@@ -685,8 +686,7 @@ interface Incoming {
 }
 
 /** Files one message according to its route; returns what happened. */
-export function file(store: Store, incoming: Incoming, routed: Route): Filed {
-  const index = new MessageIndex(store.state);
+export function file(store: Store, index: MessageIndex, incoming: Incoming, routed: Route): Filed {
   switch (routed.action) {
     case 'unmatched': return fileUnmatched(store, incoming, routed, routed.reason);
     case 'create': return createTicket(store, index, incoming, routed);
@@ -936,7 +936,7 @@ export function deliver(cfg: Config, raw: Buffer, env: NodeJS.ProcessEnv,
   };
   let filed: Filed | undefined;
   try {
-    filed = file(store, incoming, routed);
+    filed = file(store, index, incoming, routed);
     return filed;
   } finally {
     audit(store, [new Date().toISOString(), messageId, envelope.sender || '<>', envelope.recipient,
