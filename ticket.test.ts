@@ -9,7 +9,10 @@ import {
   asctime, classifyLocalPart, MailError, mboxRecord, parseHead, quoteFromLines, readMbox,
   resolveConfig, resolveEnvelope, route, splitEnvelopeLine, type Config, type Head,
 } from './ticket.ts';
-import { deliver, deliverAsync, mail, pool, pythonCounts, stored, tempDir } from './test/harness.ts';
+import PostalMime, { type Email } from 'postal-mime';
+import {
+  deliver, deliverAsync, FAKE_SENDMAIL, mail, pool, pythonCounts, sentMail, stored, tempDir, type Sent,
+} from './test/harness.ts';
 
 const cfg = (over: Partial<Config> = {}): Config => ({
   ...resolveConfig({ dir: '/nonexistent/tickets', domain: 'tickets.example' }, {}, {}), ...over,
@@ -161,7 +164,7 @@ describe('mbox bytes', () => {
       expect(record.toString('latin1')).toMatch(/^From a@b Sat Nov {2}7 04:00:57 2026\nX-Ticket-Mail: ticket 1/);
       expect(record.toString('latin1').endsWith('\n\n')).toBe(true);
       const both = Buffer.concat([record, record]);
-      expect(readMbox(both).map((b) => b.toString('latin1'))).toEqual([s, s]);
+      expect(readMbox(both).map((r) => r.message.toString('latin1'))).toEqual([s, s]);
     }
     expect(quoteFromLines(Buffer.from('From a\n>From b\nx From c\n')).toString()).toBe('>From a\n>>From b\nx From c\n');
   });
@@ -543,4 +546,271 @@ describe('corpus round trip', () => {
     }
     expect(pythonCounts(filed.map((r) => r.mbox))).toEqual(filed.map(() => 1));
   }, 300_000);
+});
+
+// ---------------------------------------------------------------------------------------
+// Mail we send: acknowledgements, notifications, notices, errors; loop safety; failures
+// ---------------------------------------------------------------------------------------
+
+const ADMINS = ['max@tickets.example', 'moritz@tickets.example'];
+
+/** A tickets folder with a fake sendmail recording into `outbox`. */
+function mailSetup(more: string[] = []) {
+  const dir = tempDir();
+  const outbox = join(dir, 'sent');
+  mkdirSync(outbox);
+  const env = { FAKE_SENDMAIL_DIR: outbox };
+  const args = (recipient: string, sender: string, extra: string[] = []) => [...to(join(dir, 't'), recipient, sender),
+    '--sendmail', FAKE_SENDMAIL, ...ADMINS.flatMap((a) => ['--admin', a]), ...more, ...extra];
+  const send = (recipient: string, sender: string, message: string, extra: string[] = [], extraEnv = {}) =>
+    deliver(args(recipient, sender, extra), message, { ...env, ...extraEnv });
+  return { dir, tickets: join(dir, 't'), outbox, env, args, send, sent: () => sentMail(outbox) };
+}
+
+/** What every message we send must be: parseable, RFC 5322 line lengths, the right encodings. */
+async function checkOutgoing(sent: Sent): Promise<Email> {
+  expect(sent.args.slice(0, 4)).toEqual(['-oi', '-f', '<>', '--']);
+  for (const line of sent.text.split('\n')) expect(line.length).toBeLessThanOrEqual(998);
+  for (const line of sent.text.slice(0, sent.text.indexOf('\n\n')).split('\n')) expect(line.length).toBeLessThanOrEqual(78);
+  expect(sent.text).toMatch(/^[\x09\x0a\x20-\x7e]*$/); // no raw 8-bit anywhere
+  expect(sent.headers.get('date')?.[0]).toMatch(/^\w{3}, \d{2} \w{3} \d{4} \d{2}:\d{2}:\d{2} \+0000$/);
+  expect(sent.headers.get('message-id')?.[0]).toMatch(/^<ticket-mail\.(\d+|none)\.[0-9a-f]{16}@tickets\.example>$/);
+  expect(sent.headers.get('x-ticket-mail-loop')).toEqual(['tickets.example']);
+  expect(sent.headers.has('bcc')).toBe(false);
+  const email = await PostalMime.parse(sent.text);
+  expect(email.text).toBeTruthy();
+  if (/[^\x00-\x7f]/.test(email.text!)) expect(sent.headers.get('content-transfer-encoding')).toEqual(['base64']);
+  return email;
+}
+
+describe('acknowledgements and notifications', () => {
+  it('acknowledges a new ticket once and notifies each admin once', async () => {
+    const m = mailSetup();
+    const first = mail({ from: 'Alice Example <alice@customer.example>', id: 'q1@customer.example', subject: 'Printer on fire' });
+    expect(m.send('submit@tickets.example', 'alice@customer.example', first)).toMatchObject({ status: 0, stderr: '' });
+    const sent = m.sent();
+    expect(sent.map((s) => s.recipients)).toEqual([['alice@customer.example'], ['max@tickets.example'], ['moritz@tickets.example']]);
+    const [ack, ...notes] = sent as [Sent, Sent, Sent];
+    expect(ack.headers.get('from')).toEqual(['Support <ticket-1@tickets.example>']);
+    expect(ack.headers.get('reply-to')).toEqual(['ticket-1@tickets.example']);
+    expect(ack.headers.get('to')).toEqual(['alice@customer.example']);
+    expect(ack.headers.get('subject')).toEqual(['[issue1] Printer on fire']);
+    expect(ack.headers.get('in-reply-to')).toEqual(['<q1@customer.example>']);
+    expect(ack.headers.get('references')).toEqual(['<q1@customer.example>']);
+    expect(ack.headers.get('auto-submitted')).toEqual(['auto-replied']);
+    expect(ack.headers.get('message-id')![0]).toMatch(/^<ticket-mail\.1\./);
+    const ackText = (await checkOutgoing(ack)).text!;
+    expect(ackText).toContain('ticket 1');
+    expect(ackText).toContain('ticket-1@tickets.example');
+    expect(ackText).toContain('ticket-1-done@tickets.example');
+    for (const note of notes) {
+      expect(note.headers.get('subject')).toEqual(['[issue1] New: Printer on fire']);
+      expect(note.headers.get('reply-to')).toEqual(['alice@customer.example, ticket-1@tickets.example']);
+      expect(note.headers.get('auto-submitted')).toEqual(['auto-generated']);
+      const text = (await checkOutgoing(note)).text!;
+      expect(text).toContain('Alice Example <alice@customer.example>');
+      expect(text).toContain('Hello.');
+    }
+    // An update from the submitter: notifications, no acknowledgement.
+    expect(m.send('ticket-1@tickets.example', 'alice@customer.example', mail({ subject: 'Re: [issue1] more smoke' })).status).toBe(0);
+    expect(m.sent().slice(3).map((s) => [s.recipients[0], s.headers.get('subject')![0]])).toEqual([
+      ['max@tickets.example', '[issue1] Update: Re: more smoke'], ['moritz@tickets.example', '[issue1] Update: Re: more smoke']]);
+    // An admin's answer: nobody is notified.
+    expect(m.send('ticket-1@tickets.example', 'max@tickets.example', mail({ from: 'Max <max@tickets.example>' })).status).toBe(0);
+    expect(m.sent()).toHaveLength(5);
+  });
+
+  it('threads a reply to the acknowledgement whose tag was deleted, through its Message-ID', () => {
+    const m = mailSetup(['--notify', 'none']);
+    expect(m.send('submit@tickets.example', 'alice@customer.example', mail()).status).toBe(0);
+    const ackId = m.sent()[0]!.headers.get('message-id')![0]!;
+    const reply = mail({ subject: 'thanks (tag removed)', headers: [`In-Reply-To: ${ackId}`, `References: ${ackId}`] });
+    expect(m.send('submit@tickets.example', 'alice@customer.example', reply).status).toBe(0);
+    expect(stored(join(m.tickets, '1'))).toHaveLength(2);
+    expect(existsSync(join(m.tickets, '2'))).toBe(false);
+  });
+
+  it('tells the submitter when someone else closes, quoting the closer, and the admins on reopen', async () => {
+    const m = mailSetup();
+    expect(m.send('submit@tickets.example', 'alice@customer.example', mail()).status).toBe(0);
+    const close = mail({ from: 'Max <max@tickets.example>', subject: 'done', body: 'Replaced the fuser unit.\n' });
+    expect(m.send('ticket-1-done@tickets.example', 'max@tickets.example', close).status).toBe(0);
+    const notice = m.sent()[3]!;
+    expect(notice.recipients).toEqual(['alice@customer.example']);
+    expect(notice.headers.get('subject')).toEqual(['[issue1] Closed: done']);
+    const text = (await checkOutgoing(notice)).text!;
+    expect(text).toContain('Replaced the fuser unit.');
+    expect(text).toContain('Max <max@tickets.example>');
+    expect(m.sent()).toHaveLength(4); // the admin closed it: no notification
+    expect(m.send('ticket-1@tickets.example', 'alice@customer.example', mail({ subject: 'still broken' })).status).toBe(0);
+    expect(m.sent().slice(4).map((s) => s.headers.get('subject')![0])).toEqual(['[issue1] Reopened: still broken', '[issue1] Reopened: still broken']);
+  });
+
+  it('answers an unknown ticket number and a refused close with an error reply', async () => {
+    const m = mailSetup(['--notify', 'none']);
+    expect(m.send('ticket-77@tickets.example', 'bob@customer.example', mail({ from: 'bob@customer.example', subject: 'hello' })).status).toBe(0);
+    const unknown = m.sent()[0]!;
+    expect(unknown.recipients).toEqual(['bob@customer.example']);
+    expect(unknown.headers.get('subject')).toEqual(['No such ticket: 77']);
+    expect(unknown.headers.get('from')).toEqual(['Support <submit@tickets.example>']);
+    const text = (await checkOutgoing(unknown)).text!;
+    expect(text).toContain('ticket 77 does not exist');
+    expect(text).toContain('submit@tickets.example');
+    expect(m.send('submit@tickets.example', 'alice@customer.example', mail()).status).toBe(0);
+    expect(m.send('ticket-1-done@tickets.example', 'bob@customer.example', mail({ from: 'bob@customer.example', subject: 'close it' })).status).toBe(0);
+    const refused = m.sent()[2]!;
+    expect(refused.recipients).toEqual(['bob@customer.example']);
+    expect(refused.headers.get('subject')).toEqual(['[issue1] Not closed: close it']);
+    expect((await checkOutgoing(refused)).text).toContain('was not closed');
+    expect(existsSync(join(m.tickets, '1'))).toBe(true);
+  });
+
+  it('takes its wording from template files', async () => {
+    const m = mailSetup(['--notify', 'none']);
+    const templates = join(m.dir, 'templates');
+    mkdirSync(templates);
+    writeFileSync(join(templates, 'ack.txt'), 'Moin! Ticket {ticket} ist angelegt. Antworten an {ticket_address}.\n');
+    expect(m.send('submit@tickets.example', 'alice@customer.example', mail(), ['--templates', templates]).status).toBe(0);
+    expect((await checkOutgoing(m.sent()[0]!)).text).toBe('Moin! Ticket 1 ist angelegt. Antworten an ticket-1@tickets.example.\n');
+  });
+
+  it('keeps non-ASCII subjects and names readable, and lets no header or recipient be smuggled in', async () => {
+    const m = mailSetup();
+    const b64 = (s: string) => `=?UTF-8?B?${Buffer.from(s).toString('base64')}?=`;
+    const hostile = mail({
+      from: `${b64('Jörg\r\nBcc: victim@example.net')} <jorg@customer.example>`,
+      subject: `${b64('Café\r\nBcc: victim@example.net\r\n\r\nbody')} crème brûlée ${'ü'.repeat(60)}`,
+      headers: ['Reply-To: "x\\"\r\nBcc: victim@example.net" <jorg@customer.example>'],
+    });
+    expect(m.send('submit@tickets.example', 'jorg@customer.example', hostile).status).toBe(0);
+    const sent = m.sent();
+    expect(sent.flatMap((s) => s.recipients)).toEqual(['jorg@customer.example', ...ADMINS]);
+    for (const s of sent) {
+      const email = await checkOutgoing(s);
+      expect(s.text).not.toMatch(/^bcc:/im);
+      expect(email.headers.map((h) => h.key)).not.toContain('bcc');
+      expect(email.subject).toMatch(/^\[issue1\] (New: )?Café Bcc: victim@example\.net body crème brûlée ü+$/);
+    }
+    expect((await PostalMime.parse(sent[1]!.text)).text).toContain('Jörg Bcc: victim@example.net <jorg@customer.example>');
+  });
+});
+
+describe('loop and backscatter safety', () => {
+  const cases: Array<[string, string, string[], string?]> = [
+    ['null envelope sender', '<>', []],
+    ['Auto-Submitted', 'alice@customer.example', ['Auto-Submitted: auto-replied']],
+    ['Precedence: bulk', 'alice@customer.example', ['Precedence: bulk']],
+    ['Precedence: list', 'alice@customer.example', ['Precedence: list']],
+    ['Precedence: junk', 'alice@customer.example', ['Precedence: junk']],
+    ['List-Id', 'alice@customer.example', ['List-Id: <users.lists.example>']],
+    ['List-Unsubscribe', 'alice@customer.example', ['List-Unsubscribe: <mailto:leave@lists.example>']],
+    ['X-Auto-Response-Suppress', 'alice@customer.example', ['X-Auto-Response-Suppress: All']],
+    ['mailer-daemon', 'MAILER-DAEMON@customer.example', [], 'MAILER-DAEMON@customer.example'],
+    ['postmaster', 'postmaster@customer.example', [], 'postmaster@customer.example'],
+    ['noreply', 'noreply@customer.example', [], 'noreply@customer.example'],
+    ['-request', 'users-request@lists.example', [], 'users-request@lists.example'],
+    ['owner-', 'owner-users@lists.example', [], 'owner-users@lists.example'],
+    ['one of our own addresses', 'ticket-5@tickets.example', [], 'ticket-5@tickets.example'],
+    ['another ticket-mail\'s loop header', 'alice@customer.example', ['X-Ticket-Mail-Loop: other.example']],
+  ];
+  it.each(cases)('sends no automatic reply for %s, still files and notifies', (_, sender, headers, from) => {
+    const m = mailSetup(['--admin', 'max@tickets.example']);
+    expect(m.send('submit@tickets.example', sender, mail({ headers, ...(from ? { from } : {}) })).status).toBe(0);
+    expect(stored(join(m.tickets, '1'))).toHaveLength(1);
+    expect(m.sent().map((s) => s.headers.get('auto-submitted')![0])).toEqual(['auto-generated', 'auto-generated']);
+  });
+  it('sends nothing at all about our own mail come back', () => {
+    const m = mailSetup();
+    expect(m.send('submit@tickets.example', 'alice@customer.example', mail({ headers: ['X-Ticket-Mail-Loop: tickets.example'] })).status).toBe(0);
+    expect(stored(join(m.tickets, '1'))).toHaveLength(1);
+    expect(m.sent()).toEqual([]);
+  });
+  it('stops two instances whose acknowledgements reach each other after one message', () => {
+    const root = tempDir();
+    const relay = join(import.meta.dirname, 'test', 'relay-sendmail');
+    for (const domain of ['a.example', 'b.example']) {
+      writeFileSync(join(root, `${domain}.json`), JSON.stringify({ dir: join(root, domain), domain, sendmail: relay }));
+    }
+    const env = { RELAY_ROOT: root, RELAY_NODE: process.execPath, RELAY_BIN: join(import.meta.dirname, 'dist', 'ticket-mail.mjs') };
+    // Someone sends a.example mail that claims to come from b.example's submit address.
+    const spoofed = mail({ from: 'submit@b.example', to: 'submit@a.example' });
+    expect(deliver(['--config', join(root, 'a.example.json'), '--recipient', 'submit@a.example', '--sender', 'submit@b.example'], spoofed, env).status).toBe(0);
+    expect(readFileSync(join(root, 'sent'), 'utf8')).toBe('submit@b.example\n'); // a -> b once, b -> a never
+    // b files the acknowledgement (its [issue1] tag names no ticket of b's, so in unmatched), silently.
+    expect(stored(join(root, 'b.example', 'unmatched'))).toHaveLength(1);
+  });
+  it('holds the reply limit across processes', async () => {
+    const m = mailSetup(['--notify', 'none', '--reply-limit', '3']);
+    const runs = await pool(Array.from({ length: 8 }, (_, i) => mail({ subject: `question ${i}` })), 8,
+      (message) => deliverAsync(m.args('submit@tickets.example', 'alice@customer.example'), message, m.env));
+    expect(runs.map((r) => r.status)).toEqual(Array(8).fill(0));
+    expect(readdirSync(m.tickets).filter((n) => /^\d+$/.test(n))).toHaveLength(8);
+    expect(m.sent()).toHaveLength(3);
+  });
+});
+
+describe('sending failures never fail a delivery', () => {
+  it.each([['fails', { FAKE_SENDMAIL_MODE: 'fail' }, /exited with status 1/], ['is killed', { FAKE_SENDMAIL_MODE: 'kill' }, /killed by SIGKILL/],
+    ['is missing', {}, /ENOENT/]] as const)('when sendmail %s: filed, kept in the outbox, exit 0; flush sends it', (_, env, why) => {
+    const m = mailSetup();
+    const missing = Object.keys(env).length === 0 ? ['--sendmail', join(m.dir, 'no-such-sendmail')] : [];
+    const r = m.send('submit@tickets.example', 'alice@customer.example', mail(), missing, env);
+    expect(r.status).toBe(0);
+    expect(r.stderr.trim().split('\n')).toHaveLength(1);
+    expect(r.stderr).toMatch(why);
+    expect(r.stderr).toMatch(/kept in the outbox/);
+    expect(stored(join(m.tickets, '1'))).toHaveLength(1);
+    const outbox = join(m.tickets, '.ticket-mail', 'outbox');
+    const kept = readMbox(readFileSync(outbox));
+    expect(kept.map((k) => k.note)).toEqual(['outbox ack alice@customer.example', 'outbox notify max@tickets.example', 'outbox notify moritz@tickets.example']);
+    for (const f of readdirSync(m.outbox)) spawnSync('rm', [join(m.outbox, f)]);
+    const flush = deliver(['flush', '--dir', m.tickets, '--sendmail', FAKE_SENDMAIL], '', m.env);
+    expect(flush).toMatchObject({ status: 0, stdout: 'sent 3, kept 0\n' });
+    expect(m.sent().map((s) => s.recipients)).toEqual([['alice@customer.example'], ['max@tickets.example'], ['moritz@tickets.example']]);
+    expect(m.sent()[0]!.text).toBe(kept[0]!.message.toString());
+    expect(readFileSync(outbox, 'utf8')).toBe('');
+  });
+  it('keeps what still fails when flushing', () => {
+    const m = mailSetup(['--notify', 'none', '--sendmail', join(tempDir(), 'none')]);
+    expect(m.send('submit@tickets.example', 'alice@customer.example', mail()).status).toBe(0);
+    const flush = deliver(['flush', '--dir', m.tickets, '--sendmail', FAKE_SENDMAIL], '', { ...m.env, FAKE_SENDMAIL_MODE: 'fail' });
+    expect(flush.status).toBe(1);
+    expect(flush.stdout).toMatch(/^sent 0, kept 1/);
+    expect(readMbox(readFileSync(join(m.tickets, '.ticket-mail', 'outbox')))).toHaveLength(1);
+  });
+});
+
+describe('out-of-hours alert', () => {
+  // The clock is injected through TZ: pick a time zone where it is now 13:xx (office hours) or 03:xx.
+  const zoneWhereHourIs = (hour: number) => {
+    const offset = ((hour - new Date().getUTCHours()) % 24 + 36) % 24 - 12; // -12..+11 hours from UTC
+    return `Etc/GMT${offset <= 0 ? '+' : '-'}${Math.abs(offset)}`; // POSIX sign is reversed
+  };
+  const run = (hour: number, days = 'mon-sun') => {
+    const m = mailSetup(['--notify', 'none']);
+    const record = join(m.dir, 'alert');
+    const command = `printf '%s|%s|%s|%s' "$TICKET_MAIL_TICKET" "$TICKET_MAIL_SENDER" "$TICKET_MAIL_SUBJECT" "$(date +%H)" > ${record}`;
+    const subject = 'Server down; $(touch /tmp/pwned) `id`';
+    const r = m.send('submit@tickets.example', 'alice@customer.example', mail({ subject }),
+      ['--alert-command', command, '--office-hours', '10:00-17:00', '--office-days', days], { TZ: zoneWhereHourIs(hour) });
+    expect(r.status).toBe(0);
+    return existsSync(record) ? readFileSync(record, 'utf8') : undefined;
+  };
+  it('runs out of hours with the ticket in its environment, never in the command', () => {
+    const out = run(3)!;
+    expect(out.split('|').slice(0, 3)).toEqual(['1', 'Alice <alice@customer.example>', 'Server down; $(touch /tmp/pwned) `id`']);
+    expect(Number(out.split('|')[3])).toBeLessThan(10);
+  });
+  it('stays quiet in office hours, and runs on a day off', () => {
+    expect(run(13)).toBeUndefined();
+    const today = new Date().toLocaleString('en-US', { timeZone: zoneWhereHourIs(13), weekday: 'short' }).toLowerCase();
+    const anotherDay = ['sun', 'mon', 'tue', 'wed', 'thu', 'fri', 'sat'].find((d) => d !== today)!;
+    expect(run(13, anotherDay)).toMatch(/^1\|/);
+  });
+  it('never fails or holds up the delivery', () => {
+    const m = mailSetup(['--notify', 'none', '--office-days', 'mon-sun', '--office-hours', '00:00-00:01']);
+    const r = m.send('submit@tickets.example', 'alice@customer.example', mail(), ['--alert-command', 'exit 3']);
+    expect(r.status).toBe(0);
+    expect(r.stderr).toMatch(/alert command failed: status 3/);
+  });
 });

@@ -1,3 +1,4 @@
+#!/usr/bin/env node
 /*
  * ticket-mail: an MTA pipes one message in; it lands in a support ticket.
  *
@@ -29,8 +30,9 @@ import { hostname } from 'node:os';
 import { join } from 'node:path';
 import { createHash, randomBytes } from 'node:crypto';
 import { fileURLToPath } from 'node:url';
+import { spawnSync } from 'node:child_process';
 import { cac } from 'cac';
-import { addressParser, decodeWords } from 'postal-mime';
+import PostalMime, { addressParser, decodeWords } from 'postal-mime';
 
 declare const TICKET_MAIL_VERSION: string | undefined; // set by the build
 
@@ -51,6 +53,14 @@ export interface Config {
   maxSize: number;           // bytes
   lockTimeout: number;       // seconds to wait for a lock before exiting 75
   staleLock: number;         // seconds after which anybody's lock is considered dead
+  sendmail: string;          // program our mail is handed to; missing -> outbox
+  name: string;              // display name on the mail we send
+  notify: Array<'new' | 'update' | 'reopen'>; // what the admins hear about
+  templates: string | undefined; // folder of body templates overriding the built-in wording
+  replyLimit: number;        // automatic replies per recipient per hour
+  alertCommand: string | undefined; // run for a new ticket out of office hours
+  officeHours: [number, number]; // minutes after local midnight: start, end
+  officeDays: number[];      // 0 = Sunday
 }
 
 /** Who sent the message and to which of our addresses, as the MTA tells it. */
@@ -93,15 +103,19 @@ export const DEFAULTS = {
   maxSize: '100M',
   lockTimeout: 30,
   staleLock: 600,
+  sendmail: '/usr/sbin/sendmail',
+  name: 'Support',
+  notify: 'new,update,reopen',
+  replyLimit: 5,
+  officeHours: '10:00-17:00',
+  officeDays: 'mon-fri',
 } as const;
 
 /** Settings as they come from flags or the JSON config file, before checking. */
-export type RawSettings = Partial<Record<
-  'dir' | 'domain' | 'submit' | 'ticketAddress' | 'closeAddress' | 'tag' | 'closePolicy' |
-  'unknown' | 'maxSize' | 'lockTimeout' | 'staleLock' | 'admin', unknown>>;
-
 const SETTING_NAMES = ['dir', 'domain', 'submit', 'ticketAddress', 'closeAddress', 'tag',
-  'closePolicy', 'unknown', 'maxSize', 'lockTimeout', 'staleLock', 'admin'];
+  'closePolicy', 'unknown', 'maxSize', 'lockTimeout', 'staleLock', 'admin', 'sendmail', 'name',
+  'notify', 'templates', 'replyLimit', 'alertCommand', 'officeHours', 'officeDays'] as const;
+export type RawSettings = Partial<Record<typeof SETTING_NAMES[number], unknown>>;
 
 /** "100M", "64k", "5000" -> bytes. */
 export function parseSize(value: string): number | undefined {
@@ -119,7 +133,7 @@ const LOCAL_FORM = /^[a-z0-9._+-]*N[a-z0-9._+-]*$/;
  */
 export function resolveConfig(flags: RawSettings, file: Record<string, unknown>, env: NodeJS.ProcessEnv): Config {
   for (const key of Object.keys(file)) {
-    if (!SETTING_NAMES.includes(key)) throw temporary(`config file: unknown setting "${key}"`);
+    if (!(SETTING_NAMES as readonly string[]).includes(key)) throw temporary(`config file: unknown setting "${key}"`);
   }
   const pick = (key: keyof RawSettings) => flags[key] ?? file[key];
   const text = (key: keyof RawSettings, fallback?: string): string | undefined => {
@@ -150,7 +164,7 @@ export function resolveConfig(flags: RawSettings, file: Record<string, unknown>,
     if (!allowed.includes(v)) throw temporary(`${key} must be one of ${allowed.join(', ')}`);
     return v;
   };
-  const number = (key: 'lockTimeout' | 'staleLock', fallback: number) => {
+  const number = (key: 'lockTimeout' | 'staleLock' | 'replyLimit', fallback: number) => {
     const v = Number(text(key, String(fallback)));
     if (!Number.isFinite(v) || v < 0) throw temporary(`${key} must be a number of seconds`);
     return v;
@@ -158,8 +172,15 @@ export function resolveConfig(flags: RawSettings, file: Record<string, unknown>,
   const maxSize = parseSize(text('maxSize', DEFAULTS.maxSize)!);
   if (!maxSize) throw temporary('maxSize must be a size such as 100M');
   const adminValue = pick('admin') ?? [];
-  const admins = (Array.isArray(adminValue) ? adminValue : [adminValue]).map((a) => String(a).trim().toLowerCase());
+  const admins = [...new Set((Array.isArray(adminValue) ? adminValue : [adminValue]).map((a) => String(a).trim().toLowerCase()))];
   for (const a of admins) if (!isPlainAddress(a)) throw temporary(`bad admin address "${a}"`);
+  const notify = text('notify', DEFAULTS.notify)!.split(',').map((k) => k.trim()).filter((k) => k && k !== 'none');
+  for (const k of notify) if (!['new', 'update', 'reopen'].includes(k)) throw temporary(`notify: unknown kind "${k}" (new, update, reopen, none)`);
+  const hours = /^(\d{1,2}):(\d{2})-(\d{1,2}):(\d{2})$/.exec(text('officeHours', DEFAULTS.officeHours)!);
+  const officeHours = hours && [Number(hours[1]) * 60 + Number(hours[2]), Number(hours[3]) * 60 + Number(hours[4])] as [number, number];
+  if (!officeHours || officeHours[0] >= officeHours[1] || officeHours[1] > 24 * 60) throw temporary('officeHours must look like 10:00-17:00');
+  const officeDays = parseDays(text('officeDays', DEFAULTS.officeDays)!);
+  if (!officeDays) throw temporary('officeDays must look like mon-fri or mon,wed,sat');
   return {
     dir, domain, submit, ticketAddress, closeAddress, tag, admins,
     closePolicy: choice('closePolicy', ['submitter', 'anyone'], DEFAULTS.closePolicy),
@@ -167,7 +188,29 @@ export function resolveConfig(flags: RawSettings, file: Record<string, unknown>,
     maxSize,
     lockTimeout: number('lockTimeout', DEFAULTS.lockTimeout),
     staleLock: number('staleLock', DEFAULTS.staleLock),
+    sendmail: text('sendmail', env.SENDMAIL || DEFAULTS.sendmail)!,
+    name: text('name', DEFAULTS.name)!,
+    notify: notify as Config['notify'],
+    templates: text('templates'),
+    replyLimit: number('replyLimit', DEFAULTS.replyLimit),
+    alertCommand: text('alertCommand'),
+    officeHours, officeDays,
   };
+}
+
+const DAY_NAMES = ['sun', 'mon', 'tue', 'wed', 'thu', 'fri', 'sat'];
+
+/** "mon-fri", "sat,sun", "mon-sun" -> day numbers (0 = Sunday). */
+export function parseDays(text: string): number[] | undefined {
+  const days = new Set<number>();
+  for (const part of text.toLowerCase().split(',')) {
+    const [first = '', last] = part.trim().split('-');
+    const from = DAY_NAMES.indexOf(first);
+    const to = last === undefined ? from : DAY_NAMES.indexOf(last);
+    if (from < 0 || to < 0) return undefined;
+    for (let d = from; ; d = (d + 1) % 7) { days.add(d); if (d === to) break; }
+  }
+  return [...days].sort();
 }
 
 // ---------------------------------------------------------------------------------------
@@ -422,8 +465,11 @@ export function mboxRecord(message: Buffer, sender: string, where: string, at: D
   ]);
 }
 
-/** Splits an mbox we wrote back into the exact messages that came in (inverse of mboxRecord). */
-export function readMbox(mbox: Buffer): Buffer[] {
+/**
+ * Splits an mbox we wrote back into its records: the exact messages that came in (the
+ * inverse of mboxRecord) and what our header line said of each.
+ */
+export function readMbox(mbox: Buffer): Array<{ note: string; message: Buffer }> {
   const text = mbox.toString('latin1');
   const starts: number[] = [];
   for (const m of text.matchAll(/^From /gm)) starts.push(m.index);
@@ -433,10 +479,308 @@ export function readMbox(mbox: Buffer): Buffer[] {
     const headerEnd = record.indexOf('\n', afterFromLine) + 1;
     const ours = record.slice(afterFromLine, headerEnd);
     let body = record.slice(headerEnd, record.length - 1); // drop the blank separator line
-    if (ours.includes('no-final-newline')) body = body.slice(0, -1);
-    return Buffer.from(body.replace(/^>(>*From )/gm, '$1'), 'latin1');
+    if (ours.includes('; no-final-newline')) body = body.slice(0, -1);
+    const note = ours.slice(OUR_HEADER.length + 2).replace(/(; no-final-newline)?\n$/, '');
+    return { note, message: Buffer.from(body.replace(/^>(>*From )/gm, '$1'), 'latin1') };
   });
 }
+
+// ---------------------------------------------------------------------------------------
+// Pure core: the mail we send (RFC 3834 policy, composition)
+// ---------------------------------------------------------------------------------------
+
+/** Stamped on everything we send; mail carrying it never gets an automatic reply. */
+export const LOOP_HEADER = 'X-Ticket-Mail-Loop';
+
+/** Is this address one of ours (submit@, ticket-N@, ticket-N-done@ in our domain)? */
+export function isOurAddress(address: string, cfg: Config): boolean {
+  const at = address.lastIndexOf('@');
+  const domain = address.slice(at + 1).toLowerCase();
+  return at > 0 && (!cfg.domain || domain === cfg.domain) && classifyLocalPart(address.slice(0, at), cfg) !== undefined;
+}
+
+/**
+ * Why no automatic reply (acknowledgement, close notice, error) may answer this message,
+ * or undefined when one may. RFC 3834 section 2 and Exim's filter_personal() checklist.
+ */
+export function autoReplyBlock(head: Head, envelope: Envelope, replyTo: string | undefined, cfg: Config): string | undefined {
+  if (envelope.sender === '') return 'null envelope sender';
+  if (isAutomatic(head, envelope.sender)) return 'Auto-Submitted';
+  const precedence = field(head, 'precedence')?.trim().toLowerCase();
+  if (precedence === 'bulk' || precedence === 'list' || precedence === 'junk') return `Precedence: ${precedence}`;
+  for (const name of ['list-id', 'list-unsubscribe', 'list-post', 'list-help', 'list-subscribe', 'list-owner', 'list-archive']) {
+    if (head.has(name)) return name;
+  }
+  if (head.has('x-auto-response-suppress')) return 'X-Auto-Response-Suppress';
+  if (head.has(LOOP_HEADER.toLowerCase())) return 'our own loop header';
+  if (!replyTo) return 'no address to reply to';
+  for (const address of [envelope.sender.toLowerCase(), replyTo]) {
+    const local = address.slice(0, address.lastIndexOf('@'));
+    if (/^(mailer-daemon|postmaster|no-?reply|do-?not-?reply|.*-request|owner-.*)$/.test(local)) return `robot address ${address}`;
+    if (isOurAddress(address, cfg)) return `our own address ${address}`;
+  }
+  return undefined;
+}
+
+/** Text from untrusted input fit for a header: no control characters (CR, LF), bounded. */
+export function headerSafe(text: string, max = 200): string {
+  return [...text.replace(/[\x00-\x1f\x7f\u2028\u2029]+/g, ' ').replace(/\s+/g, ' ').trim()].slice(0, max).join('');
+}
+
+/** RFC 2047 B-encoded words of at most 75 characters, split on character boundaries. */
+function encodedWords(text: string): string[] {
+  const words: string[] = [];
+  let chunk = '';
+  for (const ch of text) {
+    if (Buffer.byteLength(chunk + ch) > 45) { words.push(chunk); chunk = ''; } // 45 bytes -> 60 base64 chars
+    chunk += ch;
+  }
+  if (chunk) words.push(chunk);
+  return words.map((w) => `=?UTF-8?B?${Buffer.from(w).toString('base64')}?=`);
+}
+
+const needsEncoding = (word: string) => /[^\x20-\x7e]|=\?/.test(word);
+
+/** A header phrase: ASCII words stay readable (so "[issue7]" stays greppable), runs of others are encoded. */
+export function encodePhrase(text: string): string {
+  const out: string[] = [];
+  let run: string[] = [];
+  const flush = () => { if (run.length) out.push(...encodedWords(run.join(' '))); run = []; };
+  for (const word of text.split(' ')) {
+    if (needsEncoding(word)) run.push(word); else { flush(); out.push(word); }
+  }
+  flush();
+  return out.join(' ');
+}
+
+/** "Name <address>" with the name quoted or encoded as needed; the address must be checked. */
+export function mailbox(name: string, address: string): string {
+  const clean = headerSafe(name, 64);
+  if (!clean) return address;
+  if (/^[\w !#$%&'*+/=?^`{|}~.-]+$/.test(clean) && !clean.includes('=?')) return `${clean} <${address}>`;
+  if (!/[^\x20-\x7e]/.test(clean)) return `"${clean.replace(/["\\]/g, '\\$&')}" <${address}>`;
+  return `${encodedWords(clean).join(' ')} <${address}>`;
+}
+
+/** Folds a header value at spaces so that "Name: value" lines stay within 78 characters. */
+export function foldHeader(name: string, value: string): string {
+  const lines: string[] = [];
+  let line = `${name}:`;
+  for (const word of value.split(' ')) {
+    if (line.length + 1 + word.length > 78 && line.length > name.length + 1) { lines.push(line); line = ''; }
+    line += ` ${word}`;
+  }
+  lines.push(line);
+  return lines.join('\n').slice(name.length + 2);
+}
+
+export type ReplyKind = 'ack' | 'notify' | 'close-notice' | 'unknown-ticket' | 'close-refused';
+
+/** A message ready for sendmail: explicit envelope recipients, RFC 5322 text. */
+export interface Outgoing { kind: ReplyKind; recipients: string[]; text: string }
+
+/** What a reply is made of; every header value in here is already checked. */
+export interface Draft {
+  kind: ReplyKind;
+  to: string;                     // checked address
+  from: string;                   // mailbox(...)
+  replyTo: string[];              // checked addresses
+  subject: string;                // decoded text; encoded and folded on output
+  messageId: string;              // without brackets
+  inReplyTo: string | undefined;  // checked id, without brackets
+  references: string[];           // checked ids
+  autoSubmitted: 'auto-replied' | 'auto-generated';
+  body: string;
+}
+
+/** The decoded text and attachment list of a message, for notifications and close notices. */
+export interface Summary { text: string; attachments: Array<{ name: string; size: number }> }
+
+/** Everything planReplies needs to know, gathered by the I/O shell. */
+export interface ReplyFacts {
+  outcome: Outcome;
+  ticket: number | undefined;
+  missing: number | undefined;       // the unknown ticket number, for the error reply
+  head: Head;
+  envelope: Envelope;
+  submitter: string | undefined;     // reply address of the ticket's first message
+  summary: Summary | undefined;
+  templates: Partial<Record<TemplateName, string>>;
+  domain: string;
+  now: Date;
+  unique: () => string;              // a fresh random token for each Message-ID
+}
+
+export type TemplateName = 'ack' | 'notify' | 'close-notice' | 'unknown-ticket' | 'close-refused';
+
+/** The built-in wording; a file of the same name in --templates replaces it. */
+export const TEMPLATES: Record<TemplateName, string> = {
+  'ack': `Thank you. Your message is now ticket {ticket}.
+
+To add to the ticket, reply to this message or write to {ticket_address}.
+When the problem is solved, write to {close_address} to close the ticket.
+
+Subject: {subject}
+`,
+  'notify': `{event} in ticket {ticket}
+From: {from}
+Subject: {subject}
+
+{text}
+{attachments}
+Reply to this message to answer both the sender and the ticket.
+Close: {close_address}
+`,
+  'close-notice': `Ticket {ticket} ({subject}) was closed by {from}:
+
+{text}
+
+If the problem is not solved, reply to this message or write to {ticket_address}
+and the ticket will be opened again.
+`,
+  'unknown-ticket': `Your message was not added to any ticket: ticket {number} does not exist.
+
+To open a new ticket, write to {submit_address} (without a ticket tag in the subject).
+
+Subject: {subject}
+`,
+  'close-refused': `Your message was added to ticket {ticket}, but the ticket was not closed:
+only the person who opened it or an administrator may close it.
+
+Subject: {subject}
+`,
+};
+
+/** Replaces {name} placeholders; unknown names are left as they are. */
+export function renderTemplate(template: string, vars: Record<string, string>): string {
+  return template.replace(/\{([a-z_]+)\}/g, (whole, name: string) => vars[name] ?? whole);
+}
+
+/** Our Message-IDs name the ticket, so a reply whose subject tag was deleted still threads. */
+export function ourMessageId(ticket: number | undefined, unique: string, domain: string): string {
+  return `ticket-mail.${ticket ?? 'none'}.${unique}@${domain}`;
+}
+
+/** The ticket named by one of our own Message-IDs, if it is one. */
+export function ticketOfOurMessageId(id: string, cfg: Config): number | undefined {
+  const m = /^ticket-mail\.(\d+)\.[0-9a-f]+@(.+)$/.exec(id);
+  if (!m || (cfg.domain && m[2]!.toLowerCase() !== cfg.domain)) return undefined;
+  return parseTicketNumber(m[1]!);
+}
+
+/** The address to answer: Reply-To, else From, else the envelope sender. */
+export function replyAddress(head: Head, envelope: Envelope): string | undefined {
+  return addresses(field(head, 'reply-to'))[0] ?? addresses(field(head, 'from'))[0] ??
+    (isPlainAddress(envelope.sender) ? envelope.sender.toLowerCase() : undefined);
+}
+
+/**
+ * Decides which mail to send about a filed message and drafts it. Automatic replies honour
+ * autoReplyBlock; admins hear about new tickets, other people's updates and reopenings,
+ * never about their own messages. The per-recipient rate limit is the shell's job.
+ */
+export function planReplies(facts: ReplyFacts, cfg: Config): Draft[] {
+  const { head, envelope, ticket, domain } = facts;
+  // Our own mail come back to us: a loop in the making, so not even the admins hear of it.
+  if (head.get(LOOP_HEADER.toLowerCase())?.some((v) => v.toLowerCase() === domain)) return [];
+  const sender = replyAddress(head, envelope);
+  const author = addresses(field(head, 'from'))[0];
+  const fromAdmin = [author, envelope.sender.toLowerCase()].some((a) => a !== undefined && cfg.admins.includes(a));
+  const blocked = autoReplyBlock(head, envelope, sender, cfg);
+  const subject = headerSafe(decodedSubject(head), 150);
+  const address = (form: string) => `${form.replace('N', String(ticket))}@${domain}`;
+  const messageId = messageIds(field(head, 'message-id'))[0];
+  const references = [...messageIds(field(head, 'references')).slice(-10), ...(messageId ? [messageId] : [])];
+  const tag = cfg.tag.replace('N', String(ticket));
+  const tagged = (prefix: string) => (subjectTag(subject, cfg) === String(ticket) && !prefix
+    ? subject : `${tag} ${prefix}${subject.replace(tagRegExp(cfg.tag), '').replace(/\s+/g, ' ').trim()}`);
+  const vars: Record<string, string> = {
+    ticket: String(ticket ?? ''), ticket_address: address(cfg.ticketAddress), close_address: address(cfg.closeAddress),
+    submit_address: `${cfg.submit}@${domain}`, subject, number: String(facts.missing ?? ''),
+    from: headerSafe(decodeWords(field(head, 'from') ?? envelope.sender), 120),
+    text: facts.summary?.text ?? '', attachments: attachmentLines(facts.summary),
+  };
+  const draft = (kind: ReplyKind, to: string, subjectLine: string, template: TemplateName, extra: Partial<Draft> = {}): Draft => ({
+    kind, to, subject: subjectLine,
+    from: mailbox(cfg.name, ticket === undefined ? vars.submit_address! : vars.ticket_address!),
+    replyTo: ticket === undefined ? [] : [vars.ticket_address!],
+    messageId: ourMessageId(ticket, facts.unique(), domain),
+    inReplyTo: messageId, references,
+    autoSubmitted: 'auto-replied',
+    body: renderTemplate(facts.templates[template] ?? TEMPLATES[template], vars),
+    ...extra,
+  });
+  const drafts: Draft[] = [];
+  const reply = (kind: ReplyKind, subjectLine: string, template: TemplateName) => {
+    if (!blocked && sender) drafts.push(draft(kind, sender, subjectLine, template));
+  };
+  const notify = (event: 'New' | 'Update' | 'Reopened' | 'Closed', kind: Config['notify'][number]) => {
+    if (!cfg.notify.includes(kind) || ticket === undefined) return;
+    for (const admin of cfg.admins) {
+      if (admin === author || admin === envelope.sender.toLowerCase()) continue;
+      const replyTo = [...new Set([facts.submitter, vars.ticket_address!].filter((a): a is string => !!a))];
+      drafts.push(draft('notify', admin, tagged(`${event}: `), 'notify', {
+        replyTo, autoSubmitted: 'auto-generated', body: renderTemplate(facts.templates.notify ?? TEMPLATES.notify, { ...vars, event }),
+      }));
+    }
+  };
+  switch (facts.outcome) {
+    case 'created':
+      reply('ack', tagged(''), 'ack');
+      notify('New', 'new');
+      break;
+    case 'appended':
+    case 'appended-archived':
+      if (!fromAdmin) notify('Update', 'update');
+      break;
+    case 'reopened':
+      notify('Reopened', 'reopen');
+      break;
+    case 'closed':
+      if (facts.submitter && author !== facts.submitter && !blocked) {
+        drafts.push(draft('close-notice', facts.submitter, tagged('Closed: '), 'close-notice'));
+      }
+      if (!fromAdmin) notify('Closed', 'update');
+      break;
+    case 'close-refused':
+      reply('close-refused', tagged('Not closed: '), 'close-refused');
+      if (!fromAdmin) notify('Update', 'update');
+      break;
+    case 'unmatched':
+      if (facts.missing !== undefined) reply('unknown-ticket', `No such ticket: ${facts.missing}`, 'unknown-ticket');
+      break;
+    case 'duplicate':
+      break;
+  }
+  return drafts;
+}
+
+function attachmentLines(summary: Summary | undefined): string {
+  if (!summary?.attachments.length) return '';
+  return `Attachments:\n${summary.attachments.map((a) => `  ${a.name} (${a.size} bytes)`).join('\n')}\n`;
+}
+
+/** Readable text from HTML, for HTML-only mail in a notification. */
+export function htmlToText(html: string): string {
+  const entities: Record<string, string> = { amp: '&', lt: '<', gt: '>', quot: '"', apos: "'", nbsp: ' ' };
+  return html
+    .replace(/<(script|style|head)\b[\s\S]*?<\/\1\s*>/gi, '')
+    .replace(/<br\s*\/?>|<\/(p|div|h[1-6]|tr|table|ul|ol)\s*>/gi, '\n')
+    .replace(/<li\b[^>]*>/gi, '\n* ')
+    .replace(/<[^>]*>/g, '')
+    .replace(/&(#x[0-9a-f]+|#\d+|[a-z]+);/gi, (whole, e: string) => {
+      if (e[0] !== '#') return entities[e.toLowerCase()] ?? whole;
+      const cp = e[1] === 'x' || e[1] === 'X' ? parseInt(e.slice(2), 16) : Number(e.slice(1));
+      return cp > 0 && cp <= 0x10ffff ? String.fromCodePoint(cp) : whole;
+    })
+    .replace(/[ \t]+\n/g, '\n').replace(/\n{3,}/g, '\n\n').trim();
+}
+
+/** RFC 5322 date in UTC, e.g. "Sat, 28 Nov 2026 04:00:57 +0000". */
+export function rfc5322Date(d: Date): string {
+  return d.toUTCString().replace('GMT', '+0000');
+}
+
 
 // ---------------------------------------------------------------------------------------
 // I/O shell: folders, locks, appends
@@ -675,9 +1019,15 @@ export class MessageIndex {
 export type Outcome = 'created' | 'appended' | 'closed' | 'reopened' | 'appended-archived' |
   'close-refused' | 'duplicate' | 'unmatched';
 
-export interface Filed { outcome: Outcome; ticket: number | undefined; route: Route; warning?: string }
+export interface Filed {
+  outcome: Outcome;
+  ticket: number | undefined;
+  route: Route;
+  missing?: number;   // the ticket number that does not exist, when that sent the mail to unmatched
+  warning?: string;
+}
 
-interface Incoming {
+export interface Incoming {
   message: Buffer;           // without the MTA's From_ line
   head: Head;
   envelope: Envelope;
@@ -773,7 +1123,7 @@ function recoverCreate(store: Store, index: MessageIndex, intent: string): void 
 function recoverTicketStep(store: Store, intent: string): void {
   const [step, ...args] = intent.split(' ');
   const located = (relative: string | undefined) => {
-    if (relative === 'unmatched') return { path: join(store.cfg.dir, 'unmatched'), ticket: undefined };
+    if (relative === 'unmatched' || relative === OUTBOX) return { path: join(store.cfg.dir, relative), ticket: undefined };
     const m = /^(archived\/)?([0-9]+)$/.exec(relative ?? '');
     const n = m && parseTicketNumber(m[2]!);
     if (!n) return undefined;
@@ -818,16 +1168,14 @@ function moveTicket(store: Store, n: number, from: 'open' | 'archived', to: 'ope
   fsyncPath(store.cfg.dir);
 }
 
-/** The From address of a ticket's first message: its submitter. */
-function submitterOf(path: string): string | undefined {
+/** The head of a ticket's first message (its submitter's), read from the first 64 KB. */
+function firstHeadOf(path: string): Head | undefined {
   const fd = openSync(path, 'r');
   try {
     const buf = Buffer.alloc(64 * 1024);
     const got = readSync(fd, buf, 0, buf.length, 0);
-    const [first] = readMbox(buf.subarray(0, got));
-    if (!first) return undefined;
-    const head = parseHead(first.subarray(0, headEnd(first)).toString('utf8'));
-    return head && addresses(field(head, 'from'))[0];
+    const first = readMbox(buf.subarray(0, got))[0]?.message;
+    return first && parseHead(first.subarray(0, headEnd(first)).toString('utf8'));
   } finally { closeSync(fd); }
 }
 
@@ -846,7 +1194,7 @@ function fileIntoTicket(store: Store, index: MessageIndex, incoming: Incoming,
     if (!place) {
       if (store.cfg.unknown === 'bounce') throw new MailError(67, `ticket ${n} does not exist`);
       lock.release();
-      return fileUnmatched(store, incoming, routed, `ticket ${n} does not exist`);
+      return { ...fileUnmatched(store, incoming, routed, `ticket ${n} does not exist`), missing: n };
     }
     if (incoming.idKey !== '-' && index.tickets(incoming.idKey).includes(n)) {
       return { outcome: 'duplicate', ticket: n, route: routed };
@@ -857,7 +1205,8 @@ function fileIntoTicket(store: Store, index: MessageIndex, incoming: Incoming,
     let outcome: Outcome;
     let target = place;
     if (routed.action === 'close' && place === 'open') {
-      outcome = mayClose(closer, submitterOf(store.ticketPath(n, 'open')), store.cfg) ? 'closed' : 'close-refused';
+      const first = firstHeadOf(store.ticketPath(n, 'open'));
+      outcome = mayClose(closer, first && addresses(field(first, 'from'))[0], store.cfg) ? 'closed' : 'close-refused';
     } else if (place === 'archived' && routed.action === 'append' && !automatic) {
       moveTicket(store, n, 'archived', 'open', lock);
       target = 'open';
@@ -877,6 +1226,215 @@ function fileIntoTicket(store: Store, index: MessageIndex, incoming: Incoming,
     archivedLock?.release();
     lock.release();
   }
+}
+
+// ---------------------------------------------------------------------------------------
+// I/O shell: sending, after the message is safely filed
+// ---------------------------------------------------------------------------------------
+
+/** The outbox mbox, relative to the tickets folder: mail sendmail did not take. */
+const OUTBOX = '.ticket-mail/outbox';
+
+/**
+ * Hands one message to sendmail with explicit recipients (never -t, so no header can add
+ * one) and the null envelope sender for everything we send: a reply or notification that
+ * cannot be delivered must never bounce back into a ticket and start a loop.
+ */
+function sendmail(cfg: Config, mail: Outgoing): string | undefined {
+  const r = spawnSync(cfg.sendmail, ['-oi', '-f', '<>', '--', ...mail.recipients],
+    { input: mail.text, stdio: ['pipe', 'ignore', 'ignore'], timeout: 60_000, killSignal: 'SIGKILL' });
+  if (r.error) return `${cfg.sendmail}: ${reason(r.error)}`;
+  if (r.signal) return `${cfg.sendmail} was killed by ${r.signal}`;
+  if (r.status !== 0) return `${cfg.sendmail} exited with status ${r.status}`;
+  return undefined;
+}
+
+/** Keeps mail that could not be sent in the outbox, for `ticket-mail flush`. */
+function keepInOutbox(store: Store, mails: Outgoing[]): void {
+  const path = join(store.cfg.dir, OUTBOX);
+  const lock = takeLock(path, store.cfg, (intent) => recoverTicketStep(store, intent));
+  try {
+    for (const m of mails) {
+      appendDurably(path, mboxRecord(Buffer.from(m.text), '', `outbox ${m.kind} ${m.recipients.join(' ')}`, new Date()), lock, '-', OUTBOX);
+    }
+  } finally { lock.release(); }
+}
+
+/** Sends what the outbox holds; what still fails stays there. */
+export function flushOutbox(store: Store): { sent: number; kept: number; error: string | undefined } {
+  const path = join(store.cfg.dir, OUTBOX);
+  if (!existsSync(path)) return { sent: 0, kept: 0, error: undefined };
+  const lock = takeLock(path, store.cfg, (intent) => recoverTicketStep(store, intent));
+  try {
+    const records = readMbox(readFileSync(path));
+    const kept: Buffer[] = [];
+    let error: string | undefined;
+    for (const record of records) {
+      const [word, kind, ...recipients] = record.note.split(' ');
+      const mail: Outgoing = { kind: kind as ReplyKind, recipients: recipients.filter(isPlainAddress), text: record.message.toString() };
+      const failed = word !== 'outbox' || mail.recipients.length === 0 ? 'not an outbox record' : sendmail(store.cfg, mail);
+      if (failed) {
+        error = failed;
+        kept.push(mboxRecord(record.message, '', record.note, new Date()));
+      }
+    }
+    if (kept.length < records.length) {
+      writeFileDurably(`${path}.new`, Buffer.concat(kept));
+      renameSync(`${path}.new`, path);
+    }
+    return { sent: records.length - kept.length, kept: kept.length, error };
+  } finally { lock.release(); }
+}
+
+/** At most cfg.replyLimit automatic replies per recipient per hour, counted across processes. */
+function withinReplyLimit(store: Store, recipient: string, now: Date): boolean {
+  const folder = join(store.state, 'replies');
+  try { mkdirSync(folder, { mode: 0o700 }); } catch (e) { if (code(e) !== 'EEXIST') throw e; }
+  const path = join(folder, MessageIndex.key(recipient));
+  const lock = takeLock(path, store.cfg, () => {});
+  try {
+    let times: number[] = [];
+    try { times = readFileSync(path, 'latin1').split('\n').map(Number).filter((t) => t > now.getTime() - 3600_000); } catch { /* first reply */ }
+    if (times.length >= store.cfg.replyLimit) return false;
+    times.push(now.getTime());
+    writeFileDurably(path, times.join('\n'));
+    return true;
+  } finally { lock.release(); }
+}
+
+/** The text and attachment list of a message, decoded by postal-mime and bounded. */
+async function summarize(message: Buffer): Promise<Summary> {
+  const MAX_TEXT = 4000;
+  if (message.length > 10 * 1024 * 1024) return { text: `(a ${message.length}-byte message: read it in the ticket)`, attachments: [] };
+  try {
+    const email = await PostalMime.parse(message, { attachmentEncoding: 'arraybuffer' });
+    const text = (email.text ?? (email.html ? htmlToText(email.html) : '')).trim();
+    return {
+      text: text.length > MAX_TEXT ? `${text.slice(0, MAX_TEXT)}\n[... ${text.length - MAX_TEXT} more characters in the ticket]` : text,
+      attachments: email.attachments.map((a) => ({
+        name: headerSafe(a.filename ?? a.mimeType ?? 'unnamed', 100),
+        size: typeof a.content === 'string' ? a.content.length : a.content.byteLength,
+      })),
+    };
+  } catch {
+    return { text: '(the message could not be decoded: read it in the ticket)', attachments: [] };
+  }
+}
+
+/**
+ * Renders a draft with mimetext. mimetext insists on its own Mailbox objects for From, To
+ * and Reply-To (one address only) and base64-encodes every Subject whole, which hides the
+ * [issueN] tag and can exceed RFC 2047's 75 characters; so we give it finished, checked
+ * values and have it print them as they are. Its default body encoding is 7bit whatever
+ * the text: non-ASCII text goes out base64-encoded instead.
+ */
+export async function renderDraft(d: Draft, domain: string, now: Date): Promise<string> {
+  const { createMimeMessage } = await import('mimetext');
+  const msg = createMimeMessage();
+  const set = (name: string, value: string) => {
+    const builtIn = msg.headers.fields.find((f) => f.name.toLowerCase() === name.toLowerCase());
+    if (builtIn) Object.assign(builtIn, { value, validate: undefined, dump: (v: unknown) => String(v) });
+    else msg.setHeader(name, value);
+  };
+  set('Date', rfc5322Date(now));
+  set('From', d.from);
+  set('To', d.to);
+  if (d.replyTo.length) set('Reply-To', foldHeader('Reply-To', d.replyTo.join(', ')));
+  set('Message-ID', `<${d.messageId}>`);
+  set('Subject', foldHeader('Subject', encodePhrase(d.subject)));
+  if (d.inReplyTo) set('In-Reply-To', `<${d.inReplyTo}>`);
+  if (d.references.length) set('References', foldHeader('References', d.references.map((id) => `<${id}>`).join(' ')));
+  set('Auto-Submitted', d.autoSubmitted);
+  set(LOOP_HEADER, domain);
+  const plain = /^[\x09\x0a\x20-\x7e]*$/.test(d.body) && d.body.split('\n').every((l) => l.length <= 998);
+  msg.addMessage({
+    contentType: 'text/plain', charset: 'utf-8', encoding: plain ? '7bit' : 'base64',
+    data: plain ? d.body : Buffer.from(d.body).toString('base64').replace(/.{76}/g, '$&\n'),
+  });
+  const text = msg.asRaw();
+  return text.endsWith('\n') ? text : `${text}\n`;
+}
+
+function loadTemplates(cfg: Config): Partial<Record<TemplateName, string>> {
+  const templates: Partial<Record<TemplateName, string>> = {};
+  if (!cfg.templates) return templates;
+  for (const name of Object.keys(TEMPLATES) as TemplateName[]) {
+    try { templates[name] = readFileSync(join(cfg.templates, `${name}.txt`), 'utf8'); } catch (e) {
+      if (code(e) !== 'ENOENT') throw e;
+    }
+  }
+  return templates;
+}
+
+/** Outside office hours (local time) or on a day off? */
+export function outOfHours(at: Date, cfg: Config): boolean {
+  const minutes = at.getHours() * 60 + at.getMinutes();
+  return !cfg.officeDays.includes(at.getDay()) || minutes < cfg.officeHours[0] || minutes >= cfg.officeHours[1];
+}
+
+/**
+ * Runs the alert command for a new ticket. The ticket's facts travel in environment
+ * variables, never spliced into the command string; a time limit keeps it from holding
+ * up the delivery. Returns a warning when it failed.
+ */
+function runAlert(cfg: Config, ticket: number, incoming: Incoming): string | undefined {
+  const r = spawnSync('/bin/sh', ['-c', cfg.alertCommand!], {
+    stdio: 'ignore', timeout: 10_000, killSignal: 'SIGKILL',
+    env: {
+      ...process.env,
+      TICKET_MAIL_TICKET: String(ticket),
+      TICKET_MAIL_SENDER: headerSafe(decodeWords(field(incoming.head, 'from') ?? incoming.envelope.sender), 200),
+      TICKET_MAIL_SUBJECT: headerSafe(decodedSubject(incoming.head), 200),
+    },
+  });
+  if (r.error || r.signal || r.status !== 0) return `alert command failed: ${r.error ? reason(r.error) : r.signal ?? `status ${r.status}`}`;
+  return undefined;
+}
+
+/**
+ * Everything that follows a filed message: the alert, acknowledgement, notifications, close
+ * notice or error reply. Never fails the delivery (the MTA would retry and file the message
+ * twice): whatever goes wrong becomes a warning, and unsent mail waits in the outbox.
+ */
+export async function sendReplies(store: Store, incoming: Incoming, filed: Filed, now = new Date()): Promise<string[]> {
+  const { cfg } = store;
+  const warnings: string[] = [];
+  try {
+    if (filed.outcome === 'created' && cfg.alertCommand && outOfHours(now, cfg)) {
+      const warning = runAlert(cfg, filed.ticket!, incoming);
+      if (warning) warnings.push(warning);
+    }
+    if (filed.outcome === 'duplicate') return warnings;
+    const domain = cfg.domain ?? incoming.envelope.recipient?.split('@')[1];
+    if (!domain || !/^[a-z0-9.-]{1,253}$/.test(domain)) return [...warnings, 'no --domain set: no replies sent'];
+    const place = filed.ticket === undefined ? undefined : store.placeOf(filed.ticket);
+    const firstHead = filed.outcome === 'created' ? incoming.head : place && firstHeadOf(store.ticketPath(filed.ticket!, place));
+    const submitter = firstHead && replyAddress(firstHead, { sender: '', recipient: undefined, source: 'none' });
+    const wantsSummary = filed.outcome === 'closed' || (cfg.admins.length > 0 && filed.ticket !== undefined);
+    const drafts = planReplies({
+      outcome: filed.outcome, ticket: filed.ticket, missing: filed.missing, head: incoming.head,
+      envelope: incoming.envelope, submitter, summary: wantsSummary ? await summarize(incoming.message) : undefined,
+      templates: loadTemplates(cfg), domain, now, unique: () => randomBytes(8).toString('hex'),
+    }, cfg);
+    const outgoing: Outgoing[] = [];
+    for (const d of drafts) {
+      if (d.autoSubmitted === 'auto-replied' && !withinReplyLimit(store, d.to, now)) continue;
+      outgoing.push({ kind: d.kind, recipients: [d.to], text: await renderDraft(d, domain, now) });
+    }
+    const unsent: Outgoing[] = [];
+    let error: string | undefined;
+    for (const mail of outgoing) {
+      const failed = error?.endsWith('ENOENT') ? error : sendmail(cfg, mail); // no sendmail: don't look again
+      if (failed) { unsent.push(mail); error = failed; }
+    }
+    if (unsent.length) {
+      keepInOutbox(store, unsent);
+      warnings.push(`${unsent.length} message(s) kept in the outbox (${error}); send them later with: ticket-mail flush`);
+    }
+  } catch (e) {
+    warnings.push(`replies not sent: ${reason(e)}`);
+  }
+  return warnings;
 }
 
 // ---------------------------------------------------------------------------------------
@@ -916,9 +1474,9 @@ function audit(store: Store, fields: Array<string | number | undefined>): void {
   }
 }
 
-/** The delivery: bytes in, decision, effects, exit status. */
+/** The delivery: bytes in, decision, effects. The replies come after, in sendReplies. */
 export function deliver(cfg: Config, raw: Buffer, env: NodeJS.ProcessEnv,
-  flags: { recipient?: string; sender?: string }): Filed {
+  flags: { recipient?: string; sender?: string }): { store: Store; incoming: Incoming; filed: Filed } {
   if (raw.length === 0) throw new MailError(65, 'empty message');
   const { fromLineSender, message } = splitEnvelopeLine(raw);
   const head = parseHead(message.subarray(0, headEnd(message)).toString('utf8'));
@@ -928,7 +1486,8 @@ export function deliver(cfg: Config, raw: Buffer, env: NodeJS.ProcessEnv,
   store.ensureFolders();
   const index = new MessageIndex(store.state);
   const messageId = messageIds(field(head, 'message-id'))[0];
-  const ticketOfMessageId = (id: string) => index.tickets(MessageIndex.key(id)).find((n) => store.placeOf(n));
+  const ticketOfMessageId = (id: string) => [ticketOfOurMessageId(id, cfg), ...index.tickets(MessageIndex.key(id))]
+    .find((n) => n !== undefined && store.placeOf(n));
   const routed = route(head, envelope, cfg, ticketOfMessageId);
   const incoming: Incoming = {
     message, head, envelope, at: new Date(),
@@ -937,7 +1496,7 @@ export function deliver(cfg: Config, raw: Buffer, env: NodeJS.ProcessEnv,
   let filed: Filed | undefined;
   try {
     filed = file(store, index, incoming, routed);
-    return filed;
+    return { store, incoming, filed };
   } finally {
     audit(store, [new Date().toISOString(), messageId, envelope.sender || '<>', envelope.recipient,
       routed.action + ('rule' in routed ? `/${routed.rule}` : ''), filed?.ticket, filed?.outcome ?? 'failed']);
@@ -969,45 +1528,78 @@ function fail(e: unknown): never {
   process.exit(err.exitCode);
 }
 
+/** Settings from the command line and the config file, checked. */
+function configFrom(options: Record<string, unknown>): Config {
+  const flags: RawSettings = {};
+  for (const name of SETTING_NAMES) {
+    const value = options[name];
+    // A repeated flag is a list in cac; for anything but --admin the last one wins.
+    if (value !== undefined) flags[name] = Array.isArray(value) && name !== 'admin' ? value.at(-1) : value;
+  }
+  const file = options.config === undefined ? process.env.TICKET_MAIL_CONFIG : String(options.config);
+  return resolveConfig(flags, readConfigFile(file), process.env);
+}
+
+const warn = (warning: string) => process.stderr.write(`ticket-mail: ${warning}\n`);
+
+async function runDelivery(options: Record<string, unknown>): Promise<void> {
+  try {
+    const cfg = configFrom(options);
+    const raw = readStdin(cfg.maxSize);
+    const str = (v: unknown) => (v === undefined ? undefined : String(v));
+    const { store, incoming, filed } = deliver(cfg, raw, process.env, { recipient: str(options.recipient), sender: str(options.sender) });
+    if (filed.warning) warn(filed.warning);
+    // The message is filed and fsync'd: from here on nothing may turn the exit status non-zero.
+    for (const warning of await sendReplies(store, incoming, filed)) warn(warning);
+    process.exitCode = 0;
+  } catch (e) { fail(e); }
+}
+
+function runFlush(options: Record<string, unknown>): void {
+  try {
+    const store = new Store(configFrom(options));
+    const { sent, kept, error } = flushOutbox(store);
+    process.stdout.write(`sent ${sent}, kept ${kept}${error ? ` (${error})` : ''}\n`);
+    process.exitCode = kept ? 1 : 0;
+  } catch (e) {
+    warn(e instanceof MailError ? e.message : `unexpected error: ${reason(e)}`);
+    process.exitCode = 1;
+  }
+}
+
 export function main(argv: string[]): void {
   // Past a file-size limit (ulimit -f) the kernel sends SIGXFSZ, which would kill us mid-write;
   // handled, the write fails with EFBIG instead and the append is rolled back.
   process.on('SIGXFSZ', () => {});
   const cli = cac('ticket-mail');
-  const deliveryOptions = (command: ReturnType<typeof cli.command>) => command
+  cli
     .option('--dir <dir>', 'Tickets folder (default: $TICKET_MAIL_DIR, else $HOME/tickets)')
-    .option('--domain <domain>', 'Mail domain of the ticket addresses')
+    .option('--domain <domain>', 'Mail domain of the ticket addresses (default: the envelope recipient\'s)')
     .option('--submit <local-part>', `Address that opens tickets (default: ${DEFAULTS.submit})`)
     .option('--ticket-address <form>', `Address of ticket N (default: ${DEFAULTS.ticketAddress})`)
     .option('--close-address <form>', `Address that closes ticket N (default: ${DEFAULTS.closeAddress})`)
     .option('--tag <form>', `Subject tag naming ticket N (default: ${DEFAULTS.tag})`)
-    .option('--admin <address>', 'Admin address, may close any ticket (repeatable; default: none)', { type: [String] })
+    .option('--admin <address>', 'Admin address: may close any ticket, gets notifications (repeatable; default: none)', { type: [String] })
     .option('--close-policy <policy>', `Who may close: submitter (or an admin) | anyone (default: ${DEFAULTS.closePolicy})`)
     .option('--unknown <mode>', `Mail for a ticket that does not exist: file (in DIR/unmatched) | bounce (exit 67) (default: ${DEFAULTS.unknown})`)
-    .option('--recipient <address>', 'Envelope recipient (default: from the MTA environment, else the headers)')
-    .option('--sender <address>', 'Envelope sender (default: $SENDER, else the From_ line)')
     .option('--max-size <size>', `Largest message accepted (default: ${DEFAULTS.maxSize})`)
     .option('--lock-timeout <seconds>', `How long to wait for a lock before exit 75 (default: ${DEFAULTS.lockTimeout})`)
     .option('--stale-lock <seconds>', `Age after which any lock is considered dead (default: ${DEFAULTS.staleLock})`)
+    .option('--sendmail <path>', `Program that sends our mail (default: $SENDMAIL, else ${DEFAULTS.sendmail})`)
+    .option('--name <name>', `Display name on the mail we send (default: ${DEFAULTS.name})`)
+    .option('--notify <kinds>', `What admins hear about: new,update,reopen or none (default: ${DEFAULTS.notify})`)
+    .option('--templates <dir>', 'Folder of body templates: ack.txt, notify.txt, close-notice.txt, unknown-ticket.txt, close-refused.txt (default: built-in wording)')
+    .option('--reply-limit <n>', `Automatic replies per recipient per hour (default: ${DEFAULTS.replyLimit})`)
+    .option('--alert-command <cmd>', 'Run for each new ticket out of office hours, with TICKET_MAIL_TICKET, _SENDER, _SUBJECT set (default: none)')
+    .option('--office-hours <hh:mm-hh:mm>', `Office hours, local time (default: ${DEFAULTS.officeHours})`)
+    .option('--office-days <days>', `Office days (default: ${DEFAULTS.officeDays})`)
     .option('--config <file>', 'JSON config file; flags win (default: $TICKET_MAIL_CONFIG)');
-  const runDelivery = (options: Record<string, unknown>) => {
-    try {
-      const str = (v: unknown) => (v === undefined ? undefined : String(v));
-      const flags: RawSettings = {};
-      for (const name of SETTING_NAMES) {
-        const value = options[name];
-        // A repeated flag is a list in cac; for anything but --admin the last one wins.
-        if (value !== undefined) flags[name as keyof RawSettings] = Array.isArray(value) && name !== 'admin' ? value.at(-1) : value;
-      }
-      const cfg = resolveConfig(flags, readConfigFile(str(options.config) ?? process.env.TICKET_MAIL_CONFIG), process.env);
-      const raw = readStdin(cfg.maxSize);
-      const filed = deliver(cfg, raw, process.env, { recipient: str(options.recipient), sender: str(options.sender) });
-      if (filed.warning) process.stderr.write(`ticket-mail: ${filed.warning}\n`);
-      process.exitCode = 0;
-    } catch (e) { fail(e); }
-  };
-  deliveryOptions(cli.command('', 'Deliver one message read on stdin')).action(runDelivery);
-  deliveryOptions(cli.command('deliver', 'Deliver one message read on stdin (the default command)')).action(runDelivery);
+  const envelopeOptions = (command: ReturnType<typeof cli.command>) => command
+    .option('--recipient <address>', 'Envelope recipient (default: from the MTA environment, else the headers)')
+    .option('--sender <address>', 'Envelope sender (default: $SENDER, else the From_ line)');
+  envelopeOptions(cli.command('', 'Deliver one message read on stdin')).action(runDelivery);
+  envelopeOptions(cli.command('deliver', 'Deliver one message read on stdin (the default command)')).action(runDelivery);
+  cli.command('flush', 'Send the mail kept in the outbox; exit 1 while some remains').action(runFlush);
   cli.help();
   cli.version(VERSION);
   try {

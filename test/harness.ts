@@ -1,19 +1,22 @@
 // Test harness: runs the built program the way an MTA does (a child process, the message
 // on stdin, the outcome in the exit status) and reads back what it stored.
 import { spawn, spawnSync } from 'node:child_process';
-import { mkdtempSync, readFileSync, existsSync } from 'node:fs';
+import { mkdtempSync, readFileSync, readdirSync, existsSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join, resolve } from 'node:path';
 import { readMbox } from '../ticket.ts';
 
 export const ROOT = resolve(import.meta.dirname, '..');
 export const BIN = join(ROOT, 'dist', 'ticket-mail.mjs');
+export const FAKE_SENDMAIL = join(ROOT, 'test', 'fake-sendmail');
 
 export interface Run { status: number | null; stderr: string; stdout: string }
 
 /** Environment of a pipe: nothing of the test runner's mail-related variables leaks in. */
 function cleanEnv(extra: NodeJS.ProcessEnv): NodeJS.ProcessEnv {
-  const env: NodeJS.ProcessEnv = { PATH: process.env.PATH, HOME: process.env.HOME };
+  // Mail the program sends goes to the fake sendmail (which discards it unless a test gives
+  // it a FAKE_SENDMAIL_DIR), never to a real MTA that happens to be installed.
+  const env: NodeJS.ProcessEnv = { PATH: process.env.PATH, HOME: process.env.HOME, SENDMAIL: FAKE_SENDMAIL };
   return { ...env, ...extra };
 }
 
@@ -71,7 +74,7 @@ export function mail(spec: MailSpec = {}): string {
 
 /** The messages stored in an mbox, un-quoted (empty when the file does not exist). */
 export function stored(path: string): Buffer[] {
-  return existsSync(path) ? readMbox(readFileSync(path)) : [];
+  return existsSync(path) ? readMbox(readFileSync(path)).map((r) => r.message) : [];
 }
 
 /** Message counts by Python's mailbox.mbox, an independent reader that splits at every "From " line. */
@@ -81,4 +84,22 @@ export function pythonCounts(paths: string[]): number[] {
   { input: paths.join('\0') });
   if (r.status !== 0) throw new Error(`python3 failed: ${r.stderr}`);
   return r.stdout.toString().trim().split('\n').map(Number);
+}
+
+
+export interface Sent { args: string[]; text: string; headers: Map<string, string[]>; recipients: string[] }
+
+/** The messages the fake sendmail recorded in `dir`, oldest first. */
+export function sentMail(dir: string): Sent[] {
+  return readdirSync(dir).filter((n) => n.endsWith('.eml')).sort().map((n) => {
+    const text = readFileSync(join(dir, n), 'utf8');
+    const args = readFileSync(join(dir, n.replace(/\.eml$/, '.args')), 'utf8').trim().split('\n');
+    const headers = new Map<string, string[]>();
+    for (const line of text.slice(0, text.indexOf('\n\n')).replace(/\n[ \t]/g, ' ').split('\n')) {
+      const colon = line.indexOf(':');
+      const name = line.slice(0, colon).toLowerCase();
+      headers.set(name, [...(headers.get(name) ?? []), line.slice(colon + 1).trim()]);
+    }
+    return { args, text, headers, recipients: args.slice(args.indexOf('--') + 1) };
+  });
 }
