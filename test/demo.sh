@@ -40,8 +40,10 @@ fi
 deliver() {
   echo "==> $1"
   status=0
+  # No mail leaves this machine: with no sendmail to hand it to, ticket-mail keeps what it
+  # would send (acknowledgement, notifications, close notice) in its outbox, shown below.
   node "$cli" --dir "$DEMO_DIR" --domain tickets.example --admin max@tickets.example \
-    --recipient "$3" --sender "$4" <"$fixtures/$2" || status=$?
+    --sendmail /nonexistent/sendmail --recipient "$3" --sender "$4" <"$fixtures/$2" 2>&1 || status=$?
   echo "    exit $status"
   if [ "$status" -ne 0 ]; then
     echo "demo: delivering $2 failed" >&2
@@ -67,3 +69,11 @@ cat -- "$DEMO_DIR/.ticket-mail/log"
 echo
 echo "--- the closed ticket: $DEMO_DIR/archived/1 ($(grep -c '^From ' "$DEMO_DIR/archived/1") messages)"
 cat -- "$DEMO_DIR/archived/1"
+echo
+outbox="$DEMO_DIR/.ticket-mail/outbox"
+echo "--- mail ticket-mail would have sent: $outbox ($(grep -c '^From ' "$outbox") messages)"
+awk '/^X-Ticket-Mail: outbox /{ print "  " $3 " to " $4; want = 1 }
+     want && /^Subject:/ { print "    " $0; want = 0 }' "$outbox"
+echo
+echo "--- the first of them, the acknowledgement"
+awk 'NR > 2 && /^From / { exit } NR > 2' "$outbox"
