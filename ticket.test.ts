@@ -665,6 +665,27 @@ describe('acknowledgements and notifications', () => {
     expect(existsSync(join(m.tickets, '1'))).toBe(true);
   });
 
+  it('shows HTML-only text as text, lists attachments and bounds the quoted text', async () => {
+    const m = mailSetup(['--name', 'Kundendienst Müller']);
+    const html = [
+      'From: Alice <alice@customer.example>', 'To: submit@tickets.example', 'Subject: layout', 'MIME-Version: 1.0',
+      'Content-Type: multipart/mixed; boundary=XX', '', '--XX', 'Content-Type: text/html; charset=utf-8', '',
+      `<html><head><style>p{color:red}</style></head><body><p>Hello &amp; <b>welcome</b></p><ul><li>one</li></ul>${'<p>filler text</p>'.repeat(600)}</body></html>`,
+      '--XX', 'Content-Type: application/pdf; name="report.pdf"', 'Content-Disposition: attachment; filename="report.pdf"',
+      'Content-Transfer-Encoding: base64', '', Buffer.alloc(3000).toString('base64'), '--XX--', '',
+    ].join('\n');
+    expect(m.send('submit@tickets.example', 'alice@customer.example', html).status).toBe(0);
+    const [ack, note] = m.sent() as [Sent, Sent];
+    expect((await checkOutgoing(ack)).from).toEqual({ name: 'Kundendienst Müller', address: 'ticket-1@tickets.example' });
+    const text = (await checkOutgoing(note)).text!;
+    expect(text).toContain('Hello & welcome');
+    expect(text).toContain('* one');
+    expect(text).not.toMatch(/<p>|color:red/);
+    expect(text).toContain('report.pdf (3000 bytes)');
+    expect(text).toMatch(/\[\.\.\. \d+ more characters in the ticket\]/);
+    expect(text.length).toBeLessThan(5000);
+  });
+
   it('takes its wording from template files', async () => {
     const m = mailSetup(['--notify', 'none']);
     const templates = join(m.dir, 'templates');
