@@ -835,3 +835,162 @@ describe('out-of-hours alert', () => {
     expect(r.stderr).toMatch(/alert command failed: status 3/);
   });
 });
+
+// ---------------------------------------------------------------------------------------
+// The maintainer's toolkit
+// ---------------------------------------------------------------------------------------
+
+describe('toolkit', () => {
+  /** Three tickets built by real deliveries: 1 closed, 2 with three messages, 3 with an encoded subject. */
+  const built = () => {
+    const m = mailSetup();
+    const at = (n: number, secondsAgo: number) => {
+      const t = Date.now() / 1000 - secondsAgo;
+      for (const p of [join(m.tickets, String(n)), join(m.tickets, 'archived', String(n))]) if (existsSync(p)) utimesSync(p, t, t);
+    };
+    expect(m.send('submit@tickets.example', 'alice@customer.example', mail({ subject: 'Printer on fire' })).status).toBe(0);
+    expect(m.send('ticket-1-done@tickets.example', 'alice@customer.example', mail({ subject: 'fixed' })).status).toBe(0);
+    expect(m.send('submit@tickets.example', 'bob@customer.example', mail({ from: 'Bob <bob@customer.example>', subject: 'VPN down' })).status).toBe(0);
+    expect(m.send('ticket-2@tickets.example', 'bob@customer.example', mail({ from: 'Bob <bob@customer.example>' })).status).toBe(0);
+    expect(m.send('ticket-2@tickets.example', 'max@tickets.example', mail({ from: 'Max <max@tickets.example>' })).status).toBe(0);
+    expect(m.send('submit@tickets.example', 'carol@customer.example', mail({ from: '=?UTF-8?Q?Car=C3=B6l?= <carol@customer.example>', subject: '=?UTF-8?B?S2FmZmVlbWFzY2hpbmU=?=' })).status).toBe(0);
+    at(1, 300); at(2, 100); at(3, 200);
+    return withCli(m);
+  };
+  /** Runs a toolkit command on a mailSetup's folder. */
+  const withCli = (m: ReturnType<typeof mailSetup>) => ({
+    ...m,
+    cli: (args: string[], input = '', after: string[] = []) => deliver([...args, '--dir', m.tickets, '--domain', 'tickets.example',
+      '--sendmail', FAKE_SENDMAIL, ...ADMINS.flatMap((a) => ['--admin', a]), ...after], input, m.env),
+  });
+
+  it('lists tickets newest activity first, as aligned columns or JSON, and never trusts a stale cache', () => {
+    const t = built();
+    const json = (args: string[]) => JSON.parse(t.cli(['list', '--json', ...args]).stdout);
+    expect(json(['--all'])).toEqual([
+      { ticket: 2, state: 'open', submitter: 'Bob <bob@customer.example>', subject: 'VPN down', messages: 3, lastActivity: expect.any(String) },
+      { ticket: 3, state: 'open', submitter: 'Caröl <carol@customer.example>', subject: 'Kaffeemaschine', messages: 1, lastActivity: expect.any(String) },
+      { ticket: 1, state: 'closed', submitter: 'Alice <alice@customer.example>', subject: 'Printer on fire', messages: 2, lastActivity: expect.any(String) },
+    ]);
+    expect(json([]).map((r: { ticket: number }) => r.ticket)).toEqual([2, 3]);
+    expect(json(['--closed']).map((r: { ticket: number }) => r.ticket)).toEqual([1]);
+    const human = t.cli(['list', '--all']);
+    expect(human.status).toBe(0);
+    const lines = human.stdout.trimEnd().split('\n');
+    expect(lines[0]).toMatch(/^#\s+STATE\s+MSGS\s+LAST ACTIVITY\s+SUBMITTER\s+SUBJECT$/);
+    expect(human.stdout).not.toContain('\x1b['); // not a terminal: no colour
+    const column = lines[0]!.indexOf('SUBJECT');
+    expect(lines.slice(1).map((l) => l.slice(column))).toEqual(['VPN down', 'Kaffeemaschine', 'Printer on fire']);
+    // A new message and a rewritten mbox (mutt adding Status headers) are both seen.
+    expect(t.send('ticket-3@tickets.example', 'carol@customer.example', mail()).status).toBe(0);
+    expect(json([])[0]).toMatchObject({ ticket: 3, messages: 2 });
+    const path = join(t.tickets, '2');
+    writeFileSync(path, readFileSync(path, 'latin1').replace(/^Subject: /gm, 'Status: RO\nSubject: '), 'latin1');
+    expect(json([]).find((r: { ticket: number }) => r.ticket === 2).messages).toBe(3);
+    writeFileSync(path, readFileSync(path, 'latin1').split(/^(?=From )/m).slice(0, 2).join(''), 'latin1');
+    expect(json([]).find((r: { ticket: number }) => r.ticket === 2).messages).toBe(2);
+  });
+
+  it('shows a thread and the path to open in mutt; refuses a bad or unknown number', () => {
+    const t = built();
+    const shown = JSON.parse(t.cli(['show', '2', '--json']).stdout);
+    expect(shown).toMatchObject({ ticket: 2, state: 'open', path: join(t.tickets, '2') });
+    expect(shown.messages.map((m: { from: string; subject: string; text: string[] }) => [m.from, m.subject, m.text])).toEqual([
+      ['Bob <bob@customer.example>', 'VPN down', ['Hello.']], ['Bob <bob@customer.example>', 'Printer on fire', ['Hello.']],
+      ['Max <max@tickets.example>', 'Printer on fire', ['Hello.']],
+    ]);
+    expect(t.cli(['show', '2']).stdout).toContain(join(t.tickets, '2'));
+    expect(t.cli(['show', '007'])).toMatchObject({ status: 1, stderr: 'ticket-mail: "007" is not a ticket number\n' });
+    expect(t.cli(['show', '9'])).toMatchObject({ status: 1, stderr: 'ticket-mail: ticket 9 does not exist\n' });
+  });
+
+  it('routes as a dry run that changes nothing on disk', () => {
+    const t = built();
+    const snapshot = () => spawnSync('sh', ['-c', `cd "${t.tickets}" && find . -printf '%p %s %T@ %m\\n' | sort && find . -type f -exec sha256sum {} + | sort`]).stdout.toString();
+    const before = snapshot();
+    const dry = (recipient: string, message: string, sender = 'dora@customer.example') =>
+      JSON.parse(t.cli(['route', '--json', '--recipient', recipient, '--sender', sender], message).stdout);
+    expect(dry('submit@tickets.example', mail({ from: 'dora@customer.example' }))).toMatchObject({
+      route: { action: 'create', rule: 'submit' }, outcome: 'created', ticket: 4,
+      replies: [{ kind: 'ack', to: 'dora@customer.example' }, { kind: 'notify', to: ADMINS[0] }, { kind: 'notify', to: ADMINS[1] }],
+    });
+    expect(dry('submit@tickets.example', mail({ subject: 'Re: [issue1] again' }))).toMatchObject({
+      route: { action: 'append', ticket: 1, rule: 'subject-tag' }, outcome: 'reopened', ticket: 1 });
+    expect(dry('ticket-2-done@tickets.example', mail({ from: 'dora@customer.example' }))).toMatchObject({
+      outcome: 'close-refused', replies: [{ kind: 'close-refused', to: 'dora@customer.example' }, { kind: 'notify' }, { kind: 'notify' }] });
+    expect(dry('ticket-9@tickets.example', mail(), '')).toMatchObject({ outcome: 'unmatched', missing: 9, replies: [], noAutoReplyBecause: 'null envelope sender' });
+    const human = t.cli(['route', '--recipient', 'submit@tickets.example', '--sender', 'x@y.example'], mail({ subject: '[issue2] more' }));
+    expect(human.stdout).toMatch(/^decision\s+append ticket 2, rule subject-tag$/m);
+    expect(human.stdout).toMatch(/^outcome\s+appended \(ticket 2\)$/m);
+    expect(snapshot()).toBe(before);
+  });
+
+  it('closes and reopens from the command line exactly as by mail', () => {
+    const byMail = mailSetup();
+    const byCommand = withCli(mailSetup());
+    const closing = mail({ from: 'Max <max@tickets.example>', subject: 'Done', id: 'close-note@tickets.example', body: 'Fixed the fuser.\n' });
+    const reopening = mail({ from: 'Max <max@tickets.example>', subject: 'Again', id: 'reopen-note@tickets.example' });
+    const first = mail({ subject: 'Printer on fire', id: 'first@customer.example' });
+    for (const m of [byMail, byCommand]) expect(m.send('submit@tickets.example', 'alice@customer.example', first).status).toBe(0);
+    expect(byMail.send('ticket-1-done@tickets.example', 'max@tickets.example', closing).status).toBe(0);
+    expect(byCommand.cli(['close', '1', '--as', 'max@tickets.example'], closing)).toMatchObject({ status: 0, stdout: 'ticket 1: closed\n' });
+    expect(byMail.send('ticket-1@tickets.example', 'max@tickets.example', reopening).status).toBe(0);
+    expect(byCommand.cli(['reopen', '1', '--as', 'max@tickets.example'], reopening)).toMatchObject({ status: 0, stdout: 'ticket 1: reopened\n' });
+    const fromLinesOff = (path: string) => readFileSync(path, 'latin1').replace(/^From (\S+) .*$/gm, 'From $1');
+    expect(fromLinesOff(join(byCommand.tickets, '1'))).toBe(fromLinesOff(join(byMail.tickets, '1')));
+    const logOf = (m: typeof byMail) => log(m.tickets).map((f) => f.slice(1).join(' '));
+    expect(logOf(byCommand)).toEqual(logOf(byMail));
+    const sentOf = (m: typeof byMail) => m.sent().map((s) => [s.recipients, s.headers.get('subject')]);
+    expect(sentOf(byCommand)).toEqual(sentOf(byMail));
+    expect(sentOf(byMail).map(([r]) => r)).toContainEqual(['alice@customer.example']); // the close notice
+    // Without a message, a note is filed; --quiet sends nothing; a closed ticket is not closed twice.
+    const before = byCommand.sent().length;
+    expect(byCommand.cli(['close', '1', '--quiet']).status).toBe(0);
+    expect(byCommand.sent()).toHaveLength(before);
+    expect(stored(join(byCommand.tickets, 'archived', '1')).at(-1)!.toString()).toMatch(/^Subject: Ticket 1 closed$/m);
+    expect(byCommand.cli(['close', '1'])).toMatchObject({ status: 1, stderr: 'ticket-mail: ticket 1 is already closed\n' });
+    expect(byCommand.cli(['reopen', '5'])).toMatchObject({ status: 1, stderr: 'ticket-mail: ticket 5 does not exist\n' });
+  });
+
+  describe('check', () => {
+    const healthy = () => {
+      const t = built();
+      const run = (extra: string[] = []) => t.cli(['check'], '', extra);
+      expect(run()).toMatchObject({ status: 0 });
+      return { t, run };
+    };
+    it('passes a healthy setup', () => {
+      const { run } = healthy();
+      expect(run().stdout).not.toMatch(/^FIX/m);
+    });
+    const faults: Array<[string, (t: ReturnType<typeof built>) => string[] | void, RegExp]> = [
+      ['a tickets folder whose parent is missing', () => ['--dir', '/nonexistent/parent/tickets'], /cannot be created: its parent does not exist/],
+      ['a folder others can read', (t) => { spawnSync('chmod', ['755', t.tickets]); }, /readable by others \(mode 755\)/],
+      ['a ticket others can read', (t) => { spawnSync('chmod', ['644', join(t.tickets, '2')]); }, /\/2 is readable by others: chmod 600/],
+      ['a missing sendmail', () => ['--sendmail', '/nonexistent/sendmail'], /sendmail \/nonexistent\/sendmail is missing/],
+      ['no domain', () => ['--domain', ''], /no --domain set/],
+      ['a damaged counter', (t) => { writeFileSync(join(t.tickets, '.ticket-mail', 'last-ticket'), 'x'); }, /last-ticket is damaged/],
+      ['a counter behind the tickets', (t) => { writeFileSync(join(t.tickets, '.ticket-mail', 'last-ticket'), '1\n'); }, /says 1 but ticket 3 exists/],
+      ['a leftover from an interrupted delivery', (t) => { writeFileSync(join(t.tickets, '.ticket-mail', 'new-9'), ''); }, /leftover .*new-9/],
+      ['mail waiting in the outbox', (t) => {
+        expect(t.send('submit@tickets.example', 'eve@customer.example', mail(), ['--sendmail', '/nonexistent/sendmail']).status).toBe(0);
+      }, /3 message\(s\) wait in the outbox/],
+      ['a stale lock', (t) => { writeFileSync(join(t.tickets, '2.lock'), `ticket-mail 999999999 ${hostname()} wait\n`); }, /stale lock .*2\.lock/],
+      ['a ticket both open and archived', (t) => { writeFileSync(join(t.tickets, 'archived', '2'), ''); }, /ticket 2 exists both open and archived/],
+    ];
+    it.each(faults)('finds %s', (_, breakIt, finding) => {
+      const { t, run } = healthy();
+      const extra = breakIt(t) ?? [];
+      const r = run(extra);
+      expect(r.status).toBe(1);
+      expect(r.stdout).toMatch(new RegExp(`^FIX  .*${finding.source}`, 'm'));
+    });
+    it('finds no admins', () => {
+      const t = mailSetup();
+      expect(t.send('submit@tickets.example', 'a@b.example', mail()).status).toBe(0);
+      const r = deliver(['check', '--dir', t.tickets, '--domain', 'tickets.example', '--sendmail', FAKE_SENDMAIL], '');
+      expect(r.status).toBe(1);
+      expect(r.stdout).toMatch(/^FIX  no --admin set/m);
+    });
+  });
+});

@@ -22,7 +22,7 @@
  * then the I/O shell (stdin, locks, files, exit codes), then the CLI.
  */
 import {
-  closeSync, existsSync, fstatSync, fsyncSync, ftruncateSync, linkSync, mkdirSync,
+  accessSync, closeSync, existsSync, fstatSync, fsyncSync, ftruncateSync, linkSync, mkdirSync,
   openSync, readFileSync, readSync, readdirSync, realpathSync, renameSync, statSync, unlinkSync, writeSync,
   constants as fsc,
 } from 'node:fs';
@@ -380,7 +380,10 @@ export function route(head: Head, envelope: Envelope, cfg: Config,
 export function resolveEnvelope(flags: { recipient?: string; sender?: string }, env: NodeJS.ProcessEnv,
   fromLineSender: string | undefined, head: Head, cfg: Config): Envelope {
   const nullSender = (s: string) => (/^(<>|mailer-daemon)?$/i.test(s.trim()) ? '' : s.trim());
-  const sender = nullSender(flags.sender ?? env.SENDER ?? fromLineSender ?? '');
+  // With no envelope at all (a person at a shell), Return-Path is the MTA's record of it, else From.
+  const returnPath = field(head, 'return-path');
+  const fromHeaders = returnPath !== undefined ? (addresses(returnPath)[0] ?? '') : (addresses(field(head, 'from'))[0] ?? '');
+  const sender = nullSender(flags.sender ?? env.SENDER ?? fromLineSender ?? fromHeaders);
   if (flags.recipient) return { sender, recipient: flags.recipient.toLowerCase(), source: 'flags' };
   if (env.LOCAL_PART && env.DOMAIN) {
     const local = `${env.LOCAL_PART_PREFIX ?? ''}${env.LOCAL_PART}${env.LOCAL_PART_SUFFIX ?? ''}`;
@@ -398,6 +401,14 @@ export function resolveEnvelope(flags: { recipient?: string; sender?: string }, 
     }
   }
   return { sender, recipient: undefined, source: 'none' };
+}
+
+/** What filing into an existing ticket does, given where it is and what kind of mail came. */
+export function ticketOutcome(action: 'append' | 'close', place: 'open' | 'archived', automatic: boolean,
+  closeAllowed: boolean): 'closed' | 'close-refused' | 'reopened' | 'appended' | 'appended-archived' {
+  if (action === 'close' && place === 'open') return closeAllowed ? 'closed' : 'close-refused';
+  if (place === 'archived') return action === 'append' && !automatic ? 'reopened' : 'appended-archived';
+  return 'appended';
 }
 
 /** Who may close a ticket: its submitter or an admin, unless the policy is "anyone". */
@@ -1168,15 +1179,21 @@ function moveTicket(store: Store, n: number, from: 'open' | 'archived', to: 'ope
   fsyncPath(store.cfg.dir);
 }
 
-/** The head of a ticket's first message (its submitter's), read from the first 64 KB. */
-function firstHeadOf(path: string): Head | undefined {
+/** The head of a ticket's first message (its submitter's), read from the file's start. */
+function firstHeadOf(path: string, bytes = 64 * 1024): Head | undefined {
   const fd = openSync(path, 'r');
   try {
-    const buf = Buffer.alloc(64 * 1024);
+    const buf = Buffer.alloc(bytes);
     const got = readSync(fd, buf, 0, buf.length, 0);
     const first = readMbox(buf.subarray(0, got))[0]?.message;
     return first && parseHead(first.subarray(0, headEnd(first)).toString('utf8'));
   } finally { closeSync(fd); }
+}
+
+/** May the author of this message close open ticket N? */
+function closeAllowed(store: Store, n: number, head: Head): boolean {
+  const first = firstHeadOf(store.ticketPath(n, 'open'));
+  return mayClose(addresses(field(head, 'from'))[0], first && addresses(field(first, 'from'))[0], store.cfg);
 }
 
 /**
@@ -1200,19 +1217,12 @@ function fileIntoTicket(store: Store, index: MessageIndex, incoming: Incoming,
       return { outcome: 'duplicate', ticket: n, route: routed };
     }
     if (place === 'archived') archivedLock = takeLock(store.ticketPath(n, 'archived'), store.cfg, recover);
-    const automatic = isAutomatic(incoming.head, incoming.envelope.sender);
-    const closer = addresses(field(incoming.head, 'from'))[0];
-    let outcome: Outcome;
+    const outcome = ticketOutcome(routed.action, place, isAutomatic(incoming.head, incoming.envelope.sender),
+      routed.action === 'close' && place === 'open' && closeAllowed(store, n, incoming.head));
     let target = place;
-    if (routed.action === 'close' && place === 'open') {
-      const first = firstHeadOf(store.ticketPath(n, 'open'));
-      outcome = mayClose(closer, first && addresses(field(first, 'from'))[0], store.cfg) ? 'closed' : 'close-refused';
-    } else if (place === 'archived' && routed.action === 'append' && !automatic) {
+    if (outcome === 'reopened') {
       moveTicket(store, n, 'archived', 'open', lock);
       target = 'open';
-      outcome = 'reopened';
-    } else {
-      outcome = place === 'archived' ? 'appended-archived' : 'appended';
     }
     const record = mboxRecord(incoming.message, incoming.envelope.sender, `ticket ${n}`, incoming.at);
     appendDurably(store.ticketPath(n, target), record, lock, incoming.idKey, relativeTicket(n, target));
@@ -1391,6 +1401,24 @@ function runAlert(cfg: Config, ticket: number, incoming: Incoming): string | und
   return undefined;
 }
 
+/** The domain of our addresses: --domain, else the one the mail was delivered to. */
+function replyDomain(cfg: Config, incoming: Incoming): string | undefined {
+  const domain = cfg.domain ?? incoming.envelope.recipient?.split('@')[1];
+  return domain && /^[a-z0-9.-]{1,253}$/.test(domain) ? domain : undefined;
+}
+
+/** planReplies() with the facts gathered from disk: the ticket's submitter, the templates. */
+function draftReplies(store: Store, incoming: Incoming, filed: Pick<Filed, 'outcome' | 'ticket' | 'missing'>,
+  domain: string, now: Date, summary: Summary | undefined): Draft[] {
+  const place = filed.ticket === undefined ? undefined : store.placeOf(filed.ticket);
+  const firstHead = filed.outcome === 'created' ? incoming.head : place && firstHeadOf(store.ticketPath(filed.ticket!, place));
+  return planReplies({
+    outcome: filed.outcome, ticket: filed.ticket, missing: filed.missing, head: incoming.head, envelope: incoming.envelope,
+    submitter: firstHead && replyAddress(firstHead, { sender: '', recipient: undefined, source: 'none' }),
+    summary, templates: loadTemplates(store.cfg), domain, now, unique: () => randomBytes(8).toString('hex'),
+  }, store.cfg);
+}
+
 /**
  * Everything that follows a filed message: the alert, acknowledgement, notifications, close
  * notice or error reply. Never fails the delivery (the MTA would retry and file the message
@@ -1405,17 +1433,10 @@ export async function sendReplies(store: Store, incoming: Incoming, filed: Filed
       if (warning) warnings.push(warning);
     }
     if (filed.outcome === 'duplicate') return warnings;
-    const domain = cfg.domain ?? incoming.envelope.recipient?.split('@')[1];
-    if (!domain || !/^[a-z0-9.-]{1,253}$/.test(domain)) return [...warnings, 'no --domain set: no replies sent'];
-    const place = filed.ticket === undefined ? undefined : store.placeOf(filed.ticket);
-    const firstHead = filed.outcome === 'created' ? incoming.head : place && firstHeadOf(store.ticketPath(filed.ticket!, place));
-    const submitter = firstHead && replyAddress(firstHead, { sender: '', recipient: undefined, source: 'none' });
+    const domain = replyDomain(cfg, incoming);
+    if (!domain) return [...warnings, 'no --domain set: no replies sent'];
     const wantsSummary = filed.outcome === 'closed' || (cfg.admins.length > 0 && filed.ticket !== undefined);
-    const drafts = planReplies({
-      outcome: filed.outcome, ticket: filed.ticket, missing: filed.missing, head: incoming.head,
-      envelope: incoming.envelope, submitter, summary: wantsSummary ? await summarize(incoming.message) : undefined,
-      templates: loadTemplates(cfg), domain, now, unique: () => randomBytes(8).toString('hex'),
-    }, cfg);
+    const drafts = draftReplies(store, incoming, filed, domain, now, wantsSummary ? await summarize(incoming.message) : undefined);
     const outgoing: Outgoing[] = [];
     for (const d of drafts) {
       if (d.autoSubmitted === 'auto-replied' && !withinReplyLimit(store, d.to, now)) continue;
@@ -1438,8 +1459,265 @@ export async function sendReplies(store: Store, incoming: Incoming, filed: Filed
 }
 
 // ---------------------------------------------------------------------------------------
+// The maintainer's toolkit: list, show, route, close, reopen, check
+// ---------------------------------------------------------------------------------------
+
+export interface TicketRow {
+  ticket: number; state: 'open' | 'closed'; submitter: string; subject: string; messages: number; lastActivity: string;
+}
+
+/** What `list` remembers of one mbox, valid while the file's inode, size and mtime are unchanged. */
+interface CacheEntry { ino: number; size: number; mtimeMs: number; tail: string; submitter: string; subject: string; messages: number }
+
+/** Counts mbox records (lines starting "From ") in bytes [from, size); `from` starts a line. */
+function countRecords(fd: number, from: number, size: number): number {
+  const needle = Buffer.from('\nFrom ');
+  const chunk = 1 << 20;
+  const buf = Buffer.alloc(chunk + needle.length);
+  buf[0] = LF; // a record boundary at `from`
+  let carry = 1;
+  let count = 0;
+  for (let pos = from; pos < size;) {
+    const got = readSync(fd, buf, carry, Math.min(chunk, size - pos), pos);
+    if (got === 0) break;
+    const view = buf.subarray(0, carry + got);
+    for (let i = view.indexOf(needle); i >= 0; i = view.indexOf(needle, i + 1)) count++;
+    carry = Math.min(needle.length - 1, view.length); // a needle cut by the chunk edge is found next time
+    view.copy(buf, 0, view.length - carry);
+    pos += got;
+  }
+  return count;
+}
+
+/** A fingerprint of the 64 bytes before `size`: tells an append from a rewrite (mutt's sync). */
+function tailPrint(fd: number, size: number): string {
+  const buf = Buffer.alloc(Math.min(64, size));
+  readSync(fd, buf, 0, buf.length, size - buf.length);
+  return createHash('sha256').update(buf).digest('hex').slice(0, 16);
+}
+
+/** The tickets, newest activity first. A cache keeps it fast; it is checked against each file. */
+export function listTickets(store: Store, which: 'open' | 'closed' | 'all'): TicketRow[] {
+  const cachePath = join(store.state, 'list-cache.json');
+  let cache: Record<string, CacheEntry> = {};
+  try { cache = JSON.parse(readFileSync(cachePath, 'utf8')); } catch { /* none yet, or unreadable: rebuild */ }
+  const fresh: Record<string, CacheEntry> = {};
+  const rows: TicketRow[] = [];
+  for (const [place, state] of [['open', 'open'], ['archived', 'closed']] as const) {
+    if (which !== 'all' && which !== state) continue;
+    let names: string[] = [];
+    try { names = readdirSync(place === 'open' ? store.cfg.dir : store.archived); } catch (e) { if (code(e) !== 'ENOENT') throw e; }
+    for (const name of names) {
+      const n = parseTicketNumber(name);
+      if (n === undefined) continue;
+      const key = relativeTicket(n, place);
+      const entry = ticketEntry(store.ticketPath(n, place), cache[key]);
+      if (!entry) continue;
+      fresh[key] = entry;
+      rows.push({ ticket: n, state, submitter: entry.submitter, subject: entry.subject, messages: entry.messages,
+        lastActivity: new Date(entry.mtimeMs).toISOString() });
+    }
+  }
+  if (JSON.stringify(fresh) !== JSON.stringify(cache)) {
+    try { // the cache is a convenience: a folder we may not write just means no cache
+      writeFileDurably(`${cachePath}.new`, JSON.stringify(fresh));
+      renameSync(`${cachePath}.new`, cachePath);
+    } catch { /* see above */ }
+  }
+  return rows.sort((a, b) => b.lastActivity.localeCompare(a.lastActivity) || b.ticket - a.ticket);
+}
+
+function ticketEntry(path: string, cached: CacheEntry | undefined): CacheEntry | undefined {
+  let fd;
+  try { fd = openSync(path, 'r'); } catch { return undefined; } // moved meanwhile
+  try {
+    const st = fstatSync(fd);
+    if (cached && cached.ino === st.ino && cached.size === st.size && cached.mtimeMs === st.mtimeMs) return cached;
+    const base = { ino: st.ino, size: st.size, mtimeMs: st.mtimeMs, tail: tailPrint(fd, st.size) };
+    // Grown by appends only (the old end unchanged): count just the new part.
+    if (cached && cached.ino === st.ino && st.size > cached.size && tailPrint(fd, cached.size) === cached.tail) {
+      return { ...cached, ...base, messages: cached.messages + countRecords(fd, cached.size, st.size) };
+    }
+    const head = firstHeadOf(path, 16 * 1024);
+    return {
+      ...base,
+      submitter: headerSafe(decodeWords(head && field(head, 'from') || ''), 60),
+      subject: head ? headerSafe(decodedSubject(head), 100) : '',
+      messages: countRecords(fd, 0, st.size),
+    };
+  } finally { closeSync(fd); }
+}
+
+/** One ticket's thread at a glance, for `show`. */
+export async function showTicket(store: Store, n: number) {
+  const place = store.placeOf(n);
+  if (!place) throw new Error(`ticket ${n} does not exist`);
+  const path = store.ticketPath(n, place);
+  const messages = [];
+  for (const { message } of readMbox(readFileSync(path))) {
+    const head = parseHead(message.subarray(0, headEnd(message)).toString('utf8'));
+    const summary = await summarize(message);
+    messages.push({
+      date: head && field(head, 'date') || '',
+      from: headerSafe(decodeWords(head && field(head, 'from') || ''), 80),
+      subject: head ? headerSafe(decodedSubject(head), 100) : '',
+      text: summary.text.split('\n').map((l) => l.trim()).filter(Boolean).slice(0, 3),
+      attachments: summary.attachments.map((a) => a.name),
+    });
+  }
+  return { ticket: n, state: place === 'open' ? 'open' : 'closed', path, messages };
+}
+
+/** What delivering this message would do, for `route`: reads, never writes. */
+export function dryRoute(store: Store, incoming: Incoming) {
+  const index = new MessageIndex(store.state);
+  const routed = routeIncoming(store, index, incoming);
+  let outcome: Outcome;
+  let ticket: number | undefined;
+  let missing: number | undefined;
+  if (routed.action === 'unmatched') outcome = 'unmatched';
+  else if (routed.action === 'create') {
+    const [already] = incoming.idKey === '-' ? [] : index.tickets(incoming.idKey);
+    outcome = already === undefined ? 'created' : 'duplicate';
+    ticket = already ?? lastNumberPreview(store);
+  } else {
+    ticket = routed.ticket;
+    const place = store.placeOf(ticket);
+    if (!place) { outcome = 'unmatched'; missing = ticket; ticket = undefined; }
+    else if (incoming.idKey !== '-' && index.tickets(incoming.idKey).includes(ticket)) outcome = 'duplicate';
+    else {
+      outcome = ticketOutcome(routed.action, place, isAutomatic(incoming.head, incoming.envelope.sender),
+        routed.action === 'close' && place === 'open' && closeAllowed(store, ticket, incoming.head));
+    }
+  }
+  const domain = replyDomain(store.cfg, incoming);
+  const replies = !domain || outcome === 'duplicate' ? [] :
+    draftReplies(store, incoming, { outcome, ticket, missing }, domain, new Date(), undefined).map((d) => ({ kind: d.kind, to: d.to }));
+  const block = autoReplyBlock(incoming.head, incoming.envelope, replyAddress(incoming.head, incoming.envelope), store.cfg);
+  return { recipient: incoming.envelope.recipient ?? null, source: incoming.envelope.source, sender: incoming.envelope.sender,
+    route: routed, outcome, ticket: ticket ?? null, ...(missing ? { missing } : {}), replies, noAutoReplyBecause: block ?? null };
+}
+
+/** The number a new ticket would get now (the real one is taken under the numbers lock). */
+function lastNumberPreview(store: Store): number {
+  let n = (existsSync(store.state) ? lastNumber(store) : 0) + 1;
+  while (store.placeOf(n)) n++;
+  return n;
+}
+
+/** A problem `check` found, or a line saying what is fine. */
+export interface Finding { ok: boolean; text: string }
+
+/** Checks a setup: folders, permissions, sendmail, domain and admins, state, locks. */
+export function checkSetup(store: Store): Finding[] {
+  const { cfg } = store;
+  const found: Finding[] = [];
+  const say = (ok: boolean, text: string) => found.push({ ok, text });
+  const folder = (path: string, what: string) => {
+    let st;
+    try { st = statSync(path); } catch {
+      const parentExists = existsSync(join(path, '..'));
+      say(path !== cfg.dir && parentExists, parentExists ? `${what} ${path} does not exist yet (created on first delivery)` :
+        `${what} ${path} cannot be created: its parent does not exist (mkdir -p -m 700 ${path})`);
+      return;
+    }
+    if (!st.isDirectory()) return say(false, `${what} ${path} is not a folder`);
+    const writable = (() => { try { accessSync(path, fsc.W_OK | fsc.X_OK); return true; } catch { return false; } })();
+    say(writable, writable ? `${what} ${path} is writable` : `${what} ${path} is not writable by this user`);
+    if (st.mode & 0o077) say(false, `${what} ${path} is readable by others (mode ${(st.mode & 0o777).toString(8)}): chmod 700 ${path}`);
+  };
+  if (!existsSync(cfg.dir)) folder(cfg.dir, 'tickets folder');
+  else {
+    folder(cfg.dir, 'tickets folder');
+    folder(store.archived, 'archived folder');
+    folder(store.state, 'state folder');
+  }
+  let loose = 0;
+  for (const row of existsSync(cfg.dir) ? listTicketPaths(store) : []) {
+    const mode = statSync(row.path).mode;
+    if (mode & 0o077) { loose++; if (loose <= 5) say(false, `${row.path} is readable by others: chmod 600 ${row.path}`); }
+    if (row.place === 'open' && existsSync(store.ticketPath(row.n, 'archived'))) say(false, `ticket ${row.n} exists both open and archived`);
+  }
+  try { accessSync(cfg.sendmail, fsc.X_OK); say(true, `sendmail ${cfg.sendmail} is executable`); } catch {
+    say(false, `sendmail ${cfg.sendmail} is missing or not executable: replies wait in the outbox (set --sendmail)`);
+  }
+  say(!!cfg.domain, cfg.domain ? `domain ${cfg.domain}` : 'no --domain set: replies take the domain the mail came to, and header fallback accepts any domain');
+  say(cfg.admins.length > 0, cfg.admins.length ? `admins ${cfg.admins.join(', ')}` : 'no --admin set: nobody is notified of new tickets, and only submitters may close');
+  if (existsSync(store.state)) {
+    const counter = join(store.state, 'last-ticket');
+    if (existsSync(counter)) {
+      const last = parseTicketNumber(readFileSync(counter, 'latin1').trim());
+      const highest = Math.max(0, ...listTicketPaths(store).map((r) => r.n));
+      say(last !== undefined && last >= highest, last === undefined ? `${counter} is damaged: delete it (it is rebuilt from the tickets)`
+        : last >= highest ? `ticket counter at ${last}` : `${counter} says ${last} but ticket ${highest} exists: delete it (it is rebuilt)`);
+    }
+    for (const name of readdirSync(store.state)) {
+      if (/^new-\d+$/.test(name)) say(false, `leftover ${join(store.state, name)} from an interrupted delivery: remove it`);
+    }
+    const outbox = join(cfg.dir, OUTBOX);
+    const waiting = existsSync(outbox) ? readMbox(readFileSync(outbox)).length : 0;
+    say(waiting === 0, waiting ? `${waiting} message(s) wait in the outbox: run ticket-mail flush` : 'outbox empty');
+  }
+  for (const folderPath of [cfg.dir, store.archived, store.state]) {
+    let names: string[] = [];
+    try { names = readdirSync(folderPath); } catch { continue; }
+    for (const name of names.filter((n) => n.endsWith('.lock'))) {
+      const path = join(folderPath, name);
+      try {
+        if (isStale(readFileSync(path, 'latin1'), statSync(path).mtimeMs, cfg)) say(false, `stale lock ${path}: its holder is gone (the next delivery recovers it, or remove it)`);
+      } catch { /* released meanwhile */ }
+    }
+  }
+  return found;
+}
+
+function listTicketPaths(store: Store): Array<{ n: number; place: 'open' | 'archived'; path: string }> {
+  const out: Array<{ n: number; place: 'open' | 'archived'; path: string }> = [];
+  for (const place of ['open', 'archived'] as const) {
+    let names: string[] = [];
+    try { names = readdirSync(place === 'open' ? store.cfg.dir : store.archived); } catch { continue; }
+    for (const name of names) {
+      const n = parseTicketNumber(name);
+      if (n !== undefined) out.push({ n, place, path: store.ticketPath(n, place) });
+    }
+  }
+  return out;
+}
+
+/** The message `close`/`reopen` file when none is given on stdin: a short note by the maintainer. */
+export function commandNote(action: 'close' | 'reopen', n: number, author: string, recipient: string, domain: string, now: Date): Buffer {
+  const done = action === 'close' ? 'closed' : 'reopened';
+  return Buffer.from([
+    `From: ${author}`, `To: ${recipient}`, `Subject: Ticket ${n} ${done}`, `Date: ${rfc5322Date(now)}`,
+    `Message-ID: <ticket-mail.${action}.${randomBytes(8).toString('hex')}@${domain}>`,
+    'MIME-Version: 1.0', 'Content-Type: text/plain; charset=utf-8', '',
+    `Ticket ${n} was ${done} with "ticket-mail ${action}" by ${author}.`, '',
+  ].join('\n'));
+}
+
+// ---------------------------------------------------------------------------------------
 // I/O shell: reading stdin, the audit log, exit codes
 // ---------------------------------------------------------------------------------------
+
+/** The message as read: without the MTA's From_ line, its head parsed, its envelope resolved. */
+export function parseIncoming(cfg: Config, raw: Buffer, env: NodeJS.ProcessEnv, flags: { recipient?: string; sender?: string }): Incoming {
+  if (raw.length === 0) throw new MailError(65, 'empty message');
+  const { fromLineSender, message } = splitEnvelopeLine(raw);
+  const head = parseHead(message.subarray(0, headEnd(message)).toString('utf8'));
+  if (!head) throw new MailError(65, 'not a mail message: it has no header');
+  const messageId = messageIds(field(head, 'message-id'))[0];
+  return {
+    message, head, envelope: resolveEnvelope(flags, env, fromLineSender, head, cfg), at: new Date(),
+    idKey: messageId ? MessageIndex.key(messageId) : '-',
+  };
+}
+
+/** route() with its one disk fact: which existing ticket holds a Message-ID (ours name it). */
+function routeIncoming(store: Store, index: MessageIndex, incoming: Incoming): Route {
+  const ticketOfMessageId = (id: string) => [ticketOfOurMessageId(id, store.cfg), ...index.tickets(MessageIndex.key(id))]
+    .find((n) => n !== undefined && store.placeOf(n));
+  return route(incoming.head, incoming.envelope, store.cfg, ticketOfMessageId);
+}
 
 /** Reads all of stdin, refusing (65) past maxSize without reading the rest. */
 export function readStdin(maxSize: number): Buffer {
@@ -1477,22 +1755,13 @@ function audit(store: Store, fields: Array<string | number | undefined>): void {
 /** The delivery: bytes in, decision, effects. The replies come after, in sendReplies. */
 export function deliver(cfg: Config, raw: Buffer, env: NodeJS.ProcessEnv,
   flags: { recipient?: string; sender?: string }): { store: Store; incoming: Incoming; filed: Filed } {
-  if (raw.length === 0) throw new MailError(65, 'empty message');
-  const { fromLineSender, message } = splitEnvelopeLine(raw);
-  const head = parseHead(message.subarray(0, headEnd(message)).toString('utf8'));
-  if (!head) throw new MailError(65, 'not a mail message: it has no header');
-  const envelope = resolveEnvelope(flags, env, fromLineSender, head, cfg);
+  const incoming = parseIncoming(cfg, raw, env, flags);
   const store = new Store(cfg);
   store.ensureFolders();
   const index = new MessageIndex(store.state);
-  const messageId = messageIds(field(head, 'message-id'))[0];
-  const ticketOfMessageId = (id: string) => [ticketOfOurMessageId(id, cfg), ...index.tickets(MessageIndex.key(id))]
-    .find((n) => n !== undefined && store.placeOf(n));
-  const routed = route(head, envelope, cfg, ticketOfMessageId);
-  const incoming: Incoming = {
-    message, head, envelope, at: new Date(),
-    idKey: messageId ? MessageIndex.key(messageId) : '-',
-  };
+  const routed = routeIncoming(store, index, incoming);
+  const { envelope } = incoming;
+  const messageId = messageIds(field(incoming.head, 'message-id'))[0];
   let filed: Filed | undefined;
   try {
     filed = file(store, index, incoming, routed);
@@ -1528,26 +1797,48 @@ function fail(e: unknown): never {
   process.exit(err.exitCode);
 }
 
+/**
+ * Each --option's values as typed. cac turns values that look like numbers into numbers
+ * ("" becomes 0, "007" becomes 7), which would corrupt an empty --sender or a local part;
+ * our option values are text, so they are read again from the command line.
+ */
+export function typedOptions(argv: string[], takesValue: Set<string>): Record<string, string[]> {
+  const values: Record<string, string[]> = {};
+  for (let i = 0; i < argv.length; i++) {
+    if (argv[i] === '--') break;
+    const m = /^--([a-z][a-z-]*)(?:=([\s\S]*))?$/.exec(argv[i]!);
+    const name = m && m[1]!.replace(/-([a-z])/g, (_, c: string) => c.toUpperCase());
+    if (!name || !takesValue.has(name)) continue;
+    const value = m[2] ?? argv[++i];
+    if (value !== undefined) (values[name] ??= []).push(value);
+  }
+  return values;
+}
+
+let typed: Record<string, string[]> = {};
+
 /** Settings from the command line and the config file, checked. */
-function configFrom(options: Record<string, unknown>): Config {
+function configFrom(): Config {
   const flags: RawSettings = {};
   for (const name of SETTING_NAMES) {
-    const value = options[name];
-    // A repeated flag is a list in cac; for anything but --admin the last one wins.
-    if (value !== undefined) flags[name] = Array.isArray(value) && name !== 'admin' ? value.at(-1) : value;
+    const values = typed[name];
+    // A repeated flag: for anything but --admin the last one wins.
+    if (values) flags[name] = name === 'admin' ? values : values.at(-1);
   }
-  const file = options.config === undefined ? process.env.TICKET_MAIL_CONFIG : String(options.config);
+  const file = typed.config?.at(-1) ?? process.env.TICKET_MAIL_CONFIG;
   return resolveConfig(flags, readConfigFile(file), process.env);
 }
 
 const warn = (warning: string) => process.stderr.write(`ticket-mail: ${warning}\n`);
 
-async function runDelivery(options: Record<string, unknown>): Promise<void> {
+/** The --recipient and --sender overrides, as typed. */
+const envelopeFlags = () => ({ recipient: typed.recipient?.at(-1), sender: typed.sender?.at(-1) });
+
+async function runDelivery(): Promise<void> {
   try {
-    const cfg = configFrom(options);
+    const cfg = configFrom();
     const raw = readStdin(cfg.maxSize);
-    const str = (v: unknown) => (v === undefined ? undefined : String(v));
-    const { store, incoming, filed } = deliver(cfg, raw, process.env, { recipient: str(options.recipient), sender: str(options.sender) });
+    const { store, incoming, filed } = deliver(cfg, raw, process.env, envelopeFlags());
     if (filed.warning) warn(filed.warning);
     // The message is filed and fsync'd: from here on nothing may turn the exit status non-zero.
     for (const warning of await sendReplies(store, incoming, filed)) warn(warning);
@@ -1555,22 +1846,117 @@ async function runDelivery(options: Record<string, unknown>): Promise<void> {
   } catch (e) { fail(e); }
 }
 
-function runFlush(options: Record<string, unknown>): void {
-  try {
-    const store = new Store(configFrom(options));
-    const { sent, kept, error } = flushOutbox(store);
-    process.stdout.write(`sent ${sent}, kept ${kept}${error ? ` (${error})` : ''}\n`);
-    process.exitCode = kept ? 1 : 0;
-  } catch (e) {
-    warn(e instanceof MailError ? e.message : `unexpected error: ${reason(e)}`);
-    process.exitCode = 1;
+/**
+ * Runs a maintainer's command: its errors are one line on stderr and exit 1 (these are
+ * people at a terminal or scripts, not an MTA).
+ */
+function tool(run: (cfg: Config, ...args: any[]) => unknown) {
+  return async (...args: any[]) => {
+    try {
+      process.exitCode = (await run(configFrom(), ...args)) === false ? 1 : 0;
+    } catch (e) {
+      warn(e instanceof Error && !(e as NodeJS.ErrnoException).code ? e.message : `error: ${reason(e)}`);
+      process.exitCode = 1;
+    }
+  };
+}
+
+function ticketArgument(value: unknown): number {
+  const n = parseTicketNumber(String(value ?? ''));
+  if (n === undefined) throw new Error(`"${printable(String(value ?? ''), 40)}" is not a ticket number`);
+  return n;
+}
+
+/** Colour only on a terminal, and never with NO_COLOR. */
+const colour = (code: number, text: string) =>
+  (process.stdout.isTTY && !process.env.NO_COLOR ? `\x1b[${code}m${text}\x1b[0m` : text);
+
+/** Aligned columns; the last one is not padded. */
+function table(header: string[], rows: string[][]): string {
+  const widths = header.map((h, i) => Math.max(h.length, ...rows.map((r) => r[i]!.length)));
+  const line = (cells: string[]) => cells.map((c, i) => (i === cells.length - 1 ? c : c.padEnd(widths[i]!))).join('  ').trimEnd();
+  return [colour(1, line(header)), ...rows.map(line)].join('\n') + '\n';
+}
+
+function ago(iso: string, now = Date.now()): string {
+  if (!process.stdout.isTTY) return iso;
+  const s = Math.max(0, (now - Date.parse(iso)) / 1000);
+  for (const [unit, size] of [['d', 86400], ['h', 3600], ['min', 60]] as const) if (s >= size) return `${Math.floor(s / size)} ${unit} ago`;
+  return 'just now';
+}
+
+const print = (text: string) => process.stdout.write(text);
+
+function runList(cfg: Config, options: Record<string, unknown>): void {
+  const rows = listTickets(new Store(cfg), options.all ? 'all' : options.closed ? 'closed' : 'open');
+  if (options.json) return void print(`${JSON.stringify(rows, null, 2)}\n`);
+  print(table(['#', 'STATE', 'MSGS', 'LAST ACTIVITY', 'SUBMITTER', 'SUBJECT'], rows.map((r) => [
+    String(r.ticket), r.state === 'open' ? colour(32, 'open  ') : colour(2, 'closed'), String(r.messages), ago(r.lastActivity), r.submitter, r.subject])));
+}
+
+async function runShow(cfg: Config, ticket: unknown, options: Record<string, unknown>): Promise<void> {
+  const shown = await showTicket(new Store(cfg), ticketArgument(ticket));
+  if (options.json) return void print(`${JSON.stringify(shown, null, 2)}\n`);
+  print(`${colour(1, `Ticket ${shown.ticket}`)} (${shown.state}, ${shown.messages.length} messages)\n${shown.path}\n`);
+  for (const [i, m] of shown.messages.entries()) {
+    print(`\n${colour(1, `${i + 1}. ${m.subject}`)}\n   ${m.from}, ${m.date}\n`);
+    for (const line of m.text) print(`   | ${line}\n`);
+    if (m.attachments.length) print(`   attachments: ${m.attachments.join(', ')}\n`);
   }
+}
+
+function runRoute(cfg: Config, options: Record<string, unknown>): void {
+  const incoming = parseIncoming(cfg, readStdin(cfg.maxSize), process.env, envelopeFlags());
+  const r = dryRoute(new Store(cfg), incoming);
+  if (options.json) return void print(`${JSON.stringify(r, null, 2)}\n`);
+  const rule = 'rule' in r.route ? `, rule ${r.route.rule}` : `: ${r.route.reason}`;
+  print(table(['', ''], [
+    ['recipient', `${r.recipient ?? '(none)'} (from ${r.source})`],
+    ['sender', r.sender || '<> (null sender)'],
+    ['decision', `${r.route.action}${'ticket' in r.route ? ` ticket ${r.route.ticket}` : ''}${rule}`],
+    ['outcome', `${r.outcome}${r.ticket !== null ? ` (ticket ${r.ticket})` : ''}${r.missing ? ` (ticket ${r.missing} does not exist)` : ''}`],
+    ['replies', r.replies.map((x) => `${x.kind} to ${x.to}`).join(', ') || 'none'],
+    ...(r.noAutoReplyBecause ? [['no auto-reply', r.noAutoReplyBecause]] : []),
+  ]).split('\n').slice(1).join('\n'));
+}
+
+/** `close N` / `reopen N`: the same delivery as by mail, with a note (or stdin) as the message. */
+async function runTicketCommand(cfg: Config, action: 'close' | 'reopen', ticket: unknown, options: Record<string, unknown>): Promise<void> {
+  const n = ticketArgument(ticket);
+  const place = new Store(cfg).placeOf(n);
+  if (!place) throw new Error(`ticket ${n} does not exist`);
+  if (action === 'close' && place === 'archived') throw new Error(`ticket ${n} is already closed`);
+  if (action === 'reopen' && place === 'open') throw new Error(`ticket ${n} is already open`);
+  const domain = cfg.domain ?? 'localhost';
+  const recipient = `${(action === 'close' ? cfg.closeAddress : cfg.ticketAddress).replace('N', String(n))}@${domain}`;
+  const author = typed.as ? typed.as.at(-1)!.toLowerCase() : cfg.admins[0] ?? `${process.env.USER || 'maintainer'}@${domain}`;
+  if (!isPlainAddress(author)) throw new Error(`bad --as address "${printable(author, 80)}"`);
+  const given = process.stdin.isTTY ? Buffer.alloc(0) : readStdin(cfg.maxSize);
+  const message = given.length ? given : commandNote(action, n, author, recipient, domain, new Date());
+  // The maintainer at the shell has the files anyway: the close policy is for mail.
+  const { store, incoming, filed } = deliver({ ...cfg, closePolicy: 'anyone' }, message, {}, { recipient, sender: author });
+  if (!options.quiet) for (const warning of await sendReplies(store, incoming, filed)) warn(warning);
+  print(`ticket ${n}: ${filed.outcome}\n`);
+}
+
+function runCheck(cfg: Config): boolean {
+  const findings = checkSetup(new Store(cfg));
+  for (const f of findings) print(`${f.ok ? colour(32, 'ok ') : colour(31, 'FIX')}  ${f.text}\n`);
+  return findings.every((f) => f.ok);
+}
+
+function runFlush(cfg: Config): boolean {
+  const { sent, kept, error } = flushOutbox(new Store(cfg));
+  print(`sent ${sent}, kept ${kept}${error ? ` (${error})` : ''}\n`);
+  return kept === 0;
 }
 
 export function main(argv: string[]): void {
   // Past a file-size limit (ulimit -f) the kernel sends SIGXFSZ, which would kill us mid-write;
   // handled, the write fails with EFBIG instead and the append is rolled back.
   process.on('SIGXFSZ', () => {});
+  // `ticket-mail list | head` closes our stdout early: that is not an error.
+  process.stdout.on('error', (e: NodeJS.ErrnoException) => { if (e.code === 'EPIPE') process.exit(process.exitCode ?? 0); else throw e; });
   const cli = cac('ticket-mail');
   cli
     .option('--dir <dir>', 'Tickets folder (default: $TICKET_MAIL_DIR, else $HOME/tickets)')
@@ -1599,9 +1985,23 @@ export function main(argv: string[]): void {
     .option('--sender <address>', 'Envelope sender (default: $SENDER, else the From_ line)');
   envelopeOptions(cli.command('', 'Deliver one message read on stdin')).action(runDelivery);
   envelopeOptions(cli.command('deliver', 'Deliver one message read on stdin (the default command)')).action(runDelivery);
-  cli.command('flush', 'Send the mail kept in the outbox; exit 1 while some remains').action(runFlush);
+  cli.command('list', 'List tickets, newest activity first')
+    .option('--closed', 'Closed tickets only').option('--all', 'Open and closed tickets').option('--json', 'JSON for scripts')
+    .action(tool(runList));
+  cli.command('show <ticket>', 'Show a ticket\'s thread and the path of its mbox').option('--json', 'JSON for scripts').action(tool(runShow));
+  envelopeOptions(cli.command('route', 'Dry run: print what delivering the message on stdin would do; writes nothing'))
+    .option('--json', 'JSON for scripts').action(tool(runRoute));
+  for (const action of ['close', 'reopen'] as const) {
+    cli.command(`${action} <ticket>`, `${action === 'close' ? 'Close' : 'Reopen'} a ticket as mail to its ${action === 'close' ? 'close ' : ''}address would (a message on stdin is filed, else a short note)`)
+      .option('--as <address>', 'Author of the note (default: the first --admin, else $USER@domain)')
+      .option('--quiet', 'Send no notices').action(tool((cfg, ticket, options) => runTicketCommand(cfg, action, ticket, options)));
+  }
+  cli.command('check', 'Check the setup and say what to fix; exit 1 when something is wrong').action(tool(runCheck));
+  cli.command('flush', 'Send the mail kept in the outbox; exit 1 while some remains').action(tool(runFlush));
   cli.help();
   cli.version(VERSION);
+  const options = [...cli.globalCommand.options, ...cli.commands.flatMap((c) => c.options)];
+  typed = typedOptions(argv.slice(2), new Set(options.filter((o) => !o.isBoolean).flatMap((o) => o.names)));
   try {
     cli.parse(argv);
   } catch (e) {
