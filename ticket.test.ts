@@ -891,6 +891,15 @@ describe('toolkit', () => {
     expect(json([]).find((r: { ticket: number }) => r.ticket === 2).messages).toBe(2);
   });
 
+  it('colours its output only on a terminal, and never with NO_COLOR', () => {
+    const t = built();
+    const onTerminal = (env: string) => spawnSync('script', ['-qec', `${env} "${process.execPath}" "${join(import.meta.dirname, 'dist', 'ticket-mail.mjs')}" list --all --dir "${t.tickets}"`, '/dev/null']).stdout.toString();
+    const coloured = onTerminal('');
+    expect(coloured).toContain('\x1b[1m#');
+    expect(coloured).toMatch(/\d+ (min|h|d) ago|just now/); // relative times on a terminal
+    expect(onTerminal('NO_COLOR=1')).not.toContain('\x1b[');
+  });
+
   it('shows a thread and the path to open in mutt; refuses a bad or unknown number', () => {
     const t = built();
     const shown = JSON.parse(t.cli(['show', '2', '--json']).stdout);
