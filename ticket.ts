@@ -23,7 +23,7 @@
  */
 import {
   accessSync, closeSync, existsSync, fstatSync, fsyncSync, ftruncateSync, linkSync, mkdirSync,
-  openSync, readFileSync, readSync, readdirSync, realpathSync, renameSync, statSync, unlinkSync, writeSync,
+  openSync, readFileSync, readSync, readdirSync, realpathSync, renameSync, statSync, unlinkSync, writeFileSync, writeSync,
   constants as fsc,
 } from 'node:fs';
 import { hostname } from 'node:os';
@@ -1624,7 +1624,8 @@ export function checkSetup(store: Store): Finding[] {
     if (!st.isDirectory()) return say(false, `${what} ${path} is not a folder`);
     const writable = (() => { try { accessSync(path, fsc.W_OK | fsc.X_OK); return true; } catch { return false; } })();
     say(writable, writable ? `${what} ${path} is writable` : `${what} ${path} is not writable by this user`);
-    if (st.mode & 0o077) say(false, `${what} ${path} is readable by others (mode ${(st.mode & 0o777).toString(8)}): chmod 700 ${path}`);
+    // Group search permission alone (710) is fine: it lets the MTA check ticket numbers at SMTP time.
+    if (st.mode & 0o067) say(false, `${what} ${path} is readable by others (mode ${(st.mode & 0o777).toString(8)}): chmod 700 ${path}`);
   };
   if (!existsSync(cfg.dir)) folder(cfg.dir, 'tickets folder');
   else {
@@ -1693,6 +1694,56 @@ export function commandNote(action: 'close' | 'reopen', n: number, author: strin
     'MIME-Version: 1.0', 'Content-Type: text/plain; charset=utf-8', '',
     `Ticket ${n} was ${done} with "ticket-mail ${action}" by ${author}.`, '',
   ].join('\n'));
+}
+
+/** Quotes a word for /bin/sh. */
+const shellWord = (w: string) => `'${w.replace(/'/g, `'\\''`)}'`;
+
+/** Quotes a string for a double-quoted mutt command argument. */
+const muttString = (s: string) => `"${s.replace(/[\\"$`]/g, '\\$&')}"`;
+
+/**
+ * mutt hooks for every ticket, for `source "ticket-mail muttrc |"`. mutt hooks cannot use
+ * regex captures, so there is one folder-hook per ticket: in ticket N's mbox (open or
+ * closed) replies come from ticket-N@ with ticket-N@ in Cc, and ",c" closes the ticket.
+ * mutt leaves a my_hdr Cc out of reply drafts, so the hook's editor command (`draft`) puts
+ * the Cc line into the draft and then starts the maintainer's $VISUAL or $EDITOR.
+ */
+export function muttHooks(store: Store, self: string[]): string {
+  const { cfg } = store;
+  const domain = cfg.domain ?? 'localhost';
+  const dir = realpathSync(cfg.dir);
+  const settings = [...(cfg.domain ? ['--domain', cfg.domain] : []), '--dir', dir,
+    ...(typed.config ? ['--config', typed.config.at(-1)!] : [])];
+  const command = (...args: string[]) => [...self, ...args, ...settings].map(shellWord).join(' ');
+  const lines = [
+    `# ticket-mail hooks for ${dir}, printed by "ticket-mail muttrc"; every ticket gets one folder-hook.`,
+    `folder-hook . ${muttString(`reset from; reset editor; macro index,pager ,c "<enter-command>echo 'not a ticket mbox'<enter>" "close this ticket"`)}`,
+  ];
+  for (const { n } of listTicketPaths(store).sort((a, b) => a.n - b.n)) {
+    const address = `${cfg.ticketAddress.replace('N', String(n))}@${domain}`;
+    const archived = `${dir}/archived/${n}`;
+    const close = `<sync-mailbox><shell-escape>${command('close', String(n))}<enter><change-folder>${archived}<enter>`;
+    const hook = [
+      `set from=${muttString(mailbox(cfg.name, address))}`,
+      `set editor=${muttString(`${command('draft', '--cc', address)} %s`)}`,
+      `macro index,pager ,c ${muttString(close)} ${muttString(`close ticket ${n}`)}`,
+    ].join('; ');
+    // No leading "^": mutt would read it as its current-mailbox shortcut.
+    lines.push(`folder-hook ${muttString(`${escapeRegExp(dir)}/(archived/)?${n}$`)} ${muttString(hook)}`);
+  }
+  return `${lines.join('\n')}\n`;
+}
+
+/** `draft`: adds the ticket address to a mutt draft's Cc line, then runs the real editor. */
+export function addCc(draft: string, address: string): string {
+  const end = draft.search(/\n\n/);
+  const head = end < 0 ? draft : draft.slice(0, end);
+  const body = end < 0 ? '' : draft.slice(end);
+  const cc = /^Cc:[ \t]*(.*)$/im.exec(head);
+  if (!cc) return `${head}\nCc: ${address}${body}`;
+  if (addresses(cc[1]).includes(address)) return draft;
+  return head.replace(cc[0], `Cc: ${cc[1] ? `${cc[1]}, ` : ''}${address}`) + body;
 }
 
 // ---------------------------------------------------------------------------------------
@@ -1939,6 +1990,21 @@ async function runTicketCommand(cfg: Config, action: 'close' | 'reopen', ticket:
   print(`ticket ${n}: ${filed.outcome}\n`);
 }
 
+function runMuttrc(cfg: Config): void {
+  // The command mutt's hooks run: this very program, as it was started.
+  print(muttHooks(new Store(cfg), [process.execPath, realpathSync(process.argv[1]!)]));
+}
+
+function runDraft(_cfg: Config, file: unknown): void {
+  const cc = typed.cc?.at(-1);
+  if (!cc || !isPlainAddress(cc)) throw new Error('draft needs --cc ADDRESS');
+  const path = String(file);
+  writeFileSync(path, addCc(readFileSync(path, 'utf8'), cc));
+  const editor = process.env.VISUAL || process.env.EDITOR || 'vi';
+  const r = spawnSync('/bin/sh', ['-c', `${editor} "$1"`, 'editor', path], { stdio: 'inherit' });
+  if (r.status !== 0) throw new Error(`${editor} exited with status ${r.status}`);
+}
+
 function runCheck(cfg: Config): boolean {
   const findings = checkSetup(new Store(cfg));
   for (const f of findings) print(`${f.ok ? colour(32, 'ok ') : colour(31, 'FIX')}  ${f.text}\n`);
@@ -1996,6 +2062,9 @@ export function main(argv: string[]): void {
       .option('--as <address>', 'Author of the note (default: the first --admin, else $USER@domain)')
       .option('--quiet', 'Send no notices').action(tool((cfg, ticket, options) => runTicketCommand(cfg, action, ticket, options)));
   }
+  cli.command('muttrc', 'Print mutt hooks for every ticket: source "ticket-mail muttrc |"').action(tool(runMuttrc));
+  cli.command('draft <file>', 'mutt editor wrapper used by the muttrc hooks: adds --cc to the draft, then runs $VISUAL or $EDITOR')
+    .option('--cc <address>', 'The ticket address').action(tool(runDraft));
   cli.command('check', 'Check the setup and say what to fix; exit 1 when something is wrong').action(tool(runCheck));
   cli.command('flush', 'Send the mail kept in the outbox; exit 1 while some remains').action(tool(runFlush));
   cli.help();

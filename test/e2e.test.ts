@@ -1,0 +1,279 @@
+// End to end with the real tools: a private Exim 4 running the pipe transport from
+// exim.conf.example, mutt in tmux with the hooks from muttrc.example, mailutils, and the
+// package installed the ways users install it (npm pack + npx, bun, one copied file).
+// Recipe: ../shared/docs/e2e-recipe.md. No daemon, nothing under /etc/exim4 is touched.
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { spawnSync } from 'node:child_process';
+import {
+  chmodSync, copyFileSync, existsSync, mkdirSync, readFileSync, readdirSync, rmSync, writeFileSync,
+} from 'node:fs';
+import { join } from 'node:path';
+import { BIN, ROOT, mail, stored, tempDir } from './harness.ts';
+
+const sh = (command: string, input?: string) => spawnSync('sh', ['-c', command], { input, encoding: 'utf8' });
+const has = (tool: string) => sh(`command -v ${tool}`).status === 0;
+const missing = ['exim4', 'mutt', 'tmux', 'messages', 'mutt_dotlock', 'python3'].filter((t) => !has(t));
+const isRoot = process.getuid?.() === 0;
+const skipReason = missing.length ? `missing ${missing.join(', ')} (apt-get install exim4-daemon-light mutt mailutils tmux)`
+  : !isRoot ? 'not root (the private Exim needs root to start)' : '';
+if (skipReason) console.log(`skipped: end-to-end tests with Exim and mutt: ${skipReason}`);
+
+const USER = 'tm-e2e';
+const DOMAIN = 'tickets.test';
+
+describe.skipIf(!!skipReason)('end to end: real Exim and real mutt', () => {
+  let base = '';
+  let conf = '';
+  let tickets = '';
+  const exim = (args: string[], input?: string) => spawnSync('/usr/sbin/exim4', ['-C', conf, ...args], { input, encoding: 'utf8' });
+  /** Submits a message the way a local client would; -odf delivers it before returning. */
+  const submit = (from: string, to: string, message: string) => exim(['-odf', '-oi', '-f', from, to], message);
+  const mainlog = () => readFileSync(join(base, 'log', 'mainlog'), 'utf8');
+  const outbox = () => {
+    const path = join(base, 'mail', 'outbox');
+    if (!existsSync(path)) return [];
+    return readFileSync(path, 'utf8').split(/^(?=From \S+ \w{3} \w{3} [ \d]\d )/m).filter(Boolean).map((m) => ({
+      to: /^Envelope-to: (.*)$/m.exec(m)?.[1], subject: /^Subject: (.*)$/m.exec(m)?.[1], text: m,
+    }));
+  };
+  const queued = () => Number(exim(['-bpc']).stdout.trim());
+
+  beforeAll(() => {
+    if (sh(`id -u ${USER}`).status !== 0) expect(sh(`useradd --system --no-create-home --shell /usr/sbin/nologin ${USER}`).status).toBe(0);
+    base = tempDir('tm-e2e-');
+    chmodSync(base, 0o755);
+    for (const d of ['spool', 'log', 'mail', 'tickets']) {
+      mkdirSync(join(base, d));
+      sh(`chown ${USER}:${USER} ${join(base, d)} && chmod 750 ${join(base, d)}`);
+    }
+    chmodSync(join(base, 'tickets'), 0o700);
+    tickets = join(base, 'tickets');
+    mkdirSync(join(base, 'bin'));
+    // The single copied file is what the pipe runs: the user it runs as cannot see the checkout.
+    copyFileSync(BIN, join(base, 'ticket-mail.mjs'));
+    chmodSync(join(base, 'ticket-mail.mjs'), 0o755);
+    conf = join(base, 'exim.conf');
+    writeFileSync(join(base, 'bin', 'sendmail'), `#!/bin/sh\nexec /usr/sbin/exim4 -C ${conf} -odf "$@"\n`, { mode: 0o755 });
+    writeFileSync(conf, eximConfig(base), { mode: 0o644 });
+    const check = exim(['-bV']);
+    expect(check.status, check.stderr).toBe(0);
+  });
+
+  afterAll(() => {
+    if (base) sh(`rm -rf ${base}`);
+  });
+
+  it('files a submission and sends the acknowledgement and the admin notification', () => {
+    const r = submit('alice@client.test', `submit@${DOMAIN}`, mail({ from: 'Alice <alice@client.test>', to: `submit@${DOMAIN}`, subject: 'Printer on fire', id: 'e2e-1@client.test' }));
+    expect(r.status, r.stderr).toBe(0);
+    expect(stored(join(tickets, '1'))).toHaveLength(1);
+    expect(mainlog()).toMatch(/=> submit <submit@tickets\.test> .*T=ticket_mail_pipe/);
+    expect(outbox().map((m) => [m.to, m.subject])).toEqual([
+      ['alice@client.test', '[issue1] Printer on fire'], ['max@staff.test', '[issue1] New: Printer on fire']]);
+    expect(outbox()[0]!.text).toMatch(/^Return-path: <>$/m); // sent with the null envelope sender
+  });
+
+  it('appends replies to ticket-N@ and [issueN] mail to submit@', () => {
+    expect(submit('alice@client.test', `ticket-1@${DOMAIN}`, mail({ subject: 'more smoke' })).status).toBe(0);
+    expect(submit('alice@client.test', `submit@${DOMAIN}`, mail({ subject: 'Re: [issue1] Printer on fire' })).status).toBe(0);
+    expect(submit('bob@client.test', `Ticket-1@Tickets.Test`, mail({ from: 'bob@client.test', subject: 'me too' })).status).toBe(0);
+    expect(stored(join(tickets, '1'))).toHaveLength(4);
+    expect(existsSync(join(tickets, '2'))).toBe(false);
+  });
+
+  it('closes with -done and reopens with mail to the archived ticket', () => {
+    expect(submit('alice@client.test', `ticket-1-done@${DOMAIN}`, mail({ from: 'Alice <alice@client.test>', subject: 'fixed' })).status).toBe(0);
+    expect(existsSync(join(tickets, '1'))).toBe(false);
+    expect(stored(join(tickets, 'archived', '1'))).toHaveLength(5);
+    expect(submit('alice@client.test', `ticket-1@${DOMAIN}`, mail({ subject: 'burning again' })).status).toBe(0);
+    expect(existsSync(join(tickets, 'archived', '1'))).toBe(false);
+    expect(stored(join(tickets, '1'))).toHaveLength(6);
+    expect(outbox().at(-1)!.subject).toBe('[issue1] Reopened: burning again');
+  });
+
+  it('rejects an unknown ticket at SMTP time with 550, and accepts a known one', () => {
+    const session = (rcpt: string) => exim(['-bh', '192.0.2.7'],
+      `HELO client.test\r\nMAIL FROM:<carol@client.test>\r\nRCPT TO:<${rcpt}>\r\nQUIT\r\n`).stdout;
+    expect(session(`ticket-99@${DOMAIN}`)).toMatch(/^550[ -].*$/m);
+    expect(session(`ticket-99-done@${DOMAIN}`)).toMatch(/^550[ -]/m);
+    expect(session(`ticket-1@${DOMAIN}`)).toMatch(/^250 Accepted/m);
+    expect(session(`ticket-1-done@${DOMAIN}`)).toMatch(/^250 Accepted/m);
+    expect(session(`submit@${DOMAIN}`)).toMatch(/^250 Accepted/m);
+    expect(session(`ticket-007@${DOMAIN}`)).toMatch(/^550[ -]/m);
+  });
+
+  it('defers a delivery that exits 75 and delivers it on a later queue run, nothing lost', () => {
+    const before = stored(join(tickets, '1')).length;
+    writeFileSync(join(tickets, '1.lock'), 'held\n'); // someone holds the ticket longer than --lock-timeout 2
+    const r = submit('alice@client.test', `ticket-1@${DOMAIN}`, mail({ subject: 'deferred', id: 'deferred@client.test' }));
+    expect(r.status).toBe(0);
+    expect(mainlog()).toMatch(/== ticket-1@tickets\.test .*returned 75/);
+    expect(queued()).toBe(1);
+    expect(stored(join(tickets, '1'))).toHaveLength(before);
+    rmSync(join(tickets, '1.lock'));
+    expect(exim(['-qff']).status).toBe(0);
+    expect(queued()).toBe(0);
+    const messages = stored(join(tickets, '1')).map(String);
+    expect(messages).toHaveLength(before + 1);
+    expect(messages.at(-1)).toMatch(/^Subject: deferred$/m);
+  });
+
+  it('waits while mutt holds the lock, then delivers', () => {
+    const path = join(tickets, '1');
+    const before = stored(path).length;
+    expect(sh(`mutt_dotlock ${path}`).status).toBe(0);
+    expect(existsSync(`${path}.lock`)).toBe(true);
+    const releaser = sh(`(sleep 1; mutt_dotlock -u ${path}) >/dev/null 2>&1 & echo started`);
+    expect(releaser.stdout.trim()).toBe('started');
+    const r = submit('alice@client.test', `ticket-1@${DOMAIN}`, mail({ subject: 'waited' }));
+    expect(r.status).toBe(0);
+    expect(stored(path)).toHaveLength(before + 1);
+    expect(queued()).toBe(0);
+  });
+
+  it('counts each ticket\'s messages the same in mutt, mailutils and Python', () => {
+    for (const path of [join(tickets, '1')]) {
+      const expected = stored(path).length;
+      expect(Number(sh(`messages -q ${path}`).stdout.trim())).toBe(expected);
+      expect(Number(sh(`python3 -c 'import mailbox,sys; print(len(mailbox.mbox(sys.argv[1])))' ${path}`).stdout.trim())).toBe(expected);
+      const count = join(base, 'count');
+      rmSync(count, { force: true });
+      sh(`script -qec "mutt -n -F /dev/null -R -f ${path} -e 'set mbox_type=mbox pipe_split=yes wait_key=no' -e 'push \\"<tag-pattern>~A<enter><tag-prefix><pipe-message>echo x >> ${count}<enter><quit>\\"'" /dev/null`);
+      expect(readFileSync(count, 'utf8').trim().split('\n')).toHaveLength(expected);
+    }
+  });
+
+  it('makes mutt\'s reply come from the ticket address with the ticket in Cc, for every ticket', () => {
+    expect(submit('dora@client.test', `submit@${DOMAIN}`, mail({ from: 'Dora <dora@client.test>', subject: 'second' })).status).toBe(0);
+    expect(submit('dora@client.test', `ticket-2-done@${DOMAIN}`, mail({ from: 'Dora <dora@client.test>' })).status).toBe(0);
+    for (const [n, path] of [[1, join(tickets, '1')], [2, join(tickets, 'archived', '2')]] as const) {
+      const draft = muttReplyDraft(base, path);
+      expect(draft).toMatch(new RegExp(`^From: Support <ticket-${n}@tickets\\.test>$`, 'm'));
+      expect(draft).toMatch(new RegExp(`^Cc: ticket-${n}@tickets\\.test$`, 'm'));
+    }
+  }, 60_000);
+
+  it('closes the ticket being read with the muttrc\'s ",c" macro', () => {
+    const open = join(tickets, '1');
+    expect(existsSync(open)).toBe(true);
+    inMutt(base, open, ',c', () => existsSync(join(tickets, 'archived', '1')) && !existsSync(open), false);
+    expect(stored(join(tickets, 'archived', '1')).map(String).at(-1)).toMatch(/^Subject: Ticket 1 closed$/m);
+  }, 60_000);
+});
+
+/** The private Exim config: exim.conf.example's router and transport in a test frame. */
+function eximConfig(base: string): string {
+  const example = readFileSync(join(ROOT, 'exim.conf.example'), 'utf8');
+  const router = example.slice(example.indexOf('ticket_mail:'), example.indexOf('# ---- transport'));
+  const transport = example.slice(example.indexOf('ticket_mail_pipe:'));
+  const substitutions: Array<[string, string]> = [
+    ['tickets.example.org', DOMAIN],
+    ['/usr/bin/node /usr/local/lib/node_modules/ticket-mail/dist/ticket-mail.mjs', `${process.execPath} ${base}/ticket-mail.mjs`],
+    ['/srv/tickets', join(base, 'tickets')],
+    ['--admin you@example.org', '--admin max@staff.test --lock-timeout 2'],
+    ['user = tickets', `user = ${USER}`],
+    ['path = /usr/local/bin:/usr/bin:/bin', `path = ${base}/bin:/usr/bin:/bin`],
+    ['SENDMAIL=/usr/sbin/sendmail', `SENDMAIL=${base}/bin/sendmail`],
+  ];
+  let ours = `${router}\n${transport}`;
+  for (const [from, to] of substitutions) {
+    if (!ours.includes(from)) throw new Error(`exim.conf.example no longer contains "${from}"`);
+    ours = ours.split(from).join(to);
+  }
+  return `# Generated by test/e2e.test.ts from exim.conf.example
+exim_user = ${USER}
+exim_group = ${USER}
+trusted_users = ${USER}
+deliver_drop_privilege = true
+spool_directory = ${base}/spool
+log_file_path = ${base}/log/%slog
+log_selector = +all
+keep_environment =
+host_lookup =
+rfc1413_hosts =
+primary_hostname = mx.${DOMAIN}
+qualify_domain = ${DOMAIN}
+domainlist local_domains = ${DOMAIN}
+acl_smtp_rcpt = acl_check_rcpt
+
+begin acl
+
+acl_check_rcpt:
+  deny domains = +local_domains
+       !verify = recipient
+  accept
+
+begin routers
+
+${ours.slice(0, ours.indexOf('ticket_mail_pipe:'))}
+unknown_local:
+  driver = redirect
+  domains = +local_domains
+  allow_fail
+  data = :fail: no such ticket address
+
+outbox:
+  driver = accept
+  domains = ! +local_domains
+  transport = outbox_file
+
+begin transports
+
+${ours.slice(ours.indexOf('ticket_mail_pipe:'))}
+outbox_file:
+  driver = appendfile
+  file = ${base}/mail/outbox
+  user = ${USER}
+  envelope_to_add
+  return_path_add
+
+begin retry
+
+* * F,2h,15m; G,16h,1h,1.5; F,4d,6h
+`;
+}
+
+/** Opens an mbox in real mutt (in tmux), presses r, and returns the draft mutt wrote. */
+function muttReplyDraft(base: string, mbox: string): string {
+  let text = '';
+  inMutt(base, mbox, 'r', (draft) => existsSync(draft) && (text = readFileSync(draft, 'utf8')) !== '');
+  return text;
+}
+
+/**
+ * Runs real mutt in tmux with muttrc.example's hooks on `mbox`, typing `keys` once mutt
+ * shows its index (again while mutt drops them) until `done` says so, then quits it.
+ */
+function inMutt(base: string, mbox: string, keys: string, done: (draft: string) => boolean, readOnly = true): void {
+  const work = tempDir('tm-mutt-');
+  const draft = join(work, 'draft');
+  writeFileSync(join(work, 'copy-draft'), `#!/bin/sh\ncp "$1" ${draft}\n`, { mode: 0o755 });
+  const example = readFileSync(join(ROOT, 'muttrc.example'), 'utf8')
+    .split('ticket-mail muttrc').join(`${process.execPath} ${join(base, 'ticket-mail.mjs')} muttrc`)
+    .split('/srv/tickets').join(join(base, 'tickets'))
+    .split('tickets.example.org').join(DOMAIN);
+  writeFileSync(join(work, 'muttrc'), `${example}
+set folder=${work}
+set fast_reply=yes include=yes reply_to=yes abort_unmodified=yes
+set record="" copy=no wait_key=no quit=yes move=no mark_old=no
+set header_cache="" message_cachedir=""
+set status_format="STATUS msgs=%m"
+`);
+  const sock = join(work, 'tmux.sock');
+  const tmux = (...args: string[]) => spawnSync('tmux', ['-S', sock, ...args], { encoding: 'utf8' });
+  tmux('new-session', '-d', '-x', '150', '-y', '40', '-e', `EDITOR=${join(work, 'copy-draft')}`,
+    `mutt -n ${readOnly ? '-R ' : ''}-F ${join(work, 'muttrc')} -f ${mbox}; echo $? > ${join(work, 'rc')}`);
+  try {
+    let ok = false;
+    for (let i = 0; i < 40 && !(ok = done(draft)); i++) {
+      spawnSync('sleep', ['0.25']);
+      if (i % 4 === 0 && tmux('capture-pane', '-p').stdout.includes('STATUS msgs=')) tmux('send-keys', keys);
+    }
+    if (!ok) throw new Error(`mutt did not get there; screen:\n${tmux('capture-pane', '-p').stdout}`);
+    for (let i = 0; i < 20 && !existsSync(join(work, 'rc')); i++) { tmux('send-keys', 'q'); spawnSync('sleep', ['0.25']); }
+  } finally {
+    const pid = tmux('display-message', '-p', '#{pid}').stdout.trim();
+    if (/^\d+$/.test(pid)) spawnSync('kill', [pid]);
+    for (const f of readdirSync(work)) rmSync(join(work, f), { force: true, recursive: true });
+  }
+}
