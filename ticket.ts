@@ -26,7 +26,7 @@ import {
   openSync, readFileSync, readSync, readdirSync, realpathSync, renameSync, statSync, unlinkSync, writeFileSync, writeSync,
   constants as fsc,
 } from 'node:fs';
-import { hostname } from 'node:os';
+import { hostname, tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { createHash, randomBytes } from 'node:crypto';
 import { fileURLToPath } from 'node:url';
@@ -437,44 +437,97 @@ export function asctime(d: Date): string {
     `${two(d.getHours())}:${two(d.getMinutes())}:${two(d.getSeconds())} ${d.getFullYear()}`;
 }
 
-/** mboxrd quoting: every line matching /^>*From / gets one more '>'. */
-export function quoteFromLines(message: Buffer): Buffer {
-  const parts: Buffer[] = [];
-  const gt = Buffer.from('>');
-  let start = 0;
-  let copied = 0;
-  while (start < message.length) {
-    let i = start;
-    while (message[i] === 0x3e) i++; // '>'
-    if (message.subarray(i, i + 5).toString('latin1') === 'From ') {
-      parts.push(message.subarray(copied, start), gt);
-      copied = start;
+const FROM_ = Buffer.from('From ');
+const GT = Buffer.from('>');
+
+/**
+ * mboxrd quoting, streamed: every line matching /^>*From / gets one more '>'. Linear in the
+ * input and holding at most four bytes between chunks. The '>' goes just before "From ",
+ * which gives the same bytes as putting it at the line start (the run is all '>').
+ */
+export function* quoteChunks(chunks: Iterable<Buffer>): Generator<Buffer> {
+  let lineStart = true; // at a line start, or inside the run of '>' that begins a line
+  let held = Buffer.alloc(0); // a line-start prefix of "From " cut by the chunk's end
+  for (const chunk of chunks) {
+    const data = held.length ? Buffer.concat([held, chunk]) : chunk;
+    held = Buffer.alloc(0);
+    let copied = 0;
+    let i = 0;
+    while (i < data.length) {
+      if (lineStart) {
+        while (i < data.length && data[i] === 0x3e) i++; // '>'
+        const rest = data.length - i;
+        if (rest === 0) break; // the run goes on in the next chunk
+        if (rest < FROM_.length && data.subarray(i).equals(FROM_.subarray(0, rest))) {
+          if (i > copied) yield data.subarray(copied, i);
+          held = Buffer.from(data.subarray(i)); // copied: the caller may reuse its buffer
+          copied = data.length;
+          break;
+        }
+        if (data.subarray(i, i + FROM_.length).equals(FROM_)) {
+          if (i > copied) yield data.subarray(copied, i);
+          yield GT;
+          copied = i;
+        }
+        lineStart = false;
+      }
+      const nl = data.indexOf(LF, i);
+      if (nl < 0) break;
+      i = nl + 1;
+      lineStart = true;
     }
-    const nl = message.indexOf(LF, start);
-    if (nl < 0) break;
-    start = nl + 1;
+    if (copied < data.length) yield data.subarray(copied);
   }
-  if (parts.length === 0) return message;
-  parts.push(message.subarray(copied));
-  return Buffer.concat(parts);
+  if (held.length) yield held;
+}
+
+export const quoteFromLines = (message: Buffer): Buffer => Buffer.concat([...quoteChunks([message])]);
+
+/**
+ * A message as read: its first bytes in memory (all of a small one), the rest in an
+ * unlinked spool file, so that a 50 MB message costs no more memory than a 5 KB one.
+ */
+export class Message {
+  static readonly IN_MEMORY = 1 << 20;
+  constructor(readonly first: Buffer, readonly spool?: { fd: number; size: number; last: number }) {}
+  static of(bytes: Buffer): Message { return new Message(bytes); }
+  get size(): number { return this.first.length + (this.spool?.size ?? 0); }
+  get endsWithNewline(): boolean { return (this.spool ? this.spool.last : this.first[this.first.length - 1]) === LF; }
+  /** The same message without its first n bytes (n within `first`). */
+  skip(n: number): Message { return new Message(this.first.subarray(n), this.spool); }
+  *chunks(): Generator<Buffer> {
+    if (this.first.length) yield this.first;
+    if (!this.spool) return;
+    const buf = Buffer.allocUnsafe(Message.IN_MEMORY);
+    for (let pos = 0; pos < this.spool.size;) {
+      const got = readSync(this.spool.fd, buf, 0, Math.min(buf.length, this.spool.size - pos), pos);
+      if (got === 0) throw new Error('the spooled message was cut short');
+      yield buf.subarray(0, got);
+      pos += got;
+    }
+  }
+  /** All of it in memory: only for bounded uses (summaries of messages up to a few MB). */
+  bytes(): Buffer { return this.spool ? Buffer.concat([...this.chunks()].map((c) => Buffer.from(c))) : this.first; }
 }
 
 /** The header line we put before every stored message; documented in the README. */
 export const OUR_HEADER = 'X-Ticket-Mail';
 
 /**
- * One mbox record: From_ line, our one header line, the quoted message, a newline if the
- * message lacked one (our header then says so, to keep the round trip exact), a blank line.
+ * One mbox record, streamed: From_ line, our one header line, the quoted message, a newline
+ * if the message lacked one (our header then says so, to keep the round trip exact), and a
+ * blank line.
  */
-export function mboxRecord(message: Buffer, sender: string, where: string, at: Date): Buffer {
-  const terminated = message.length > 0 && message[message.length - 1] === LF;
+export function* recordChunks(message: Message, sender: string, where: string, at: Date): Generator<Buffer> {
+  const terminated = message.endsWithNewline;
   const header = `${OUR_HEADER}: ${where}${terminated ? '' : '; no-final-newline'}\n`;
-  return Buffer.concat([
-    Buffer.from(`From ${sender ? printable(sender, 320) : 'MAILER-DAEMON'} ${asctime(at)}\n${header}`, 'latin1'),
-    quoteFromLines(message),
-    Buffer.from(terminated ? '\n' : '\n\n'),
-  ]);
+  yield Buffer.from(`From ${sender ? printable(sender, 320) : 'MAILER-DAEMON'} ${asctime(at)}\n${header}`, 'latin1');
+  yield* quoteChunks(message.chunks());
+  yield Buffer.from(terminated ? '\n' : '\n\n');
 }
+
+export const mboxRecord = (message: Buffer, sender: string, where: string, at: Date): Buffer =>
+  Buffer.concat([...recordChunks(Message.of(message), sender, where, at)].map((c) => Buffer.from(c)));
 
 /**
  * Splits an mbox we wrote back into its records: the exact messages that came in (the
@@ -958,7 +1011,7 @@ function breakIfStale(lockPath: string, post: string, cfg: Config, recover: (int
  * back to that size. Refuses symlinks and non-regular files. The lock's recorded intent
  * (path, old size, Message-ID key) lets whoever breaks our lock after a crash undo a partial write.
  */
-export function appendDurably(path: string, record: Buffer, lock: Lock, idKey: string, relative: string): void {
+export function appendDurably(path: string, record: Iterable<Buffer>, lock: Lock, idKey: string, relative: string): void {
   let fd;
   try {
     fd = openSync(path, fsc.O_RDWR | fsc.O_APPEND | fsc.O_CREAT | fsc.O_NOFOLLOW, 0o600);
@@ -970,15 +1023,13 @@ export function appendDurably(path: string, record: Buffer, lock: Lock, idKey: s
     if (!st.isFile()) throw temporary(`${path} is not a regular file`);
     const size = st.size;
     lock.intend(`append ${relative} ${size} ${idKey}`);
-    let bytes = record;
-    if (size > 0) { // repair a mailbox that does not end in a newline, so our From_ line starts a line
-      const last = Buffer.alloc(1);
-      readSync(fd, last, 0, 1, size - 1);
-      if (last[0] !== LF) bytes = Buffer.concat([Buffer.from('\n'), record]);
-    }
     try {
-      let written = 0;
-      while (written < bytes.length) written += writeSync(fd, bytes, written);
+      if (size > 0) { // repair a mailbox that does not end in a newline, so our From_ line starts a line
+        const last = Buffer.alloc(1);
+        readSync(fd, last, 0, 1, size - 1);
+        if (last[0] !== LF) writeAll(fd, Buffer.from('\n'));
+      }
+      for (const chunk of record) writeAll(fd, chunk);
       fsyncSync(fd);
     } catch (e) {
       try { ftruncateSync(fd, size); fsyncSync(fd); } catch { /* the lock's intent lets a later run finish this */ }
@@ -1039,7 +1090,7 @@ export interface Filed {
 }
 
 export interface Incoming {
-  message: Buffer;           // without the MTA's From_ line
+  message: Message;          // without the MTA's From_ line
   head: Head;
   envelope: Envelope;
   idKey: string;             // '-' when the message has no Message-ID
@@ -1060,7 +1111,7 @@ function fileUnmatched(store: Store, incoming: Incoming, routed: Route, why: str
   const path = join(store.cfg.dir, 'unmatched');
   const lock = takeLock(path, store.cfg, (intent) => recoverTicketStep(store, intent));
   try {
-    appendDurably(path, mboxRecord(incoming.message, incoming.envelope.sender, 'unmatched', incoming.at), lock, '-', 'unmatched');
+    appendDurably(path, recordChunks(incoming.message, incoming.envelope.sender, 'unmatched', incoming.at), lock, '-', 'unmatched');
   } finally { lock.release(); }
   return { outcome: 'unmatched', ticket: undefined, route: routed, warning: `filed in unmatched: ${why}` };
 }
@@ -1096,7 +1147,7 @@ function createTicket(store: Store, index: MessageIndex, incoming: Incoming, rou
     lock.intend(`create ${n} ${incoming.idKey}`);
     // The ticket appears complete or not at all: written aside, then linked into place.
     const aside = join(store.state, `new-${n}`);
-    writeFileDurably(aside, mboxRecord(incoming.message, incoming.envelope.sender, `ticket ${n}`, incoming.at));
+    writeFileDurably(aside, recordChunks(incoming.message, incoming.envelope.sender, `ticket ${n}`, incoming.at));
     try {
       linkSync(aside, store.ticketPath(n, 'open'));
     } finally { unlinkSync(aside); }
@@ -1108,14 +1159,16 @@ function createTicket(store: Store, index: MessageIndex, incoming: Incoming, rou
   } finally { lock.release(); }
 }
 
-function writeFileDurably(path: string, data: string | Buffer): void {
+function writeFileDurably(path: string, data: string | Buffer | Iterable<Buffer>): void {
   const fd = openSync(path, fsc.O_WRONLY | fsc.O_CREAT | fsc.O_TRUNC | fsc.O_NOFOLLOW, 0o600);
   try {
-    const bytes = typeof data === 'string' ? Buffer.from(data) : data;
-    let written = 0;
-    while (written < bytes.length) written += writeSync(fd, bytes, written);
+    for (const chunk of typeof data === 'string' ? [Buffer.from(data)] : Buffer.isBuffer(data) ? [data] : data) writeAll(fd, chunk);
     fsyncSync(fd);
   } finally { closeSync(fd); }
+}
+
+function writeAll(fd: number, bytes: Buffer): void {
+  for (let written = 0; written < bytes.length;) written += writeSync(fd, bytes, written);
 }
 
 /** A creator died holding the numbers lock: finish its step if the ticket exists. */
@@ -1224,7 +1277,7 @@ function fileIntoTicket(store: Store, index: MessageIndex, incoming: Incoming,
       moveTicket(store, n, 'archived', 'open', lock);
       target = 'open';
     }
-    const record = mboxRecord(incoming.message, incoming.envelope.sender, `ticket ${n}`, incoming.at);
+    const record = recordChunks(incoming.message, incoming.envelope.sender, `ticket ${n}`, incoming.at);
     appendDurably(store.ticketPath(n, target), record, lock, incoming.idKey, relativeTicket(n, target));
     if (incoming.idKey !== '-') index.record(incoming.idKey, n);
     if (outcome === 'closed') {
@@ -1265,7 +1318,7 @@ function keepInOutbox(store: Store, mails: Outgoing[]): void {
   const lock = takeLock(path, store.cfg, (intent) => recoverTicketStep(store, intent));
   try {
     for (const m of mails) {
-      appendDurably(path, mboxRecord(Buffer.from(m.text), '', `outbox ${m.kind} ${m.recipients.join(' ')}`, new Date()), lock, '-', OUTBOX);
+      appendDurably(path, recordChunks(Message.of(Buffer.from(m.text)), '', `outbox ${m.kind} ${m.recipients.join(' ')}`, new Date()), lock, '-', OUTBOX);
     }
   } finally { lock.release(); }
 }
@@ -1313,11 +1366,11 @@ function withinReplyLimit(store: Store, recipient: string, now: Date): boolean {
 }
 
 /** The text and attachment list of a message, decoded by postal-mime and bounded. */
-async function summarize(message: Buffer): Promise<Summary> {
+async function summarize(message: Message): Promise<Summary> {
   const MAX_TEXT = 4000;
-  if (message.length > 10 * 1024 * 1024) return { text: `(a ${message.length}-byte message: read it in the ticket)`, attachments: [] };
+  if (message.size > 10 * 1024 * 1024) return { text: `(a ${message.size}-byte message: read it in the ticket)`, attachments: [] };
   try {
-    const email = await PostalMime.parse(message, { attachmentEncoding: 'arraybuffer' });
+    const email = await PostalMime.parse(message.bytes(), { attachmentEncoding: 'arraybuffer' });
     const text = (email.text ?? (email.html ? htmlToText(email.html) : '')).trim();
     return {
       text: text.length > MAX_TEXT ? `${text.slice(0, MAX_TEXT)}\n[... ${text.length - MAX_TEXT} more characters in the ticket]` : text,
@@ -1556,7 +1609,7 @@ export async function showTicket(store: Store, n: number) {
   const messages = [];
   for (const { message } of readMbox(readFileSync(path))) {
     const head = parseHead(message.subarray(0, headEnd(message)).toString('utf8'));
-    const summary = await summarize(message);
+    const summary = await summarize(Message.of(message));
     messages.push({
       date: head && field(head, 'date') || '',
       from: headerSafe(decodeWords(head && field(head, 'from') || ''), 80),
@@ -1751,10 +1804,13 @@ export function addCc(draft: string, address: string): string {
 // ---------------------------------------------------------------------------------------
 
 /** The message as read: without the MTA's From_ line, its head parsed, its envelope resolved. */
-export function parseIncoming(cfg: Config, raw: Buffer, env: NodeJS.ProcessEnv, flags: { recipient?: string; sender?: string }): Incoming {
-  if (raw.length === 0) throw new MailError(65, 'empty message');
-  const { fromLineSender, message } = splitEnvelopeLine(raw);
-  const head = parseHead(message.subarray(0, headEnd(message)).toString('utf8'));
+export function parseIncoming(cfg: Config, raw: Message, env: NodeJS.ProcessEnv, flags: { recipient?: string; sender?: string }): Incoming {
+  if (raw.size === 0) throw new MailError(65, 'empty message');
+  const { fromLineSender, message: first } = splitEnvelopeLine(raw.first);
+  const message = raw.skip(raw.first.length - first.length);
+  // Routing reads only the head, and at most the first MiB of it: a hostile 10 MB header line
+  // is stored as it came but parsed no further.
+  const head = parseHead(first.subarray(0, headEnd(first)).toString('utf8'));
   if (!head) throw new MailError(65, 'not a mail message: it has no header');
   const messageId = messageIds(field(head, 'message-id'))[0];
   return {
@@ -1770,10 +1826,15 @@ function routeIncoming(store: Store, index: MessageIndex, incoming: Incoming): R
   return route(incoming.head, incoming.envelope, store.cfg, ticketOfMessageId);
 }
 
-/** Reads all of stdin, refusing (65) past maxSize without reading the rest. */
-export function readStdin(maxSize: number): Buffer {
-  const chunks: Buffer[] = [];
-  let total = 0;
+/**
+ * Reads all of stdin (before any lock is taken), refusing (65) past maxSize without reading
+ * the rest. The first MiB stays in memory; the rest goes to a spool file in `spoolDir`,
+ * unlinked at once so that nothing is left behind whatever happens to us.
+ */
+export function readStdin(maxSize: number, spoolDir: string | undefined): Message {
+  const first = Buffer.allocUnsafe(Message.IN_MEMORY);
+  let inMemory = 0;
+  let spool: { fd: number; size: number; last: number } | undefined;
   const chunk = Buffer.allocUnsafe(1 << 16);
   for (;;) {
     let got;
@@ -1785,11 +1846,24 @@ export function readStdin(maxSize: number): Buffer {
       throw temporary(`cannot read the message: ${reason(e)}`);
     }
     if (got === 0) break;
-    total += got;
-    if (total > maxSize) throw new MailError(65, `message larger than the ${maxSize}-byte limit`);
-    chunks.push(Buffer.from(chunk.subarray(0, got)));
+    if (inMemory + (spool?.size ?? 0) + got > maxSize) throw new MailError(65, `message larger than the ${maxSize}-byte limit`);
+    const fits = Math.min(got, first.length - inMemory);
+    chunk.copy(first, inMemory, 0, fits);
+    inMemory += fits;
+    if (fits === got) continue;
+    if (!spool) {
+      if (!spoolDir) throw new MailError(65, `message larger than ${Message.IN_MEMORY} bytes`);
+      const path = join(spoolDir, `spool-${process.pid}-${randomBytes(4).toString('hex')}`);
+      try {
+        spool = { fd: openSync(path, fsc.O_RDWR | fsc.O_CREAT | fsc.O_EXCL | fsc.O_NOFOLLOW, 0o600), size: 0, last: 0 };
+        unlinkSync(path);
+      } catch (e) { throw temporary(`cannot spool the message: ${reason(e)}`); }
+    }
+    try { writeAll(spool.fd, chunk.subarray(fits, got)); } catch (e) { throw temporary(`cannot spool the message: ${reason(e)}`); }
+    spool.size += got - fits;
+    spool.last = chunk[got - 1]!;
   }
-  return Buffer.concat(chunks, total);
+  return new Message(first.subarray(0, inMemory), spool);
 }
 
 /** One line per delivery in .ticket-mail/log, so "where did my mail go?" has an answer. */
@@ -1803,12 +1877,13 @@ function audit(store: Store, fields: Array<string | number | undefined>): void {
   }
 }
 
-/** The delivery: bytes in, decision, effects. The replies come after, in sendReplies. */
-export function deliver(cfg: Config, raw: Buffer, env: NodeJS.ProcessEnv,
-  flags: { recipient?: string; sender?: string }): { store: Store; incoming: Incoming; filed: Filed } {
-  const incoming = parseIncoming(cfg, raw, env, flags);
-  const store = new Store(cfg);
-  store.ensureFolders();
+/**
+ * The delivery: bytes in, decision, effects (the folders exist: the message was read into
+ * them). The replies come after, in sendReplies.
+ */
+export function deliver(store: Store, raw: Message, env: NodeJS.ProcessEnv,
+  flags: { recipient?: string; sender?: string }): { incoming: Incoming; filed: Filed } {
+  const incoming = parseIncoming(store.cfg, raw, env, flags);
   const index = new MessageIndex(store.state);
   const routed = routeIncoming(store, index, incoming);
   const { envelope } = incoming;
@@ -1816,7 +1891,7 @@ export function deliver(cfg: Config, raw: Buffer, env: NodeJS.ProcessEnv,
   let filed: Filed | undefined;
   try {
     filed = file(store, index, incoming, routed);
-    return { store, incoming, filed };
+    return { incoming, filed };
   } finally {
     audit(store, [new Date().toISOString(), messageId, envelope.sender || '<>', envelope.recipient,
       routed.action + ('rule' in routed ? `/${routed.rule}` : ''), filed?.ticket, filed?.outcome ?? 'failed']);
@@ -1888,8 +1963,10 @@ const envelopeFlags = () => ({ recipient: typed.recipient?.at(-1), sender: typed
 async function runDelivery(): Promise<void> {
   try {
     const cfg = configFrom();
-    const raw = readStdin(cfg.maxSize);
-    const { store, incoming, filed } = deliver(cfg, raw, process.env, envelopeFlags());
+    const store = new Store(cfg);
+    store.ensureFolders(); // before reading: a large message is spooled into the state folder
+    const raw = readStdin(cfg.maxSize, store.state);
+    const { incoming, filed } = deliver(store, raw, process.env, envelopeFlags());
     if (filed.warning) warn(filed.warning);
     // The message is filed and fsync'd: from here on nothing may turn the exit status non-zero.
     for (const warning of await sendReplies(store, incoming, filed)) warn(warning);
@@ -1957,7 +2034,8 @@ async function runShow(cfg: Config, ticket: unknown, options: Record<string, unk
 }
 
 function runRoute(cfg: Config, options: Record<string, unknown>): void {
-  const incoming = parseIncoming(cfg, readStdin(cfg.maxSize), process.env, envelopeFlags());
+  // A dry run writes nothing to the tickets folder: a large message is spooled in $TMPDIR.
+  const incoming = parseIncoming(cfg, readStdin(cfg.maxSize, tmpdir()), process.env, envelopeFlags());
   const r = dryRoute(new Store(cfg), incoming);
   if (options.json) return void print(`${JSON.stringify(r, null, 2)}\n`);
   const rule = 'rule' in r.route ? `, rule ${r.route.rule}` : `: ${r.route.reason}`;
@@ -1982,10 +2060,12 @@ async function runTicketCommand(cfg: Config, action: 'close' | 'reopen', ticket:
   const recipient = `${(action === 'close' ? cfg.closeAddress : cfg.ticketAddress).replace('N', String(n))}@${domain}`;
   const author = typed.as ? typed.as.at(-1)!.toLowerCase() : cfg.admins[0] ?? `${process.env.USER || 'maintainer'}@${domain}`;
   if (!isPlainAddress(author)) throw new Error(`bad --as address "${printable(author, 80)}"`);
-  const given = process.stdin.isTTY ? Buffer.alloc(0) : readStdin(cfg.maxSize);
-  const message = given.length ? given : commandNote(action, n, author, recipient, domain, new Date());
   // The maintainer at the shell has the files anyway: the close policy is for mail.
-  const { store, incoming, filed } = deliver({ ...cfg, closePolicy: 'anyone' }, message, {}, { recipient, sender: author });
+  const store = new Store({ ...cfg, closePolicy: 'anyone' });
+  store.ensureFolders();
+  const given = process.stdin.isTTY ? undefined : readStdin(cfg.maxSize, store.state);
+  const message = given?.size ? given : Message.of(commandNote(action, n, author, recipient, domain, new Date()));
+  const { incoming, filed } = deliver(store, message, {}, { recipient, sender: author });
   if (!options.quiet) for (const warning of await sendReplies(store, incoming, filed)) warn(warning);
   print(`ticket ${n}: ${filed.outcome}\n`);
 }
