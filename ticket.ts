@@ -30,9 +30,8 @@ import { hostname, tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { createHash, randomBytes } from 'node:crypto';
 import { fileURLToPath } from 'node:url';
-import { spawnSync } from 'node:child_process';
 import { cac } from 'cac';
-import PostalMime, { addressParser, decodeWords } from 'postal-mime';
+import { addressParser, decodeWords } from 'postal-mime';
 
 declare const TICKET_MAIL_VERSION: string | undefined; // set by the build
 
@@ -1299,17 +1298,27 @@ function fileIntoTicket(store: Store, index: MessageIndex, incoming: Incoming,
 const OUTBOX = '.ticket-mail/outbox';
 
 /**
- * Hands one message to sendmail with explicit recipients (never -t, so no header can add
- * one) and the null envelope sender for everything we send: a reply or notification that
- * cannot be delivered must never bounce back into a ticket and start a loop.
+ * node:child_process, loaded when first needed: most deliveries start no program, and each
+ * module loaded costs every delivery start-up time.
  */
-function sendmail(cfg: Config, mail: Outgoing): string | undefined {
-  const r = spawnSync(cfg.sendmail, ['-oi', '-f', '<>', '--', ...mail.recipients],
-    { input: mail.text, stdio: ['pipe', 'ignore', 'ignore'], timeout: 60_000, killSignal: 'SIGKILL' });
-  if (r.error) return `${cfg.sendmail}: ${reason(r.error)}`;
-  if (r.signal) return `${cfg.sendmail} was killed by ${r.signal}`;
-  if (r.status !== 0) return `${cfg.sendmail} exited with status ${r.status}`;
-  return undefined;
+const childProcess = () => import('node:child_process');
+
+/**
+ * Returns a function that hands one message to sendmail with explicit recipients (never -t,
+ * so no header can add one) and the null envelope sender for everything we send: a reply or
+ * notification that cannot be delivered must never bounce back into a ticket and start a
+ * loop. The function returns why sending failed, or undefined.
+ */
+async function mailer(cfg: Config): Promise<(mail: Outgoing) => string | undefined> {
+  const { spawnSync } = await childProcess();
+  return (mail) => {
+    const r = spawnSync(cfg.sendmail, ['-oi', '-f', '<>', '--', ...mail.recipients],
+      { input: mail.text, stdio: ['pipe', 'ignore', 'ignore'], timeout: 60_000, killSignal: 'SIGKILL' });
+    if (r.error) return `${cfg.sendmail}: ${reason(r.error)}`;
+    if (r.signal) return `${cfg.sendmail} was killed by ${r.signal}`;
+    if (r.status !== 0) return `${cfg.sendmail} exited with status ${r.status}`;
+    return undefined;
+  };
 }
 
 /** Keeps mail that could not be sent in the outbox, for `ticket-mail flush`. */
@@ -1324,9 +1333,10 @@ function keepInOutbox(store: Store, mails: Outgoing[]): void {
 }
 
 /** Sends what the outbox holds; what still fails stays there. */
-export function flushOutbox(store: Store): { sent: number; kept: number; error: string | undefined } {
+export async function flushOutbox(store: Store): Promise<{ sent: number; kept: number; error: string | undefined }> {
   const path = join(store.cfg.dir, OUTBOX);
   if (!existsSync(path)) return { sent: 0, kept: 0, error: undefined };
+  const sendmail = await mailer(store.cfg);
   const lock = takeLock(path, store.cfg, (intent) => recoverTicketStep(store, intent));
   try {
     const records = readMbox(readFileSync(path));
@@ -1335,7 +1345,7 @@ export function flushOutbox(store: Store): { sent: number; kept: number; error: 
     for (const record of records) {
       const [word, kind, ...recipients] = record.note.split(' ');
       const mail: Outgoing = { kind: kind as ReplyKind, recipients: recipients.filter(isPlainAddress), text: record.message.toString() };
-      const failed = word !== 'outbox' || mail.recipients.length === 0 ? 'not an outbox record' : sendmail(store.cfg, mail);
+      const failed = word !== 'outbox' || mail.recipients.length === 0 ? 'not an outbox record' : sendmail(mail);
       if (failed) {
         error = failed;
         kept.push(mboxRecord(record.message, '', record.note, new Date()));
@@ -1370,6 +1380,7 @@ async function summarize(message: Message): Promise<Summary> {
   const MAX_TEXT = 4000;
   if (message.size > 10 * 1024 * 1024) return { text: `(a ${message.size}-byte message: read it in the ticket)`, attachments: [] };
   try {
+    const { default: PostalMime } = await import('postal-mime'); // the full parser: only here
     const email = await PostalMime.parse(message.bytes(), { attachmentEncoding: 'arraybuffer' });
     const text = (email.text ?? (email.html ? htmlToText(email.html) : '')).trim();
     return {
@@ -1440,7 +1451,8 @@ export function outOfHours(at: Date, cfg: Config): boolean {
  * variables, never spliced into the command string; a time limit keeps it from holding
  * up the delivery. Returns a warning when it failed.
  */
-function runAlert(cfg: Config, ticket: number, incoming: Incoming): string | undefined {
+async function runAlert(cfg: Config, ticket: number, incoming: Incoming): Promise<string | undefined> {
+  const { spawnSync } = await childProcess();
   const r = spawnSync('/bin/sh', ['-c', cfg.alertCommand!], {
     stdio: 'ignore', timeout: 10_000, killSignal: 'SIGKILL',
     env: {
@@ -1482,7 +1494,7 @@ export async function sendReplies(store: Store, incoming: Incoming, filed: Filed
   const warnings: string[] = [];
   try {
     if (filed.outcome === 'created' && cfg.alertCommand && outOfHours(now, cfg)) {
-      const warning = runAlert(cfg, filed.ticket!, incoming);
+      const warning = await runAlert(cfg, filed.ticket!, incoming);
       if (warning) warnings.push(warning);
     }
     if (filed.outcome === 'duplicate') return warnings;
@@ -1497,8 +1509,9 @@ export async function sendReplies(store: Store, incoming: Incoming, filed: Filed
     }
     const unsent: Outgoing[] = [];
     let error: string | undefined;
+    const sendmail = outgoing.length ? await mailer(cfg) : undefined;
     for (const mail of outgoing) {
-      const failed = error?.endsWith('ENOENT') ? error : sendmail(cfg, mail); // no sendmail: don't look again
+      const failed = error?.endsWith('ENOENT') ? error : sendmail!(mail); // no sendmail: don't look again
       if (failed) { unsent.push(mail); error = failed; }
     }
     if (unsent.length) {
@@ -2013,7 +2026,15 @@ function ago(iso: string, now = Date.now()): string {
   return 'just now';
 }
 
-const print = (text: string) => process.stdout.write(text);
+/** Output of the maintainer's commands; `ticket-mail list | head` closing it early is no error. */
+let stdoutWatched = false;
+const print = (text: string) => {
+  if (!stdoutWatched) {
+    stdoutWatched = true;
+    process.stdout.on('error', (e: NodeJS.ErrnoException) => { if (e.code === 'EPIPE') process.exit(process.exitCode ?? 0); else throw e; });
+  }
+  process.stdout.write(text);
+};
 
 function runList(cfg: Config, options: Record<string, unknown>): void {
   const rows = listTickets(new Store(cfg), options.all ? 'all' : options.closed ? 'closed' : 'open');
@@ -2075,12 +2096,13 @@ function runMuttrc(cfg: Config): void {
   print(muttHooks(new Store(cfg), [process.execPath, realpathSync(process.argv[1]!)]));
 }
 
-function runDraft(_cfg: Config, file: unknown): void {
+async function runDraft(_cfg: Config, file: unknown): Promise<void> {
   const cc = typed.cc?.at(-1);
   if (!cc || !isPlainAddress(cc)) throw new Error('draft needs --cc ADDRESS');
   const path = String(file);
   writeFileSync(path, addCc(readFileSync(path, 'utf8'), cc));
   const editor = process.env.VISUAL || process.env.EDITOR || 'vi';
+  const { spawnSync } = await childProcess();
   const r = spawnSync('/bin/sh', ['-c', `${editor} "$1"`, 'editor', path], { stdio: 'inherit' });
   if (r.status !== 0) throw new Error(`${editor} exited with status ${r.status}`);
 }
@@ -2091,8 +2113,8 @@ function runCheck(cfg: Config): boolean {
   return findings.every((f) => f.ok);
 }
 
-function runFlush(cfg: Config): boolean {
-  const { sent, kept, error } = flushOutbox(new Store(cfg));
+async function runFlush(cfg: Config): Promise<boolean> {
+  const { sent, kept, error } = await flushOutbox(new Store(cfg));
   print(`sent ${sent}, kept ${kept}${error ? ` (${error})` : ''}\n`);
   return kept === 0;
 }
@@ -2101,8 +2123,6 @@ export function main(argv: string[]): void {
   // Past a file-size limit (ulimit -f) the kernel sends SIGXFSZ, which would kill us mid-write;
   // handled, the write fails with EFBIG instead and the append is rolled back.
   process.on('SIGXFSZ', () => {});
-  // `ticket-mail list | head` closes our stdout early: that is not an error.
-  process.stdout.on('error', (e: NodeJS.ErrnoException) => { if (e.code === 'EPIPE') process.exit(process.exitCode ?? 0); else throw e; });
   const cli = cac('ticket-mail');
   cli
     .option('--dir <dir>', 'Tickets folder (default: $TICKET_MAIL_DIR, else $HOME/tickets)')
