@@ -1232,14 +1232,16 @@ function moveTicket(store: Store, n: number, from: 'open' | 'archived', to: 'ope
 }
 
 /** The head of a ticket's first message (its submitter's), read from the file's start. */
-function firstHeadOf(path: string, bytes = 64 * 1024): Head | undefined {
+function firstHeadOf(path: string): Head | undefined {
   const fd = openSync(path, 'r');
-  try {
-    const buf = Buffer.alloc(bytes);
-    const got = readSync(fd, buf, 0, buf.length, 0);
-    const first = readMbox(buf.subarray(0, got))[0]?.message;
-    return first && parseHead(first.subarray(0, headEnd(first)).toString('utf8'));
-  } finally { closeSync(fd); }
+  try { return firstHead(fd, 64 * 1024); } finally { closeSync(fd); }
+}
+
+function firstHead(fd: number, bytes: number): Head | undefined {
+  const buf = Buffer.alloc(bytes);
+  const got = readSync(fd, buf, 0, buf.length, 0);
+  const first = readMbox(buf.subarray(0, got))[0]?.message;
+  return first && parseHead(first.subarray(0, headEnd(first)).toString('utf8'));
 }
 
 /** May the author of this message close open ticket N? */
@@ -1536,10 +1538,12 @@ export interface TicketRow {
 interface CacheEntry { ino: number; size: number; mtimeMs: number; tail: string; submitter: string; subject: string; messages: number }
 
 /** Counts mbox records (lines starting "From ") in bytes [from, size); `from` starts a line. */
+let countBuffer: Buffer | undefined; // one for all of list's files: 10,000 allocations of 1 MiB would cost more than the reading
+
 function countRecords(fd: number, from: number, size: number): number {
   const needle = Buffer.from('\nFrom ');
   const chunk = 1 << 20;
-  const buf = Buffer.alloc(chunk + needle.length);
+  const buf = countBuffer ??= Buffer.alloc(chunk + needle.length);
   buf[0] = LF; // a record boundary at `from`
   let carry = 1;
   let count = 0;
@@ -1604,7 +1608,7 @@ function ticketEntry(path: string, cached: CacheEntry | undefined): CacheEntry |
     if (cached && cached.ino === st.ino && st.size > cached.size && tailPrint(fd, cached.size) === cached.tail) {
       return { ...cached, ...base, messages: cached.messages + countRecords(fd, cached.size, st.size) };
     }
-    const head = firstHeadOf(path, 16 * 1024);
+    const head = firstHead(fd, 16 * 1024);
     return {
       ...base,
       submitter: headerSafe(decodeWords(head && field(head, 'from') || ''), 60),
