@@ -5,9 +5,10 @@ import {
 import { join } from 'node:path';
 import { spawnSync } from 'node:child_process';
 import { hostname } from 'node:os';
+import fc from 'fast-check';
 import {
-  asctime, classifyLocalPart, MailError, mboxRecord, parseHead, quoteFromLines, readMbox,
-  resolveConfig, resolveEnvelope, route, splitEnvelopeLine, type Config, type Head,
+  asctime, classifyLocalPart, encodePhrase, foldHeader, headerSafe, mailbox, MailError, MAX_TICKET, mboxRecord, parseHead,
+  quoteChunks, quoteFromLines, readMbox, resolveConfig, resolveEnvelope, route, splitEnvelopeLine, type Config, type Head,
 } from './ticket.ts';
 import PostalMime, { type Email } from 'postal-mime';
 import {
@@ -1001,5 +1002,58 @@ describe('toolkit', () => {
       expect(r.status).toBe(1);
       expect(r.stdout).toMatch(/^FIX  no --admin set/m);
     });
+  });
+});
+
+// ---------------------------------------------------------------------------------------
+// Properties of the pure core (fast-check)
+// ---------------------------------------------------------------------------------------
+
+describe('properties', () => {
+  // Bytes that matter to mbox quoting, mixed with arbitrary ones.
+  const mboxish = fc.array(fc.oneof(
+    fc.constantFrom('From ', '>From ', '>>From ', 'From', '>', '\n', '\r\n', '\r', 'From x Mon Jan  1 00:00:00 2024\n', ' ', 'x'),
+    fc.uint8Array({ maxLength: 8 }).map((b) => Buffer.from(b).toString('latin1')),
+  ), { maxLength: 60 }).map((parts) => Buffer.from(parts.join(''), 'latin1'));
+
+  it('mboxrd quoting then un-quoting gives back any bytes', () => {
+    fc.assert(fc.property(mboxish, mboxish, (a, b) => {
+      const at = new Date(2026, 10, 28);
+      const both = Buffer.concat([mboxRecord(a, 'x@y', 'ticket 1', at), mboxRecord(b, '', 'ticket 1', at)]);
+      const back = readMbox(both).map((r) => r.message);
+      return back.length === 2 && back[0]!.equals(a) && back[1]!.equals(b);
+    }), { numRuns: 2000 });
+  });
+
+  it('quotes the same however the message is cut into chunks', () => {
+    fc.assert(fc.property(mboxish, fc.array(fc.nat(), { maxLength: 6 }), (bytes, cuts) => {
+      const points = [...new Set(cuts.map((c) => c % (bytes.length + 1)))].sort((x, y) => x - y);
+      const chunks = [0, ...points].map((p, i, all) => bytes.subarray(p, all[i + 1] ?? bytes.length));
+      return Buffer.concat([...quoteChunks(chunks)]).equals(quoteFromLines(bytes));
+    }), { numRuns: 2000 });
+  });
+
+  it('routing never throws and never yields a number out of range, whatever the header', () => {
+    const headerText = fc.array(fc.oneof(
+      fc.constantFrom('Subject: ', 'In-Reply-To: ', 'References: ', 'From: ', 'To: ', '[issue', ']', '#', ' ', '\n', '\r\n', '\t',
+        '=?UTF-8?B?', '=?utf-8?q?', '?=', '<', '>', '@', '0', '7', '99999999999999999999', 'ticket-', '-done'),
+      fc.string({ maxLength: 6 }), fc.string({ unit: 'grapheme', maxLength: 4 })), { maxLength: 40 }).map((p) => `Subject: x\n${p.join('')}`);
+    const recipient = fc.oneof(fc.string({ maxLength: 30 }), fc.constantFrom('submit@t', 'ticket-1@t', 'ticket-0@t', `ticket-${'9'.repeat(12)}@t`));
+    fc.assert(fc.property(headerText, recipient, (text, rcpt) => {
+      const h = parseHead(text);
+      if (!h) return true;
+      const r = route(h, { sender: 'a@b', recipient: rcpt, source: 'flags' }, cfg(), (id) => (id.length % 3 ? undefined : 5));
+      return !('ticket' in r) || (Number.isInteger(r.ticket) && r.ticket >= 1 && r.ticket <= MAX_TICKET);
+    }), { numRuns: 3000 });
+  });
+
+  it('header sanitising never lets CR or LF through', () => {
+    const nasty = fc.array(fc.oneof(fc.constantFrom('\r', '\n', '\r\n', '\u2028', '\u0085', 'Bcc: v@x', '=?', ' '), fc.string({ unit: 'grapheme', maxLength: 8 })), { maxLength: 30 }).map((p) => p.join(''));
+    fc.assert(fc.property(nasty, nasty, (text, name) => {
+      const safe = headerSafe(text);
+      const phrase = foldHeader('Subject', encodePhrase(headerSafe(text, 150)));
+      const from = mailbox(name, 'ticket-1@tickets.example');
+      return !/[\r\n]/.test(safe) && !/\r|\n(?![ \t])/.test(phrase) && !/[\r\n]/.test(from) && [...safe].length <= 200;
+    }), { numRuns: 3000 });
   });
 });

@@ -535,7 +535,8 @@ export const mboxRecord = (message: Buffer, sender: string, where: string, at: D
 export function readMbox(mbox: Buffer): Array<{ note: string; message: Buffer }> {
   const text = mbox.toString('latin1');
   const starts: number[] = [];
-  for (const m of text.matchAll(/^From /gm)) starts.push(m.index);
+  // Lines end at LF only, as for mutt: a "From " after a bare CR starts no line (and was not quoted).
+  for (const m of text.matchAll(/(?<=^|\n)From /g)) starts.push(m.index);
   return starts.map((start, i) => {
     const record = text.slice(start, starts[i + 1] ?? text.length);
     const afterFromLine = record.indexOf('\n') + 1;
@@ -544,7 +545,7 @@ export function readMbox(mbox: Buffer): Array<{ note: string; message: Buffer }>
     let body = record.slice(headerEnd, record.length - 1); // drop the blank separator line
     if (ours.includes('; no-final-newline')) body = body.slice(0, -1);
     const note = ours.slice(OUR_HEADER.length + 2).replace(/(; no-final-newline)?\n$/, '');
-    return { note, message: Buffer.from(body.replace(/^>(>*From )/gm, '$1'), 'latin1') };
+    return { note, message: Buffer.from(body.replace(/(?<=^|\n)>(>*From )/g, '$1'), 'latin1') };
   });
 }
 
