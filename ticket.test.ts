@@ -1057,3 +1057,15 @@ describe('properties', () => {
     }), { numRuns: 3000 });
   });
 });
+
+describe('sha256', () => {
+  it('agrees with node:crypto', async () => {
+    const { createHash } = await import('node:crypto');
+    const { sha256 } = await import('./ticket.ts');
+    for (const n of [0, 1, 55, 56, 63, 64, 65, 119, 120, 1000]) {
+      const data = Buffer.from(Array.from({ length: n }, (_, i) => (i * 7 + n) & 0xff));
+      expect(sha256(data)).toBe(createHash('sha256').update(data).digest('hex'));
+    }
+    fc.assert(fc.property(fc.uint8Array({ maxLength: 300 }), (bytes) => sha256(bytes) === createHash('sha256').update(bytes).digest('hex')), { numRuns: 500 });
+  });
+});
