@@ -8,13 +8,14 @@ import { hostname } from 'node:os';
 import fc from 'fast-check';
 import {
   asctime, classifyLocalPart, encodePhrase, foldHeader, headerSafe, mailbox, MailError, MAX_TICKET, mboxRecord, parseHead,
-  quoteChunks, quoteFromLines, readMbox, resolveConfig, resolveEnvelope, route, splitEnvelopeLine, type Config, type Head,
+  quoteChunks, readMbox, resolveConfig, resolveEnvelope, route, splitEnvelopeLine, type Config, type Head,
 } from './ticket.ts';
 import PostalMime, { type Email } from 'postal-mime';
 import {
   deliver, deliverAsync, FAKE_SENDMAIL, mail, pool, pythonCounts, sentMail, stored, tempDir, type Sent,
 } from './test/harness.ts';
 
+const quoteFromLines = (message: Buffer): Buffer => Buffer.concat([...quoteChunks([message])]);
 const cfg = (over: Partial<Config> = {}): Config => ({
   ...resolveConfig({ dir: '/nonexistent/tickets', domain: 'tickets.example' }, {}, {}), ...over,
 });

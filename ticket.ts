@@ -17,6 +17,10 @@
  * - Exactly once: each filed Message-ID is recorded in the state folder (one small file
  *   per ID, named by its hash), so an MTA retry or a copy sent to two of our addresses is
  *   filed once without reading any mbox.
+ * - The message is read whole before any lock is taken, but only its first MiB is held in
+ *   memory; the rest is spooled to an unlinked file and streamed into the mbox.
+ * - Start-up time is the cost of every delivery: the mail composer, the MIME parser and
+ *   node:child_process are loaded only when a delivery sends mail.
  *
  * The file reads top to bottom: types, the pure core (head parsing, routing, mbox bytes),
  * then the I/O shell (stdin, locks, files, exit codes), then the CLI.
@@ -525,8 +529,6 @@ export function* quoteChunks(chunks: Iterable<Buffer>): Generator<Buffer> {
   }
   if (held.length) yield held;
 }
-
-export const quoteFromLines = (message: Buffer): Buffer => Buffer.concat([...quoteChunks([message])]);
 
 /**
  * A message as read: its first bytes in memory (all of a small one), the rest in an

@@ -147,6 +147,7 @@ function burst(count, width, command) {
           running--; finished++;
           if (finished === count) done(ms(start)); else launch();
         });
+        child.stdin.on('error', () => {}); // node -e '' exits without reading its stdin
         child.stdin.end(input);
       }
     };
