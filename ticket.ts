@@ -967,15 +967,10 @@ export interface Lock {
  */
 export function takeLock(path: string, cfg: Config, recover: (intent: string) => void): Lock {
   const lockPath = `${path}.lock`;
-  const post = `${lockPath}.${hostname()}.${process.pid}.${unique()}`;
-  const writePost = (intent: string) => {
-    const fd = openSync(post, fsc.O_WRONLY | fsc.O_CREAT | fsc.O_EXCL, 0o600);
-    try { writeSync(fd, lockContent(intent)); } finally { closeSync(fd); }
-  };
+  const post = writeLockFile(lockPath, 'wait');
   const deadline = Date.now() + cfg.lockTimeout * 1000;
   let pause = 2;
   try {
-    writePost('wait');
     for (;;) {
       try {
         linkSync(post, lockPath);
@@ -997,14 +992,24 @@ export function takeLock(path: string, cfg: Config, recover: (intent: string) =>
   }
 }
 
+/**
+ * Writes a lock file under a unique name beside the lock (the "hitching post") and returns
+ * that name: a lock's content only ever appears whole, by link() or rename().
+ */
+function writeLockFile(lockPath: string, intent: string): string {
+  const post = `${lockPath}.${hostname()}.${process.pid}.${unique()}`;
+  const fd = openSync(post, fsc.O_WRONLY | fsc.O_CREAT | fsc.O_EXCL, 0o600);
+  try { writeSync(fd, lockContent(intent)); } finally { closeSync(fd); }
+  return post;
+}
+
 function heldLock(lockPath: string): Lock {
   let held = true;
   return {
     path: lockPath,
-    intend(intent) {
-      const fd = openSync(lockPath, fsc.O_WRONLY | fsc.O_TRUNC);
-      try { writeSync(fd, lockContent(intent)); } finally { closeSync(fd); }
-    },
+    // Replaced by rename, never rewritten in place: killed halfway, we must leave our pid
+    // behind (so the lock can be seen to be dead), never an empty file.
+    intend(intent) { renameSync(writeLockFile(lockPath, intent), lockPath); },
     release() { // idempotent: a second call must not remove the next holder's lock
       if (!held) return;
       held = false;
@@ -1030,10 +1035,9 @@ function breakIfStale(lockPath: string, post: string, cfg: Config, recover: (int
   if (!isStale(content, before.mtimeMs, cfg)) return false;
   // One breaker at a time: two processes must never both take over the same dead lock.
   const guard = `${lockPath}.break`;
+  const mine = writeLockFile(guard, 'break');
   try {
-    const fd = openSync(guard, fsc.O_WRONLY | fsc.O_CREAT | fsc.O_EXCL, 0o600);
-    writeSync(fd, lockContent('break'));
-    closeSync(fd);
+    linkSync(mine, guard);
   } catch (e) {
     if (code(e) !== 'EEXIST') return false;
     try { // a guard is held for milliseconds; one that is old or whose owner died is removed
@@ -1041,7 +1045,7 @@ function breakIfStale(lockPath: string, post: string, cfg: Config, recover: (int
       if (isStale(guardContent, statSync(guard).mtimeMs, { ...cfg, staleLock: Math.min(cfg.staleLock, 60) })) unlinkSync(guard);
     } catch { /* someone else removed it */ }
     return false;
-  }
+  } finally { unlinkSync(mine); }
   try {
     const now = statSync(lockPath);
     if (now.ino !== before.ino || now.mtimeMs !== before.mtimeMs) return false;
@@ -1526,7 +1530,9 @@ function replyDomain(cfg: Config, incoming: Incoming): string | undefined {
 /** planReplies() with the facts gathered from disk: the ticket's submitter, the templates. */
 function draftReplies(store: Store, incoming: Incoming, filed: Pick<Filed, 'outcome' | 'ticket' | 'missing'>,
   domain: string, now: Date, summary: Summary | undefined): Draft[] {
-  const place = filed.ticket === undefined ? undefined : store.placeOf(filed.ticket);
+  // The submitter matters only to notifications and the close notice: read it only then.
+  const needed = filed.outcome === 'created' || filed.outcome === 'closed' || store.cfg.admins.length > 0;
+  const place = !needed || filed.ticket === undefined ? undefined : store.placeOf(filed.ticket);
   const firstHead = filed.outcome === 'created' ? incoming.head : place && firstHeadOf(store.ticketPath(filed.ticket!, place));
   return planReplies({
     outcome: filed.outcome, ticket: filed.ticket, missing: filed.missing, head: incoming.head, envelope: incoming.envelope,
