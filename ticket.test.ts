@@ -987,6 +987,7 @@ describe('toolkit', () => {
         expect(t.send('submit@tickets.example', 'eve@customer.example', mail(), ['--sendmail', '/nonexistent/sendmail']).status).toBe(0);
       }, /3 message\(s\) wait in the outbox/],
       ['a stale lock', (t) => { writeFileSync(join(t.tickets, '2.lock'), `ticket-mail 999999999 ${hostname()} wait\n`); }, /stale lock .*2\.lock/],
+      ['a lock file left by a killed delivery', (t) => { writeFileSync(join(t.tickets, `2.lock.${hostname()}.999999999.abc`), 'ticket-mail 999999999 x wait\n'); }, /leftover .*2\.lock\..*of a killed delivery/],
       ['a ticket both open and archived', (t) => { writeFileSync(join(t.tickets, 'archived', '2'), ''); }, /ticket 2 exists both open and archived/],
     ];
     it.each(faults)('finds %s', (_, breakIt, finding) => {

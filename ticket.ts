@@ -1787,6 +1787,11 @@ export function checkSetup(store: Store): Finding[] {
   for (const folderPath of [cfg.dir, store.archived, store.state]) {
     let names: string[] = [];
     try { names = readdirSync(folderPath); } catch { continue; }
+    const host = hostname();
+    for (const name of names) { // lock files a killed delivery left beside a lock (see takeLock)
+      const m = /\.lock(\.break)?\.(.+)\.(\d+)\.[0-9a-z]+$/.exec(name);
+      if (m && m[2] === host && processGone(Number(m[3]))) say(false, `leftover ${join(folderPath, name)} of a killed delivery: remove it`);
+    }
     for (const name of names.filter((n) => n.endsWith('.lock'))) {
       const path = join(folderPath, name);
       try {
