@@ -368,6 +368,20 @@ describe('exactly once', () => {
     expect(stored(join(dir, '1'))).toHaveLength(3);
     expect(log(dir).map((f) => f[6])).toEqual(['created', 'duplicate', 'appended', 'duplicate', 'appended', 'duplicate']);
   });
+  it('finishes a retried close whose move was cut short, filing the message once', () => {
+    const dir = tempDir();
+    expect(deliver(to(dir, 'submit@tickets.example'), mail()).status).toBe(0);
+    const close = mail({ id: 'close@customer.example', subject: 'done' });
+    // The state a crash between filing the close and moving the file leaves: filed, still open.
+    expect(deliver(to(dir, 'ticket-1@tickets.example'), close).status).toBe(0);
+    expect(deliver(to(dir, 'ticket-1-done@tickets.example'), close).status).toBe(0);
+    expect(existsSync(join(dir, '1'))).toBe(false);
+    const messages = stored(join(dir, 'archived', '1')).map(String);
+    expect(messages).toHaveLength(2);
+    expect(messages[1]).toBe(close);
+    expect(log(dir).at(-1)![6]).toBe('closed');
+  });
+
   it('threads a reply without a tag through the index', () => {
     const dir = tempDir();
     expect(deliver(to(dir, 'submit@tickets.example'), mail({ id: 'root@customer.example' })).status).toBe(0);

@@ -27,7 +27,7 @@
  */
 import {
   accessSync, closeSync, existsSync, fstatSync, fsyncSync, ftruncateSync, linkSync, mkdirSync,
-  openSync, readFileSync, readSync, readdirSync, realpathSync, renameSync, statSync, unlinkSync, writeFileSync, writeSync,
+  openSync, readFileSync, readSync, readdirSync, realpathSync, renameSync, rmSync, statSync, unlinkSync, writeFileSync, writeSync,
   constants as fsc,
 } from 'node:fs';
 import { hostname, tmpdir } from 'node:os';
@@ -336,8 +336,6 @@ type AddressKind = { kind: 'submit' } | { kind: 'ticket' | 'close'; digits: stri
 export function classifyLocalPart(localPart: string, cfg: Config): AddressKind {
   const local = localPart.toLowerCase();
   if (local === cfg.submit) return { kind: 'submit' };
-  // The close form is tried first: with the defaults, "ticket-N-done" also fits "ticket-N"'s shape
-  // only if N could hold "-done", which \d+ cannot; the order just states the intent.
   const close = formRegExp(cfg.closeAddress).exec(local);
   if (close) return { kind: 'close', digits: close[1]! };
   const ticket = formRegExp(cfg.ticketAddress).exec(local);
@@ -1199,10 +1197,10 @@ function createTicket(store: Store, index: MessageIndex, incoming: Incoming, rou
     lock.intend(`create ${n} ${incoming.idKey}`);
     // The ticket appears complete or not at all: written aside, then linked into place.
     const aside = join(store.state, `new-${n}`);
-    writeFileDurably(aside, recordChunks(incoming.message, incoming.envelope.sender, `ticket ${n}`, incoming.at));
     try {
+      writeFileDurably(aside, recordChunks(incoming.message, incoming.envelope.sender, `ticket ${n}`, incoming.at));
       linkSync(aside, store.ticketPath(n, 'open'));
-    } finally { unlinkSync(aside); }
+    } finally { rmSync(aside, { force: true }); }
     fsyncPath(store.cfg.dir);
     if (incoming.idKey !== '-') index.record(incoming.idKey, n);
     return { outcome: 'created', ticket: n, route: routed };
@@ -1321,6 +1319,12 @@ function fileIntoTicket(store: Store, index: MessageIndex, incoming: Incoming,
       return { ...fileUnmatched(store, incoming, routed, `ticket ${n} does not exist`), missing: n };
     }
     if (incoming.idKey !== '-' && index.tickets(incoming.idKey).includes(n)) {
+      // A retried close whose move was cut short (filed, but the ticket still open): finish it.
+      if (routed.action === 'close' && place === 'open' && closeAllowed(store, n, incoming.head)) {
+        archivedLock = takeLock(store.ticketPath(n, 'archived'), store.cfg, recover);
+        moveTicket(store, n, 'open', 'archived', lock);
+        return { outcome: 'closed', ticket: n, route: routed };
+      }
       return { outcome: 'duplicate', ticket: n, route: routed };
     }
     if (place === 'archived') archivedLock = takeLock(store.ticketPath(n, 'archived'), store.cfg, recover);
