@@ -171,7 +171,7 @@ function eximConfig(base: string): string {
   const transport = example.slice(example.indexOf('ticket_mail_pipe:'));
   const substitutions: Array<[string, string]> = [
     ['tickets.example.org', DOMAIN],
-    ['/usr/bin/node /usr/local/lib/node_modules/ticket-mail/dist/ticket-mail.mjs', `${process.execPath} ${base}/ticket-mail.mjs`],
+    ['/usr/bin/node /usr/local/lib/node_modules/ticket-mail/dist/bin/ticket-mail.mjs', `${process.execPath} ${base}/ticket-mail.mjs`],
     ['/srv/tickets', join(base, 'tickets')],
     ['--admin you@example.org', '--admin max@staff.test --lock-timeout 2'],
     ['user = tickets', `user = ${USER}`],
