@@ -268,7 +268,7 @@ set status_format="STATUS msgs=%m"
     `mutt -n ${readOnly ? '-R ' : ''}-F ${join(work, 'muttrc')} -f ${mbox}; echo $? > ${join(work, 'rc')}`);
   try {
     let ok = false;
-    for (let i = 0; i < 40 && !(ok = done(draft)); i++) {
+    for (let i = 0; i < 120 && !(ok = done(draft)); i++) { // up to 30 s: CI runs other tests alongside
       spawnSync('sleep', ['0.25']);
       if (i % 4 === 0 && tmux('capture-pane', '-p').stdout.includes('STATUS msgs=')) tmux('send-keys', keys);
     }
