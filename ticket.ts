@@ -1134,7 +1134,6 @@ export type Outcome = 'created' | 'appended' | 'closed' | 'reopened' | 'appended
 export interface Filed {
   outcome: Outcome;
   ticket: number | undefined;
-  route: Route;
   missing?: number;   // the ticket number that does not exist, when that sent the mail to unmatched
   warning?: string;
 }
@@ -1143,27 +1142,28 @@ export interface Incoming {
   message: Message;          // without the MTA's From_ line
   head: Head;
   envelope: Envelope;
-  idKey: string;             // '-' when the message has no Message-ID
+  messageId: string | undefined;
+  idKey: string;             // its index key; '-' when the message has no Message-ID
   at: Date;
 }
 
 /** Files one message according to its route; returns what happened. */
 export function file(store: Store, index: MessageIndex, incoming: Incoming, routed: Route): Filed {
   switch (routed.action) {
-    case 'unmatched': return fileUnmatched(store, incoming, routed, routed.reason);
-    case 'create': return createTicket(store, index, incoming, routed);
+    case 'unmatched': return fileUnmatched(store, incoming, routed.reason);
+    case 'create': return createTicket(store, index, incoming);
     case 'append':
     case 'close': return fileIntoTicket(store, index, incoming, routed);
   }
 }
 
-function fileUnmatched(store: Store, incoming: Incoming, routed: Route, why: string): Filed {
+function fileUnmatched(store: Store, incoming: Incoming, why: string): Filed {
   const path = join(store.cfg.dir, 'unmatched');
   const lock = takeLock(path, store.cfg, (intent) => recoverTicketStep(store, intent));
   try {
     appendDurably(path, recordChunks(incoming.message, incoming.envelope.sender, 'unmatched', incoming.at), lock, '-', 'unmatched');
   } finally { lock.release(); }
-  return { outcome: 'unmatched', ticket: undefined, route: routed, warning: `filed in unmatched: ${why}` };
+  return { outcome: 'unmatched', ticket: undefined, warning: `filed in unmatched: ${why}` };
 }
 
 /** The last ticket number handed out, kept so that no number is ever used twice. */
@@ -1181,12 +1181,12 @@ function lastNumber(store: Store): number {
   return max;
 }
 
-function createTicket(store: Store, index: MessageIndex, incoming: Incoming, routed: Route): Filed {
+function createTicket(store: Store, index: MessageIndex, incoming: Incoming): Filed {
   const lock = takeLock(join(store.state, 'numbers'), store.cfg, (intent) => recoverCreate(store, index, intent));
   try {
     if (incoming.idKey !== '-') {
       const [already] = index.tickets(incoming.idKey);
-      if (already !== undefined) return { outcome: 'duplicate', ticket: already, route: routed };
+      if (already !== undefined) return { outcome: 'duplicate', ticket: already };
     }
     let n = lastNumber(store) + 1;
     while (store.placeOf(n)) n++;
@@ -1203,7 +1203,7 @@ function createTicket(store: Store, index: MessageIndex, incoming: Incoming, rou
     } finally { rmSync(aside, { force: true }); }
     fsyncPath(store.cfg.dir);
     if (incoming.idKey !== '-') index.record(incoming.idKey, n);
-    return { outcome: 'created', ticket: n, route: routed };
+    return { outcome: 'created', ticket: n };
   } catch (e) {
     throw e instanceof MailError ? e : temporary(`cannot create a ticket: ${reason(e)}`);
   } finally { lock.release(); }
@@ -1316,16 +1316,16 @@ function fileIntoTicket(store: Store, index: MessageIndex, incoming: Incoming,
     if (!place) {
       if (store.cfg.unknown === 'bounce') throw new MailError(67, `ticket ${n} does not exist`);
       lock.release();
-      return { ...fileUnmatched(store, incoming, routed, `ticket ${n} does not exist`), missing: n };
+      return { ...fileUnmatched(store, incoming, `ticket ${n} does not exist`), missing: n };
     }
     if (incoming.idKey !== '-' && index.tickets(incoming.idKey).includes(n)) {
       // A retried close whose move was cut short (filed, but the ticket still open): finish it.
       if (routed.action === 'close' && place === 'open' && closeAllowed(store, n, incoming.head)) {
         archivedLock = takeLock(store.ticketPath(n, 'archived'), store.cfg, recover);
         moveTicket(store, n, 'open', 'archived', lock);
-        return { outcome: 'closed', ticket: n, route: routed };
+        return { outcome: 'closed', ticket: n };
       }
-      return { outcome: 'duplicate', ticket: n, route: routed };
+      return { outcome: 'duplicate', ticket: n };
     }
     if (place === 'archived') archivedLock = takeLock(store.ticketPath(n, 'archived'), store.cfg, recover);
     const outcome = ticketOutcome(routed.action, place, isAutomatic(incoming.head, incoming.envelope.sender),
@@ -1342,7 +1342,7 @@ function fileIntoTicket(store: Store, index: MessageIndex, incoming: Incoming,
       archivedLock = takeLock(store.ticketPath(n, 'archived'), store.cfg, recover);
       moveTicket(store, n, 'open', 'archived', lock);
     }
-    return { outcome, ticket: n, route: routed };
+    return { outcome, ticket: n };
   } finally {
     archivedLock?.release();
     lock.release();
@@ -1896,7 +1896,7 @@ export function parseIncoming(cfg: Config, raw: Message, env: NodeJS.ProcessEnv,
   const messageId = messageIds(field(head, 'message-id'))[0];
   return {
     message, head, envelope: resolveEnvelope(flags, env, fromLineSender, head, cfg), at: new Date(),
-    idKey: messageId ? MessageIndex.key(messageId) : '-',
+    messageId, idKey: messageId ? MessageIndex.key(messageId) : '-',
   };
 }
 
@@ -1968,13 +1968,12 @@ export function deliver(store: Store, raw: Message, env: NodeJS.ProcessEnv,
   const index = new MessageIndex(store.state);
   const routed = routeIncoming(store, index, incoming);
   const { envelope } = incoming;
-  const messageId = messageIds(field(incoming.head, 'message-id'))[0];
   let filed: Filed | undefined;
   try {
     filed = file(store, index, incoming, routed);
     return { incoming, filed };
   } finally {
-    audit(store, [new Date().toISOString(), messageId, envelope.sender || '<>', envelope.recipient,
+    audit(store, [new Date().toISOString(), incoming.messageId, envelope.sender || '<>', envelope.recipient,
       routed.action + ('rule' in routed ? `/${routed.rule}` : ''), filed?.ticket, filed?.outcome ?? 'failed']);
   }
 }
