@@ -280,7 +280,7 @@ describe('delivery', () => {
 
   it('stops reading an endless stream at --max-size', () => {
     const dir = tempDir();
-    const r = spawnSync('sh', ['-c', `yes "From: endless" | "${process.execPath}" "$0" "$@"`, join(import.meta.dirname, 'dist', 'ticket-mail.mjs'),
+    const r = spawnSync('sh', ['-c', `yes "From: endless" | "${process.execPath}" "$0" "$@"`, join(import.meta.dirname, 'dist', 'ticket-mail.cjs'),
       ...to(dir, 'submit@x', 'a@b', ['--max-size', '1M'])]);
     expect(r.status).toBe(65);
     expect(existsSync(join(dir, '1'))).toBe(false);
@@ -768,7 +768,7 @@ describe('loop and backscatter safety', () => {
     for (const domain of ['a.example', 'b.example']) {
       writeFileSync(join(root, `${domain}.json`), JSON.stringify({ dir: join(root, domain), domain, sendmail: relay }));
     }
-    const env = { RELAY_ROOT: root, RELAY_NODE: process.execPath, RELAY_BIN: join(import.meta.dirname, 'dist', 'ticket-mail.mjs') };
+    const env = { RELAY_ROOT: root, RELAY_NODE: process.execPath, RELAY_BIN: join(import.meta.dirname, 'dist', 'ticket-mail.cjs') };
     // Someone sends a.example mail that claims to come from b.example's submit address.
     const spoofed = mail({ from: 'submit@b.example', to: 'submit@a.example' });
     expect(deliver(['--config', join(root, 'a.example.json'), '--recipient', 'submit@a.example', '--sender', 'submit@b.example'], spoofed, env).status).toBe(0);
@@ -909,7 +909,7 @@ describe('toolkit', () => {
 
   it('colours its output only on a terminal, and never with NO_COLOR', () => {
     const t = built();
-    const onTerminal = (env: string) => spawnSync('script', ['-qec', `${env} "${process.execPath}" "${join(import.meta.dirname, 'dist', 'ticket-mail.mjs')}" list --all --dir "${t.tickets}"`, '/dev/null']).stdout.toString();
+    const onTerminal = (env: string) => spawnSync('script', ['-qec', `${env} "${process.execPath}" "${join(import.meta.dirname, 'dist', 'ticket-mail.cjs')}" list --all --dir "${t.tickets}"`, '/dev/null']).stdout.toString();
     const coloured = onTerminal('');
     expect(coloured).toContain('\x1b[1m#');
     expect(coloured).toMatch(/\d+ (min|h|d) ago|just now/); // relative times on a terminal

@@ -33,7 +33,6 @@ import {
 import { hostname, tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { fileURLToPath } from 'node:url';
-import { cac } from 'cac';
 import { addressParser, decodeWords } from 'postal-mime';
 
 declare const TICKET_MAIL_VERSION: string | undefined; // set by the build
@@ -381,9 +380,11 @@ export function resolveEnvelope(flags: { recipient?: string; sender?: string }, 
   fromLineSender: string | undefined, head: Head, cfg: Config): Envelope {
   const nullSender = (s: string) => (/^(<>|mailer-daemon)?$/i.test(s.trim()) ? '' : s.trim());
   // With no envelope at all (a person at a shell), Return-Path is the MTA's record of it, else From.
-  const returnPath = field(head, 'return-path');
-  const fromHeaders = returnPath !== undefined ? (addresses(returnPath)[0] ?? '') : (addresses(field(head, 'from'))[0] ?? '');
-  const sender = nullSender(flags.sender ?? env.SENDER ?? fromLineSender ?? fromHeaders);
+  const fromHeaders = () => {
+    const returnPath = field(head, 'return-path');
+    return (returnPath !== undefined ? addresses(returnPath)[0] : addresses(field(head, 'from'))[0]) ?? '';
+  };
+  const sender = nullSender(flags.sender ?? env.SENDER ?? fromLineSender ?? fromHeaders());
   if (flags.recipient) return { sender, recipient: flags.recipient.toLowerCase(), source: 'flags' };
   if (env.LOCAL_PART && env.DOMAIN) {
     const local = `${env.LOCAL_PART_PREFIX ?? ''}${env.LOCAL_PART}${env.LOCAL_PART_SUFFIX ?? ''}`;
@@ -916,6 +917,7 @@ export class Store {
   /** Creates DIR (if its parent exists), archived/ and .ticket-mail/, each 0700. */
   ensureFolders(): void {
     for (const folder of [this.cfg.dir, this.archived, this.state]) {
+      if (statSync(folder, { throwIfNoEntry: false })?.isDirectory()) continue;
       try {
         mkdirSync(folder, { mode: 0o700 });
         fsyncPath(join(folder, '..'));
@@ -1116,10 +1118,13 @@ export class MessageIndex {
   }
   record(key: string, ticket: number): void {
     const path = this.path(key);
-    for (const folder of [join(this.state, 'ids'), join(path, '..')]) {
-      try { mkdirSync(folder, { mode: 0o700 }); } catch (e) { if (code(e) !== 'EEXIST') throw e; }
+    const open = () => openSync(path, fsc.O_WRONLY | fsc.O_APPEND | fsc.O_CREAT, 0o600);
+    let fd;
+    try { fd = open(); } catch (e) {
+      if (code(e) !== 'ENOENT') throw e;
+      mkdirSync(join(path, '..'), { recursive: true, mode: 0o700 });
+      fd = open();
     }
-    const fd = openSync(path, fsc.O_WRONLY | fsc.O_APPEND | fsc.O_CREAT, 0o600);
     try { writeSync(fd, `${ticket}\n`); } finally { closeSync(fd); }
   }
 }
@@ -2006,20 +2011,25 @@ function fail(e: unknown): never {
 /**
  * Each --option's values as typed. cac turns values that look like numbers into numbers
  * ("" becomes 0, "007" becomes 7), which would corrupt an empty --sender or a local part;
- * our option values are text, so they are read again from the command line.
+ * our option values are text, so they are read again from the command line. `plain`: every
+ * argument was one of `takesValue` with its value (nothing for cac to explain).
  */
-export function typedOptions(argv: string[], takesValue: Set<string>): Record<string, string[]> {
+export function typedOptions(args: string[], takesValue: Set<string>): { values: Record<string, string[]>; plain: boolean } {
   const values: Record<string, string[]> = {};
-  for (let i = 0; i < argv.length; i++) {
-    if (argv[i] === '--') break;
-    const m = /^--([a-z][a-z-]*)(?:=([\s\S]*))?$/.exec(argv[i]!);
-    const name = m && m[1]!.replace(/-([a-z])/g, (_, c: string) => c.toUpperCase());
-    if (!name || !takesValue.has(name)) continue;
-    const value = m[2] ?? argv[++i];
+  let plain = true;
+  for (let i = 0; i < args.length; i++) {
+    if (args[i] === '--') return { values, plain: false };
+    const m = /^--([a-z][a-z-]*)(?:=([\s\S]*))?$/.exec(args[i]!);
+    const name = m && camelCase(m[1]!);
+    if (!name || !takesValue.has(name)) { plain = false; continue; }
+    const value = m[2] ?? args[++i];
+    if (value === undefined || (m[2] === undefined && value.startsWith('-'))) plain = false; // cac sees a missing value there
     if (value !== undefined) (values[name] ??= []).push(value);
   }
-  return values;
+  return { values, plain };
 }
+
+const camelCase = (flag: string) => flag.replace(/-([a-z])/g, (_, c: string) => c.toUpperCase());
 
 let typed: Record<string, string[]> = {};
 
@@ -2040,7 +2050,7 @@ const warn = (warning: string) => process.stderr.write(`ticket-mail: ${warning}\
 /** The --recipient and --sender overrides, as typed. */
 const envelopeFlags = () => ({ recipient: typed.recipient?.at(-1), sender: typed.sender?.at(-1) });
 
-async function runDelivery(): Promise<void> {
+async function runDelivery(afterDelivery?: () => void): Promise<void> {
   try {
     const cfg = configFrom();
     const store = new Store(cfg);
@@ -2052,6 +2062,7 @@ async function runDelivery(): Promise<void> {
     for (const warning of await sendReplies(store, incoming, filed)) warn(warning);
     process.exitCode = 0;
   } catch (e) { fail(e); }
+  afterDelivery?.();
 }
 
 /**
@@ -2186,38 +2197,68 @@ async function runFlush(cfg: Config): Promise<boolean> {
   return kept === 0;
 }
 
-export function main(argv: string[]): void {
+/** The settings' flags, declared once: cac prints them in --help, and a delivery reads them without cac. */
+const SETTING_OPTIONS: [flag: string, description: string][] = [
+  ['--dir <dir>', 'Tickets folder (default: $TICKET_MAIL_DIR, else $HOME/tickets)'],
+  ['--domain <domain>', 'Mail domain of the ticket addresses (default: the envelope recipient\'s)'],
+  ['--submit <local-part>', `Address that opens tickets (default: ${DEFAULTS.submit})`],
+  ['--ticket-address <form>', `Address of ticket N (default: ${DEFAULTS.ticketAddress})`],
+  ['--close-address <form>', `Address that closes ticket N (default: ${DEFAULTS.closeAddress})`],
+  ['--tag <form>', `Subject tag naming ticket N (default: ${DEFAULTS.tag})`],
+  ['--admin <address>', 'Admin address: may close any ticket, gets notifications (repeatable; default: none)'],
+  ['--close-policy <policy>', `Who may close: submitter (or an admin) | anyone (default: ${DEFAULTS.closePolicy})`],
+  ['--unknown <mode>', `Mail for a ticket that does not exist: file (in DIR/unmatched) | bounce (exit 67) (default: ${DEFAULTS.unknown})`],
+  ['--max-size <size>', `Largest message accepted (default: ${DEFAULTS.maxSize})`],
+  ['--lock-timeout <seconds>', `How long to wait for a lock before exit 75 (default: ${DEFAULTS.lockTimeout})`],
+  ['--stale-lock <seconds>', `Age after which any lock is considered dead (default: ${DEFAULTS.staleLock})`],
+  ['--sendmail <path>', `Program that sends our mail (default: $SENDMAIL, else ${DEFAULTS.sendmail})`],
+  ['--name <name>', `Display name on the mail we send (default: ${DEFAULTS.name})`],
+  ['--notify <kinds>', `What admins hear about: new,update,reopen or none (default: ${DEFAULTS.notify})`],
+  ['--templates <dir>', 'Folder of body templates: ack.txt, notify.txt, close-notice.txt, unknown-ticket.txt, close-refused.txt (default: built-in wording)'],
+  ['--reply-limit <n>', `Automatic replies per recipient per hour (default: ${DEFAULTS.replyLimit})`],
+  ['--alert-command <cmd>', 'Run for each new ticket out of office hours, with TICKET_MAIL_TICKET, _SENDER, _SUBJECT set (default: none)'],
+  ['--office-hours <hh:mm-hh:mm>', `Office hours, local time (default: ${DEFAULTS.officeHours})`],
+  ['--office-days <days>', `Office days (default: ${DEFAULTS.officeDays})`],
+  ['--config <file>', 'JSON config file; flags win (default: $TICKET_MAIL_CONFIG)'],
+];
+const ENVELOPE_OPTIONS: [flag: string, description: string][] = [
+  ['--recipient <address>', 'Envelope recipient (default: from the MTA environment, else the headers)'],
+  ['--sender <address>', 'Envelope sender (default: $SENDER, else the From_ line)'],
+];
+
+/**
+ * A plain delivery's options, or undefined when the command line needs cac: another command,
+ * --help, an unknown flag, a missing value (cac explains those). Why: deliveries are what the
+ * MTA runs for every message, and setting cac up costs more than the rest of their parsing.
+ */
+export function plainDelivery(args: string[]): Record<string, string[]> | undefined {
+  const names = [...SETTING_OPTIONS, ...ENVELOPE_OPTIONS].map(([flag]) => camelCase(flag.slice(2, flag.indexOf(' '))));
+  const { values, plain } = typedOptions(args[0] === 'deliver' ? args.slice(1) : args, new Set(names));
+  return plain ? values : undefined;
+}
+
+/**
+ * Runs the command line. `afterDelivery` runs once a message is filed (the built file's
+ * loader saves V8's compiled code for the next delivery there).
+ */
+export async function main(argv: string[], afterDelivery?: () => void): Promise<void> {
   // Past a file-size limit (ulimit -f) the kernel sends SIGXFSZ, which would kill us mid-write;
   // handled, the write fails with EFBIG instead and the append is rolled back.
   process.on('SIGXFSZ', () => {});
+  const plain = plainDelivery(argv.slice(2));
+  if (plain) {
+    typed = plain;
+    return runDelivery(afterDelivery);
+  }
+  const { cac } = await import('cac'); // the maintainer's commands, --help, and mistakes
   const cli = cac('ticket-mail');
-  cli
-    .option('--dir <dir>', 'Tickets folder (default: $TICKET_MAIL_DIR, else $HOME/tickets)')
-    .option('--domain <domain>', 'Mail domain of the ticket addresses (default: the envelope recipient\'s)')
-    .option('--submit <local-part>', `Address that opens tickets (default: ${DEFAULTS.submit})`)
-    .option('--ticket-address <form>', `Address of ticket N (default: ${DEFAULTS.ticketAddress})`)
-    .option('--close-address <form>', `Address that closes ticket N (default: ${DEFAULTS.closeAddress})`)
-    .option('--tag <form>', `Subject tag naming ticket N (default: ${DEFAULTS.tag})`)
-    .option('--admin <address>', 'Admin address: may close any ticket, gets notifications (repeatable; default: none)', { type: [String] })
-    .option('--close-policy <policy>', `Who may close: submitter (or an admin) | anyone (default: ${DEFAULTS.closePolicy})`)
-    .option('--unknown <mode>', `Mail for a ticket that does not exist: file (in DIR/unmatched) | bounce (exit 67) (default: ${DEFAULTS.unknown})`)
-    .option('--max-size <size>', `Largest message accepted (default: ${DEFAULTS.maxSize})`)
-    .option('--lock-timeout <seconds>', `How long to wait for a lock before exit 75 (default: ${DEFAULTS.lockTimeout})`)
-    .option('--stale-lock <seconds>', `Age after which any lock is considered dead (default: ${DEFAULTS.staleLock})`)
-    .option('--sendmail <path>', `Program that sends our mail (default: $SENDMAIL, else ${DEFAULTS.sendmail})`)
-    .option('--name <name>', `Display name on the mail we send (default: ${DEFAULTS.name})`)
-    .option('--notify <kinds>', `What admins hear about: new,update,reopen or none (default: ${DEFAULTS.notify})`)
-    .option('--templates <dir>', 'Folder of body templates: ack.txt, notify.txt, close-notice.txt, unknown-ticket.txt, close-refused.txt (default: built-in wording)')
-    .option('--reply-limit <n>', `Automatic replies per recipient per hour (default: ${DEFAULTS.replyLimit})`)
-    .option('--alert-command <cmd>', 'Run for each new ticket out of office hours, with TICKET_MAIL_TICKET, _SENDER, _SUBJECT set (default: none)')
-    .option('--office-hours <hh:mm-hh:mm>', `Office hours, local time (default: ${DEFAULTS.officeHours})`)
-    .option('--office-days <days>', `Office days (default: ${DEFAULTS.officeDays})`)
-    .option('--config <file>', 'JSON config file; flags win (default: $TICKET_MAIL_CONFIG)');
-  const envelopeOptions = (command: ReturnType<typeof cli.command>) => command
-    .option('--recipient <address>', 'Envelope recipient (default: from the MTA environment, else the headers)')
-    .option('--sender <address>', 'Envelope sender (default: $SENDER, else the From_ line)');
-  envelopeOptions(cli.command('', 'Deliver one message read on stdin')).action(runDelivery);
-  envelopeOptions(cli.command('deliver', 'Deliver one message read on stdin (the default command)')).action(runDelivery);
+  for (const [flag, description] of SETTING_OPTIONS) cli.option(flag, description, flag.startsWith('--admin ') ? { type: [String] } : undefined);
+  const envelopeOptions = (command: ReturnType<typeof cli.command>) => {
+    for (const [flag, description] of ENVELOPE_OPTIONS) command.option(flag, description);
+    return command;
+  };
+  envelopeOptions(cli.command('', 'Deliver one message read on stdin')).action(() => runDelivery(afterDelivery));
+  envelopeOptions(cli.command('deliver', 'Deliver one message read on stdin (the default command)')).action(() => runDelivery(afterDelivery));
   cli.command('list', 'List tickets, newest activity first')
     .option('--closed', 'Closed tickets only').option('--all', 'Open and closed tickets').option('--json', 'JSON for scripts')
     .action(tool(runList));
@@ -2237,7 +2278,7 @@ export function main(argv: string[]): void {
   cli.help();
   cli.version(VERSION);
   const options = [...cli.globalCommand.options, ...cli.commands.flatMap((c) => c.options)];
-  typed = typedOptions(argv.slice(2), new Set(options.filter((o) => !o.isBoolean).flatMap((o) => o.names)));
+  typed = typedOptions(argv.slice(2), new Set(options.filter((o) => !o.isBoolean).flatMap((o) => o.names))).values;
   try {
     cli.parse(argv);
   } catch (e) {
@@ -2245,5 +2286,6 @@ export function main(argv: string[]): void {
   }
 }
 
+// Run as a script (bun ticket.ts). The built file has no import.meta.url: its loader calls main.
 const entry = process.argv[1];
-if (entry && realpathSync(entry) === fileURLToPath(import.meta.url)) main(process.argv);
+if (import.meta.url && entry && realpathSync(entry) === fileURLToPath(import.meta.url)) void main(process.argv);

@@ -4,14 +4,14 @@
 # DEMO_DIR (default ./demo-tickets, relative to the current folder).
 #
 #   npm run demo                      (builds first)
-#   sh test/demo.sh                   (needs dist/ticket-mail.mjs: npm run build)
+#   sh test/demo.sh                   (needs dist/ticket-mail.cjs: npm run build)
 #   DEMO_DIR=/tmp/t sh test/demo.sh
 set -eu
 
 here=$(dirname -- "$0")
 root=$(cd -- "$here/.." && pwd -P)
 fixtures="$root/test/fixtures"
-cli="$root/dist/ticket-mail.mjs"
+cli="$root/dist/ticket-mail.cjs"
 
 DEMO_DIR=${DEMO_DIR:-./demo-tickets}
 case $DEMO_DIR in

@@ -50,8 +50,8 @@ describe.skipIf(!!skipReason)('end to end: real Exim and real mutt', () => {
     tickets = join(base, 'tickets');
     mkdirSync(join(base, 'bin'));
     // The single copied file is what the pipe runs: the user it runs as cannot see the checkout.
-    copyFileSync(BIN, join(base, 'ticket-mail.mjs'));
-    chmodSync(join(base, 'ticket-mail.mjs'), 0o755);
+    copyFileSync(BIN, join(base, 'ticket-mail.cjs'));
+    chmodSync(join(base, 'ticket-mail.cjs'), 0o755);
     conf = join(base, 'exim.conf');
     writeFileSync(join(base, 'bin', 'sendmail'), `#!/bin/sh\nexec /usr/sbin/exim4 -C ${conf} -odf "$@"\n`, { mode: 0o755 });
     writeFileSync(conf, eximConfig(base), { mode: 0o644 });
@@ -171,7 +171,7 @@ function eximConfig(base: string): string {
   const transport = example.slice(example.indexOf('ticket_mail_pipe:'));
   const substitutions: Array<[string, string]> = [
     ['tickets.example.org', DOMAIN],
-    ['/usr/bin/node /usr/local/lib/node_modules/ticket-mail/dist/bin/ticket-mail.mjs', `${process.execPath} ${base}/ticket-mail.mjs`],
+    ['/usr/bin/node /usr/local/lib/node_modules/ticket-mail/dist/bin/ticket-mail.cjs', `${process.execPath} ${base}/ticket-mail.cjs`],
     ['/srv/tickets', join(base, 'tickets')],
     ['--admin you@example.org', '--admin max@staff.test --lock-timeout 2'],
     ['user = tickets', `user = ${USER}`],
@@ -252,7 +252,7 @@ function inMutt(base: string, mbox: string, keys: string, done: (draft: string) 
   const draft = join(work, 'draft');
   writeFileSync(join(work, 'copy-draft'), `#!/bin/sh\ncp "$1" ${draft}\n`, { mode: 0o755 });
   const example = readFileSync(join(ROOT, 'muttrc.example'), 'utf8')
-    .split('ticket-mail muttrc').join(`${process.execPath} ${join(base, 'ticket-mail.mjs')} muttrc`)
+    .split('ticket-mail muttrc').join(`${process.execPath} ${join(base, 'ticket-mail.cjs')} muttrc`)
     .split('/srv/tickets').join(join(base, 'tickets'))
     .split('tickets.example.org').join(DOMAIN);
   writeFileSync(join(work, 'muttrc'), `${example}

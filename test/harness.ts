@@ -7,7 +7,7 @@ import { join, resolve } from 'node:path';
 import { readMbox } from '../ticket.ts';
 
 export const ROOT = resolve(import.meta.dirname, '..');
-export const BIN = join(ROOT, 'dist', 'ticket-mail.mjs');
+export const BIN = join(ROOT, 'dist', 'ticket-mail.cjs');
 export const FAKE_SENDMAIL = join(ROOT, 'test', 'fake-sendmail');
 
 export interface Run { status: number | null; stderr: string; stdout: string }

@@ -3,9 +3,9 @@
 // (with Node 20 and with Node 22). Bun and Node 22 come from the npm registry.
 import { describe, expect, it } from 'vitest';
 import { spawnSync } from 'node:child_process';
-import { copyFileSync, existsSync, mkdirSync, readFileSync } from 'node:fs';
+import { chmodSync, copyFileSync, existsSync, lstatSync, mkdirSync, mkdtempSync, readFileSync, readdirSync, rmSync, symlinkSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
-import { BIN, ROOT, mail, stored, tempDir } from './harness.ts';
+import { BIN, ROOT, deliver, mail, stored, tempDir } from './harness.ts';
 
 /** Installs an npm package once into a cache under node_modules; returns the path of its binary. */
 function toolFromNpm(spec: string, bin: string): { path?: string; why?: string } {
@@ -34,13 +34,11 @@ describe('packaging', () => {
     const r = spawnSync('npm', ['pack', '--dry-run', '--json', '--ignore-scripts'], { cwd: ROOT, encoding: 'utf8' });
     expect(r.status, r.stderr).toBe(0);
     const files: string[] = JSON.parse(r.stdout)[0].files.map((f: { path: string }) => f.path).sort();
-    expect(files.filter((f) => !f.startsWith('dist/bin/'))).toEqual(
-      ['LICENSE', 'README.md', 'dist/ticket-mail.mjs', 'exim.conf.example', 'muttrc.example', 'package.json', 'ticket.ts']);
-    // The npm bin: the same source built in chunks, so that a delivery loads only what it uses.
-    const bin = files.filter((f) => f.startsWith('dist/bin/'));
-    expect(bin).toContain('dist/bin/ticket-mail.mjs');
-    for (const f of bin) expect(f).toMatch(/^dist\/bin\/[\w.-]+\.mjs$/);
-    // Everything is bundled into dist/ticket-mail.mjs: installing the package fetches nothing more.
+    // The npm bin is dist/bin/ticket-mail.cjs with its modules beside it; dist/ticket-mail.cjs is
+    // the same build in one file. Everything is bundled: installing fetches nothing more.
+    expect(files).toEqual(['LICENSE', 'README.md', 'dist/bin/cac.js', 'dist/bin/core.js', 'dist/bin/mimetext.js',
+      'dist/bin/postal-mime.js', 'dist/bin/ticket-mail.cjs', 'dist/ticket-mail.cjs', 'exim.conf.example', 'muttrc.example',
+      'package.json', 'ticket.ts']);
     expect(JSON.parse(readFileSync(join(ROOT, 'package.json'), 'utf8')).dependencies).toBeUndefined();
   });
 
@@ -61,9 +59,9 @@ describe('packaging', () => {
 
   it('copied alone into an empty folder, delivers with plain Node 20', () => {
     const alone = tempDir('tm-alone-');
-    copyFileSync(BIN, join(alone, 'ticket-mail.mjs'));
+    copyFileSync(BIN, join(alone, 'ticket-mail.cjs'));
     expect(spawnSync(process.execPath, ['--version'], { encoding: 'utf8' }).stdout).toMatch(/^v20\./);
-    deliversWith([process.execPath, join(alone, 'ticket-mail.mjs')], alone);
+    deliversWith([process.execPath, join(alone, 'ticket-mail.cjs')], alone);
   });
 
   it('copied alone into an empty folder, delivers with Node 22', (ctx) => {
@@ -71,13 +69,80 @@ describe('packaging', () => {
     if (!node22.path) { console.log(`skipped: ${node22.why}`); return ctx.skip(); }
     expect(spawnSync(node22.path, ['--version'], { encoding: 'utf8' }).stdout).toMatch(/^v22\./);
     const alone = tempDir('tm-alone-');
-    copyFileSync(BIN, join(alone, 'ticket-mail.mjs'));
-    deliversWith([node22.path, join(alone, 'ticket-mail.mjs')], alone);
+    copyFileSync(BIN, join(alone, 'ticket-mail.cjs'));
+    deliversWith([node22.path, join(alone, 'ticket-mail.cjs')], alone);
   }, 300_000);
 
   it('runs the TypeScript source with Bun', (ctx) => {
     const bun = toolFromNpm('bun', '.bin/bun');
     if (!bun.path) { console.log(`skipped: ${bun.why}`); return ctx.skip(); }
     deliversWith([bun.path, join(ROOT, 'ticket.ts')], ROOT);
+    deliversWith([bun.path, BIN], ROOT); // and the single file
   }, 300_000);
+});
+
+// The built file compiles its modules with V8's code cache, kept per user; a cache it cannot
+// trust or use must never stop a delivery.
+describe('the code cache', () => {
+  const setup = () => {
+    const base = tempDir('tm-cache-');
+    const cache = join(base, 'cache');
+    const run = (args: string[], input: string) => deliver(['--dir', join(base, 'tickets'), '--domain', 'tickets.example', '--admin', 'max@tickets.example', ...args],
+      input, { XDG_CACHE_HOME: cache, FAKE_SENDMAIL_DIR: mkdtempSync(join(base, 'sent-')) });
+    const files = () => (existsSync(join(cache, 'ticket-mail')) ? readdirSync(join(cache, 'ticket-mail')).sort() : []);
+    const stat = (name: string) => lstatSync(join(cache, 'ticket-mail', files().find((f) => f.includes(`-${name}-`))!));
+    return { base, cache, run, files, stat };
+  };
+  const newTicket = () => mail({ subject: 'cache' });
+
+  it('is made by the first delivery, private, and used as it is by the next ones', () => {
+    const { cache, run, files, stat } = setup();
+    expect(run(['--recipient', 'submit@tickets.example'], newTicket()).status).toBe(0);
+    // The modules a new ticket needs: the core, the MIME parser (the notification's summary), mimetext.
+    expect(files()).toEqual([expect.stringMatching(/-core-v\d+\.\d+\.\d+-\w+\.v8$/), expect.stringMatching(/-mimetext-/), expect.stringMatching(/-postal-mime-/)]);
+    expect(lstatSync(join(cache, 'ticket-mail')).mode & 0o777).toBe(0o700);
+    const before = files().map((f) => stat(f.split('-')[1]!));
+    for (const s of before) expect(s.mode & 0o777).toBe(0o600);
+    expect(run(['--recipient', 'ticket-1@tickets.example'], mail({ subject: 'again' })).status).toBe(0);
+    expect(run(['--recipient', 'submit@tickets.example'], newTicket()).status).toBe(0);
+    // Accepted by V8, a cache is never written again (a rejected one would be replaced).
+    expect(files().map((f) => stat(f.split('-')[1]!).ino)).toEqual(before.map((s) => s.ino));
+  });
+
+  it('is replaced when V8 rejects it, and ignored when someone else could have written it', () => {
+    const { run, files, stat, cache } = setup();
+    expect(run(['--recipient', 'submit@tickets.example'], newTicket()).status).toBe(0);
+    const core = join(cache, 'ticket-mail', files().find((f) => f.includes('-core-'))!);
+    writeFileSync(core, 'not a code cache');
+    let r = run(['--recipient', 'ticket-1@tickets.example'], mail());
+    expect([r.status, r.stderr]).toEqual([0, '']);
+    expect(readFileSync(core, 'latin1')).not.toBe('not a code cache');
+    chmodSync(core, 0o666); // writable by others: not read, and replaced by a private one
+    const ino = stat('core').ino;
+    r = run(['--recipient', 'ticket-1@tickets.example'], mail());
+    expect([r.status, r.stderr]).toEqual([0, '']);
+    expect([stat('core').ino === ino, stat('core').mode & 0o777]).toEqual([false, 0o600]);
+  });
+
+  it('never follows a symlink, and a home it cannot write to only costs speed', () => {
+    const { base, run, files, cache } = setup();
+    expect(run(['--recipient', 'submit@tickets.example'], newTicket()).status).toBe(0);
+    const core = join(cache, 'ticket-mail', files().find((f) => f.includes('-core-'))!);
+    const elsewhere = join(base, 'precious');
+    writeFileSync(elsewhere, 'precious');
+    rmSync(core);
+    symlinkSync(elsewhere, core);
+    expect(run(['--recipient', 'ticket-1@tickets.example'], mail()).status).toBe(0);
+    expect(readFileSync(elsewhere, 'utf8')).toBe('precious');
+    expect(lstatSync(core).isFile()).toBe(true); // the link itself was replaced
+    const r = deliver(['--dir', join(base, 'tickets'), '--recipient', 'ticket-1@tickets.example'], mail(), { XDG_CACHE_HOME: elsewhere });
+    expect([r.status, r.stderr]).toEqual([0, '']);
+  });
+
+  it('is made by deliveries only: the maintainer\'s commands leave none', () => {
+    const { base, cache } = setup();
+    const r = spawnSync(process.execPath, [BIN, 'list', '--dir', base], { encoding: 'utf8', env: { PATH: process.env.PATH, XDG_CACHE_HOME: cache } });
+    expect(r.status, r.stderr).toBe(0);
+    expect(existsSync(join(cache, 'ticket-mail'))).toBe(false);
+  });
 });

@@ -1,0 +1,165 @@
+#!/usr/bin/env node
+// npm run build: ticket.ts becomes
+//   dist/ticket-mail.cjs       one self-contained file (every dependency inlined), to copy onto a server;
+//   dist/bin/ticket-mail.cjs   the npm bin: the same loader, reading its modules from dist/bin/*.js.
+//
+// Why this shape: start-up is the cost of every delivery, and most of it is V8 reading and
+// compiling JavaScript, not running it.
+// - The delivery core is ticket.ts with only the two header functions of postal-mime; cac,
+//   mimetext and postal-mime's full parser are separate modules, compiled only by the runs that
+//   use them (the maintainer's commands, sending mail).
+// - Each module is compiled with V8's code cache: after the first delivery, later starts load
+//   the compiled code instead of compiling the source again. The cache is private to the user
+//   running us and only read from a file that user owns; without one we simply compile.
+// - The loader is CommonJS: an ES module entry alone costs Node ~4 ms more.
+import { build } from 'esbuild';
+import { createHash } from 'node:crypto';
+import { brotliCompressSync } from 'node:zlib';
+import { chmodSync, mkdirSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
+
+const { version } = JSON.parse(readFileSync(new URL('package.json', import.meta.url), 'utf8'));
+
+/** Libraries the core loads with import() when it needs them, and what it takes from each. */
+const LAZY = {
+  cac: "export { cac } from 'cac';",
+  mimetext: "export { createMimeMessage } from 'mimetext';",
+  // The core's import() of a bundled module sees module.exports as the default export, as Node
+  // does for CommonJS: postal-mime's CommonJS build exports the parser exactly so.
+  'postal-mime': "module.exports = require('postal-mime');",
+};
+
+/** One module as a CommonJS function expression, the wrapper Node itself would add. */
+async function bundle(options) {
+  const result = await build({
+    bundle: true,
+    platform: 'node',
+    format: 'cjs',
+    target: 'node20',
+    minify: true,
+    write: false,
+    logLevel: 'warning',
+    // Lazy import()s become require()s of the loader: a vm.Script has no ES module loader behind it.
+    supported: { 'dynamic-import': false },
+    ...options,
+  });
+  const code = result.outputFiles[0].text.replace(/^#!.*\n/, '');
+  return `(function (exports, require, module, __filename, __dirname) {${code}\n})`;
+}
+
+/** The core's imports: the lazy libraries stay outside; postal-mime's index is trimmed to what is used. */
+const lazyOutside = {
+  name: 'lazy-outside',
+  setup(build) {
+    build.onResolve({ filter: /^(cac|mimetext|postal-mime)$/ }, async (args) => {
+      if (args.kind === 'dynamic-import') return { path: args.path, external: true };
+      if (args.pluginData === 'inner') return undefined;
+      // A static import of postal-mime is decodeWords and addressParser: its package does not
+      // say "sideEffects": false, so without this the whole MIME parser would come along.
+      const resolved = await build.resolve(args.path, { kind: args.kind, resolveDir: args.resolveDir, pluginData: 'inner' });
+      return { ...resolved, sideEffects: false };
+    });
+  },
+};
+
+/**
+ * mimetext without what ticket-mail never uses: mime-types (with mime-db, 137 KB of the 162)
+ * only checks an attachment's content type, and we send no attachments; core-js's String trim
+ * is the engine's own on Node 20. Stubbed, a call to the first fails loudly instead.
+ */
+const STUBS = {
+  'mime-types': "export function contentType() { throw new Error('ticket-mail is built without mime-types: it sends no attachments'); }",
+  '@babel/runtime-corejs3/core-js/instance/trim': 'export default (it) => it.trim;',
+};
+const mimetextTrimmed = {
+  name: 'mimetext-trimmed',
+  setup(build) {
+    const filter = new RegExp(`^(${Object.keys(STUBS).map((k) => k.replace(/[/.-]/g, '\\$&')).join('|')})$`);
+    build.onResolve({ filter }, (args) => ({ path: args.path, namespace: 'stub' }));
+    build.onLoad({ filter: /.*/, namespace: 'stub' }, (args) => ({ contents: STUBS[args.path], loader: 'js' }));
+  },
+};
+
+const modules = {
+  core: await bundle({
+    // Only main is exported: the rest of ticket.ts's exports are for its tests.
+    stdin: { contents: "export { main } from './ticket.ts';", resolveDir: '.', loader: 'ts' },
+    plugins: [lazyOutside],
+    // import.meta.url only decides whether ticket.ts runs as a script; here the loader calls main.
+    define: { TICKET_MAIL_VERSION: JSON.stringify(version), 'import.meta.url': 'undefined' },
+  }),
+};
+for (const [name, contents] of Object.entries(LAZY)) {
+  modules[name] = await bundle({ stdin: { contents, resolveDir: '.', loader: 'js' }, plugins: [mimetextTrimmed] });
+}
+const buildId = createHash('sha256').update(JSON.stringify(modules)).digest('hex').slice(0, 16);
+
+/**
+ * The loader, as it runs in the built files: compiles module `name` from `source(name)` with
+ * its code cache and runs it. V8 accepts a code cache made from any source of the same length,
+ * so a cache's name carries the build's hash (and Node's version, whose V8 would reject
+ * another's cache anyway).
+ */
+function load(source, BUILD, LAZY) {
+  const { closeSync, constants, fstatSync, lstatSync, mkdirSync, openSync, readFileSync, renameSync, writeFileSync } = require('node:fs');
+  const { Script } = require('node:vm');
+  const dir = `${process.env.XDG_CACHE_HOME || `${require('node:os').homedir()}/.cache`}/ticket-mail`;
+  const ours = (stat) => stat.uid === process.getuid?.() && (stat.mode & 0o022) === 0;
+  const loaded = {};
+  const unsaved = [];
+  const cacheFile = (name) => `${dir}/${BUILD}-${name}-${process.version}-${process.arch}.v8`;
+  const readCache = (name) => {
+    try {
+      const fd = openSync(cacheFile(name), constants.O_RDONLY | constants.O_NOFOLLOW);
+      try { if (ours(fstatSync(fd))) return readFileSync(fd); } finally { closeSync(fd); }
+    } catch { /* no cache yet */ }
+    return undefined;
+  };
+  const ourRequire = (id) => (LAZY.includes(id) ? run(id) : require(id));
+  function run(name) {
+    if (loaded[name]) return loaded[name].exports;
+    const cachedData = readCache(name);
+    const script = new Script(source(name), { filename: `${__filename}/${name}`, cachedData });
+    if (!cachedData || script.cachedDataRejected) unsaved.push([name, script]);
+    const module = loaded[name] = { exports: {} };
+    script.runInThisContext()(module.exports, ourRequire, module, __filename, __dirname);
+    return module.exports;
+  }
+  // Called after a delivery, so that the functions a delivery runs are in the cache compiled.
+  const saveCaches = () => {
+    try {
+      if (unsaved.length) mkdirSync(dir, { recursive: true, mode: 0o700 });
+      for (const [name, script] of unsaved.length && ours(lstatSync(dir)) ? unsaved : []) {
+        const temporary = `${cacheFile(name)}.${process.pid}`;
+        writeFileSync(temporary, script.createCachedData(), { mode: 0o600, flag: 'wx' });
+        renameSync(temporary, cacheFile(name));
+      }
+    } catch { /* a read-only or foreign home: we run without a cache */ }
+  };
+  try {
+    run('core').main(process.argv, saveCaches);
+  } catch (e) {
+    process.stderr.write(`ticket-mail: cannot start: ${e?.message ?? e}\n`);
+    process.exit(75); // a broken installation must not bounce mail
+  }
+}
+
+const header = `#!/usr/bin/env node
+// ticket-mail ${version}: built by build.mjs from ticket.ts (https://www.npmjs.com/package/ticket-mail).
+'use strict';
+`;
+const lazyNames = JSON.stringify(Object.keys(LAZY));
+rmSync('dist', { recursive: true, force: true });
+mkdirSync('dist/bin', { recursive: true });
+for (const [name, code] of Object.entries(modules)) writeFileSync(`dist/bin/${name}.js`, code);
+writeFileSync('dist/bin/ticket-mail.cjs', `${header}(${load})((name) => require('node:fs').readFileSync(\`\${__dirname}/\${name}.js\`, 'utf8'), ${JSON.stringify(buildId)}, ${lazyNames});
+`);
+// The single file: Node reads and scans every byte of it at each start (~6 us per KB), so the
+// libraries, which most runs never load, travel compressed (brotli, base64); the core is plain text.
+const { core, ...lazy } = modules;
+const packed = Object.fromEntries(Object.entries(lazy).map(([name, code]) => [name, brotliCompressSync(code).toString('base64')]));
+writeFileSync('dist/ticket-mail.cjs', `${header}const CORE = ${JSON.stringify(core)};
+const LIBRARIES = ${JSON.stringify(packed, null, 0)};
+const unpack = (name) => require('node:zlib').brotliDecompressSync(Buffer.from(LIBRARIES[name], 'base64')).toString('utf8');
+(${load})((name) => (name === 'core' ? CORE : unpack(name)), ${JSON.stringify(buildId)}, ${lazyNames});
+`);
+for (const file of ['dist/ticket-mail.cjs', 'dist/bin/ticket-mail.cjs']) chmodSync(file, 0o755);
