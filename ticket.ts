@@ -20,7 +20,8 @@
  * - The message is read whole before any lock is taken, but only its first MiB is held in
  *   memory; the rest is spooled to an unlinked file and streamed into the mbox.
  * - Start-up time is the cost of every delivery: the mail composer, the MIME parser and
- *   node:child_process are loaded only when a delivery sends mail.
+ *   node:child_process are loaded only when a delivery sends mail, the CLI library only for
+ *   the maintainer's commands (build.mjs keeps them out of the delivery core).
  *
  * The file reads top to bottom: types, the pure core (head parsing, routing, mbox bytes),
  * then the I/O shell (stdin, locks, files, exit codes), then the CLI.
@@ -792,6 +793,9 @@ export function replyAddress(head: Head, envelope: Envelope): string | undefined
  */
 export function planReplies(facts: ReplyFacts, cfg: Config): Draft[] {
   const { head, envelope, ticket, domain } = facts;
+  // Appends and reopenings are news for the admins only: with none, there is nothing to plan.
+  const forAdminsOnly = ['appended', 'appended-archived', 'reopened', 'duplicate'].includes(facts.outcome);
+  if (forAdminsOnly && cfg.admins.length === 0) return [];
   // Our own mail come back to us: a loop in the making, so not even the admins hear of it.
   if (head.get(LOOP_HEADER.toLowerCase())?.some((v) => v.toLowerCase() === domain)) return [];
   const sender = replyAddress(head, envelope);
@@ -968,6 +972,7 @@ export interface Lock {
 export function takeLock(path: string, cfg: Config, recover: (intent: string) => void): Lock {
   const lockPath = `${path}.lock`;
   const post = writeLockFile(lockPath, 'wait');
+  let postLeft = true; // until link() and unlink(), or a takeover's rename, use it up
   const deadline = Date.now() + cfg.lockTimeout * 1000;
   let pause = 2;
   try {
@@ -975,12 +980,15 @@ export function takeLock(path: string, cfg: Config, recover: (intent: string) =>
       try {
         linkSync(post, lockPath);
         unlinkSync(post);
+        postLeft = false;
         return heldLock(lockPath);
       } catch (e) {
         if (code(e) !== 'EEXIST') throw temporary(`cannot lock ${path}: ${reason(e)}`);
       }
-      const broken = breakIfStale(lockPath, post, cfg, recover);
-      if (broken) return heldLock(lockPath);
+      if (breakIfStale(lockPath, post, cfg, recover)) { // the post was renamed over the lock
+        postLeft = false;
+        return heldLock(lockPath);
+      }
       if (Date.now() >= deadline) {
         throw temporary(`${path} has been locked for ${cfg.lockTimeout} seconds straight`);
       }
@@ -988,7 +996,7 @@ export function takeLock(path: string, cfg: Config, recover: (intent: string) =>
       pause = Math.min(pause * 2, 100);
     }
   } finally {
-    try { unlinkSync(post); } catch { /* already linked and removed */ }
+    if (postLeft) try { unlinkSync(post); } catch { /* nothing left to remove */ }
   }
 }
 
@@ -1108,8 +1116,10 @@ export class MessageIndex {
   }
   private path(key: string): string { return join(this.state, 'ids', key.slice(0, 2), key.slice(2)); }
   tickets(key: string): number[] {
+    const path = this.path(key);
+    if (!existsSync(path)) return []; // the usual case, and an exception costs more than a stat
     try {
-      return readFileSync(this.path(key), 'latin1').split('\n')
+      return readFileSync(path, 'latin1').split('\n')
         .map(parseTicketNumber).filter((n): n is number => n !== undefined);
     } catch (e) {
       if (code(e) === 'ENOENT') return [];

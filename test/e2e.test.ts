@@ -5,7 +5,7 @@
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { spawnSync } from 'node:child_process';
 import {
-  chmodSync, copyFileSync, existsSync, mkdirSync, readFileSync, readdirSync, rmSync, writeFileSync,
+  chmodSync, copyFileSync, existsSync, mkdirSync, readFileSync, readdirSync, rmSync, statSync, writeFileSync,
 } from 'node:fs';
 import { join } from 'node:path';
 import { BIN, ROOT, mail, stored, tempDir } from './harness.ts';
@@ -79,6 +79,11 @@ describe.skipIf(!!skipReason)('end to end: real Exim and real mutt', () => {
     expect(submit('bob@client.test', `Ticket-1@Tickets.Test`, mail({ from: 'bob@client.test', subject: 'me too' })).status).toBe(0);
     expect(stored(join(tickets, '1'))).toHaveLength(4);
     expect(existsSync(join(tickets, '2'))).toBe(false);
+    // The pipe's HOME is its home_directory: the first delivery left the code cache there, the
+    // unprivileged delivery user's own.
+    const cache = join(tickets, '.cache', 'ticket-mail');
+    expect(readdirSync(cache).filter((f) => f.includes('-core-'))).toHaveLength(1);
+    expect([statSync(cache).mode & 0o777, statSync(cache).uid]).toEqual([0o700, Number(sh(`id -u ${USER}`).stdout.trim())]);
   });
 
   it('closes with -done and reopens with mail to the archived ticket', () => {
