@@ -70,8 +70,8 @@ const STUBS = {
   'mime-types': "export function contentType() { throw new Error('ticket-mail is built without mime-types: it sends no attachments'); }",
   '@babel/runtime-corejs3/core-js/instance/trim': 'export default (it) => it.trim;',
 };
-const mimetextTrimmed = {
-  name: 'mimetext-trimmed',
+const stubs = {
+  name: 'stubs',
   setup(build) {
     const filter = new RegExp(`^(${Object.keys(STUBS).map((k) => k.replace(/[/.-]/g, '\\$&')).join('|')})$`);
     build.onResolve({ filter }, (args) => ({ path: args.path, namespace: 'stub' }));
@@ -89,7 +89,7 @@ const modules = {
   }),
 };
 for (const [name, contents] of Object.entries(LAZY)) {
-  modules[name] = await bundle({ stdin: { contents, resolveDir: '.', loader: 'js' }, plugins: [mimetextTrimmed] });
+  modules[name] = await bundle({ stdin: { contents, resolveDir: '.', loader: 'js' }, plugins: [stubs] });
 }
 const buildId = createHash('sha256').update(JSON.stringify(modules)).digest('hex').slice(0, 16);
 
@@ -126,9 +126,11 @@ function load(source, BUILD, LAZY) {
   }
   // Called after a delivery, so that the functions a delivery runs are in the cache compiled.
   const saveCaches = () => {
+    if (!unsaved.length) return;
     try {
-      if (unsaved.length) mkdirSync(dir, { recursive: true, mode: 0o700 });
-      for (const [name, script] of unsaved.length && ours(lstatSync(dir)) ? unsaved : []) {
+      mkdirSync(dir, { recursive: true, mode: 0o700 });
+      if (!ours(lstatSync(dir))) return; // a folder someone else could write to, or a symlink
+      for (const [name, script] of unsaved) {
         const temporary = `${cacheFile(name)}.${process.pid}`;
         writeFileSync(temporary, script.createCachedData(), { mode: 0o600, flag: 'wx' });
         renameSync(temporary, cacheFile(name));

@@ -60,6 +60,10 @@ const BINPATH = join(app, 'node_modules', '.bin', 'ticket-mail');
   deliver([FILE], dir, 'submit@tickets.example')();
   compare('append to a ticket: npm bin vs node -e \'\'', 1.15, nodeEmpty, deliver([BINPATH], dir, 'ticket-1@tickets.example'));
   compare('append to a ticket: single file vs node -e \'\'', 1.3, nodeEmpty, deliver([process.execPath, FILE], dir, 'ticket-1@tickets.example'));
+  // A user with no writable home: the same single file, compiled at every start.
+  const uncached = { ...ENV, XDG_CACHE_HOME: '/dev/null' };
+  compare('append, single file without a code cache vs node -e \'\'', undefined, nodeEmpty,
+    () => time(process.execPath, [FILE, '--dir', dir, '--domain', 'tickets.example', '--recipient', 'ticket-1@tickets.example', '--sender', 'alice@customer.example'], message(), uncached));
   const floor = () => time(process.execPath, ['-e', `const {spawnSync}=require('child_process');for(const a of ['alice@customer.example','max@tickets.example'])spawnSync(${JSON.stringify(FAKE_SENDMAIL)},['-oi','-f','<>','--',a],{input:'x'})`]);
   const newDir = tickets('new');
   compare('new ticket + ack + notification: npm bin vs node + 2 sendmail', 1.5, floor,

@@ -139,6 +139,16 @@ describe('the code cache', () => {
     expect([r.status, r.stderr]).toEqual([0, '']);
   });
 
+  it('a broken installation defers the mail (75) with one line, never bounces it', () => {
+    const copy = tempDir('tm-broken-');
+    for (const f of readdirSync(join(ROOT, 'dist', 'bin'))) copyFileSync(join(ROOT, 'dist', 'bin', f), join(copy, f));
+    writeFileSync(join(copy, 'core.js'), readFileSync(join(copy, 'core.js'), 'utf8').slice(0, 1000)); // cut short
+    const r = spawnSync(process.execPath, [join(copy, 'ticket-mail.cjs'), '--dir', join(copy, 'tickets'), '--recipient', 'submit@tickets.example'],
+      { input: mail(), encoding: 'utf8', env: { PATH: process.env.PATH, XDG_CACHE_HOME: join(copy, 'cache') } });
+    expect(r.status).toBe(75);
+    expect(r.stderr).toMatch(/^ticket-mail: cannot start: [^\n]+\n$/);
+  });
+
   it('is made by deliveries only: the maintainer\'s commands leave none', () => {
     const { base, cache } = setup();
     const r = spawnSync(process.execPath, [BIN, 'list', '--dir', base], { encoding: 'utf8', env: { PATH: process.env.PATH, XDG_CACHE_HOME: cache } });
