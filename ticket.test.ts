@@ -8,7 +8,7 @@ import { hostname } from 'node:os';
 import fc from 'fast-check';
 import {
   asctime, classifyLocalPart, encodePhrase, foldHeader, headerSafe, mailbox, MailError, MAX_TICKET, mboxRecord, parseHead,
-  quoteChunks, readMbox, resolveConfig, resolveEnvelope, route, splitEnvelopeLine, type Config, type Head,
+  plainDelivery, quoteChunks, readMbox, resolveConfig, resolveEnvelope, route, splitEnvelopeLine, type Config, type Head,
 } from './ticket.ts';
 import PostalMime, { type Email } from 'postal-mime';
 import {
@@ -53,6 +53,21 @@ describe('configuration', () => {
     try { resolveConfig(flags, file, {}); } catch (e) { error = e; }
     expect(error).toBeInstanceOf(MailError);
     expect((error as MailError).exitCode).toBe(75);
+  });
+});
+
+describe('command line', () => {
+  it('reads a plain delivery\'s flags as typed, without cac', () => {
+    expect(plainDelivery(['--dir', '/t', '--admin', 'a@x', '--admin=b@x', '--sender', '', '--ticket-address', '007-N']))
+      .toEqual({ dir: ['/t'], admin: ['a@x', 'b@x'], sender: [''], ticketAddress: ['007-N'] });
+    expect(plainDelivery(['deliver', '--recipient=ticket-1@x'])).toEqual({ recipient: ['ticket-1@x'] });
+    expect(plainDelivery([])).toEqual({});
+  });
+  it.each([
+    [['list']], [['--help']], [['-h']], [['--version']], [['--dir']], [['--bogus', 'x']], [['--dir', '/t', 'extra']],
+    [['--sender', '-x']], [['--', '--dir', '/t']], [['deliver', '--help']],
+  ])('leaves %j to cac, which explains it', (args) => {
+    expect(plainDelivery(args)).toBeUndefined();
   });
 });
 
