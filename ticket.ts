@@ -2207,34 +2207,38 @@ async function runFlush(cfg: Config): Promise<boolean> {
   return kept === 0;
 }
 
-/** The settings' flags, declared once: cac prints them in --help, and a delivery reads them without cac. */
-const SETTING_OPTIONS: [flag: string, description: string][] = [
-  ['--dir <dir>', 'Tickets folder (default: $TICKET_MAIL_DIR, else $HOME/tickets)'],
-  ['--domain <domain>', 'Mail domain of the ticket addresses (default: the envelope recipient\'s)'],
-  ['--submit <local-part>', `Address that opens tickets (default: ${DEFAULTS.submit})`],
-  ['--ticket-address <form>', `Address of ticket N (default: ${DEFAULTS.ticketAddress})`],
-  ['--close-address <form>', `Address that closes ticket N (default: ${DEFAULTS.closeAddress})`],
-  ['--tag <form>', `Subject tag naming ticket N (default: ${DEFAULTS.tag})`],
-  ['--admin <address>', 'Admin address: may close any ticket, gets notifications (repeatable; default: none)'],
-  ['--close-policy <policy>', `Who may close: submitter (or an admin) | anyone (default: ${DEFAULTS.closePolicy})`],
-  ['--unknown <mode>', `Mail for a ticket that does not exist: file (in DIR/unmatched) | bounce (exit 67) (default: ${DEFAULTS.unknown})`],
-  ['--max-size <size>', `Largest message accepted (default: ${DEFAULTS.maxSize})`],
-  ['--lock-timeout <seconds>', `How long to wait for a lock before exit 75 (default: ${DEFAULTS.lockTimeout})`],
-  ['--stale-lock <seconds>', `Age after which any lock is considered dead (default: ${DEFAULTS.staleLock})`],
-  ['--sendmail <path>', `Program that sends our mail (default: $SENDMAIL, else ${DEFAULTS.sendmail})`],
-  ['--name <name>', `Display name on the mail we send (default: ${DEFAULTS.name})`],
-  ['--notify <kinds>', `What admins hear about: new,update,reopen or none (default: ${DEFAULTS.notify})`],
-  ['--templates <dir>', 'Folder of body templates: ack.txt, notify.txt, close-notice.txt, unknown-ticket.txt, close-refused.txt (default: built-in wording)'],
-  ['--reply-limit <n>', `Automatic replies per recipient per hour (default: ${DEFAULTS.replyLimit})`],
-  ['--alert-command <cmd>', 'Run for each new ticket out of office hours, with TICKET_MAIL_TICKET, _SENDER, _SUBJECT set (default: none)'],
-  ['--office-hours <hh:mm-hh:mm>', `Office hours, local time (default: ${DEFAULTS.officeHours})`],
-  ['--office-days <days>', `Office days (default: ${DEFAULTS.officeDays})`],
-  ['--config <file>', 'JSON config file; flags win (default: $TICKET_MAIL_CONFIG)'],
-];
-const ENVELOPE_OPTIONS: [flag: string, description: string][] = [
-  ['--recipient <address>', 'Envelope recipient (default: from the MTA environment, else the headers)'],
-  ['--sender <address>', 'Envelope sender (default: $SENDER, else the From_ line)'],
-];
+/**
+ * The command line's settings by name, with their value's placeholder and help, declared once:
+ * cac shows them as --kebab-name <value>, and a delivery reads them without cac.
+ */
+const SETTING_HELP: Record<typeof SETTING_NAMES[number] | 'config', [value: string, description: string]> = {
+  dir: ['dir', 'Tickets folder (default: $TICKET_MAIL_DIR, else $HOME/tickets)'],
+  domain: ['domain', 'Mail domain of the ticket addresses (default: the envelope recipient\'s)'],
+  submit: ['local-part', `Address that opens tickets (default: ${DEFAULTS.submit})`],
+  ticketAddress: ['form', `Address of ticket N (default: ${DEFAULTS.ticketAddress})`],
+  closeAddress: ['form', `Address that closes ticket N (default: ${DEFAULTS.closeAddress})`],
+  tag: ['form', `Subject tag naming ticket N (default: ${DEFAULTS.tag})`],
+  admin: ['address', 'Admin address: may close any ticket, gets notifications (repeatable; default: none)'],
+  closePolicy: ['policy', `Who may close: submitter (or an admin) | anyone (default: ${DEFAULTS.closePolicy})`],
+  unknown: ['mode', `Mail for a ticket that does not exist: file (in DIR/unmatched) | bounce (exit 67) (default: ${DEFAULTS.unknown})`],
+  maxSize: ['size', `Largest message accepted (default: ${DEFAULTS.maxSize})`],
+  lockTimeout: ['seconds', `How long to wait for a lock before exit 75 (default: ${DEFAULTS.lockTimeout})`],
+  staleLock: ['seconds', `Age after which any lock is considered dead (default: ${DEFAULTS.staleLock})`],
+  sendmail: ['path', `Program that sends our mail (default: $SENDMAIL, else ${DEFAULTS.sendmail})`],
+  name: ['name', `Display name on the mail we send (default: ${DEFAULTS.name})`],
+  notify: ['kinds', `What admins hear about: new,update,reopen or none (default: ${DEFAULTS.notify})`],
+  templates: ['dir', 'Folder of body templates: ack.txt, notify.txt, close-notice.txt, unknown-ticket.txt, close-refused.txt (default: built-in wording)'],
+  replyLimit: ['n', `Automatic replies per recipient per hour (default: ${DEFAULTS.replyLimit})`],
+  alertCommand: ['cmd', 'Run for each new ticket out of office hours, with TICKET_MAIL_TICKET, _SENDER, _SUBJECT set (default: none)'],
+  officeHours: ['hh:mm-hh:mm', `Office hours, local time (default: ${DEFAULTS.officeHours})`],
+  officeDays: ['days', `Office days (default: ${DEFAULTS.officeDays})`],
+  config: ['file', 'JSON config file; flags win (default: $TICKET_MAIL_CONFIG)'],
+};
+const ENVELOPE_HELP: Record<'recipient' | 'sender', [value: string, description: string]> = {
+  recipient: ['address', 'Envelope recipient (default: from the MTA environment, else the headers)'],
+  sender: ['address', 'Envelope sender (default: $SENDER, else the From_ line)'],
+};
+const flag = (name: string, value: string) => `--${name.replace(/[A-Z]/g, (c) => `-${c.toLowerCase()}`)} <${value}>`;
 
 /**
  * A plain delivery's options, or undefined when the command line needs cac: another command,
@@ -2242,8 +2246,8 @@ const ENVELOPE_OPTIONS: [flag: string, description: string][] = [
  * MTA runs for every message, and setting cac up costs more than the rest of their parsing.
  */
 export function plainDelivery(args: string[]): Record<string, string[]> | undefined {
-  const names = [...SETTING_OPTIONS, ...ENVELOPE_OPTIONS].map(([flag]) => camelCase(flag.slice(2, flag.indexOf(' '))));
-  const { values, plain } = typedOptions(args[0] === 'deliver' ? args.slice(1) : args, new Set(names));
+  const names = new Set([...Object.keys(SETTING_HELP), ...Object.keys(ENVELOPE_HELP)]);
+  const { values, plain } = typedOptions(args[0] === 'deliver' ? args.slice(1) : args, names);
   return plain ? values : undefined;
 }
 
@@ -2262,9 +2266,11 @@ export async function main(argv: string[], afterDelivery?: () => void): Promise<
   }
   const { cac } = await import('cac'); // the maintainer's commands, --help, and mistakes
   const cli = cac('ticket-mail');
-  for (const [flag, description] of SETTING_OPTIONS) cli.option(flag, description, flag.startsWith('--admin ') ? { type: [String] } : undefined);
+  for (const [name, [value, description]] of Object.entries(SETTING_HELP)) {
+    cli.option(flag(name, value), description, name === 'admin' ? { type: [String] } : undefined);
+  }
   const envelopeOptions = (command: ReturnType<typeof cli.command>) => {
-    for (const [flag, description] of ENVELOPE_OPTIONS) command.option(flag, description);
+    for (const [name, [value, description]] of Object.entries(ENVELOPE_HELP)) command.option(flag(name, value), description);
     return command;
   };
   envelopeOptions(cli.command('', 'Deliver one message read on stdin')).action(() => runDelivery(afterDelivery));
