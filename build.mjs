@@ -5,9 +5,9 @@
 //
 // Why this shape: start-up is the cost of every delivery, and most of it is V8 reading and
 // compiling JavaScript, not running it.
-// - The delivery core is ticket.ts with only the two header functions of postal-mime; cac,
-//   mimetext and postal-mime's full parser are separate modules, compiled only by the runs that
-//   use them (the maintainer's commands, sending mail).
+// - The delivery core is ticket.ts alone; cac, mimetext, postal-mime's full parser and its two
+//   header functions are separate modules, compiled only by the runs that use them (the
+//   maintainer's commands, sending mail, decoding a header).
 // - Each module is compiled with V8's code cache: after the first delivery, later starts load
 //   the compiled code instead of compiling the source again. The cache is private to the user
 //   running us and only read from a file that user owns; without one we simply compile.
@@ -19,13 +19,15 @@ import { chmodSync, mkdirSync, readFileSync, rmSync, writeFileSync } from 'node:
 
 const { version } = JSON.parse(readFileSync(new URL('package.json', import.meta.url), 'utf8'));
 
-/** Libraries the core loads with import() when it needs them, and what it takes from each. */
+/** Libraries the core loads when it needs them, and what it takes from each. */
 const LAZY = {
   cac: "export { cac } from 'cac';",
   mimetext: "export { createMimeMessage } from 'mimetext';",
   // The core's import() of a bundled module sees module.exports as the default export, as Node
   // does for CommonJS: postal-mime's CommonJS build exports the parser exactly so.
   'postal-mime': "module.exports = require('postal-mime');",
+  // The two header functions ticket.ts imports statically (see lazyOutside).
+  'postal-mime-headers': "export { addressParser, decodeWords } from 'postal-mime';",
 };
 
 /** One module as a CommonJS function expression, the wrapper Node itself would add. */
@@ -46,15 +48,35 @@ async function bundle(options) {
   return `(function (exports, require, module, __filename, __dirname) {${code}\n})`;
 }
 
-/** The core's imports: the lazy libraries stay outside; postal-mime's index is trimmed to what is used. */
+/**
+ * The core's imports: the libraries stay outside. Its static import of postal-mime's header
+ * functions becomes a shim that loads them on first call: their module's start-up (text
+ * decoders, charset tables) is then paid only by the deliveries that decode a header.
+ */
+const HEADER_SHIM = `const headers = () => require('postal-mime-headers');
+export const addressParser = (...args) => headers().addressParser(...args);
+export const decodeWords = (...args) => headers().decodeWords(...args);`;
 const lazyOutside = {
   name: 'lazy-outside',
   setup(build) {
-    build.onResolve({ filter: /^(cac|mimetext|postal-mime)$/ }, async (args) => {
+    build.onResolve({ filter: /^(cac|mimetext|postal-mime)$/ }, (args) => {
       if (args.kind === 'dynamic-import') return { path: args.path, external: true };
-      if (args.pluginData === 'inner') return undefined;
-      // A static import of postal-mime is decodeWords and addressParser: its package does not
-      // say "sideEffects": false, so without this the whole MIME parser would come along.
+      return args.path === 'postal-mime' ? { path: args.path, namespace: 'header-shim' } : undefined;
+    });
+    build.onLoad({ filter: /.*/, namespace: 'header-shim' }, () => ({ contents: HEADER_SHIM, loader: 'js' }));
+    build.onResolve({ filter: /^postal-mime-headers$/ }, (args) => ({ path: args.path, external: true }));
+  },
+};
+
+/**
+ * postal-mime imported by name takes only what is named: its package does not say
+ * "sideEffects": false, so without this the whole MIME parser would come along.
+ */
+const byName = {
+  name: 'by-name',
+  setup(build) {
+    build.onResolve({ filter: /^postal-mime$/ }, async (args) => {
+      if (args.kind !== 'import-statement' || args.pluginData === 'inner') return undefined;
       const resolved = await build.resolve(args.path, { kind: args.kind, resolveDir: args.resolveDir, pluginData: 'inner' });
       return { ...resolved, sideEffects: false };
     });
@@ -89,7 +111,7 @@ const modules = {
   }),
 };
 for (const [name, contents] of Object.entries(LAZY)) {
-  modules[name] = await bundle({ stdin: { contents, resolveDir: '.', loader: 'js' }, plugins: [stubs] });
+  modules[name] = await bundle({ stdin: { contents, resolveDir: '.', loader: 'js' }, plugins: [stubs, byName] });
 }
 const buildId = createHash('sha256').update(JSON.stringify(modules)).digest('hex').slice(0, 16);
 
@@ -100,7 +122,7 @@ const buildId = createHash('sha256').update(JSON.stringify(modules)).digest('hex
  * another's cache anyway).
  */
 function load(source, BUILD, LAZY) {
-  const { closeSync, constants, fstatSync, lstatSync, mkdirSync, openSync, readFileSync, renameSync, writeFileSync } = require('node:fs');
+  const { closeSync, constants, fstatSync, lstatSync, mkdirSync, openSync, readSync, renameSync, writeFileSync } = require('node:fs');
   const { Script } = require('node:vm');
   const dir = `${process.env.XDG_CACHE_HOME || `${require('node:os').homedir()}/.cache`}/ticket-mail`;
   const ours = (stat) => stat.uid === process.getuid?.() && (stat.mode & 0o022) === 0;
@@ -110,7 +132,11 @@ function load(source, BUILD, LAZY) {
   const readCache = (name) => {
     try {
       const fd = openSync(cacheFile(name), constants.O_RDONLY | constants.O_NOFOLLOW);
-      try { if (ours(fstatSync(fd))) return readFileSync(fd); } finally { closeSync(fd); }
+      try {
+        const stat = fstatSync(fd);
+        const data = Buffer.allocUnsafe(stat.size); // one read: readFileSync would stat it again
+        if (ours(stat) && readSync(fd, data, 0, stat.size, 0) === stat.size) return data;
+      } finally { closeSync(fd); }
     } catch { /* no cache yet */ }
     return undefined;
   };

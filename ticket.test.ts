@@ -301,6 +301,29 @@ describe('delivery', () => {
     expect(existsSync(join(dir, '1'))).toBe(false);
   });
 
+  it('stores messages around the 1 MiB held in memory byte for byte (the rest is spooled)', () => {
+    const dir = tempDir();
+    const MiB = 1 << 20;
+    /** A message of exactly `size` bytes whose "From " line starts `fromAt` bytes before the MiB. */
+    const sized = (size: number, fromAt: number, finalNewline: boolean) => {
+      const head = Buffer.from(`Subject: ${size}\n\n`);
+      const body = Buffer.alloc(size - head.length, 'x');
+      const from = body.length - (size - MiB) - fromAt - head.length;
+      if (from > 0) { body[from - 1] = 0x0a; body.write('From the middle\n', from, 'latin1'); }
+      body[body.length - 1] = finalNewline ? 0x0a : 0x78;
+      return Buffer.concat([head, body]);
+    };
+    const inputs = [
+      sized(MiB - 1, 100, true), sized(MiB, 3, true), sized(MiB, 3, false), sized(MiB + 1, 2, false),
+      sized(MiB + 70_000, 2, true), sized(3 * MiB + 5, 40_000, false),
+    ];
+    inputs.forEach((input, i) => {
+      expect(deliver(to(dir, 'submit@x'), input).status).toBe(0);
+      expect(stored(join(dir, String(i + 1)))[0]!.equals(input), `message of ${input.length} bytes`).toBe(true);
+    });
+    expect(readdirSync(join(dir, '.ticket-mail')).filter((n) => n.startsWith('spool'))).toEqual([]);
+  });
+
   it('takes settings from a JSON config file, flags winning', () => {
     const dir = tempDir();
     const config = join(dir, 'config.json');

@@ -249,7 +249,7 @@ const FIELD = /^([!-9;-~]+)[ \t]*:/; // RFC 5322 field name; obsolete syntax all
  * header at all (its first line is not a field). Linear in the size of the head.
  */
 export function parseHead(head: string): Head | undefined {
-  const lines = head.split(/\r?\n/);
+  const lines = head.split('\n'); // a string split: a RegExp split costs more than the parse
   if (!FIELD.test(lines[0] ?? '')) return undefined;
   const fields: Head = new Map();
   let name: string | undefined;
@@ -259,7 +259,8 @@ export function parseHead(head: string): Head | undefined {
     const list = fields.get(name);
     if (list) list.push(value); else fields.set(name, [value]);
   };
-  for (const line of lines) {
+  for (let line of lines) {
+    if (line.endsWith('\r')) line = line.slice(0, -1); // CRLF line ends
     if ((line.startsWith(' ') || line.startsWith('\t')) && name !== undefined) { value += line; continue; }
     flush();
     const m = FIELD.exec(line);
@@ -432,6 +433,8 @@ export function printable(text: string, max = 200): string {
 /*
  * SHA-256 (FIPS 180-4), written out because loading node:crypto costs about 4 ms, a sixth of a
  * whole delivery, and all we hash are Message-IDs (for index file names) and 64-byte tails.
+ * It runs once or twice per delivery, in V8's interpreter: plain variables and loops, no
+ * per-round arrays or destructuring, which cost more there than the hashing itself.
  * The tests check it against node:crypto.
  */
 const K256 = Uint32Array.from([
@@ -450,24 +453,26 @@ export function sha256(data: Uint8Array): string {
   const view = new DataView(padded.buffer);
   view.setUint32(padded.length - 8, Math.floor(data.length / 0x20000000));
   view.setUint32(padded.length - 4, (data.length << 3) >>> 0);
-  const h = Uint32Array.from([0x6a09e667, 0xbb67ae85, 0x3c6ef372, 0xa54ff53a, 0x510e527f, 0x9b05688c, 0x1f83d9ab, 0x5be0cd19]);
+  const h = Uint32Array.of(0x6a09e667, 0xbb67ae85, 0x3c6ef372, 0xa54ff53a, 0x510e527f, 0x9b05688c, 0x1f83d9ab, 0x5be0cd19);
   const w = new Uint32Array(64);
   const rotr = (x: number, n: number) => (x >>> n) | (x << (32 - n));
   for (let block = 0; block < padded.length; block += 64) {
     for (let i = 0; i < 16; i++) w[i] = view.getUint32(block + i * 4);
     for (let i = 16; i < 64; i++) {
       const a = w[i - 15]!, b = w[i - 2]!;
-      w[i] = (w[i - 16]! + (rotr(a, 7) ^ rotr(a, 18) ^ (a >>> 3)) + w[i - 7]! + (rotr(b, 17) ^ rotr(b, 19) ^ (b >>> 10))) >>> 0;
+      w[i] = w[i - 16]! + (rotr(a, 7) ^ rotr(a, 18) ^ (a >>> 3)) + w[i - 7]! + (rotr(b, 17) ^ rotr(b, 19) ^ (b >>> 10));
     }
-    let [a, b, c, d, e, f, g, hh] = h as unknown as [number, number, number, number, number, number, number, number];
+    let a = h[0]!, b = h[1]!, c = h[2]!, d = h[3]!, e = h[4]!, f = h[5]!, g = h[6]!, hh = h[7]!;
     for (let i = 0; i < 64; i++) {
-      const t1 = (hh + (rotr(e, 6) ^ rotr(e, 11) ^ rotr(e, 25)) + ((e & f) ^ (~e & g)) + K256[i]! + w[i]!) >>> 0;
-      const t2 = ((rotr(a, 2) ^ rotr(a, 13) ^ rotr(a, 22)) + ((a & b) ^ (a & c) ^ (b & c))) >>> 0;
-      [hh, g, f, e, d, c, b, a] = [g, f, e, (d + t1) >>> 0, c, b, a, (t1 + t2) >>> 0];
+      const t1 = (hh + (rotr(e, 6) ^ rotr(e, 11) ^ rotr(e, 25)) + ((e & f) ^ (~e & g)) + K256[i]! + w[i]!) | 0;
+      const t2 = ((rotr(a, 2) ^ rotr(a, 13) ^ rotr(a, 22)) + ((a & b) ^ (a & c) ^ (b & c))) | 0;
+      hh = g; g = f; f = e; e = (d + t1) | 0; d = c; c = b; b = a; a = (t1 + t2) | 0;
     }
-    [a, b, c, d, e, f, g, hh].forEach((v, i) => { h[i] = (h[i]! + v) >>> 0; });
+    h[0]! += a; h[1]! += b; h[2]! += c; h[3]! += d; h[4]! += e; h[5]! += f; h[6]! += g; h[7]! += hh;
   }
-  return [...h].map((v) => v.toString(16).padStart(8, '0')).join('');
+  let hex = '';
+  for (const word of h) hex += word.toString(16).padStart(8, '0');
+  return hex;
 }
 
 let uniqueCounter = 0;
@@ -1092,6 +1097,8 @@ export function appendDurably(path: string, record: Iterable<Buffer>, lock: Lock
       for (const chunk of record) writeAll(fd, chunk);
       fsyncSync(fd);
     } catch (e) {
+      // Past a file-size limit (ulimit -f) the kernel would kill us with SIGXFSZ; Node and Bun
+      // ignore that signal, so the write fails (EFBIG) and lands here like a full disk.
       try { ftruncateSync(fd, size); fsyncSync(fd); } catch { /* the lock's intent lets a later run finish this */ }
       throw temporary(`cannot write ${path}: ${reason(e)}`);
     }
@@ -1930,12 +1937,14 @@ function routeIncoming(store: Store, index: MessageIndex, incoming: Incoming): R
 export function readStdin(maxSize: number, spoolDir: string | undefined): Message {
   const first = Buffer.allocUnsafe(Message.IN_MEMORY);
   let inMemory = 0;
+  let chunk: Buffer | undefined; // past the first MiB, reads go through it into the spool
   let spool: { fd: number; size: number; last: number } | undefined;
-  const chunk = Buffer.allocUnsafe(1 << 16);
   for (;;) {
+    const into = inMemory < first.length ? first : (chunk ??= Buffer.allocUnsafe(1 << 16));
+    const at = into === first ? inMemory : 0;
     let got;
     try {
-      got = readSync(0, chunk, 0, chunk.length, null);
+      got = readSync(0, into, at, into.length - at, null);
     } catch (e) {
       if (code(e) === 'EAGAIN') { sleep(5); continue; }
       if (code(e) === 'EOF') break;
@@ -1943,10 +1952,7 @@ export function readStdin(maxSize: number, spoolDir: string | undefined): Messag
     }
     if (got === 0) break;
     if (inMemory + (spool?.size ?? 0) + got > maxSize) throw new MailError(65, `message larger than the ${maxSize}-byte limit`);
-    const fits = Math.min(got, first.length - inMemory);
-    chunk.copy(first, inMemory, 0, fits);
-    inMemory += fits;
-    if (fits === got) continue;
+    if (into === first) { inMemory += got; continue; }
     if (!spool) {
       if (!spoolDir) throw new MailError(65, `message larger than ${Message.IN_MEMORY} bytes`);
       const path = join(spoolDir, `spool-${process.pid}-${unique()}`);
@@ -1955,9 +1961,9 @@ export function readStdin(maxSize: number, spoolDir: string | undefined): Messag
         unlinkSync(path);
       } catch (e) { throw temporary(`cannot spool the message: ${reason(e)}`); }
     }
-    try { writeAll(spool.fd, chunk.subarray(fits, got)); } catch (e) { throw temporary(`cannot spool the message: ${reason(e)}`); }
-    spool.size += got - fits;
-    spool.last = chunk[got - 1]!;
+    try { writeAll(spool.fd, into.subarray(0, got)); } catch (e) { throw temporary(`cannot spool the message: ${reason(e)}`); }
+    spool.size += got;
+    spool.last = into[got - 1]!;
   }
   return new Message(first.subarray(0, inMemory), spool);
 }
@@ -2256,9 +2262,6 @@ export function plainDelivery(args: string[]): Record<string, string[]> | undefi
  * loader saves V8's compiled code for the next delivery there).
  */
 export async function main(argv: string[], afterDelivery?: () => void): Promise<void> {
-  // Past a file-size limit (ulimit -f) the kernel sends SIGXFSZ, which would kill us mid-write;
-  // handled, the write fails with EFBIG instead and the append is rolled back.
-  process.on('SIGXFSZ', () => {});
   const plain = plainDelivery(argv.slice(2));
   if (plain) {
     typed = plain;

@@ -37,7 +37,7 @@ describe('packaging', () => {
     // The npm bin is dist/bin/ticket-mail.cjs with its modules beside it; dist/ticket-mail.cjs is
     // the same build in one file. Everything is bundled: installing fetches nothing more.
     expect(files).toEqual(['LICENSE', 'README.md', 'dist/bin/cac.js', 'dist/bin/core.js', 'dist/bin/mimetext.js',
-      'dist/bin/postal-mime.js', 'dist/bin/ticket-mail.cjs', 'dist/ticket-mail.cjs', 'exim.conf.example', 'muttrc.example',
+      'dist/bin/postal-mime-headers.js', 'dist/bin/postal-mime.js', 'dist/bin/ticket-mail.cjs', 'dist/ticket-mail.cjs', 'exim.conf.example', 'muttrc.example',
       'package.json', 'ticket.ts']);
     expect(JSON.parse(readFileSync(join(ROOT, 'package.json'), 'utf8')).dependencies).toBeUndefined();
   });
@@ -90,7 +90,7 @@ describe('the code cache', () => {
     const run = (args: string[], input: string) => deliver(['--dir', join(base, 'tickets'), '--domain', 'tickets.example', '--admin', 'max@tickets.example', ...args],
       input, { XDG_CACHE_HOME: cache, FAKE_SENDMAIL_DIR: mkdtempSync(join(base, 'sent-')) });
     const files = () => (existsSync(join(cache, 'ticket-mail')) ? readdirSync(join(cache, 'ticket-mail')).sort() : []);
-    const stat = (name: string) => lstatSync(join(cache, 'ticket-mail', files().find((f) => f.includes(`-${name}-`))!));
+    const stat = (file: string) => lstatSync(join(cache, 'ticket-mail', file));
     return { base, cache, run, files, stat };
   };
   const newTicket = () => mail({ subject: 'cache' });
@@ -98,19 +98,32 @@ describe('the code cache', () => {
   it('is made by the first delivery, private, and used as it is by the next ones', () => {
     const { cache, run, files, stat } = setup();
     expect(run(['--recipient', 'submit@tickets.example'], newTicket()).status).toBe(0);
-    // The modules a new ticket needs: the core, the MIME parser (the notification's summary), mimetext.
-    expect(files()).toEqual([expect.stringMatching(/-core-v\d+\.\d+\.\d+-\w+\.v8$/), expect.stringMatching(/-mimetext-/), expect.stringMatching(/-postal-mime-/)]);
+    // The modules a new ticket needs: the core, mimetext, postal-mime's header functions (the
+    // subject is decoded to look for a tag) and its MIME parser (the notification's summary).
+    expect(files()).toEqual([expect.stringMatching(/-core-v\d+\.\d+\.\d+-\w+\.v8$/), expect.stringMatching(/-mimetext-/),
+      expect.stringMatching(/-postal-mime-headers-/), expect.stringMatching(/-postal-mime-v/)]);
     expect(lstatSync(join(cache, 'ticket-mail')).mode & 0o777).toBe(0o700);
-    const before = files().map((f) => stat(f.split('-')[1]!));
+    const before = files().map(stat);
     for (const s of before) expect(s.mode & 0o777).toBe(0o600);
     expect(run(['--recipient', 'ticket-1@tickets.example'], mail({ subject: 'again' })).status).toBe(0);
     expect(run(['--recipient', 'submit@tickets.example'], newTicket()).status).toBe(0);
     // Accepted by V8, a cache is never written again (a rejected one would be replaced).
-    expect(files().map((f) => stat(f.split('-')[1]!).ino)).toEqual(before.map((s) => s.ino));
+    expect(files().map((f) => stat(f).ino)).toEqual(before.map((s) => s.ino));
+  });
+
+  it('holds the core alone after a plain append: the libraries load only for deliveries that use them', () => {
+    const { base, cache, files } = setup();
+    // With the envelope an MTA gives (a sender: no need to parse the From header for one).
+    const args = ['--dir', join(base, 'tickets'), '--domain', 'tickets.example', '--sender', 'alice@customer.example'];
+    // The ticket is made without a cache (XDG_CACHE_HOME is no folder), so the append is this cache's first delivery.
+    expect(deliver([...args, '--recipient', 'submit@tickets.example'], mail(), { XDG_CACHE_HOME: '/dev/null' }).status).toBe(0);
+    expect(files()).toEqual([]);
+    expect(deliver([...args, '--recipient', 'ticket-1@tickets.example'], mail(), { XDG_CACHE_HOME: cache }).status).toBe(0);
+    expect(files()).toEqual([expect.stringMatching(/-core-/)]);
   });
 
   it('is replaced when V8 rejects it, and ignored when someone else could have written it', () => {
-    const { run, files, stat, cache } = setup();
+    const { run, files, cache } = setup();
     expect(run(['--recipient', 'submit@tickets.example'], newTicket()).status).toBe(0);
     const core = join(cache, 'ticket-mail', files().find((f) => f.includes('-core-'))!);
     writeFileSync(core, 'not a code cache');
@@ -118,10 +131,10 @@ describe('the code cache', () => {
     expect([r.status, r.stderr]).toEqual([0, '']);
     expect(readFileSync(core, 'latin1')).not.toBe('not a code cache');
     chmodSync(core, 0o666); // writable by others: not read, and replaced by a private one
-    const ino = stat('core').ino;
+    const ino = lstatSync(core).ino;
     r = run(['--recipient', 'ticket-1@tickets.example'], mail());
     expect([r.status, r.stderr]).toEqual([0, '']);
-    expect([stat('core').ino === ino, stat('core').mode & 0o777]).toEqual([false, 0o600]);
+    expect([lstatSync(core).ino === ino, lstatSync(core).mode & 0o777]).toEqual([false, 0o600]);
   });
 
   it('never follows a symlink, and a home it cannot write to only costs speed', () => {
