@@ -220,10 +220,11 @@ export function parseDays(text: string): number[] | undefined {
 // ---------------------------------------------------------------------------------------
 
 const LF = 0x0a;
+const FROM_ = Buffer.from('From '); // how an mbox separator line, and an MTA's envelope line, begin
 
 /** An MTA's envelope line ("From sender date") that some pipes put before the message. */
 export function splitEnvelopeLine(raw: Buffer): { fromLineSender: string | undefined; message: Buffer } {
-  if (raw.subarray(0, 5).toString('latin1') !== 'From ') return { fromLineSender: undefined, message: raw };
+  if (!raw.subarray(0, FROM_.length).equals(FROM_)) return { fromLineSender: undefined, message: raw };
   const end = raw.indexOf(LF);
   if (end < 0) return { fromLineSender: undefined, message: raw };
   const sender = raw.subarray(5, end).toString('latin1').trim().split(/\s+/)[0] ?? '';
@@ -491,7 +492,6 @@ export function asctime(d: Date): string {
     `${two(d.getHours())}:${two(d.getMinutes())}:${two(d.getSeconds())} ${d.getFullYear()}`;
 }
 
-const FROM_ = Buffer.from('From ');
 const GT = Buffer.from('>');
 
 /**
