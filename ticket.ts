@@ -979,6 +979,9 @@ export function takeLock(path: string, cfg: Config, recover: (intent: string) =>
   const post = writeLockFile(lockPath, 'wait');
   let postLeft = true; // until link() and unlink(), or a takeover's rename, use it up
   const deadline = Date.now() + cfg.lockTimeout * 1000;
+  // Back off from 2 ms up to 100 ms, with jitter. Waiters never idle the CPU in a burst (the
+  // holder and the starting processes use it), but each wake-up takes CPU from the holder:
+  // 50 deliveries into one ticket on 2 cores lost ~15% throughput with a 10 ms cap.
   let pause = 2;
   try {
     for (;;) {
