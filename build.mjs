@@ -143,12 +143,16 @@ function load(source, BUILD, LAZY) {
   const ourRequire = (id) => (LAZY.includes(id) ? run(id) : require(id));
   function run(name) {
     if (loaded[name]) return loaded[name].exports;
-    const cachedData = readCache(name);
-    const script = new Script(source(name), { filename: `${__filename}/${name}`, cachedData });
-    if (!cachedData || script.cachedDataRejected) unsaved.push([name, script]);
-    const module = loaded[name] = { exports: {} };
-    script.runInThisContext()(module.exports, ourRequire, module, __filename, __dirname);
-    return module.exports;
+    try {
+      const cachedData = readCache(name);
+      const script = new Script(source(name), { filename: `${__filename}/${name}`, cachedData });
+      if (!cachedData || script.cachedDataRejected) unsaved.push([name, script]);
+      const module = loaded[name] = { exports: {} };
+      script.runInThisContext()(module.exports, ourRequire, module, __filename, __dirname);
+      return module.exports;
+    } catch (e) { // missing or damaged: say which module, whoever reports it
+      throw new Error(`cannot load ${name} (${e?.message ?? e})`);
+    }
   }
   // Called after a delivery, so that the functions a delivery runs are in the cache compiled.
   const saveCaches = () => {

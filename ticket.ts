@@ -2270,7 +2270,9 @@ export async function main(argv: string[], afterDelivery?: () => void): Promise<
     typed = plain;
     return runDelivery(afterDelivery);
   }
-  const { cac } = await import('cac'); // the maintainer's commands, --help, and mistakes
+  // The maintainer's commands, --help, and mistakes. A missing module is a broken installation:
+  // like the delivery's own modules, it defers (fail: 75), never bounces.
+  const { cac } = await import('cac').catch(fail);
   const cli = cac('ticket-mail');
   for (const [name, [value, description]] of Object.entries(SETTING_HELP)) {
     cli.option(flag(name, value), description, name === 'admin' ? { type: [String] } : undefined);
