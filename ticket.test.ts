@@ -7,8 +7,8 @@ import { spawnSync } from 'node:child_process';
 import { hostname } from 'node:os';
 import fc from 'fast-check';
 import {
-  asctime, classifyLocalPart, encodePhrase, foldHeader, headerSafe, mailbox, MailError, MAX_TICKET, mboxRecord, parseHead,
-  plainDelivery, quoteChunks, readMbox, resolveConfig, resolveEnvelope, route, splitEnvelopeLine, type Config, type Head,
+  asctime, audience, classifyLocalPart, encodePhrase, foldHeader, headerSafe, mailbox, MailError, MAX_TICKET, mboxRecord, parseHead,
+  plainDelivery, planReplies, quoteChunks, readMbox, resolveConfig, resolveEnvelope, route, splitEnvelopeLine, type Config, type Head,
 } from './ticket.ts';
 import PostalMime, { type Email } from 'postal-mime';
 import {
@@ -163,6 +163,39 @@ describe('head parsing', () => {
     expect(fromLineSender).toBe('bob@x.example');
     expect(message.toString()).toBe('Subject: x\n\nhi\n');
     expect(splitEnvelopeLine(Buffer.from('From: a@b\n\nx')).fromLineSender).toBeUndefined();
+  });
+});
+
+describe('who hears of a filed message', () => {
+  const OUTCOMES = ['created', 'appended', 'appended-archived', 'reopened', 'closed', 'close-refused', 'duplicate', 'unmatched'] as const;
+  const member = { 'ack': 'sender', 'close-refused': 'sender', 'unknown-ticket': 'sender', 'close-notice': 'submitter', 'notify': 'admins' } as const;
+  const plan = (outcome: typeof OUTCOMES[number], ticket: number | undefined, missing: number | undefined, c: Config) => planReplies({
+    outcome, ticket, missing, head: head('From: Alice <alice@customer.example>\nSubject: help\nMessage-ID: <m1@customer.example>'),
+    envelope: { sender: 'alice@customer.example', recipient: 'ticket-3@tickets.example', source: 'flags' }, submitter: 'bob@customer.example',
+    summary: undefined, templates: {}, domain: 'tickets.example', now: new Date(), unique: () => 'u',
+  }, c);
+
+  // The shell decodes, drafts and sends nothing when audience() names nobody: planReplies must
+  // never write to anyone it leaves out, and for an ordinary message it writes to all it names.
+  it('planReplies writes to exactly the audience, for every outcome and setting', () => {
+    for (const outcome of OUTCOMES) for (const admins of [[], ['max@tickets.example']]) {
+      for (const notify of [[], ['new'], ['update'], ['reopen'], ['new', 'update', 'reopen']] as Config['notify'][]) {
+        for (const [ticket, missing] of [[3, undefined], [undefined, 7], [undefined, undefined]] as const) {
+          const c = cfg({ admins, notify });
+          const who = audience({ outcome, ticket, missing }, c);
+          const reached = new Set(plan(outcome, ticket, missing, c).map((d) => member[d.kind]));
+          const named = new Set((['sender', 'submitter', 'admins'] as const).filter((m) => who[m]));
+          expect([...reached].sort(), `${outcome} ${admins} ${notify} ${ticket} ${missing}`).toEqual([...named].sort());
+        }
+      }
+    }
+  });
+
+  it('names nobody for appends when no admin wants updates, and for duplicates', () => {
+    expect(audience({ outcome: 'appended', ticket: 3 }, cfg({ admins: [] }))).toEqual({ sender: false, submitter: false, admins: false });
+    expect(audience({ outcome: 'appended', ticket: 3 }, cfg({ admins: ['max@tickets.example'], notify: ['new'] })).admins).toBe(false);
+    expect(audience({ outcome: 'appended', ticket: 3 }, cfg({ admins: ['max@tickets.example'], notify: ['update'] })).admins).toBe(true);
+    expect(audience({ outcome: 'duplicate', ticket: 3 }, cfg({ admins: ['max@tickets.example'] }))).toEqual({ sender: false, submitter: false, admins: false });
   });
 });
 

@@ -791,6 +791,26 @@ export function replyAddress(head: Head, envelope: Envelope): string | undefined
     (isPlainAddress(envelope.sender) ? envelope.sender.toLowerCase() : undefined);
 }
 
+/** The --notify kind under which the admins hear of each outcome; the others are news to nobody. */
+const NEWS_KIND: Partial<Record<Outcome, Config['notify'][number]>> = {
+  created: 'new', appended: 'update', 'appended-archived': 'update', closed: 'update', 'close-refused': 'update', reopened: 'reopen',
+};
+
+/**
+ * Who may get mail about a filed message: its sender (the acknowledgement or an error reply),
+ * the ticket's submitter (the close notice), the admins (a notification). The one place that
+ * says so: planReplies drafts for no one else, and the shell decodes the message's body and
+ * reads the ticket's submitter only when somebody may need them.
+ */
+export function audience(filed: Pick<Filed, 'outcome' | 'ticket' | 'missing'>, cfg: Config): { sender: boolean; submitter: boolean; admins: boolean } {
+  const kind = NEWS_KIND[filed.outcome];
+  return {
+    sender: filed.outcome === 'created' || filed.outcome === 'close-refused' || (filed.outcome === 'unmatched' && filed.missing !== undefined),
+    submitter: filed.outcome === 'closed',
+    admins: kind !== undefined && filed.ticket !== undefined && cfg.admins.length > 0 && cfg.notify.includes(kind),
+  };
+}
+
 /**
  * Decides which mail to send about a filed message and drafts it. Automatic replies honour
  * autoReplyBlock; admins hear about new tickets, other people's updates and reopenings,
@@ -798,9 +818,7 @@ export function replyAddress(head: Head, envelope: Envelope): string | undefined
  */
 export function planReplies(facts: ReplyFacts, cfg: Config): Draft[] {
   const { head, envelope, ticket, domain } = facts;
-  // Appends and reopenings are news for the admins only: with none, there is nothing to plan.
-  const forAdminsOnly = ['appended', 'appended-archived', 'reopened', 'duplicate'].includes(facts.outcome);
-  if (forAdminsOnly && cfg.admins.length === 0) return [];
+  const who = audience(facts, cfg);
   // Our own mail come back to us: a loop in the making, so not even the admins hear of it.
   if (head.get(LOOP_HEADER.toLowerCase())?.some((v) => v.toLowerCase() === domain)) return [];
   const sender = replyAddress(head, envelope);
@@ -832,10 +850,10 @@ export function planReplies(facts: ReplyFacts, cfg: Config): Draft[] {
   });
   const drafts: Draft[] = [];
   const reply = (kind: ReplyKind, subjectLine: string, template: TemplateName) => {
-    if (!blocked && sender) drafts.push(draft(kind, sender, subjectLine, template));
+    if (who.sender && !blocked && sender) drafts.push(draft(kind, sender, subjectLine, template));
   };
-  const notify = (event: 'New' | 'Update' | 'Reopened' | 'Closed', kind: Config['notify'][number]) => {
-    if (!cfg.notify.includes(kind) || ticket === undefined) return;
+  const notify = (event: 'New' | 'Update' | 'Reopened' | 'Closed') => {
+    if (!who.admins) return;
     for (const admin of cfg.admins) {
       if (admin === author || admin === envelope.sender.toLowerCase()) continue;
       const replyTo = [...new Set([facts.submitter, vars.ticket_address!].filter((a): a is string => !!a))];
@@ -847,27 +865,27 @@ export function planReplies(facts: ReplyFacts, cfg: Config): Draft[] {
   switch (facts.outcome) {
     case 'created':
       reply('ack', tagged(''), 'ack');
-      notify('New', 'new');
+      notify('New');
       break;
     case 'appended':
     case 'appended-archived':
-      if (!fromAdmin) notify('Update', 'update');
+      if (!fromAdmin) notify('Update');
       break;
     case 'reopened':
-      notify('Reopened', 'reopen');
+      notify('Reopened');
       break;
     case 'closed':
       if (facts.submitter && author !== facts.submitter && !blocked) {
         drafts.push(draft('close-notice', facts.submitter, tagged('Closed: '), 'close-notice'));
       }
-      if (!fromAdmin) notify('Closed', 'update');
+      if (!fromAdmin) notify('Closed');
       break;
     case 'close-refused':
       reply('close-refused', tagged('Not closed: '), 'close-refused');
-      if (!fromAdmin) notify('Update', 'update');
+      if (!fromAdmin) notify('Update');
       break;
     case 'unmatched':
-      if (facts.missing !== undefined) reply('unknown-ticket', `No such ticket: ${facts.missing}`, 'unknown-ticket');
+      reply('unknown-ticket', `No such ticket: ${facts.missing}`, 'unknown-ticket');
       break;
     case 'duplicate':
       break;
@@ -1560,8 +1578,8 @@ function replyDomain(cfg: Config, incoming: Incoming): string | undefined {
 function draftReplies(store: Store, incoming: Incoming, filed: Pick<Filed, 'outcome' | 'ticket' | 'missing'>,
   domain: string, now: Date, summary: Summary | undefined): Draft[] {
   // The submitter matters only to notifications and the close notice: read it only then.
-  const needed = filed.outcome === 'created' || filed.outcome === 'closed' || store.cfg.admins.length > 0;
-  const place = !needed || filed.ticket === undefined ? undefined : store.placeOf(filed.ticket);
+  const who = audience(filed, store.cfg);
+  const place = !(who.submitter || who.admins) || filed.ticket === undefined ? undefined : store.placeOf(filed.ticket);
   const firstHead = filed.outcome === 'created' ? incoming.head : place && firstHeadOf(store.ticketPath(filed.ticket!, place));
   return planReplies({
     outcome: filed.outcome, ticket: filed.ticket, missing: filed.missing, head: incoming.head, envelope: incoming.envelope,
@@ -1583,10 +1601,11 @@ export async function sendReplies(store: Store, incoming: Incoming, filed: Filed
       const warning = await runAlert(cfg, filed.ticket!, incoming);
       if (warning) warnings.push(warning);
     }
-    if (filed.outcome === 'duplicate') return warnings;
+    const who = audience(filed, cfg);
+    if (!who.sender && !who.submitter && !who.admins) return warnings; // nothing to decode, draft or send
     const domain = replyDomain(cfg, incoming);
     if (!domain) return [...warnings, 'no --domain set: no replies sent'];
-    const wantsSummary = filed.outcome === 'closed' || (cfg.admins.length > 0 && filed.ticket !== undefined);
+    const wantsSummary = who.submitter || who.admins; // the body's text, for notifications and the close notice
     const drafts = draftReplies(store, incoming, filed, domain, now, wantsSummary ? await summarize(incoming.message) : undefined);
     const outgoing: Outgoing[] = [];
     for (const d of drafts) {
@@ -1745,7 +1764,7 @@ export function dryRoute(store: Store, incoming: Incoming) {
     }
   }
   const domain = replyDomain(store.cfg, incoming);
-  const replies = !domain || outcome === 'duplicate' ? [] :
+  const replies = !domain ? [] :
     draftReplies(store, incoming, { outcome, ticket, missing }, domain, new Date(), undefined).map((d) => ({ kind: d.kind, to: d.to }));
   const block = autoReplyBlock(incoming.head, incoming.envelope, replyAddress(incoming.head, incoming.envelope), store.cfg);
   return { recipient: incoming.envelope.recipient ?? null, source: incoming.envelope.source, sender: incoming.envelope.sender,

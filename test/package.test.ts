@@ -120,6 +120,11 @@ describe('the code cache', () => {
     expect(files()).toEqual([]);
     expect(deliver([...args, '--recipient', 'ticket-1@tickets.example'], mail(), { XDG_CACHE_HOME: cache }).status).toBe(0);
     expect(files()).toEqual([expect.stringMatching(/-core-/)]);
+    // Admins who hear only of new tickets: an append is news to nobody, so nothing is decoded either.
+    const quiet = join(base, 'cache-quiet');
+    const admins = ['--admin', 'max@tickets.example', '--notify', 'new'];
+    expect(deliver([...args, ...admins, '--recipient', 'ticket-1@tickets.example'], mail(), { XDG_CACHE_HOME: quiet }).status).toBe(0);
+    expect(readdirSync(join(quiet, 'ticket-mail'))).toEqual([expect.stringMatching(/-core-/)]);
   });
 
   it('is replaced when V8 rejects it, and ignored when someone else could have written it', () => {
