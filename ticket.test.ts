@@ -565,6 +565,24 @@ describe('failures roll back and ask the MTA to retry', () => {
     expect(stored(path)).toHaveLength(3);
     expect(readdirSync(dir).filter((n) => n.includes('.lock'))).toEqual([]);
   });
+  it('asks after a lock\'s holder only once the lock is a second old, or dated in the future', () => {
+    const { dir } = ticketWithOneMessage();
+    const lock = join(dir, '1.lock');
+    const now = Date.now() / 1000;
+    const attempt = (mtime: number) => {
+      writeFileSync(lock, `ticket-mail 999999999 ${hostname()} wait\n`);
+      utimesSync(lock, mtime, mtime);
+      return deliver(to(dir, 'ticket-1@tickets.example', 'a@b', ['--lock-timeout', '0']), mail());
+    };
+    // --lock-timeout 0: one look at the lock, then give up; a dead holder's lock is broken
+    // only if that one look checked its holder.
+    expect(attempt(now)).toMatchObject({ status: 75, stderr: expect.stringMatching(/locked for 0 seconds/) });
+    expect(stored(join(dir, '1'))).toHaveLength(1);
+    expect(attempt(now - 2).status).toBe(0);
+    expect(attempt(now + 3600).status).toBe(0);
+    expect(stored(join(dir, '1'))).toHaveLength(3);
+    expect(existsSync(lock)).toBe(false);
+  });
   it('exits 75 on a full disk, a read-only folder and a folder it cannot create, the mbox unchanged', (ctx) => {
     const mnt = tempDir();
     const mounted = spawnSync('mount', ['-t', 'tmpfs', '-o', 'size=256k,mode=0700', 'tmpfs', mnt]);

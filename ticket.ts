@@ -1064,6 +1064,12 @@ function breakIfStale(lockPath: string, post: string, cfg: Config, recover: (int
   let content;
   try {
     before = statSync(lockPath);
+    // A lock written less than a second ago has a live holder but for a crash that very moment.
+    // Reading it and asking after its holder at every wake-up would only take CPU from that
+    // holder (~5% of the throughput of 50 deliveries into one ticket); a dead holder's lock is
+    // found a second later. A lock dated in the future (another host's clock) is checked at once.
+    const age = Date.now() - before.mtimeMs;
+    if (age >= 0 && age < 1000) return false;
     content = readFileSync(lockPath, 'latin1');
   } catch { return false; } // gone meanwhile: simply retry the link
   if (!isStale(content, before.mtimeMs, cfg)) return false;
@@ -2101,6 +2107,7 @@ async function runDelivery(afterDelivery?: () => void): Promise<void> {
     process.exitCode = 0;
   } catch (e) { fail(e); }
   afterDelivery?.();
+  process.exit(); // as fail() does: nothing is left to run, and tearing down the heap costs ~0.5 ms
 }
 
 /**
