@@ -41,6 +41,25 @@ function compare(name, target, baseline, candidate, runs = RUNS) {
   console.error(`${name}: median ${f(stats(c).median)} ms vs ${f(stats(b).median)} ms, ratio ${f(r.median, 2)}`);
 }
 
+/** User + system CPU time of finished children, in ms (the kernel counts it in 10 ms ticks). */
+const childrenCpu = () => {
+  const fields = readFileSync('/proc/self/stat', 'latin1').split(') ')[1].split(' ');
+  return (Number(fields[13]) + Number(fields[14])) * 10; // cutime, cstime
+};
+/** Like compare, for the CPU time of batches of 20 runs (single runs are below the tick). */
+function compareCpu(name, baseline, candidate, batches = 7, size = 20) {
+  const batch = ([cmd, ...args]) => {
+    const before = childrenCpu();
+    for (let i = 0; i < size; i++) time(cmd, args, message());
+    return (childrenCpu() - before) / size;
+  };
+  const b = [], c = [];
+  for (let i = 0; i < batches; i++) { b.push(batch(baseline)); c.push(batch(candidate)); }
+  const ratios = c.map((x, i) => x / b[i]);
+  rows.push({ name, unit: 'ms', base: stats(b), cand: stats(c), ratio: stats(ratios) });
+  console.error(`${name}: median ${f(stats(c).median)} ms vs ${f(stats(b).median)} ms of CPU, ratio ${f(stats(ratios).median, 2)}`);
+}
+
 const tickets = (name) => { const d = join(work, name); mkdirSync(d, { recursive: true }); return d; };
 const deliver = (bin, dir, recipient, extra = []) => () => time(bin[0], [...bin.slice(1), '--dir', dir, '--domain', 'tickets.example',
   '--recipient', recipient, '--sender', 'alice@customer.example', ...extra], message());
@@ -64,6 +83,12 @@ const BINPATH = join(app, 'node_modules', '.bin', 'ticket-mail');
   const uncached = { ...ENV, XDG_CACHE_HOME: '/dev/null' };
   compare('append, single file without a code cache vs node -e \'\'', undefined, nodeEmpty,
     () => time(process.execPath, [FILE, '--dir', dir, '--domain', 'tickets.example', '--recipient', 'ticket-1@tickets.example', '--sender', 'alice@customer.example'], message(), uncached));
+  const bare = [process.execPath, join(import.meta.dirname, 'bare-append.cjs'), join(dir, 'bare.mbox')];
+  compare('the floor: a bare Node append (read, append, fsync) vs node -e \'\'', undefined, nodeEmpty, () => time(bare[0], bare.slice(1), message()));
+  // CPU, not wall time: what bounds a burst on a small machine (throughput at best 1 / ratio).
+  const ticketOne = [process.execPath, FILE, '--dir', dir, '--domain', 'tickets.example', '--recipient', 'ticket-1@tickets.example', '--sender', 'alice@customer.example'];
+  compareCpu('CPU per append, one at a time: single file vs node -e \'\'', [process.execPath, '-e', ''], ticketOne);
+  compareCpu('CPU per append, one at a time: the floor vs node -e \'\'', [process.execPath, '-e', ''], bare);
   const floor = () => time(process.execPath, ['-e', `const {spawnSync}=require('child_process');for(const a of ['alice@customer.example','max@tickets.example'])spawnSync(${JSON.stringify(FAKE_SENDMAIL)},['-oi','-f','<>','--',a],{input:'x'})`]);
   const newDir = tickets('new');
   compare('new ticket + ack + notification: npm bin vs node + 2 sendmail', 1.5, floor,
