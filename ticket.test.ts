@@ -217,6 +217,9 @@ describe('mbox bytes', () => {
       expect(readMbox(both).map((r) => r.message.toString('latin1'))).toEqual([s, s]);
     }
     expect(quoteFromLines(Buffer.from('From a\n>From b\nx From c\n')).toString()).toBe('>From a\n>>From b\nx From c\n');
+    // A record another program wrote (mutt saving a message into the ticket) has no line of ours.
+    const foreign = 'From a@b Sat Nov  7 04:00:57 2026\nFrom: Dora <d@e>\nSubject: s\n\n>From x\n\n';
+    expect(readMbox(Buffer.from(foreign))).toEqual([{ note: '', message: Buffer.from('From: Dora <d@e>\nSubject: s\n\nFrom x\n') }]);
   });
   it('formats asctime with a space-padded day', () => {
     expect(asctime(new Date(2026, 0, 1, 0, 0, 0))).toBe('Thu Jan  1 00:00:00 2026');
@@ -996,6 +999,24 @@ describe('toolkit', () => {
     expect(json([]).find((r: { ticket: number }) => r.ticket === 2).messages).toBe(2);
   });
 
+  it('lists a ticket over 1 MiB: a "From " line cut by a read\'s edge counts, and so do appends', () => {
+    const t = withCli(mailSetup());
+    const MiB = 1 << 20;
+    const record = (subject: string, body: string) =>
+      `From a@b.example Sat Nov 28 04:00:00 2026\nFrom: Dora <dora@customer.example>\nSubject: ${subject}\n\n${body}\n\n`;
+    const first = record('Big logs', 'x');
+    // The third record's "\nFrom " starts 3 bytes before the first MiB ends.
+    const second = record('more', 'y'.repeat(MiB - 2 - first.length - record('more', '').length));
+    const mbox = first + second + record('last', 'z') + record('after', 'w');
+    expect(mbox.indexOf('\nFrom a@b', first.length + 100)).toBe(MiB - 3);
+    expect(t.send('submit@tickets.example', 'alice@customer.example', mail()).status).toBe(0); // makes the folders
+    writeFileSync(join(t.tickets, '9'), mbox, { mode: 0o600 });
+    const nine = () => JSON.parse(t.cli(['list', '--json']).stdout).find((r: { ticket: number }) => r.ticket === 9);
+    expect(nine()).toMatchObject({ submitter: 'Dora <dora@customer.example>', subject: 'Big logs', messages: 4 });
+    expect(t.send('ticket-9@tickets.example', 'dora@customer.example', mail({ body: 'From here on' })).status).toBe(0);
+    expect(nine()).toMatchObject({ subject: 'Big logs', messages: 5 }); // counted from the cached size on
+    expect(pythonCounts([join(t.tickets, '9')])).toEqual([5]);
+  });
   it('colours its output only on a terminal, and never with NO_COLOR', () => {
     const t = built();
     const onTerminal = (env: string) => spawnSync('script', ['-qec', `${env} "${process.execPath}" "${join(import.meta.dirname, 'dist', 'ticket-mail.cjs')}" list --all --dir "${t.tickets}"`, '/dev/null']).stdout.toString();

@@ -583,7 +583,7 @@ export const mboxRecord = (message: Buffer, sender: string, where: string, at: D
 
 /**
  * Splits an mbox we wrote back into its records: the exact messages that came in (the
- * inverse of mboxRecord) and what our header line said of each.
+ * inverse of mboxRecord) and what our header line said of each ('' for a record without one).
  */
 export function readMbox(mbox: Buffer): Array<{ note: string; message: Buffer }> {
   const text = mbox.toString('latin1');
@@ -593,7 +593,10 @@ export function readMbox(mbox: Buffer): Array<{ note: string; message: Buffer }>
   return starts.map((start, i) => {
     const record = text.slice(start, starts[i + 1] ?? text.length);
     const afterFromLine = record.indexOf('\n') + 1;
-    const headerEnd = record.indexOf('\n', afterFromLine) + 1;
+    // Our header line follows the From_ line; a record another program wrote (a message saved
+    // into the ticket from mutt) has none, and its first line is the message's own.
+    const ourLine = record.startsWith(`${OUR_HEADER}: `, afterFromLine);
+    const headerEnd = ourLine ? record.indexOf('\n', afterFromLine) + 1 : afterFromLine;
     const ours = record.slice(afterFromLine, headerEnd);
     let body = record.slice(headerEnd, record.length - 1); // drop the blank separator line
     if (ours.includes('; no-final-newline')) body = body.slice(0, -1);
@@ -1339,8 +1342,12 @@ function firstHeadOf(path: string): Head | undefined {
 
 function firstHead(fd: number, bytes: number): Head | undefined {
   const buf = Buffer.alloc(bytes);
-  const got = readSync(fd, buf, 0, buf.length, 0);
-  const first = readMbox(buf.subarray(0, got))[0]?.message;
+  return headOfMbox(buf.subarray(0, readSync(fd, buf, 0, buf.length, 0)));
+}
+
+/** The head of the first message in the start of an mbox. */
+function headOfMbox(start: Buffer): Head | undefined {
+  const first = readMbox(start)[0]?.message;
   return first && parseHead(first.subarray(0, headEnd(first)).toString('utf8'));
 }
 
@@ -1646,33 +1653,43 @@ export interface TicketRow {
 /** What `list` remembers of one mbox, valid while the file's inode, size and mtime are unchanged. */
 interface CacheEntry { ino: number; size: number; mtimeMs: number; tail: string; submitter: string; subject: string; messages: number }
 
-/** Counts mbox records (lines starting "From ") in bytes [from, size); `from` starts a line. */
-let countBuffer: Buffer | undefined; // one for all of list's files: 10,000 allocations of 1 MiB would cost more than the reading
+/** list's one read buffer for all files: 10,000 allocations of 1 MiB would cost more than the reading. */
+let countBuffer: Buffer | undefined;
 
-function countRecords(fd: number, from: number, size: number): number {
+/**
+ * Counts mbox records (lines starting "From ") in bytes [from, size); `from` starts a line.
+ * When the range fits in one read (a ticket under 1 MiB: nearly all), also returns its bytes,
+ * so that list reads such a ticket once; they are valid until the next call.
+ */
+function countRecords(fd: number, from: number, size: number): { count: number; bytes?: Buffer } {
   const needle = Buffer.from('\nFrom ');
   const chunk = 1 << 20;
   const buf = countBuffer ??= Buffer.alloc(chunk + needle.length);
   buf[0] = LF; // a record boundary at `from`
   let carry = 1;
   let count = 0;
-  for (let pos = from; pos < size;) {
+  let pos = from;
+  while (pos < size) {
     const got = readSync(fd, buf, carry, Math.min(chunk, size - pos), pos);
     if (got === 0) break;
     const view = buf.subarray(0, carry + got);
     for (let i = view.indexOf(needle); i >= 0; i = view.indexOf(needle, i + 1)) count++;
+    pos += got;
+    if (pos === size && carry === 1 && got === size - from) return { count, bytes: view.subarray(1) };
     carry = Math.min(needle.length - 1, view.length); // a needle cut by the chunk edge is found next time
     view.copy(buf, 0, view.length - carry);
-    pos += got;
   }
-  return count;
+  return { count };
 }
 
-/** A fingerprint of the 64 bytes before `size`: tells an append from a rewrite (mutt's sync). */
-function tailPrint(fd: number, size: number): string {
+/** A fingerprint of a file's last 64 bytes: tells an append from a rewrite (mutt's sync). */
+const tailPrint = (bytes: Buffer): string => sha256(bytes.subarray(-64)).slice(0, 16);
+
+/** The 64 bytes of fd before `size` (or all of them, when fewer). */
+function tailBefore(fd: number, size: number): Buffer {
   const buf = Buffer.alloc(Math.min(64, size));
   readSync(fd, buf, 0, buf.length, size - buf.length);
-  return sha256(buf).slice(0, 16);
+  return buf;
 }
 
 /** The tickets, newest activity first. A cache keeps it fast; it is checked against each file. */
@@ -1712,17 +1729,20 @@ function ticketEntry(path: string, cached: CacheEntry | undefined): CacheEntry |
   try {
     const st = fstatSync(fd);
     if (cached && cached.ino === st.ino && cached.size === st.size && cached.mtimeMs === st.mtimeMs) return cached;
-    const base = { ino: st.ino, size: st.size, mtimeMs: st.mtimeMs, tail: tailPrint(fd, st.size) };
+    const stamp = { ino: st.ino, size: st.size, mtimeMs: st.mtimeMs };
     // Grown by appends only (the old end unchanged): count just the new part.
-    if (cached && cached.ino === st.ino && st.size > cached.size && tailPrint(fd, cached.size) === cached.tail) {
-      return { ...cached, ...base, messages: cached.messages + countRecords(fd, cached.size, st.size) };
+    if (cached && cached.ino === st.ino && st.size > cached.size && tailPrint(tailBefore(fd, cached.size)) === cached.tail) {
+      const { count } = countRecords(fd, cached.size, st.size);
+      return { ...cached, ...stamp, tail: tailPrint(tailBefore(fd, st.size)), messages: cached.messages + count };
     }
-    const head = firstHead(fd, 16 * 1024);
+    const { count, bytes } = countRecords(fd, 0, st.size);
+    const head = bytes ? headOfMbox(bytes.subarray(0, 16 * 1024)) : firstHead(fd, 16 * 1024);
     return {
-      ...base,
+      ...stamp,
+      tail: tailPrint(bytes ?? tailBefore(fd, st.size)),
       submitter: headerSafe(decodeWords(head && field(head, 'from') || ''), 60),
       subject: head ? headerSafe(decodedSubject(head), 100) : '',
-      messages: countRecords(fd, 0, st.size),
+      messages: count,
     };
   } finally { closeSync(fd); }
 }
