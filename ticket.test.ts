@@ -798,9 +798,9 @@ describe('acknowledgements and notifications', () => {
     const m = mailSetup(['--notify', 'none']);
     const templates = join(m.dir, 'templates');
     mkdirSync(templates);
-    writeFileSync(join(templates, 'ack.txt'), 'Moin! Ticket {ticket} ist angelegt. Antworten an {ticket_address}.\n');
+    writeFileSync(join(templates, 'ack.txt'), 'Moin! Ticket {ticket} ist angelegt. Antworten an {ticket_address}.\n\n> {text}\n');
     expect(m.send('submit@tickets.example', 'alice@customer.example', mail(), ['--templates', templates]).status).toBe(0);
-    expect((await checkOutgoing(m.sent()[0]!)).text).toBe('Moin! Ticket 1 ist angelegt. Antworten an ticket-1@tickets.example.\n');
+    expect((await checkOutgoing(m.sent()[0]!)).text).toBe('Moin! Ticket 1 ist angelegt. Antworten an ticket-1@tickets.example.\n\n> Hello.\n');
   });
 
   it('keeps non-ASCII subjects and names readable, and lets no header or recipient be smuggled in', async () => {

@@ -1589,7 +1589,7 @@ function replyDomain(cfg: Config, incoming: Incoming): string | undefined {
 
 /** planReplies() with the facts gathered from disk: the ticket's submitter, the templates. */
 function draftReplies(store: Store, incoming: Incoming, filed: Pick<Filed, 'outcome' | 'ticket' | 'missing'>,
-  domain: string, now: Date, summary: Summary | undefined): Draft[] {
+  domain: string, now: Date, summary: Summary | undefined, templates = loadTemplates(store.cfg)): Draft[] {
   // The submitter matters only to notifications and the close notice: read it only then.
   const who = audience(filed, store.cfg);
   const place = !(who.submitter || who.admins) || filed.ticket === undefined ? undefined : store.placeOf(filed.ticket);
@@ -1597,7 +1597,7 @@ function draftReplies(store: Store, incoming: Incoming, filed: Pick<Filed, 'outc
   return planReplies({
     outcome: filed.outcome, ticket: filed.ticket, missing: filed.missing, head: incoming.head, envelope: incoming.envelope,
     submitter: firstHead && replyAddress(firstHead, { sender: '', recipient: undefined, source: 'none' }),
-    summary, templates: loadTemplates(store.cfg), domain, now, unique: randomHex,
+    summary, templates, domain, now, unique: randomHex,
   }, store.cfg);
 }
 
@@ -1618,8 +1618,13 @@ export async function sendReplies(store: Store, incoming: Incoming, filed: Filed
     if (!who.sender && !who.submitter && !who.admins) return warnings; // nothing to decode, draft or send
     const domain = replyDomain(cfg, incoming);
     if (!domain) return [...warnings, 'no --domain set: no replies sent'];
-    const wantsSummary = who.submitter || who.admins; // the body's text, for notifications and the close notice
-    const drafts = draftReplies(store, incoming, filed, domain, now, wantsSummary ? await summarize(incoming.message) : undefined);
+    const templates = loadTemplates(cfg);
+    const draft = (summary?: Summary) => draftReplies(store, incoming, filed, domain, now, summary, templates);
+    // The body is decoded (by the full MIME parser) only for mail that shows its text or its
+    // attachments: not for a message nobody is told of, such as an admin's own reply.
+    const showsBody = (d: Draft) => /\{(text|attachments)\}/.test(templates[d.kind] ?? TEMPLATES[d.kind]);
+    let drafts = draft();
+    if (drafts.some(showsBody)) drafts = draft(await summarize(incoming.message));
     const outgoing: Outgoing[] = [];
     for (const d of drafts) {
       if (d.autoSubmitted === 'auto-replied' && !withinReplyLimit(store, d.to, now)) continue;

@@ -125,6 +125,11 @@ describe('the code cache', () => {
     const admins = ['--admin', 'max@tickets.example', '--notify', 'new'];
     expect(deliver([...args, ...admins, '--recipient', 'ticket-1@tickets.example'], mail(), { XDG_CACHE_HOME: quiet }).status).toBe(0);
     expect(readdirSync(join(quiet, 'ticket-mail'))).toEqual([expect.stringMatching(/-core-/)]);
+    // An admin's own reply: nobody is told of it, so its body is not decoded and no mail is composed.
+    const own = join(base, 'cache-own');
+    const asAdmin = ['--dir', join(base, 'tickets'), '--domain', 'tickets.example', '--admin', 'max@tickets.example', '--sender', 'max@tickets.example'];
+    expect(deliver([...asAdmin, '--recipient', 'ticket-1@tickets.example'], mail({ from: 'Max <max@tickets.example>' }), { XDG_CACHE_HOME: own }).status).toBe(0);
+    expect(readdirSync(join(own, 'ticket-mail')).filter((f) => !/-(core|postal-mime-headers)-/.test(f))).toEqual([]);
   });
 
   it('is replaced when V8 rejects it, and ignored when someone else could have written it', () => {
