@@ -1,13 +1,13 @@
 import { describe, expect, it } from 'vitest';
 import {
-  existsSync, mkdirSync, readFileSync, readdirSync, statSync, utimesSync, writeFileSync,
+  existsSync, mkdirSync, readFileSync, readdirSync, renameSync, rmSync, statSync, utimesSync, writeFileSync,
 } from 'node:fs';
 import { join } from 'node:path';
 import { spawnSync } from 'node:child_process';
 import { hostname } from 'node:os';
 import fc from 'fast-check';
 import {
-  asctime, audience, classifyLocalPart, encodePhrase, foldHeader, headerSafe, mailbox, MailError, MAX_TICKET, mboxRecord, parseHead,
+  asctime, audience, classifyLocalPart, encodePhrase, foldHeader, headerSafe, mailbox, MailError, MAX_TICKET, mboxRecord, MessageIndex, parseHead,
   plainDelivery, planReplies, quoteChunks, readMbox, resolveConfig, resolveEnvelope, route, splitEnvelopeLine, type Config, type Head,
 } from './ticket.ts';
 import PostalMime, { type Email } from 'postal-mime';
@@ -585,6 +585,67 @@ describe('failures roll back and ask the MTA to retry', () => {
     expect(attempt(now + 3600).status).toBe(0);
     expect(stored(join(dir, '1'))).toHaveLength(3);
     expect(existsSync(lock)).toBe(false);
+  });
+  it('repairs a dead holder\'s step before anything else, and leaves the lock for the next taker when the repair fails', () => {
+    const dir = tempDir();
+    expect(deliver(to(dir, 'submit@tickets.example'), mail({ id: 'one@customer.example' })).status).toBe(0);
+    const second = mail({ id: 'two@customer.example', subject: 'second' });
+    expect(deliver(to(dir, 'submit@tickets.example'), second).status).toBe(0);
+    // A creator that died after linking ticket 2 into place, before noting it in the index.
+    const ids = join(dir, '.ticket-mail', 'ids');
+    const key = MessageIndex.key('two@customer.example');
+    rmSync(join(ids, key.slice(0, 2), key.slice(2)));
+    const numbersLock = join(dir, '.ticket-mail', 'numbers.lock');
+    const dead = () => {
+      const old = Date.now() / 1000 - 2;
+      utimesSync(numbersLock, old, old);
+    };
+    writeFileSync(numbersLock, `ticket-mail 999999999 ${hostname()} create 2 ${key}\n`);
+    dead();
+    // The repair cannot read the index (a file where its folder should be): defer, keep the step.
+    renameSync(ids, `${ids}.away`);
+    writeFileSync(ids, '');
+    const failed = deliver(to(dir, 'submit@tickets.example'), mail({ subject: 'third' }));
+    expect(failed).toMatchObject({ status: 75, stderr: expect.stringMatching(/^ticket-mail: cannot repair what a dead process left under .*numbers\.lock: .*ENOTDIR.*\n$/) });
+    expect(readFileSync(numbersLock, 'latin1')).toMatch(new RegExp(`^ticket-mail \\d+ \\S+ create 2 ${key}\n$`));
+    expect(existsSync(join(dir, '3'))).toBe(false);
+    rmSync(ids);
+    renameSync(`${ids}.away`, ids);
+    dead();
+    expect(deliver(to(dir, 'submit@tickets.example'), mail({ subject: 'third' })).status).toBe(0);
+    expect(existsSync(numbersLock)).toBe(false);
+    expect(deliver(to(dir, 'submit@tickets.example'), second).status).toBe(0); // the MTA's retry of ticket 2's message
+    expect(log(dir).map((f) => [f[5], f[6]]).slice(-2)).toEqual([['3', 'created'], ['2', 'duplicate']]);
+    expect(existsSync(join(dir, '4'))).toBe(false);
+  });
+  it('never files a message twice for a broken index: an unreadable one defers, an unwritable one warns after filing', (ctx) => {
+    const dir = tempDir();
+    expect(deliver(to(dir, 'submit@tickets.example'), mail({ id: 'one@customer.example' })).status).toBe(0);
+    const ids = join(dir, '.ticket-mail', 'ids');
+    renameSync(ids, `${ids}.away`);
+    writeFileSync(ids, '');
+    const unreadable = deliver(to(dir, 'ticket-1@tickets.example'), mail({ id: 'two@customer.example' }));
+    expect(unreadable).toMatchObject({ status: 75, stderr: expect.stringMatching(/^ticket-mail: cannot read the message index: ENOTDIR\n$/) });
+    expect(stored(join(dir, '1'))).toHaveLength(1);
+    rmSync(ids);
+    renameSync(`${ids}.away`, ids);
+    const mounted = spawnSync('sh', ['-c', `mount --bind "$0" "$0" && mount -o remount,ro,bind "$0"`, ids]);
+    if (mounted.status !== 0) {
+      console.log(`skipped the read-only index: cannot bind-mount here (${mounted.stderr.toString().trim()})`);
+      ctx.skip();
+    }
+    try {
+      // Filed and fsync'd before the index refuses: a 75 now would have the MTA file it again.
+      const unwritable = deliver(to(dir, 'ticket-1@tickets.example'), mail({ id: 'two@customer.example' }));
+      expect(unwritable).toMatchObject({ status: 0, stderr: 'ticket-mail: ticket 1: filed, but not noted in the message index (EROFS)\n' });
+      const created = deliver(to(dir, 'submit@tickets.example'), mail({ id: 'three@customer.example', subject: 'new' }));
+      expect(created).toMatchObject({ status: 0, stderr: 'ticket-mail: ticket 2: filed, but not noted in the message index (EROFS)\n' });
+    } finally {
+      spawnSync('umount', [ids]);
+    }
+    expect(stored(join(dir, '1'))).toHaveLength(2);
+    expect(stored(join(dir, '2'))).toHaveLength(1);
+    expect(readdirSync(dir).filter((n) => n.includes('.lock'))).toEqual([]);
   });
   it('exits 75 on a full disk, a read-only folder and a folder it cannot create, the mbox unchanged', (ctx) => {
     const mnt = tempDir();

@@ -940,8 +940,12 @@ export class Store {
     return join(place === 'open' ? this.cfg.dir : this.archived, String(n));
   }
   placeOf(n: number): 'open' | 'archived' | undefined {
-    if (existsSync(this.ticketPath(n, 'open'))) return 'open';
-    if (existsSync(this.ticketPath(n, 'archived'))) return 'archived';
+    try {
+      if (exists(this.ticketPath(n, 'open'))) return 'open';
+      if (exists(this.ticketPath(n, 'archived'))) return 'archived';
+    } catch (e) {
+      throw temporary(`cannot look for ticket ${n}: ${reason(e)}`);
+    }
     return undefined;
   }
   /** Creates DIR (if its parent exists), archived/ and .ticket-mail/, each 0700. */
@@ -961,6 +965,18 @@ export class Store {
 
 const code = (e: unknown) => (e as NodeJS.ErrnoException)?.code;
 const reason = (e: unknown) => (e as NodeJS.ErrnoException)?.code ?? String((e as Error)?.message ?? e);
+
+/**
+ * Whether a path exists. Unlike existsSync, a failure other than "no such file" (EACCES,
+ * ENOTDIR, EIO) is thrown: taken for absence, it would make a known ticket unknown (a bounce)
+ * or a filed message new (filed twice).
+ */
+const exists = (path: string): boolean => statSync(path, { throwIfNoEntry: false }) !== undefined;
+
+/** A private folder, unless it exists already. */
+function makeFolder(path: string): void {
+  try { mkdirSync(path, { mode: 0o700 }); } catch (e) { if (code(e) !== 'EEXIST') throw e; }
+}
 
 function fsyncPath(path: string): void {
   const fd = openSync(path, 'r');
@@ -993,7 +1009,8 @@ export interface Lock {
  * a temporary error. A lock is stale when it names a ticket-mail process on this host
  * that no longer runs, or when it is older than cfg.staleLock whoever wrote it. A stale
  * lock is taken over (renamed over, never deleted first) under a short-lived PATH.lock.break
- * guard, and `recover` gets the dead holder's intent to repair its half-done step.
+ * guard, and `recover` gets the dead holder's intent to repair its half-done step; when the
+ * repair fails, the lock is left in place with that intent and a temporary error is thrown.
  */
 export function takeLock(path: string, cfg: Config, recover: (intent: string) => void): Lock {
   const lockPath = `${path}.lock`;
@@ -1089,16 +1106,29 @@ function breakIfStale(lockPath: string, post: string, cfg: Config, recover: (int
     } catch { /* someone else removed it */ }
     return false;
   } finally { unlinkSync(mine); }
+  const [tool, , , ...words] = content.trim().split(' ');
+  const unfinished = tool === 'ticket-mail' ? words.join(' ') : '';
+  // Atomic takeover (the lock never stops existing) by a lock that names us and still the dead
+  // holder's unfinished step: should the repair fail or we die, the next taker repairs it again.
+  let heir: string | undefined;
   try {
     const now = statSync(lockPath);
     if (now.ino !== before.ino || now.mtimeMs !== before.mtimeMs) return false;
-    renameSync(post, lockPath); // atomic takeover: the lock never stops existing
-    const [tool, , , ...intent] = content.trim().split(' ');
-    if (tool === 'ticket-mail') recover(intent.join(' '));
-    return true;
-  } catch { return false; } finally {
+    heir = writeLockFile(lockPath, unfinished);
+    renameSync(heir, lockPath);
+  } catch {
+    if (heir) try { unlinkSync(heir); } catch { /* renamed after all, or never written */ }
+    return false;
+  } finally {
     try { unlinkSync(guard); } catch { /* nothing to do */ }
   }
+  try {
+    recover(unfinished);
+  } catch (e) { // the lock stays, ours and dead once we exit: the step is repaired by the next delivery
+    throw temporary(`cannot repair what a dead process left under ${lockPath}: ${reason(e)}`);
+  }
+  renameSync(post, lockPath);
+  return true;
 }
 
 /**
@@ -1126,13 +1156,13 @@ export function appendDurably(path: string, record: Iterable<Buffer>, lock: Lock
       }
       for (const chunk of record) writeAll(fd, chunk);
       fsyncSync(fd);
+      if (size === 0) fsyncPath(join(path, '..')); // a new file: its name must be durable too
     } catch (e) {
       // Past a file-size limit (ulimit -f) the kernel would kill us with SIGXFSZ; Node and Bun
       // ignore that signal, so the write fails (EFBIG) and lands here like a full disk.
       try { ftruncateSync(fd, size); fsyncSync(fd); } catch { /* the lock's intent lets a later run finish this */ }
       throw temporary(`cannot write ${path}: ${reason(e)}`);
     }
-    if (size === 0) fsyncPath(join(path, '..'));
   } finally {
     closeSync(fd);
   }
@@ -1154,8 +1184,8 @@ export class MessageIndex {
   private path(key: string): string { return join(this.state, 'ids', key.slice(0, 2), key.slice(2)); }
   tickets(key: string): number[] {
     const path = this.path(key);
-    if (!existsSync(path)) return []; // the usual case, and an exception costs more than a stat
     try {
+      if (!exists(path)) return []; // the usual case, and an exception costs more than a stat
       return readFileSync(path, 'latin1').split('\n')
         .map(parseTicketNumber).filter((n): n is number => n !== undefined);
     } catch (e) {
@@ -1169,7 +1199,8 @@ export class MessageIndex {
     let fd;
     try { fd = open(); } catch (e) {
       if (code(e) !== 'ENOENT') throw e;
-      mkdirSync(join(path, '..'), { recursive: true, mode: 0o700 });
+      // Level by level: a recursive mkdir reports EROFS as ENOENT, a misleading warning.
+      for (const folder of [join(this.state, 'ids'), join(path, '..')]) makeFolder(folder);
       fd = open();
     }
     try { writeSync(fd, `${ticket}\n`); } finally { closeSync(fd); }
@@ -1218,6 +1249,22 @@ function fileUnmatched(store: Store, incoming: Incoming, why: string): Filed {
   return { outcome: 'unmatched', ticket: undefined, warning: `filed in unmatched: ${why}` };
 }
 
+/**
+ * Notes a filed message in the index; returns a warning if that fails. The message is filed
+ * and fsync'd by then: deferring the delivery would make the MTA's retry file it again, so
+ * the index only loses this message (a later copy of it would be filed, and a reply to it
+ * threaded by its tag or address alone).
+ */
+function noteFiled(index: MessageIndex, idKey: string, ticket: number): string | undefined {
+  if (idKey === '-') return undefined;
+  try {
+    index.record(idKey, ticket);
+    return undefined;
+  } catch (e) {
+    return `ticket ${ticket}: filed, but not noted in the message index (${reason(e)})`;
+  }
+}
+
 /** The last ticket number handed out, kept so that no number is ever used twice. */
 function lastNumber(store: Store): number {
   try {
@@ -1249,13 +1296,13 @@ function createTicket(store: Store, index: MessageIndex, incoming: Incoming): Fi
     lock.intend(`create ${n} ${incoming.idKey}`);
     // The ticket appears complete or not at all: written aside, then linked into place.
     const aside = join(store.state, `new-${n}`);
+    const path = store.ticketPath(n, 'open');
     try {
       writeFileDurably(aside, recordChunks(incoming.message, incoming.envelope.sender, `ticket ${n}`, incoming.at));
-      linkSync(aside, store.ticketPath(n, 'open'));
+      linkSync(aside, path);
     } finally { rmSync(aside, { force: true }); }
-    fsyncPath(store.cfg.dir);
-    if (incoming.idKey !== '-') index.record(incoming.idKey, n);
-    return { outcome: 'created', ticket: n };
+    try { fsyncPath(store.cfg.dir); } catch (e) { rmSync(path, { force: true }); throw e; } // not durably there: undone
+    return { outcome: 'created', ticket: n, warning: noteFiled(index, incoming.idKey, n) };
   } catch (e) {
     throw e instanceof MailError ? e : temporary(`cannot create a ticket: ${reason(e)}`);
   } finally { lock.release(); }
@@ -1393,12 +1440,12 @@ function fileIntoTicket(store: Store, index: MessageIndex, incoming: Incoming,
     }
     const record = recordChunks(incoming.message, incoming.envelope.sender, `ticket ${n}`, incoming.at);
     appendDurably(store.ticketPath(n, target), record, lock, incoming.idKey, relativeTicket(n, target));
-    if (incoming.idKey !== '-') index.record(incoming.idKey, n);
+    const warning = noteFiled(index, incoming.idKey, n);
     if (outcome === 'closed') {
       archivedLock = takeLock(store.ticketPath(n, 'archived'), store.cfg, recover);
       moveTicket(store, n, 'open', 'archived', lock);
     }
-    return { outcome, ticket: n };
+    return { outcome, ticket: n, warning };
   } finally {
     archivedLock?.release();
     lock.release();
@@ -1477,7 +1524,7 @@ export async function flushOutbox(store: Store): Promise<{ sent: number; kept: n
 /** At most cfg.replyLimit automatic replies per recipient per hour, counted across processes. */
 function withinReplyLimit(store: Store, recipient: string, now: Date): boolean {
   const folder = join(store.state, 'replies');
-  try { mkdirSync(folder, { mode: 0o700 }); } catch (e) { if (code(e) !== 'EEXIST') throw e; }
+  makeFolder(folder);
   const path = join(folder, MessageIndex.key(recipient));
   const lock = takeLock(path, store.cfg, () => {});
   try {
