@@ -140,6 +140,16 @@ describe('envelope', () => {
     const delivered = head('Delivered-To: ticket-9@tickets.example\nTo: submit@tickets.example');
     expect(resolveEnvelope({}, {}, undefined, delivered, cfg()).recipient).toBe('ticket-9@tickets.example');
   });
+  it('looks in the headers when the MTA\'s recipient is not ours (a .forward, an alias), else keeps it to say why', () => {
+    const forward = { LOCAL_PART: 'me', DOMAIN: 'example.org', SENDER: 'bob@x.example' };
+    expect(resolveEnvelope({}, forward, undefined, h, cfg()))
+      .toEqual({ sender: 'bob@x.example', recipient: 'submit@tickets.example', source: 'headers' });
+    expect(resolveEnvelope({}, { RECIPIENT: 'Me@Example.org' }, 'x@y', h, cfg()).recipient).toBe('submit@tickets.example');
+    const notOurs = head('To: me@example.org');
+    expect(resolveEnvelope({}, { RECIPIENT: 'Me@Example.org' }, 'x@y', notOurs, cfg()))
+      .toEqual({ sender: 'x@y', recipient: 'me@example.org', source: 'postfix' });
+    expect(resolveEnvelope({}, forward, undefined, notOurs, cfg()).source).toBe('exim');
+  });
   it('takes header recipients only in our domain, and knows the null sender', () => {
     const foreign = head('To: submit@elsewhere.example');
     expect(resolveEnvelope({}, {}, 'MAILER-DAEMON', foreign, cfg())).toEqual({ sender: '', recipient: undefined, source: 'none' });
@@ -283,12 +293,14 @@ describe('delivery', () => {
     expect(readFileSync(join(dir, '2'), 'latin1').startsWith('From MAILER-DAEMON ')).toBe(true);
   });
 
-  it('falls back to the headers when nobody gives an envelope (a shell, procmail)', () => {
+  it('falls back to the headers when nobody gives an envelope of ours (a shell, procmail, a .forward)', () => {
     const dir = tempDir();
     const message = mail({ to: 'Help <Ticket-5@Tickets.Example>', headers: ['Delivered-To: someone@elsewhere.example'] });
     writeFileSync(join(dir, '5'), '', { mode: 0o600 });
     expect(deliver(base(dir), message).status).toBe(0);
-    expect(stored(join(dir, '5'))).toHaveLength(1);
+    const forwarded = mail({ to: 'ticket-5@tickets.example', subject: 'via my .forward' });
+    expect(deliver(base(dir), forwarded, { LOCAL_PART: 'me', DOMAIN: 'example.org', SENDER: 'alice@customer.example' }).status).toBe(0);
+    expect(stored(join(dir, '5')).map(String)).toEqual([message, forwarded]);
   });
 
   it('files mail for an unknown ticket in unmatched, or bounces it on request', () => {

@@ -345,6 +345,12 @@ export function classifyLocalPart(localPart: string, cfg: Config): AddressKind {
   return undefined;
 }
 
+/** Which of our addresses this is, by its local part (the MTA has matched the domain). */
+function addressKind(address: string, cfg: Config): AddressKind {
+  const at = address.lastIndexOf('@');
+  return classifyLocalPart(at < 0 ? address : address.slice(0, at), cfg);
+}
+
 /**
  * Decides where a message goes. Pure: the one fact it needs from disk, which ticket (if
  * any) already holds a Message-ID, comes in as a lookup function.
@@ -352,8 +358,7 @@ export function classifyLocalPart(localPart: string, cfg: Config): AddressKind {
 export function route(head: Head, envelope: Envelope, cfg: Config,
   ticketOfMessageId: (id: string) => number | undefined): Route {
   if (!envelope.recipient) return { action: 'unmatched', reason: 'no recipient address of ours' };
-  const at = envelope.recipient.lastIndexOf('@');
-  const address = classifyLocalPart(at < 0 ? envelope.recipient : envelope.recipient.slice(0, at), cfg);
+  const address = addressKind(envelope.recipient, cfg);
   if (!address) return { action: 'unmatched', reason: `${printable(envelope.recipient)} is not a ticket address` };
   if (address.kind !== 'submit') {
     const ticket = parseTicketNumber(address.digits);
@@ -378,6 +383,8 @@ export function route(head: Head, envelope: Envelope, cfg: Config,
 /**
  * The envelope, from the first source that gives one: flags, Exim's pipe environment,
  * Postfix's, else (a shell, procmail) the Delivered-To, X-Original-To, To and Cc headers.
+ * The MTA's recipient yields to the headers when it is not one of our addresses: run from a
+ * .forward or an alias, it is the user's own address, and ours is only in the headers.
  */
 export function resolveEnvelope(flags: { recipient?: string; sender?: string }, env: NodeJS.ProcessEnv,
   fromLineSender: string | undefined, head: Head, cfg: Config): Envelope {
@@ -389,12 +396,12 @@ export function resolveEnvelope(flags: { recipient?: string; sender?: string }, 
   };
   const sender = nullSender(flags.sender ?? env.SENDER ?? fromLineSender ?? fromHeaders());
   if (flags.recipient) return { sender, recipient: flags.recipient.toLowerCase(), source: 'flags' };
-  if (env.LOCAL_PART && env.DOMAIN) {
-    const local = `${env.LOCAL_PART_PREFIX ?? ''}${env.LOCAL_PART}${env.LOCAL_PART_SUFFIX ?? ''}`;
-    return { sender, recipient: `${local}@${env.DOMAIN}`.toLowerCase(), source: 'exim' };
-  }
   const postfix = env.RECIPIENT || env.ORIGINAL_RECIPIENT;
-  if (postfix) return { sender, recipient: postfix.toLowerCase(), source: 'postfix' };
+  const [mtaRecipient, source] = env.LOCAL_PART && env.DOMAIN
+    ? [`${env.LOCAL_PART_PREFIX ?? ''}${env.LOCAL_PART}${env.LOCAL_PART_SUFFIX ?? ''}@${env.DOMAIN}`, 'exim' as const]
+    : [postfix, 'postfix' as const];
+  const mta = mtaRecipient ? { sender, recipient: mtaRecipient.toLowerCase(), source } : undefined;
+  if (mta && addressKind(mta.recipient, cfg)) return mta;
   for (const name of ['delivered-to', 'x-original-to', 'to', 'cc']) {
     for (const value of head.get(name) ?? []) {
       for (const a of addresses(value)) {
@@ -404,7 +411,7 @@ export function resolveEnvelope(flags: { recipient?: string; sender?: string }, 
       }
     }
   }
-  return { sender, recipient: undefined, source: 'none' };
+  return mta ?? { sender, recipient: undefined, source: 'none' }; // its address, to say why it is unmatched
 }
 
 /** What filing into an existing ticket does, given where it is and what kind of mail came. */
