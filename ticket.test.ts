@@ -61,11 +61,12 @@ describe('command line', () => {
     expect(plainDelivery(['--dir', '/t', '--admin', 'a@x', '--admin=b@x', '--sender', '', '--ticket-address', '007-N']))
       .toEqual({ dir: ['/t'], admin: ['a@x', 'b@x'], sender: [''], ticketAddress: ['007-N'] });
     expect(plainDelivery(['deliver', '--recipient=ticket-1@x'])).toEqual({ recipient: ['ticket-1@x'] });
+    expect(plainDelivery(['--sender', '-bob@x', '--recipient=-x@y'])).toEqual({ sender: ['-bob@x'], recipient: ['-x@y'] });
     expect(plainDelivery([])).toEqual({});
   });
   it.each([
     [['list']], [['--help']], [['-h']], [['--version']], [['--dir']], [['--bogus', 'x']], [['--dir', '/t', 'extra']],
-    [['--sender', '-x']], [['--', '--dir', '/t']], [['deliver', '--help']],
+    [['--sender', '--dir', '/t']], [['--', '--dir', '/t']], [['deliver', '--help']],
   ])('leaves %j to cac, which explains it', (args) => {
     expect(plainDelivery(args)).toBeUndefined();
   });
@@ -291,6 +292,9 @@ describe('delivery', () => {
     // Bounces (empty SENDER) are stored with MAILER-DAEMON.
     expect(deliver(base(dir), mail({ subject: 'Undeliverable' }), { ...exim, SENDER: '' }).status).toBe(0);
     expect(readFileSync(join(dir, '2'), 'latin1').startsWith('From MAILER-DAEMON ')).toBe(true);
+    // A sender that begins with "-", given as a word of its own (Postfix's pipe(8) ${sender}).
+    expect(deliver(to(dir, 'ticket-2@tickets.example', '-bob@x.example'), mail()).status).toBe(0);
+    expect(readFileSync(join(dir, '2'), 'latin1')).toMatch(/^From -bob@x\.example /m);
   });
 
   it('falls back to the headers when nobody gives an envelope of ours (a shell, procmail, a .forward)', () => {

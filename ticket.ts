@@ -2146,7 +2146,9 @@ export function typedOptions(args: string[], takesValue: Set<string>): { values:
     const name = m && camelCase(m[1]!);
     if (!name || !takesValue.has(name)) { plain = false; continue; }
     const value = m[2] ?? args[++i];
-    if (value === undefined || (m[2] === undefined && value.startsWith('-'))) plain = false; // cac sees a missing value there
+    // "--dir --domain x" lacks a value (cac explains); "--sender -bob@x" does not: an MTA
+    // passing an address that begins with "-" must not have its mail deferred for ever.
+    if (value === undefined || (m[2] === undefined && value.startsWith('--'))) plain = false;
     if (value !== undefined) (values[name] ??= []).push(value);
   }
   return { values, plain };
