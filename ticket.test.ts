@@ -7,7 +7,7 @@ import { spawnSync } from 'node:child_process';
 import { hostname } from 'node:os';
 import fc from 'fast-check';
 import {
-  asctime, audience, classifyLocalPart, encodePhrase, foldHeader, headerSafe, mailbox, MailError, MAX_TICKET, mboxRecord, MessageIndex, parseHead,
+  asctime, audience, classifyLocalPart, encodePhrase, foldHeader, headerSafe, htmlToText, mailbox, MailError, MAX_TICKET, mboxRecord, MessageIndex, parseHead,
   plainDelivery, planReplies, quoteChunks, readMbox, resolveConfig, resolveEnvelope, route, splitEnvelopeLine, type Config, type Head,
 } from './ticket.ts';
 import PostalMime, { type Email } from 'postal-mime';
@@ -207,6 +207,18 @@ describe('who hears of a filed message', () => {
     expect(audience({ outcome: 'appended', ticket: 3 }, cfg({ admins: ['max@tickets.example'], notify: ['new'] })).admins).toBe(false);
     expect(audience({ outcome: 'appended', ticket: 3 }, cfg({ admins: ['max@tickets.example'], notify: ['update'] })).admins).toBe(true);
     expect(audience({ outcome: 'duplicate', ticket: 3 }, cfg({ admins: ['max@tickets.example'] }))).toEqual({ sender: false, submitter: false, admins: false });
+  });
+});
+
+describe('HTML as text', () => {
+  it('keeps the text, breaks lines where the layout did, decodes entities and drops scripts', () => {
+    expect(htmlToText('<p>a &lt;b&gt; &#233;&#x41; &bogus;</p><br/>c<script>x<y</script >d<LI class=x>e'))
+      .toBe('a <b> éA &bogus;\n\ncd\n* e');
+    expect(htmlToText('a   \n\n\n\n<div>b</div>\t\n')).toBe('a\n\nb');
+  });
+  it('stops at a tag or a script never closed', () => {
+    expect(htmlToText(`a<b${'<'.repeat(100)}`)).toBe('a');
+    expect(htmlToText('a<style>b')).toBe('a');
   });
 });
 

@@ -3,7 +3,7 @@ import { describe, expect, it } from 'vitest';
 import { spawn, spawnSync } from 'node:child_process';
 import { existsSync, readFileSync, readdirSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
-import { BIN, deliver, mail, pool, pythonCounts, stored, tempDir, type Run } from './harness.ts';
+import { BIN, deliver, FAKE_SENDMAIL, mail, pool, pythonCounts, sentMail, stored, tempDir, type Run } from './harness.ts';
 
 const to = (dir: string, recipient: string, more: string[] = []) =>
   ['--dir', dir, '--domain', 'tickets.example', '--recipient', recipient, '--sender', 'a@customer.example', ...more];
@@ -59,9 +59,9 @@ describe('deliveries killed at random moments', () => {
 
 describe('hostile input', () => {
   /** Delivers under /usr/bin/time and returns the exit status and peak RSS in MiB. */
-  const measured = (args: string[], inputPath: string) => {
+  const measured = (args: string[], inputPath: string, env: NodeJS.ProcessEnv = {}) => {
     const r = spawnSync('sh', ['-c', `/usr/bin/time -f '%M' "$0" "$@" < "${inputPath}"`, process.execPath, BIN, ...args],
-      { encoding: 'utf8', timeout: 120_000, env: { PATH: process.env.PATH } });
+      { encoding: 'utf8', timeout: 120_000, env: { PATH: process.env.PATH, ...env } });
     return { status: r.status, stderr: r.stderr, rssMiB: Number(r.stderr.trim().split('\n').at(-1)) / 1024 };
   };
   const cases: Array<[string, () => Buffer]> = [
@@ -71,14 +71,23 @@ describe('hostile input', () => {
     ['invalid UTF-8', () => Buffer.concat([Buffer.from('Subject: '), Buffer.from([0xc3, 0x28, 0xff, 0xfe]), Buffer.from('\nFrom: \xe9t\xe9 <a@b>\n\n'), Buffer.from([0xed, 0xa0, 0x80, 0x0a])])],
     ['bare CR line ends', () => Buffer.from('Subject: cr\rFrom: x@y\r\rFrom the body\rmore')],
     ['no header/body separator', () => Buffer.from('Subject: only headers\nX-Other: yes')],
+    // Each stalled a regular expression for seconds to hours (every split of a run of spaces
+    // tried, every "<" scanning on to the end), in routing or in the notification's text.
+    ['"[issue" and a megabyte of spaces in the subject', () => Buffer.from(`Subject: [issue${' '.repeat(1 << 20)}x\n\nbody\n`)],
+    ['HTML of a million "<"', () => Buffer.from(`Subject: html\nContent-Type: text/html\n\n<p>${'<'.repeat(1 << 20)}\n`)],
+    ['HTML of "<script>" never closed', () => Buffer.from(`Subject: html\nContent-Type: text/html\n\n<p>hi</p>${'<script>'.repeat(1 << 17)}\n`)],
+    ['HTML with a megabyte of spaces', () => Buffer.from(`Subject: html\nContent-Type: text/html\n\n<p>a${' '.repeat(1 << 20)}b</p>\n`)],
   ];
-  it.each(cases)('files %s byte for byte, in bounded memory', (_, make) => {
+  it.each(cases)('files %s byte for byte, in bounded memory, and notifies', (_, make) => {
     const dir = tempDir();
+    const outgoing = tempDir();
     const input = make();
     const path = join(tempDir(), 'input');
     writeFileSync(path, input);
-    const r = measured(to(dir, 'submit@tickets.example'), path);
+    const replies = ['--admin', 'max@tickets.example', '--sendmail', FAKE_SENDMAIL];
+    const r = measured(to(dir, 'submit@tickets.example', replies), path, { FAKE_SENDMAIL_DIR: outgoing });
     expect(r.status, r.stderr).toBe(0);
+    expect(sentMail(outgoing).map((m) => m.recipients[0])).toContain('max@tickets.example');
     const got = stored(join(dir, '1'));
     expect(got).toHaveLength(1);
     expect(got[0]!.equals(input)).toBe(true);
