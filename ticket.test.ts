@@ -182,7 +182,7 @@ describe('who hears of a filed message', () => {
   const member = { 'ack': 'sender', 'close-refused': 'sender', 'unknown-ticket': 'sender', 'close-notice': 'submitter', 'notify': 'admins' } as const;
   const plan = (outcome: typeof OUTCOMES[number], ticket: number | undefined, missing: number | undefined, c: Config) => planReplies({
     outcome, ticket, missing, head: head('From: Alice <alice@customer.example>\nSubject: help\nMessage-ID: <m1@customer.example>'),
-    envelope: { sender: 'alice@customer.example', recipient: 'ticket-3@tickets.example', source: 'flags' }, submitter: 'bob@customer.example',
+    envelope: { sender: 'alice@customer.example', recipient: 'ticket-3@tickets.example', source: 'flags' }, submitterHead: head('From: Bob <bob@customer.example>'),
     summary: undefined, templates: {}, domain: 'tickets.example', now: new Date(), unique: () => 'u',
   }, c);
 
@@ -202,6 +202,21 @@ describe('who hears of a filed message', () => {
     }
   });
 
+  it('sends no close notice to a submitter an automatic reply may not answer, nor to one who closed', () => {
+    const noticeTo = (submitterHead: string, closer = 'max@tickets.example') => planReplies({
+      outcome: 'closed', ticket: 3, missing: undefined, head: head(`From: ${closer}\nSubject: done`),
+      envelope: { sender: closer, recipient: 'ticket-3-done@tickets.example', source: 'flags' }, submitterHead: head(submitterHead),
+      summary: undefined, templates: {}, domain: 'tickets.example', now: new Date(), unique: () => 'u',
+    }, cfg({ admins: ['max@tickets.example'] })).filter((d) => d.kind === 'close-notice').map((d) => d.to);
+    const bob = 'From: Bob <bob@customer.example>';
+    expect(noticeTo(bob)).toEqual(['bob@customer.example']);
+    expect(noticeTo(`${bob}\nReply-To: bob.home@customer.example`)).toEqual(['bob.home@customer.example']);
+    expect(noticeTo(`${bob}\nReply-To: bob.home@customer.example`, 'bob@customer.example')).toEqual([]);
+    expect(noticeTo('From: Shop <noreply@shop.example>')).toEqual([]);
+    expect(noticeTo(`${bob}\nList-Id: <users.lists.example>`)).toEqual([]);
+    expect(noticeTo(`${bob}\nAuto-Submitted: auto-generated`)).toEqual([]);
+    expect(noticeTo('From: Mail Delivery System <MAILER-DAEMON@mx.example>')).toEqual([]);
+  });
   it('names nobody for appends when no admin wants updates, and for duplicates', () => {
     expect(audience({ outcome: 'appended', ticket: 3 }, cfg({ admins: [] }))).toEqual({ sender: false, submitter: false, admins: false });
     expect(audience({ outcome: 'appended', ticket: 3 }, cfg({ admins: ['max@tickets.example'], notify: ['new'] })).admins).toBe(false);

@@ -734,7 +734,7 @@ export interface ReplyFacts {
   missing: number | undefined;       // the unknown ticket number, for the error reply
   head: Head;
   envelope: Envelope;
-  submitter: string | undefined;     // reply address of the ticket's first message
+  submitterHead: Head | undefined;   // the head of the ticket's first message
   summary: Summary | undefined;
   templates: Partial<Record<TemplateName, string>>;
   domain: string;
@@ -837,6 +837,8 @@ export function planReplies(facts: ReplyFacts, cfg: Config): Draft[] {
   if (head.get(LOOP_HEADER.toLowerCase())?.some((v) => v.toLowerCase() === domain)) return [];
   const sender = replyAddress(head, envelope);
   const author = addresses(field(head, 'from'))[0];
+  const first = facts.submitterHead;
+  const submitter = first && replyAddress(first, { sender: '', recipient: undefined, source: 'none' });
   const fromAdmin = [author, envelope.sender.toLowerCase()].some((a) => a !== undefined && cfg.admins.includes(a));
   const blocked = autoReplyBlock(head, envelope, sender, cfg);
   const subject = headerSafe(decodedSubject(head), 150);
@@ -870,7 +872,7 @@ export function planReplies(facts: ReplyFacts, cfg: Config): Draft[] {
     if (!who.admins) return;
     for (const admin of cfg.admins) {
       if (admin === author || admin === envelope.sender.toLowerCase()) continue;
-      const replyTo = [...new Set([facts.submitter, vars.ticket_address!].filter((a): a is string => !!a))];
+      const replyTo = [...new Set([submitter, vars.ticket_address!].filter((a): a is string => !!a))];
       drafts.push(draft('notify', admin, tagged(`${event}: `), 'notify', {
         replyTo, autoSubmitted: 'auto-generated', body: renderTemplate(facts.templates.notify ?? TEMPLATES.notify, { ...vars, event }),
       }));
@@ -888,12 +890,16 @@ export function planReplies(facts: ReplyFacts, cfg: Config): Draft[] {
     case 'reopened':
       notify('Reopened');
       break;
-    case 'closed':
-      if (facts.submitter && author !== facts.submitter && !blocked) {
-        drafts.push(draft('close-notice', facts.submitter, tagged('Closed: '), 'close-notice'));
+    case 'closed': {
+      // It answers the closer's message and goes to the submitter: RFC 3834's rules hold for
+      // both messages (a ticket opened by a robot, a list or a bounce gets no notice).
+      const bySubmitter = first && author !== undefined && [submitter, addresses(field(first, 'from'))[0]].includes(author);
+      if (first && submitter && !bySubmitter && !blocked && !autoReplyBlock(first, { sender: submitter, recipient: undefined, source: 'none' }, submitter, cfg)) {
+        drafts.push(draft('close-notice', submitter, tagged('Closed: '), 'close-notice'));
       }
       if (!fromAdmin) notify('Closed');
       break;
+    }
     case 'close-refused':
       reply('close-refused', tagged('Not closed: '), 'close-refused');
       if (!fromAdmin) notify('Update');
@@ -1674,7 +1680,7 @@ function draftReplies(store: Store, incoming: Incoming, filed: Pick<Filed, 'outc
   const firstHead = filed.outcome === 'created' ? incoming.head : place && firstHeadOf(store.ticketPath(filed.ticket!, place));
   return planReplies({
     outcome: filed.outcome, ticket: filed.ticket, missing: filed.missing, head: incoming.head, envelope: incoming.envelope,
-    submitter: firstHead && replyAddress(firstHead, { sender: '', recipient: undefined, source: 'none' }),
+    submitterHead: firstHead,
     summary, templates, domain, now, unique: randomHex,
   }, store.cfg);
 }
