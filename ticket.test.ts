@@ -1003,6 +1003,18 @@ describe('sending failures never fail a delivery', () => {
     expect(m.sent()[0]!.text).toBe(kept[0]!.message.toString());
     expect(readFileSync(outbox, 'utf8')).toBe('');
   });
+  it('keeps mail in the outbox while a flush waits on a slow sendmail', async () => {
+    const m = mailSetup(['--notify', 'none', '--sendmail', join(tempDir(), 'none')]);
+    expect(m.send('submit@tickets.example', 'alice@customer.example', mail()).status).toBe(0);
+    const flushing = deliverAsync(['flush', '--dir', m.tickets, '--sendmail', FAKE_SENDMAIL], '', { ...m.env, FAKE_SENDMAIL_MODE: 'slow' });
+    while (!readdirSync(m.outbox).some((f) => f.endsWith('.args'))) await new Promise((r) => setTimeout(r, 20));
+    const r = m.send('submit@tickets.example', 'alice@customer.example', mail({ subject: 'second' }), ['--lock-timeout', '1']);
+    expect(r).toMatchObject({ status: 0, stderr: expect.stringMatching(/^ticket-mail: 1 message\(s\) kept in the outbox .*\n$/) });
+    expect(await flushing).toMatchObject({ status: 0, stdout: 'sent 1, kept 0\n' });
+    expect(m.sent().map((s) => s.headers.get('subject'))).toEqual([['[issue1] Printer on fire']]);
+    const kept = readMbox(readFileSync(join(m.tickets, '.ticket-mail', 'outbox')));
+    expect(kept.map((k) => [k.note, /^Subject: (.*)$/m.exec(k.message.toString())?.[1]])).toEqual([['outbox ack alice@customer.example', '[issue2] second']]);
+  });
   it('keeps what still fails when flushing', () => {
     const m = mailSetup(['--notify', 'none', '--sendmail', join(tempDir(), 'none')]);
     expect(m.send('submit@tickets.example', 'alice@customer.example', mail()).status).toBe(0);

@@ -1531,14 +1531,24 @@ function keepInOutbox(store: Store, mails: Outgoing[]): void {
   } finally { lock.release(); }
 }
 
-/** Sends what the outbox holds; what still fails stays there. */
+/**
+ * Sends what the outbox holds; what still fails stays there. One flush at a time (none sends
+ * a mail another is sending), but the outbox's own lock is held only to read it and to write
+ * it back: deliveries keeping mail there must not wait out sendmail (60 s a try) and time out,
+ * losing their replies. Mail they add meanwhile is kept as it is, after what failed again.
+ */
 export async function flushOutbox(store: Store): Promise<{ sent: number; kept: number; error: string | undefined }> {
   const path = join(store.cfg.dir, OUTBOX);
   if (!existsSync(path)) return { sent: 0, kept: 0, error: undefined };
   const sendmail = await mailer(store.cfg);
-  const lock = takeLock(path, store.cfg, (intent) => recoverTicketStep(store, intent));
+  const underLock = <T>(work: () => T): T => {
+    const lock = takeLock(path, store.cfg, (intent) => recoverTicketStep(store, intent));
+    try { return work(); } finally { lock.release(); }
+  };
+  const flushing = takeLock(`${path}.flush`, store.cfg, () => {});
   try {
-    const records = readMbox(readFileSync(path));
+    const taken = underLock(() => readFileSync(path));
+    const records = readMbox(taken);
     const kept: Buffer[] = [];
     let error: string | undefined;
     for (const record of records) {
@@ -1551,11 +1561,13 @@ export async function flushOutbox(store: Store): Promise<{ sent: number; kept: n
       }
     }
     if (kept.length < records.length) {
-      writeFileDurably(`${path}.new`, Buffer.concat(kept));
-      renameSync(`${path}.new`, path);
+      underLock(() => { // a crash before this rename sends the mail taken again: twice rather than never
+        writeFileDurably(`${path}.new`, [...kept, readFileSync(path).subarray(taken.length)]);
+        renameSync(`${path}.new`, path);
+      });
     }
     return { sent: records.length - kept.length, kept: kept.length, error };
-  } finally { lock.release(); }
+  } finally { flushing.release(); }
 }
 
 /** At most cfg.replyLimit automatic replies per recipient per hour, counted across processes. */
