@@ -231,9 +231,12 @@ describe('HTML as text', () => {
       .toBe('a <b> éA &bogus;\n\ncd\n* e');
     expect(htmlToText('a   \n\n\n\n<div>b</div>\t\n')).toBe('a\n\nb');
   });
-  it('stops at a tag or a script never closed', () => {
-    expect(htmlToText(`a<b${'<'.repeat(100)}`)).toBe('a');
-    expect(htmlToText('a<style>b')).toBe('a');
+  it('keeps as text a "<" that starts no tag, a tag never closed, and an element never ended', () => {
+    expect(htmlToText('2 < 3 is true, <3')).toBe('2 < 3 is true, <3');
+    expect(htmlToText(`a<b${'<'.repeat(5)}`)).toBe('a<b<<<<<');
+    expect(htmlToText('<html><head><title>T</title><body><p>Hello</p>')).toBe('Hello');
+    expect(htmlToText('a<script>x</script>b<style>c<p>d</p>')).toBe('abcd');
+    expect(htmlToText('&constructor; &AMP; &#0; &#x110000;')).toBe('&constructor; & &#0; &#x110000;');
   });
 });
 

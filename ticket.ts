@@ -922,32 +922,41 @@ function attachmentLines(summary: Summary | undefined): string {
  * Readable text from HTML, for HTML-only mail in a notification. One pass from tag to tag:
  * regular expressions over the whole text took seconds on hostile HTML (thousands of "<"
  * or "<script" never closed, a long run of spaces), each match scanning on to the end.
+ * A "<" that starts no tag ("2 < 3", "<3") is text, as is the rest after one never closed.
  */
 export function htmlToText(html: string): string {
-  const entities: Record<string, string> = { amp: '&', lt: '<', gt: '>', quot: '"', apos: "'", nbsp: ' ' };
+  // Maps, not objects: a name from the mail such as "constructor" must find nothing.
+  const entities = new Map(Object.entries({ amp: '&', lt: '<', gt: '>', quot: '"', apos: "'", nbsp: ' ' }));
+  // Where the content of a skipped element ends; <head> also ends where <body> starts.
+  const skipEnd = new Map([['script', /<\/script\s*>/gi], ['style', /<\/style\s*>/gi], ['head', /<\/head\s*>|(?=<body\b)/gi]]);
+  const unended = new Set<string>(); // searched once to the end in vain: never searched again
   let text = '';
   for (let at = 0; at < html.length;) {
     const open = html.indexOf('<', at);
     if (open < 0) { text += html.slice(at); break; }
     text += html.slice(at, open);
-    const close = html.indexOf('>', open);
-    if (close < 0) break; // a tag never closed: no text follows
-    const name = /^\/?[a-z][a-z0-9]*/i.exec(html.slice(open + 1, close))?.[0].toLowerCase();
+    const name = /^<(\/?[a-z][a-z0-9]*|[!?])/i.exec(html.slice(open, open + 12))?.[1]?.toLowerCase();
+    const close = name === undefined ? -1 : html.indexOf('>', open);
+    if (name === undefined || close < 0) { // a "<" of the text (once none closes, none later does either)
+      text += name === undefined ? '<' : html.slice(open);
+      at = name === undefined ? open + 1 : html.length;
+      continue;
+    }
     at = close + 1;
-    if (name === 'script' || name === 'style' || name === 'head') { // skipped to its end tag
-      const end = new RegExp(`</${name}\\s*>`, 'gi');
+    const end = skipEnd.get(name);
+    if (end && !unended.has(name)) {
       end.lastIndex = at;
-      if (!end.exec(html)) break;
-      at = end.lastIndex;
+      if (end.exec(html)) at = end.lastIndex;
+      else unended.add(name);
     } else if (name === 'li') {
       text += '\n* ';
-    } else if (name && /^(br|\/(p|div|h[1-6]|tr|table|ul|ol))$/.test(name)) {
+    } else if (/^(br|\/(p|div|h[1-6]|tr|table|ul|ol))$/.test(name)) {
       text += '\n';
     }
   }
   return text
     .replace(/&(#x[0-9a-f]+|#\d+|[a-z]+);/gi, (whole, e: string) => {
-      if (e[0] !== '#') return entities[e.toLowerCase()] ?? whole;
+      if (e[0] !== '#') return entities.get(e.toLowerCase()) ?? whole;
       const cp = e[1] === 'x' || e[1] === 'X' ? parseInt(e.slice(2), 16) : Number(e.slice(1));
       return cp > 0 && cp <= 0x10ffff ? String.fromCodePoint(cp) : whole;
     })
