@@ -150,6 +150,8 @@ describe('envelope', () => {
     expect(resolveEnvelope({}, { RECIPIENT: 'Me@Example.org' }, 'x@y', notOurs, cfg()))
       .toEqual({ sender: 'x@y', recipient: 'me@example.org', source: 'postfix' });
     expect(resolveEnvelope({}, forward, undefined, notOurs, cfg()).source).toBe('exim');
+    // Without --domain any domain's submit@ would do: a personal mail Cc'd to one elsewhere stays unmatched.
+    expect(resolveEnvelope({}, forward, undefined, h, cfg({ domain: undefined })).recipient).toBe('me@example.org');
   });
   it('takes header recipients only in our domain, and knows the null sender', () => {
     const foreign = head('To: submit@elsewhere.example');
@@ -1018,6 +1020,19 @@ describe('sending failures never fail a delivery', () => {
     const kept = readMbox(readFileSync(join(m.tickets, '.ticket-mail', 'outbox')));
     expect(kept.map((k) => [k.note, /^Subject: (.*)$/m.exec(k.message.toString())?.[1]])).toEqual([['outbox ack alice@customer.example', '[issue2] second']]);
   });
+  it('leaves the outbox to a flush that took over a stale one, with mail added meanwhile', async () => {
+    const m = mailSetup(['--notify', 'none', '--sendmail', join(tempDir(), 'none')]);
+    expect(m.send('submit@tickets.example', 'alice@customer.example', mail()).status).toBe(0);
+    const flush = ['flush', '--dir', m.tickets, '--sendmail', FAKE_SENDMAIL, '--stale-lock', '1'];
+    const first = deliverAsync(flush, '', { ...m.env, FAKE_SENDMAIL_MODE: 'slow', FAKE_SENDMAIL_SLEEP: '4' });
+    while (!readdirSync(m.outbox).some((f) => f.endsWith('.args'))) await new Promise((r) => setTimeout(r, 20));
+    await new Promise((r) => setTimeout(r, 1200)); // its flush lock is now older than --stale-lock
+    expect(deliver(flush, '', m.env)).toMatchObject({ status: 0, stdout: 'sent 1, kept 0\n' }); // sent twice, never lost
+    expect(m.send('submit@tickets.example', 'alice@customer.example', mail({ subject: 'second' })).status).toBe(0);
+    expect(await first).toMatchObject({ status: 0, stdout: 'sent 1, kept 0\n' });
+    const kept = readMbox(readFileSync(join(m.tickets, '.ticket-mail', 'outbox')));
+    expect(kept.map((k) => /^Subject: (.*)$/m.exec(k.message.toString())?.[1])).toEqual(['[issue2] second']);
+  }, 20_000);
   it('keeps what still fails when flushing', () => {
     const m = mailSetup(['--notify', 'none', '--sendmail', join(tempDir(), 'none')]);
     expect(m.send('submit@tickets.example', 'alice@customer.example', mail()).status).toBe(0);

@@ -388,7 +388,8 @@ export function route(head: Head, envelope: Envelope, cfg: Config,
  * The envelope, from the first source that gives one: flags, Exim's pipe environment,
  * Postfix's, else (a shell, procmail) the Delivered-To, X-Original-To, To and Cc headers.
  * The MTA's recipient yields to the headers when it is not one of our addresses: run from a
- * .forward or an alias, it is the user's own address, and ours is only in the headers.
+ * .forward or an alias, it is the user's own address, and ours is only in the headers. Only
+ * with --domain set, though: else a personal mail Cc'd to support@ elsewhere would open a ticket.
  */
 export function resolveEnvelope(flags: { recipient?: string; sender?: string }, env: NodeJS.ProcessEnv,
   fromLineSender: string | undefined, head: Head, cfg: Config): Envelope {
@@ -405,7 +406,7 @@ export function resolveEnvelope(flags: { recipient?: string; sender?: string }, 
     ? [`${env.LOCAL_PART_PREFIX ?? ''}${env.LOCAL_PART}${env.LOCAL_PART_SUFFIX ?? ''}@${env.DOMAIN}`, 'exim' as const]
     : [postfix, 'postfix' as const];
   const mta = mtaRecipient ? { sender, recipient: mtaRecipient.toLowerCase(), source } : undefined;
-  if (mta && addressKind(mta.recipient, cfg)) return mta;
+  if (mta && (addressKind(mta.recipient, cfg) || !cfg.domain)) return mta;
   for (const name of ['delivered-to', 'x-original-to', 'to', 'cc']) {
     for (const value of head.get(name) ?? []) {
       for (const a of addresses(value)) {
@@ -1124,7 +1125,10 @@ function isStale(content: string, mtimeMs: number, cfg: Config): boolean {
   return Date.now() - mtimeMs > cfg.staleLock * 1000;
 }
 
-/** Takes over a stale lock; returns true when we now hold it. */
+/**
+ * Takes over a stale lock; returns true when we now hold it. Throws a temporary error when the
+ * dead holder's step cannot be repaired (the lock is then ours, and left for the next taker).
+ */
 function breakIfStale(lockPath: string, post: string, cfg: Config, recover: (intent: string) => void): boolean {
   let before;
   let content;
@@ -1545,6 +1549,8 @@ function keepInOutbox(store: Store, mails: Outgoing[]): void {
  * a mail another is sending), but the outbox's own lock is held only to read it and to write
  * it back: deliveries keeping mail there must not wait out sendmail (60 s a try) and time out,
  * losing their replies. Mail they add meanwhile is kept as it is, after what failed again.
+ * The flush lock is renewed at each mail so that it never looks stale while we send; should
+ * it be taken over all the same, the outbox is no longer what we read, and is left as it is.
  */
 export async function flushOutbox(store: Store): Promise<{ sent: number; kept: number; error: string | undefined }> {
   const path = join(store.cfg.dir, OUTBOX);
@@ -1560,7 +1566,8 @@ export async function flushOutbox(store: Store): Promise<{ sent: number; kept: n
     const records = readMbox(taken);
     const kept: Buffer[] = [];
     let error: string | undefined;
-    for (const record of records) {
+    for (const [i, record] of records.entries()) {
+      flushing.intend(`flush ${i + 1} of ${records.length}`);
       const [word, kind, ...recipients] = record.note.split(' ');
       const mail: Outgoing = { kind: kind as ReplyKind, recipients: recipients.filter(isPlainAddress), text: record.message.toString() };
       const failed = word !== 'outbox' || mail.recipients.length === 0 ? 'not an outbox record' : sendmail(mail);
@@ -1571,7 +1578,9 @@ export async function flushOutbox(store: Store): Promise<{ sent: number; kept: n
     }
     if (kept.length < records.length) {
       underLock(() => { // a crash before this rename sends the mail taken again: twice rather than never
-        writeFileDurably(`${path}.new`, [...kept, readFileSync(path).subarray(taken.length)]);
+        const now = readFileSync(path);
+        if (!now.subarray(0, taken.length).equals(taken)) return;
+        writeFileDurably(`${path}.new`, [...kept, now.subarray(taken.length)]);
         renameSync(`${path}.new`, path);
       });
     }
@@ -1979,7 +1988,7 @@ export function checkSetup(store: Store): Finding[] {
     for (const name of names.filter((n) => n.endsWith('.lock'))) {
       const path = join(folderPath, name);
       try {
-        if (isStale(readFileSync(path, 'latin1'), statSync(path).mtimeMs, cfg)) say(false, `stale lock ${path}: its holder is gone (the next delivery recovers it, or remove it)`);
+        if (isStale(readFileSync(path, 'latin1'), statSync(path).mtimeMs, cfg)) say(false, `stale lock ${path}: its holder is gone (the next delivery repairs its step and takes it over)`);
       } catch { /* released meanwhile */ }
     }
   }
