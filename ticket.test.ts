@@ -184,7 +184,7 @@ describe('who hears of a filed message', () => {
   const member = { 'ack': 'sender', 'close-refused': 'sender', 'unknown-ticket': 'sender', 'close-notice': 'submitter', 'notify': 'admins' } as const;
   const plan = (outcome: typeof OUTCOMES[number], ticket: number | undefined, missing: number | undefined, c: Config) => planReplies({
     outcome, ticket, missing, head: head('From: Alice <alice@customer.example>\nSubject: help\nMessage-ID: <m1@customer.example>'),
-    envelope: { sender: 'alice@customer.example', recipient: 'ticket-3@tickets.example', source: 'flags' }, submitterHead: head('From: Bob <bob@customer.example>'),
+    envelope: { sender: 'alice@customer.example', recipient: 'ticket-3@tickets.example', source: 'flags' }, first: { head: head('From: Bob <bob@customer.example>'), sender: 'bob@customer.example' },
     summary: undefined, templates: {}, domain: 'tickets.example', now: new Date(), unique: () => 'u',
   }, c);
 
@@ -205,9 +205,9 @@ describe('who hears of a filed message', () => {
   });
 
   it('sends no close notice to a submitter an automatic reply may not answer, nor to one who closed', () => {
-    const noticeTo = (submitterHead: string, closer = 'max@tickets.example') => planReplies({
+    const noticeTo = (firstHead: string, closer = 'max@tickets.example', firstSender = 'bob@customer.example') => planReplies({
       outcome: 'closed', ticket: 3, missing: undefined, head: head(`From: ${closer}\nSubject: done`),
-      envelope: { sender: closer, recipient: 'ticket-3-done@tickets.example', source: 'flags' }, submitterHead: head(submitterHead),
+      envelope: { sender: closer, recipient: 'ticket-3-done@tickets.example', source: 'flags' }, first: { head: head(firstHead), sender: firstSender },
       summary: undefined, templates: {}, domain: 'tickets.example', now: new Date(), unique: () => 'u',
     }, cfg({ admins: ['max@tickets.example'] })).filter((d) => d.kind === 'close-notice').map((d) => d.to);
     const bob = 'From: Bob <bob@customer.example>';
@@ -218,6 +218,7 @@ describe('who hears of a filed message', () => {
     expect(noticeTo(`${bob}\nList-Id: <users.lists.example>`)).toEqual([]);
     expect(noticeTo(`${bob}\nAuto-Submitted: auto-generated`)).toEqual([]);
     expect(noticeTo('From: Mail Delivery System <MAILER-DAEMON@mx.example>')).toEqual([]);
+    expect(noticeTo(bob, 'max@tickets.example', '')).toEqual([]); // a bounce with a person's From:
   });
   it('names nobody for appends when no admin wants updates, and for duplicates', () => {
     expect(audience({ outcome: 'appended', ticket: 3 }, cfg({ admins: [] }))).toEqual({ sender: false, submitter: false, admins: false });
@@ -861,6 +862,12 @@ describe('acknowledgements and notifications', () => {
     expect(m.sent()).toHaveLength(4); // the admin closed it: no notification
     expect(m.send('ticket-1@tickets.example', 'alice@customer.example', mail({ subject: 'still broken' })).status).toBe(0);
     expect(m.sent().slice(4).map((s) => s.headers.get('subject')![0])).toEqual(['[issue1] Reopened: still broken', '[issue1] Reopened: still broken']);
+    // A ticket a bounce opened (null envelope sender, a person's From:): no notice when closed.
+    expect(m.send('submit@tickets.example', '', mail({ subject: 'Returned mail' })).status).toBe(0);
+    expect(readFileSync(join(m.tickets, '2'), 'latin1')).toMatch(/^From MAILER-DAEMON /);
+    const before = m.sent().length;
+    expect(m.send('ticket-2-done@tickets.example', 'max@tickets.example', close).status).toBe(0);
+    expect(m.sent().slice(before).map((s) => s.headers.get('subject')![0])).toEqual([]);
   });
 
   it('answers an unknown ticket number and a refused close with an error reply', async () => {

@@ -384,6 +384,9 @@ export function route(head: Head, envelope: Envelope, cfg: Config,
   return { action: 'create', rule: 'submit' };
 }
 
+/** An envelope sender as given; '' for the null sender of a bounce ("", "<>", MAILER-DAEMON). */
+const envelopeSender = (s: string) => (/^(<>|mailer-daemon)?$/i.test(s.trim()) ? '' : s.trim());
+
 /**
  * The envelope, from the first source that gives one: flags, Exim's pipe environment,
  * Postfix's, else (a shell, procmail) the Delivered-To, X-Original-To, To and Cc headers.
@@ -393,13 +396,12 @@ export function route(head: Head, envelope: Envelope, cfg: Config,
  */
 export function resolveEnvelope(flags: { recipient?: string; sender?: string }, env: NodeJS.ProcessEnv,
   fromLineSender: string | undefined, head: Head, cfg: Config): Envelope {
-  const nullSender = (s: string) => (/^(<>|mailer-daemon)?$/i.test(s.trim()) ? '' : s.trim());
   // With no envelope at all (a person at a shell), Return-Path is the MTA's record of it, else From.
   const fromHeaders = () => {
     const returnPath = field(head, 'return-path');
     return (returnPath !== undefined ? addresses(returnPath)[0] : addresses(field(head, 'from'))[0]) ?? '';
   };
-  const sender = nullSender(flags.sender ?? env.SENDER ?? fromLineSender ?? fromHeaders());
+  const sender = envelopeSender(flags.sender ?? env.SENDER ?? fromLineSender ?? fromHeaders());
   if (flags.recipient) return { sender, recipient: flags.recipient.toLowerCase(), source: 'flags' };
   const postfix = env.RECIPIENT || env.ORIGINAL_RECIPIENT;
   const [mtaRecipient, source] = env.LOCAL_PART && env.DOMAIN
@@ -728,6 +730,9 @@ export interface Draft {
 /** The decoded text and attachment list of a message, for notifications and close notices. */
 export interface Summary { text: string; attachments: Array<{ name: string; size: number }> }
 
+/** A ticket's first message, the submitter's: its head and envelope sender ('' for a bounce). */
+export interface FirstMessage { head: Head; sender: string }
+
 /** Everything planReplies needs to know, gathered by the I/O shell. */
 export interface ReplyFacts {
   outcome: Outcome;
@@ -735,7 +740,7 @@ export interface ReplyFacts {
   missing: number | undefined;       // the unknown ticket number, for the error reply
   head: Head;
   envelope: Envelope;
-  submitterHead: Head | undefined;   // the head of the ticket's first message
+  first: FirstMessage | undefined;   // the ticket's first message
   summary: Summary | undefined;
   templates: Partial<Record<TemplateName, string>>;
   domain: string;
@@ -838,8 +843,8 @@ export function planReplies(facts: ReplyFacts, cfg: Config): Draft[] {
   if (head.get(LOOP_HEADER.toLowerCase())?.some((v) => v.toLowerCase() === domain)) return [];
   const sender = replyAddress(head, envelope);
   const author = addresses(field(head, 'from'))[0];
-  const first = facts.submitterHead;
-  const submitter = first && replyAddress(first, { sender: '', recipient: undefined, source: 'none' });
+  const { first } = facts;
+  const submitter = first && replyAddress(first.head, { sender: '', recipient: undefined, source: 'none' });
   const fromAdmin = [author, envelope.sender.toLowerCase()].some((a) => a !== undefined && cfg.admins.includes(a));
   const blocked = autoReplyBlock(head, envelope, sender, cfg);
   const subject = headerSafe(decodedSubject(head), 150);
@@ -894,8 +899,8 @@ export function planReplies(facts: ReplyFacts, cfg: Config): Draft[] {
     case 'closed': {
       // It answers the closer's message and goes to the submitter: RFC 3834's rules hold for
       // both messages (a ticket opened by a robot, a list or a bounce gets no notice).
-      const bySubmitter = first && author !== undefined && [submitter, addresses(field(first, 'from'))[0]].includes(author);
-      if (first && submitter && !bySubmitter && !blocked && !autoReplyBlock(first, { sender: submitter, recipient: undefined, source: 'none' }, submitter, cfg)) {
+      const bySubmitter = first && author !== undefined && [submitter, addresses(field(first.head, 'from'))[0]].includes(author);
+      if (first && submitter && !bySubmitter && !blocked && !autoReplyBlock(first.head, { sender: first.sender, recipient: undefined, source: 'none' }, submitter, cfg)) {
         drafts.push(draft('close-notice', submitter, tagged('Closed: '), 'close-notice'));
       }
       if (!fromAdmin) notify('Closed');
@@ -1431,15 +1436,19 @@ function moveTicket(store: Store, n: number, from: 'open' | 'archived', to: 'ope
   fsyncPath(store.cfg.dir);
 }
 
-/** The head of a ticket's first message (its submitter's), read from the file's start. */
-function firstHeadOf(path: string): Head | undefined {
+/** A ticket's first message (its submitter's), read from the file's start. */
+function firstMessageOf(path: string): FirstMessage | undefined {
   const fd = openSync(path, 'r');
-  try { return firstHead(fd, 64 * 1024); } finally { closeSync(fd); }
+  try {
+    const start = readStart(fd, 64 * 1024);
+    const head = headOfMbox(start);
+    return head && { head, sender: envelopeSender(splitEnvelopeLine(start).fromLineSender ?? '') };
+  } finally { closeSync(fd); }
 }
 
-function firstHead(fd: number, bytes: number): Head | undefined {
+function readStart(fd: number, bytes: number): Buffer {
   const buf = Buffer.alloc(bytes);
-  return headOfMbox(buf.subarray(0, readSync(fd, buf, 0, buf.length, 0)));
+  return buf.subarray(0, readSync(fd, buf, 0, buf.length, 0));
 }
 
 /** The head of the first message in the start of an mbox. */
@@ -1450,7 +1459,7 @@ function headOfMbox(start: Buffer): Head | undefined {
 
 /** May the author of this message close open ticket N? */
 function closeAllowed(store: Store, n: number, head: Head): boolean {
-  const first = firstHeadOf(store.ticketPath(n, 'open'));
+  const first = firstMessageOf(store.ticketPath(n, 'open'))?.head;
   return mayClose(addresses(field(head, 'from'))[0], first && addresses(field(first, 'from'))[0], store.cfg);
 }
 
@@ -1707,10 +1716,11 @@ function draftReplies(store: Store, incoming: Incoming, filed: Pick<Filed, 'outc
   // The submitter matters only to notifications and the close notice: read it only then.
   const who = audience(filed, store.cfg);
   const place = !(who.submitter || who.admins) || filed.ticket === undefined ? undefined : store.placeOf(filed.ticket);
-  const firstHead = filed.outcome === 'created' ? incoming.head : place && firstHeadOf(store.ticketPath(filed.ticket!, place));
+  const first = filed.outcome === 'created' ? { head: incoming.head, sender: incoming.envelope.sender }
+    : place && firstMessageOf(store.ticketPath(filed.ticket!, place));
   return planReplies({
     outcome: filed.outcome, ticket: filed.ticket, missing: filed.missing, head: incoming.head, envelope: incoming.envelope,
-    submitterHead: firstHead,
+    first,
     summary, templates, domain, now, unique: randomHex,
   }, store.cfg);
 }
@@ -1855,7 +1865,7 @@ function ticketEntry(path: string, cached: CacheEntry | undefined): CacheEntry |
       return { ...cached, ...stamp, tail: tailPrint(tailBefore(fd, st.size)), messages: cached.messages + count };
     }
     const { count, bytes } = countRecords(fd, 0, st.size);
-    const head = bytes ? headOfMbox(bytes.subarray(0, 16 * 1024)) : firstHead(fd, 16 * 1024);
+    const head = headOfMbox(bytes ? bytes.subarray(0, 16 * 1024) : readStart(fd, 16 * 1024));
     return {
       ...stamp,
       tail: tailPrint(bytes ?? tailBefore(fd, st.size)),
