@@ -1998,7 +1998,7 @@ export function checkSetup(store: Store): Finding[] {
     for (const name of names.filter((n) => n.endsWith('.lock'))) {
       const path = join(folderPath, name);
       try {
-        if (isStale(readFileSync(path, 'latin1'), statSync(path).mtimeMs, cfg)) say(false, `stale lock ${path}: its holder is gone (the next delivery repairs its step and takes it over)`);
+        if (isStale(readFileSync(path, 'latin1'), statSync(path).mtimeMs, cfg)) say(false, `stale lock ${path}: its holder is gone (whoever takes it next repairs the step it names first)`);
       } catch { /* released meanwhile */ }
     }
   }
