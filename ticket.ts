@@ -844,7 +844,8 @@ export function planReplies(facts: ReplyFacts, cfg: Config): Draft[] {
   const sender = replyAddress(head, envelope);
   const author = addresses(field(head, 'from'))[0];
   const { first } = facts;
-  const submitter = first && replyAddress(first.head, { sender: '', recipient: undefined, source: 'none' });
+  const firstEnvelope: Envelope = { sender: first?.sender ?? '', recipient: undefined, source: 'none' };
+  const submitter = first && replyAddress(first.head, firstEnvelope);
   const fromAdmin = [author, envelope.sender.toLowerCase()].some((a) => a !== undefined && cfg.admins.includes(a));
   const blocked = autoReplyBlock(head, envelope, sender, cfg);
   const subject = headerSafe(decodedSubject(head), 150);
@@ -900,7 +901,7 @@ export function planReplies(facts: ReplyFacts, cfg: Config): Draft[] {
       // It answers the closer's message and goes to the submitter: RFC 3834's rules hold for
       // both messages (a ticket opened by a robot, a list or a bounce gets no notice).
       const bySubmitter = first && author !== undefined && [submitter, addresses(field(first.head, 'from'))[0]].includes(author);
-      if (first && submitter && !bySubmitter && !blocked && !autoReplyBlock(first.head, { sender: first.sender, recipient: undefined, source: 'none' }, submitter, cfg)) {
+      if (first && submitter && !bySubmitter && !blocked && !autoReplyBlock(first.head, firstEnvelope, submitter, cfg)) {
         drafts.push(draft('close-notice', submitter, tagged('Closed: '), 'close-notice'));
       }
       if (!fromAdmin) notify('Closed');
@@ -1563,7 +1564,7 @@ function keepInOutbox(store: Store, mails: Outgoing[]): void {
  */
 export async function flushOutbox(store: Store): Promise<{ sent: number; kept: number; error: string | undefined }> {
   const path = join(store.cfg.dir, OUTBOX);
-  if (!existsSync(path)) return { sent: 0, kept: 0, error: undefined };
+  if (!exists(path)) return { sent: 0, kept: 0, error: undefined };
   const sendmail = await mailer(store.cfg);
   const underLock = <T>(work: () => T): T => {
     const lock = takeLock(path, store.cfg, (intent) => recoverTicketStep(store, intent));
