@@ -27,7 +27,7 @@
  * then the I/O shell (stdin, locks, files, exit codes), then the CLI.
  */
 import {
-  accessSync, closeSync, existsSync, fstatSync, fsyncSync, ftruncateSync, linkSync, mkdirSync,
+  accessSync, chmodSync, chownSync, closeSync, existsSync, fstatSync, fsyncSync, ftruncateSync, linkSync, mkdirSync,
   openSync, readFileSync, readSync, readdirSync, realpathSync, renameSync, rmSync, statSync, unlinkSync, writeFileSync, writeSync,
   constants as fsc,
 } from 'node:fs';
@@ -1001,12 +1001,22 @@ export class Store {
     }
     return undefined;
   }
-  /** Creates DIR (if its parent exists), archived/ and .ticket-mail/, each 0700. */
+  /**
+   * Creates DIR (if its parent exists) and .ticket-mail/, 0700, and archived/ with the
+   * permissions and group of DIR: the group search permission the MTA's SMTP-time check of
+   * ticket numbers needs must hold for closed tickets too, or they could not be reopened by mail.
+   */
   ensureFolders(): void {
     for (const folder of [this.cfg.dir, this.archived, this.state]) {
       if (statSync(folder, { throwIfNoEntry: false })?.isDirectory()) continue;
       try {
         mkdirSync(folder, { mode: 0o700 });
+        if (folder === this.archived) {
+          const parent = statSync(this.cfg.dir);
+          chmodSync(folder, parent.mode & 0o2770); // mkdir's mode passes through the umask
+          // A setgid DIR gave archived/ its group already; else only a member of the group may give it.
+          try { chownSync(folder, -1, parent.gid); } catch { /* check says so */ }
+        }
         fsyncPath(join(folder, '..'));
       } catch (e) {
         if (code(e) === 'ENOENT') throw temporary(`cannot create ${folder}: its parent folder does not exist`);
@@ -2081,6 +2091,133 @@ export function addCc(draft: string, address: string): string {
 }
 
 // ---------------------------------------------------------------------------------------
+// The installation: what `setup` writes and what `exim-config` / `postfix-config` print
+// ---------------------------------------------------------------------------------------
+
+/** Where an installation's pieces are: what setup writes, and what the MTA's configuration names. */
+export interface Installation {
+  user: string;       // the pipe's user: it owns the tickets folder, and only it writes there
+  home: string;       // its HOME (the code cache), outside the tickets folder
+  launcher: string;   // the pipe command the MTA runs
+  config: string;     // the config file the launcher names
+  node: string;       // absolute paths of the runtime and of this program, as installed
+  program: string;
+}
+
+export const INSTALL_DEFAULTS = {
+  user: 'tickets', home: '/var/lib/ticket-mail', launcher: '/usr/local/libexec/ticket-mail-deliver',
+  config: '/etc/ticket-mail/config.json',
+} as const;
+
+/** A word for /bin/sh, quoted only when it needs to be (paths in generated files stay readable). */
+const shWord = (w: string) => (/^[\w@%+=:,./-]+$/.test(w) ? w : shellWord(w));
+
+/**
+ * The MTA's pipe command. It passes ticket-mail's exit status on, except when ticket-mail
+ * cannot run at all (node or the program missing, as during an upgrade; a damaged install; a
+ * crash): then the MTA hears 75 and one sentence, and keeps the mail queued. Without it, node's
+ * exit 1 and its stack trace reach the customer as a bounce. Deliveries print nothing on stdout.
+ */
+export function launcherScript(inst: Installation): string {
+  return `#!/bin/sh
+# ticket-mail's pipe command, written by "ticket-mail setup": run that again after moving node
+# or ticket-mail. The MTA runs this for every message; it passes ticket-mail's exit status on,
+# but when ticket-mail cannot run at all it exits 75 with one sentence, so the mail stays queued.
+node=${shWord(inst.node)}
+program=${shWord(inst.program)}
+errors=$("$node" "$program" --config ${shWord(inst.config)} "$@" 2>&1 >/dev/null)
+status=$?
+case $status in
+  0|65|67|75) [ -z "$errors" ] || printf '%s\\n' "$errors" >&2; exit "$status" ;;
+esac
+why=$(printf '%s\\n' "$errors" | sed -n '/^[A-Za-z]*Error: /{p;q;}')
+printf 'ticket-mail: cannot run %s %s (exit status %s%s); the mail stays queued\\n' "$node" "$program" "$status" "\${why:+: $why}" >&2
+exit 75
+`;
+}
+
+/** One of these strings, as a regular expression: "(?:a|b)", "(?:a)?" when one is empty. */
+function oneOf(strings: string[]): string {
+  const words = [...new Set(strings.filter(Boolean))].map(escapeRegExp);
+  if (!words.length) return '';
+  if (strings.includes('')) return `(?:${words.join('|')})?`;
+  return words.length === 1 ? words[0]! : `(?:${words.join('|')})`;
+}
+
+/**
+ * The local parts of our ticket and close addresses as one anchored regular expression; with
+ * `capture`, its group 1 is the ticket number (what is around it is checked by local_parts).
+ */
+function addressFormsRegExp(cfg: Config, capture: boolean): string {
+  const digits = '[1-9][0-9]{0,8}';
+  const [tb, ta] = cfg.ticketAddress.split('N') as [string, string];
+  const [cb, ca] = cfg.closeAddress.split('N') as [string, string];
+  if (capture) return `^${oneOf([tb, cb])}(${digits})${oneOf([ta, ca])}$`;
+  return `^(?:${escapeRegExp(tb)}${digits}${escapeRegExp(ta)}|${escapeRegExp(cb)}${digits}${escapeRegExp(ca)})$`;
+}
+
+/** The router and transport for Exim 4.96 or newer, with this installation's paths. */
+export function eximSnippet(cfg: Config, inst: Installation): string {
+  const domain = cfg.domain ?? 'tickets.example.org';
+  const localParts = `${cfg.submit} : \\N${addressFormsRegExp(cfg, false)}\\N`;
+  const number = `\${sg{$local_part}{\\N${addressFormsRegExp(cfg, true)}\\N}{\\$1}}`;
+  return `# ticket-mail for Exim 4.96 or newer, printed by "ticket-mail exim-config" for this installation.
+# Debian, split configuration: the routers as /etc/exim4/conf.d/router/350_exim4-config_ticket_mail
+# (before 400_exim4-config_system_aliases), the transport as
+# /etc/exim4/conf.d/transport/30_exim4-config_ticket_mail. Single file (the default): the routers
+# into "begin routers" of /etc/exim4/exim4.conf.template before system_aliases, the transport
+# after "begin transports". Then: update-exim4.conf && systemctl reload exim4
+
+# ---- routers ---------------------------------------------------------------------------
+# Mail for a ticket that exists neither open nor archived is not routed here while Exim checks a
+# recipient at SMTP time, so the RCPT is refused with 550 and no bounce is made. Exim checks as
+# its own user (Debian-exim), which needs search permission on both folders ("ticket-mail setup"
+# gives it; "ticket-mail check" says whether it has it). Debian's ACL checks recipients only of
+# mail from outside (not from relay_from_hosts or local sendmail): the second router takes those.
+ticket_mail:
+  driver = accept
+  domains = ${domain}
+  local_parts = ${localParts}
+  condition = \${if or {{eq{$local_part}{${cfg.submit}}} \\
+                       {exists{${cfg.dir}/${number}}} \\
+                       {exists{${cfg.dir}/archived/${number}}}}}
+  transport = ticket_mail_pipe
+
+# Accepted without an SMTP-time check (a local client, a relay host) but for no ticket: ticket-mail
+# files it in "unmatched" and tells the sender, where Exim would bounce it.
+ticket_mail_unchecked:
+  driver = accept
+  domains = ${domain}
+  local_parts = ${localParts}
+  verify = false
+  transport = ticket_mail_pipe
+
+# ---- transport ------------------------------------------------------------------------
+ticket_mail_pipe:
+  driver = pipe
+  # Fixed: Exim refuses tainted values such as $local_part in a command; ticket-mail reads
+  # LOCAL_PART, LOCAL_PART_SUFFIX, DOMAIN and SENDER from the environment. The launcher exits 75
+  # when ticket-mail cannot run at all, so a broken install keeps mail queued.
+  command = ${inst.launcher}
+  user = ${inst.user}
+  # The code cache lives in $HOME/.cache/ticket-mail: outside the tickets folder.
+  home_directory = ${inst.home}
+  current_directory = ${inst.home}
+  path = /usr/local/bin:/usr/bin:/bin
+  # ticket-mail stores what it reads byte for byte: no extra trailing line (the default From_
+  # prefix line is fine, ticket-mail drops it).
+  message_suffix =
+  # 75: try again later. The one-line reason goes into the log, and into a bounce for 65/67.
+  temp_errors = 75
+  log_defer_output
+  log_fail_output
+  return_fail_output
+  timeout = 10m
+  timeout_defer
+`;
+}
+
+// ---------------------------------------------------------------------------------------
 // I/O shell: reading stdin, the audit log, exit codes
 // ---------------------------------------------------------------------------------------
 
@@ -2183,11 +2320,15 @@ export function deliver(store: Store, raw: Message, env: NodeJS.ProcessEnv,
 
 const VERSION = typeof TICKET_MAIL_VERSION === 'string' ? TICKET_MAIL_VERSION : '0.0.0-dev';
 
+/**
+ * The config file: JSON, where a line whose first non-blank characters are "//" is a comment
+ * (no JSON string can hold a line break, so such a line is never inside a value).
+ */
 function readConfigFile(path: string | undefined): Record<string, unknown> {
   if (!path) return {};
   let parsed: unknown;
   try {
-    parsed = JSON.parse(readFileSync(path, 'utf8'));
+    parsed = JSON.parse(readFileSync(path, 'utf8').replace(/^[ \t]*\/\/.*$/gm, ''));
   } catch (e) {
     throw temporary(`cannot read config file ${path}: ${e instanceof SyntaxError ? 'not valid JSON' : reason(e)}`);
   }
@@ -2237,8 +2378,19 @@ function configFrom(): Config {
     // A repeated flag: for anything but --admin the last one wins.
     if (values) flags[name] = name === 'admin' ? values : values.at(-1);
   }
-  const file = typed.config?.at(-1) ?? process.env.TICKET_MAIL_CONFIG;
-  return resolveConfig(flags, readConfigFile(file), process.env);
+  return resolveConfig(flags, readConfigFile(configPath()), process.env);
+}
+
+/**
+ * --config, else $TICKET_MAIL_CONFIG (set but empty: none), else the one setup writes, when it
+ * exists: so the pipe and a bare "ticket-mail list" read the same settings.
+ */
+function configPath(): string | undefined {
+  const given = typed.config?.at(-1) ?? process.env.TICKET_MAIL_CONFIG;
+  if (given !== undefined) return given || undefined;
+  try {
+    return statSync(INSTALL_DEFAULTS.config, { throwIfNoEntry: false }) ? INSTALL_DEFAULTS.config : undefined;
+  } catch { return INSTALL_DEFAULTS.config; } // there but unreadable: reading it says why
 }
 
 const warn = (warning: string) => process.stderr.write(`ticket-mail: ${warning}\n`);
@@ -2249,6 +2401,7 @@ const envelopeFlags = () => ({ recipient: typed.recipient?.at(-1), sender: typed
 async function runDelivery(afterDelivery?: () => void): Promise<void> {
   try {
     const cfg = configFrom();
+    await actAsOwner(cfg).catch((e) => { throw temporary((e as Error).message); });
     const store = new Store(cfg);
     store.ensureFolders(); // before reading: a large message is spooled into the state folder
     const raw = readStdin(cfg.maxSize, store.state);
@@ -2266,10 +2419,12 @@ async function runDelivery(afterDelivery?: () => void): Promise<void> {
  * Runs a maintainer's command: its errors are one line on stderr and exit 1 (these are
  * people at a terminal or scripts, not an MTA).
  */
-function tool(run: (cfg: Config, ...args: any[]) => unknown) {
+function tool(run: (cfg: Config, ...args: any[]) => unknown, asOwner = true) {
   return async (...args: any[]) => {
     try {
-      process.exitCode = (await run(configFrom(), ...args)) === false ? 1 : 0;
+      const cfg = configFrom();
+      if (asOwner) await actAsOwner(cfg);
+      process.exitCode = (await run(cfg, ...args)) === false ? 1 : 0;
     } catch (e) {
       warn(e instanceof Error && !(e as NodeJS.ErrnoException).code ? e.message : `error: ${reason(e)}`);
       process.exitCode = 1;
@@ -2394,6 +2549,121 @@ async function runFlush(cfg: Config): Promise<boolean> {
   return kept === 0;
 }
 
+/** A user account as getent(1) tells it (so LDAP and other NSS users count too). */
+async function account(user: string | number): Promise<{ name: string; uid: number; gid: number; home: string } | undefined> {
+  const { spawnSync } = await childProcess();
+  const r = spawnSync('getent', ['passwd', String(user)], { encoding: 'utf8' });
+  const [name, , uid, gid, , home] = r.status === 0 ? r.stdout.trim().split(':') : [];
+  return name && home !== undefined ? { name, uid: Number(uid), gid: Number(gid), home } : undefined;
+}
+
+async function groupId(group: string): Promise<number | undefined> {
+  const { spawnSync } = await childProcess();
+  const r = spawnSync('getent', ['group', group], { encoding: 'utf8' });
+  return r.status === 0 ? Number(r.stdout.split(':')[2]) : undefined;
+}
+
+/**
+ * Run as root on a tickets folder another user owns, we become that user: whatever root made
+ * in there (an index folder, the list cache) would later defer that user's deliveries for ever.
+ */
+async function actAsOwner(cfg: Config): Promise<void> {
+  if (process.getuid?.() !== 0) return;
+  const owner = statSync(cfg.dir, { throwIfNoEntry: false })?.uid;
+  if (owner === undefined || owner === 0) return;
+  const who = await account(owner);
+  const { spawnSync } = await childProcess();
+  const groups = who && spawnSync('id', ['-G', who.name], { encoding: 'utf8' }).stdout?.trim().split(/\s+/).map(Number);
+  if (!who || !groups?.length || !process.setuid || !process.setgid || !process.setgroups) {
+    throw new Error(`${cfg.dir} belongs to ${who?.name ?? `uid ${owner}`}: run this as that user (sudo -u ${who?.name ?? `'#${owner}'`} ticket-mail ...)`);
+  }
+  process.setgroups(groups);
+  process.setgid(who.gid);
+  process.setuid(who.uid);
+  Object.assign(process.env, { HOME: who.home, USER: who.name, LOGNAME: who.name });
+}
+
+/** The installation's paths: setup's options, else the defaults; node and this program as they run now. */
+function installation(options: Record<string, unknown>): Installation {
+  const pick = (name: 'user' | 'home' | 'launcher') => String(options[name] ?? INSTALL_DEFAULTS[name]);
+  return {
+    user: pick('user'), home: pick('home'), launcher: pick('launcher'),
+    config: typed.config?.at(-1) ?? INSTALL_DEFAULTS.config,
+    node: process.execPath, program: realpathSync(process.argv[1]!),
+  };
+}
+
+/** The commented config file setup writes. */
+export function configFileText(cfg: Config): string {
+  return `// ticket-mail's settings: read by the MTA's pipe (through the launcher) and by every
+// maintainer command (ticket-mail list, show, close, ...), which find this file without flags.
+// Any option of "ticket-mail --help" can be set here under its camel-case name, e.g.
+// "closePolicy": "anyone"; a flag on the command line wins. Lines starting with // are comments.
+{
+  "dir": ${JSON.stringify(cfg.dir)},
+  "domain": ${JSON.stringify(cfg.domain)},
+  // Admins hear of new tickets and of updates, and may close any ticket.
+  "admin": ${JSON.stringify(cfg.admins)},
+  "sendmail": ${JSON.stringify(cfg.sendmail)}
+}
+`;
+}
+
+/**
+ * `setup`, as root: the pipe's user with a HOME outside the tickets folder, the folders with
+ * the permissions the MTA's SMTP-time check needs, the config file, and the launcher. Safe to
+ * run again: what exists is kept (the launcher is rewritten, as node or the program may move).
+ */
+async function runSetup(cfg: Config, options: Record<string, unknown>): Promise<void> {
+  if (process.getuid?.() !== 0) throw new Error('setup makes a user, folders and files under /etc: run it as root');
+  if (!cfg.domain) throw new Error('setup needs --domain (the mail domain of the ticket addresses)');
+  const inst = installation(options);
+  const { spawnSync } = await childProcess();
+  const done = (text: string) => print(`${text}\n`);
+  let who = await account(inst.user);
+  if (!who) {
+    const r = spawnSync('useradd', ['--system', '--user-group', '--home-dir', inst.home, '--shell', '/usr/sbin/nologin',
+      '--comment', 'ticket-mail', inst.user], { encoding: 'utf8' });
+    if (r.status !== 0) throw new Error(`useradd ${inst.user} failed: ${(r.stderr || r.error?.message || '').trim()}`);
+    who = (await account(inst.user))!;
+    done(`made user ${inst.user}`);
+  }
+  if (who.home !== inst.home) done(`user ${inst.user} exists with HOME ${who.home}: keeping it`);
+  const home = who.home;
+  // Exim checks ticket numbers at SMTP time as its own user: its group gets search permission only.
+  const mta = String(options.mta ?? (existsSync('/usr/sbin/exim4') ? 'exim' : 'none'));
+  if (!['exim', 'postfix', 'none'].includes(mta)) throw new Error('--mta must be exim, postfix or none');
+  const eximGroup = mta === 'exim' ? await groupId('Debian-exim') ?? await groupId('exim') : undefined;
+  const folder = (path: string, gid: number, mode: number) => {
+    mkdirSync(path, { recursive: true, mode: 0o700 });
+    chownSync(path, who!.uid, gid);
+    chmodSync(path, mode);
+  };
+  folder(home, who.gid, 0o700);
+  // setgid: archived/, made later by ticket-mail itself, gets the same group.
+  const ticketsMode = eximGroup === undefined ? 0o700 : 0o2710;
+  folder(cfg.dir, eximGroup ?? who.gid, ticketsMode);
+  folder(join(cfg.dir, 'archived'), eximGroup ?? who.gid, ticketsMode);
+  folder(join(cfg.dir, '.ticket-mail'), who.gid, 0o700);
+  done(`folders ${cfg.dir} and ${cfg.dir}/archived (mode ${ticketsMode.toString(8)}${eximGroup === undefined ? '' : ', group search for Exim'}), owned by ${inst.user}; HOME ${home}`);
+  if (existsSync(inst.config)) done(`kept the config file ${inst.config}`);
+  else {
+    mkdirSync(join(inst.config, '..'), { recursive: true, mode: 0o755 });
+    writeFileSync(inst.config, configFileText(cfg), { mode: 0o644, flag: 'wx' });
+    done(`wrote the config file ${inst.config}`);
+  }
+  mkdirSync(join(inst.launcher, '..'), { recursive: true, mode: 0o755 });
+  writeFileSync(`${inst.launcher}.new`, launcherScript({ ...inst, home }), { mode: 0o755 });
+  renameSync(`${inst.launcher}.new`, inst.launcher);
+  done(`wrote the launcher ${inst.launcher} (runs ${inst.node} ${inst.program})`);
+  done(`next: add the MTA's side, printed with these paths by "ticket-mail ${mta === 'postfix' ? 'postfix' : 'exim'}-config"; then "ticket-mail check"`);
+}
+
+async function runEximConfig(cfg: Config, options: Record<string, unknown>): Promise<void> {
+  const inst = installation(options);
+  print(eximSnippet(cfg, { ...inst, home: (await account(inst.user))?.home ?? inst.home }));
+}
+
 /**
  * The command line's settings by name, with their value's placeholder and help, declared once:
  * cac shows them as --kebab-name <value>, and a delivery reads them without cac.
@@ -2419,7 +2689,7 @@ const SETTING_HELP: Record<typeof SETTING_NAMES[number] | 'config', [value: stri
   alertCommand: ['cmd', 'Run for each new ticket out of office hours, with TICKET_MAIL_TICKET, _SENDER, _SUBJECT set (default: none)'],
   officeHours: ['hh:mm-hh:mm', `Office hours, local time (default: ${DEFAULTS.officeHours})`],
   officeDays: ['days', `Office days (default: ${DEFAULTS.officeDays})`],
-  config: ['file', 'JSON config file; flags win (default: $TICKET_MAIL_CONFIG)'],
+  config: ['file', `JSON config file; flags win (default: $TICKET_MAIL_CONFIG, else ${INSTALL_DEFAULTS.config} if it exists)`],
 };
 const ENVELOPE_HELP: Record<'recipient' | 'sender', [value: string, description: string]> = {
   recipient: ['address', 'Envelope recipient (default: from the MTA environment, else the headers)'],
@@ -2477,6 +2747,15 @@ export async function main(argv: string[], afterDelivery?: () => void): Promise<
     .option('--cc <address>', 'The ticket address').action(tool(runDraft));
   cli.command('check', 'Check the setup and say what to fix; exit 1 when something is wrong').action(tool(runCheck));
   cli.command('flush', 'Send the mail kept in the outbox; exit 1 while some remains').action(tool(runFlush));
+  const installOptions = (command: ReturnType<typeof cli.command>) => command
+    .option('--user <name>', `The pipe's user, owner of the tickets folder (default: ${INSTALL_DEFAULTS.user})`)
+    .option('--home <dir>', `Its HOME, outside the tickets folder (default: ${INSTALL_DEFAULTS.home})`)
+    .option('--launcher <path>', `The pipe command the MTA runs (default: ${INSTALL_DEFAULTS.launcher})`);
+  installOptions(cli.command('setup', `As root: make the pipe's user, the folders, the config file (--config, default ${INSTALL_DEFAULTS.config}) and the launcher`))
+    .option('--mta <mta>', 'exim | postfix | none: who checks ticket numbers at SMTP time (default: exim when installed)')
+    .action(tool(runSetup, false));
+  installOptions(cli.command('exim-config', 'Print the Exim router and transport for this installation'))
+    .action(tool(runEximConfig, false));
   cli.help();
   cli.version(VERSION);
   const options = [...cli.globalCommand.options, ...cli.commands.flatMap((c) => c.options)];
