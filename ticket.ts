@@ -2106,7 +2106,7 @@ export interface Installation {
 
 export const INSTALL_DEFAULTS = {
   user: 'tickets', home: '/var/lib/ticket-mail', launcher: '/usr/local/libexec/ticket-mail-deliver',
-  config: '/etc/ticket-mail/config.json',
+  config: '/etc/ticket-mail/config.json', dir: '/srv/tickets',
 } as const;
 
 /** A word for /bin/sh, quoted only when it needs to be (paths in generated files stay readable). */
@@ -2153,7 +2153,8 @@ function addressFormsRegExp(cfg: Config, capture: boolean): string {
   const [tb, ta] = cfg.ticketAddress.split('N') as [string, string];
   const [cb, ca] = cfg.closeAddress.split('N') as [string, string];
   if (capture) return `^${oneOf([tb, cb])}(${digits})${oneOf([ta, ca])}$`;
-  return `^(?:${escapeRegExp(tb)}${digits}${escapeRegExp(ta)}|${escapeRegExp(cb)}${digits}${escapeRegExp(ca)})$`;
+  // A plain group, not (?:...): this one goes into an Exim list, where ":" separates items.
+  return `^(${escapeRegExp(tb)}${digits}${escapeRegExp(ta)}|${escapeRegExp(cb)}${digits}${escapeRegExp(ca)})$`;
 }
 
 /** The router and transport for Exim 4.96 or newer, with this installation's paths. */
@@ -2370,15 +2371,15 @@ const camelCase = (flag: string) => flag.replace(/-([a-z])/g, (_, c: string) => 
 
 let typed: Record<string, string[]> = {};
 
-/** Settings from the command line and the config file, checked. */
-function configFrom(): Config {
-  const flags: RawSettings = {};
+/** Settings from the command line and the config file (or, for setup, which writes it, none), checked. */
+function configFrom(forSetup = false): Config {
+  const flags: RawSettings = forSetup ? { dir: INSTALL_DEFAULTS.dir } : {};
   for (const name of SETTING_NAMES) {
     const values = typed[name];
     // A repeated flag: for anything but --admin the last one wins.
     if (values) flags[name] = name === 'admin' ? values : values.at(-1);
   }
-  return resolveConfig(flags, readConfigFile(configPath()), process.env);
+  return resolveConfig(flags, forSetup ? {} : readConfigFile(configPath()), process.env);
 }
 
 /**
@@ -2419,11 +2420,11 @@ async function runDelivery(afterDelivery?: () => void): Promise<void> {
  * Runs a maintainer's command: its errors are one line on stderr and exit 1 (these are
  * people at a terminal or scripts, not an MTA).
  */
-function tool(run: (cfg: Config, ...args: any[]) => unknown, asOwner = true) {
+function tool(run: (cfg: Config, ...args: any[]) => unknown, as: 'owner' | 'caller' | 'setup' = 'owner') {
   return async (...args: any[]) => {
     try {
-      const cfg = configFrom();
-      if (asOwner) await actAsOwner(cfg);
+      const cfg = configFrom(as === 'setup');
+      if (as === 'owner') await actAsOwner(cfg);
       process.exitCode = (await run(cfg, ...args)) === false ? 1 : 0;
     } catch (e) {
       warn(e instanceof Error && !(e as NodeJS.ErrnoException).code ? e.message : `error: ${reason(e)}`);
@@ -2742,9 +2743,9 @@ export async function main(argv: string[], afterDelivery?: () => void): Promise<
       .option('--as <address>', 'Author of the note (default: the first --admin, else $USER@domain)')
       .option('--quiet', 'Send no notices').action(tool((cfg, ticket, options) => runTicketCommand(cfg, action, ticket, options)));
   }
-  cli.command('muttrc', 'Print mutt hooks for every ticket: source "ticket-mail muttrc |"').action(tool(runMuttrc));
+  cli.command('muttrc', 'Print mutt hooks for every ticket: source "ticket-mail muttrc |"').action(tool(runMuttrc, 'caller'));
   cli.command('draft <file>', 'mutt editor wrapper used by the muttrc hooks: adds --cc to the draft, then runs $VISUAL or $EDITOR')
-    .option('--cc <address>', 'The ticket address').action(tool(runDraft));
+    .option('--cc <address>', 'The ticket address').action(tool(runDraft, 'caller'));
   cli.command('check', 'Check the setup and say what to fix; exit 1 when something is wrong').action(tool(runCheck));
   cli.command('flush', 'Send the mail kept in the outbox; exit 1 while some remains').action(tool(runFlush));
   const installOptions = (command: ReturnType<typeof cli.command>) => command
@@ -2753,9 +2754,9 @@ export async function main(argv: string[], afterDelivery?: () => void): Promise<
     .option('--launcher <path>', `The pipe command the MTA runs (default: ${INSTALL_DEFAULTS.launcher})`);
   installOptions(cli.command('setup', `As root: make the pipe's user, the folders, the config file (--config, default ${INSTALL_DEFAULTS.config}) and the launcher`))
     .option('--mta <mta>', 'exim | postfix | none: who checks ticket numbers at SMTP time (default: exim when installed)')
-    .action(tool(runSetup, false));
+    .action(tool(runSetup, 'setup'));
   installOptions(cli.command('exim-config', 'Print the Exim router and transport for this installation'))
-    .action(tool(runEximConfig, false));
+    .action(tool(runEximConfig, 'caller'));
   cli.help();
   cli.version(VERSION);
   const options = [...cli.globalCommand.options, ...cli.commands.flatMap((c) => c.options)];
