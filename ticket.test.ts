@@ -1336,3 +1336,14 @@ describe('sha256', () => {
     fc.assert(fc.property(fc.uint8Array({ maxLength: 300 }), (bytes) => sha256(bytes) === createHash('sha256').update(bytes).digest('hex')), { numRuns: 500 });
   });
 });
+
+import { eximSnippet, INSTALL_DEFAULTS } from './ticket.ts';
+
+describe('installation', () => {
+  it('keeps exim.conf.example exactly what exim-config prints for the README\'s set-up', () => {
+    const cfg = resolveConfig({ dir: '/srv/tickets', domain: 'tickets.example.org' }, {}, {});
+    const inst = { ...INSTALL_DEFAULTS, node: '/usr/bin/node', program: '/usr/lib/node_modules/ticket-mail/dist/bin/ticket-mail.cjs' };
+    const example = readFileSync(join(import.meta.dirname, 'exim.conf.example'), 'utf8');
+    expect(example.slice(example.indexOf('\n# ticket-mail for Exim') + 1)).toBe(eximSnippet(cfg, inst));
+  });
+});
