@@ -2122,15 +2122,34 @@ export function muttHooks(store: Store, self: string[]): string {
   return `${lines.join('\n')}\n`;
 }
 
-/** `draft`: adds the ticket address to a mutt draft's Cc line, then runs the real editor. */
+/**
+ * `draft`: the mutt draft with the ticket address added to its Cc field, and nothing else
+ * changed. The draft holds mail's text (a Cc display name, the quoted body), so it is cut
+ * and joined, never used as a pattern or a replacement string. A folded Cc grows at its last
+ * line; an address already there (in any case) is not added again; a header without Cc gets
+ * one at its end, with the draft's own line ends (mutt writes CRLF drafts for some setups).
+ */
 export function addCc(draft: string, address: string): string {
-  const end = draft.search(/\n\n/);
-  const head = end < 0 ? draft : draft.slice(0, end);
-  const body = end < 0 ? '' : draft.slice(end);
-  const cc = /^Cc:[ \t]*(.*)$/im.exec(head);
-  if (!cc) return `${head}\nCc: ${address}${body}`;
-  if (addresses(cc[1]).includes(address)) return draft;
-  return head.replace(cc[0], `Cc: ${cc[1] ? `${cc[1]}, ` : ''}${address}`) + body;
+  const lines = draft.split(/(?<=\n)/); // each with its line end
+  const eol = /\r?\n/.exec(draft)?.[0] ?? '\n';
+  const blank = lines.findIndex((l) => l === '\n' || l === '\r\n');
+  const headEnd = blank < 0 ? lines.length : blank;
+  const start = lines.findIndex((l, i) => i < headEnd && /^cc[ \t]*:/i.test(l));
+  if (start < 0) {
+    const head = lines.slice(0, headEnd).join('');
+    return `${head}${head && !head.endsWith('\n') ? eol : ''}Cc: ${address}${eol}${lines.slice(headEnd).join('')}`;
+  }
+  let end = start + 1;
+  while (end < headEnd && /^[ \t]/.test(lines[end]!)) end++;
+  const field = lines.slice(start, end).join('');
+  const value = field.slice(field.indexOf(':') + 1);
+  if (addresses(value).includes(address.toLowerCase())) return draft;
+  const lineEnd = /\r?\n$/.exec(field)?.[0] ?? '';
+  let cut = field.length - lineEnd.length; // before trailing blanks and commas: "Cc: a@x, " gets ", ours", not ", , ours"
+  while (cut > 0 && /[\s,]/.test(field[cut - 1]!)) cut--;
+  const kept = field.slice(0, cut);
+  const joined = /[^\s,]/.test(value) ? `${kept}, ${address}` : `${kept} ${address}`;
+  return lines.slice(0, start).join('') + joined + lineEnd + lines.slice(end).join('');
 }
 
 // ---------------------------------------------------------------------------------------

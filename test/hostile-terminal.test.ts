@@ -1,11 +1,11 @@
 // Mail text the maintainer's toolkit prints or drafts: terminal escapes, C1 controls and bidi
-// controls from every field a command prints, and column widths.
+// controls from every field a command prints, column widths, and the Cc that `draft` adds.
 // The commands run as the built file over tickets made by real deliveries.
 import { describe, expect, it } from 'vitest';
 import fc from 'fast-check';
 import { mkdirSync, readFileSync, statSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
-import { displayWidth, headerSafe, terminalJson, visible } from '../ticket.ts';
+import { addCc, addresses, displayWidth, headerSafe, terminalJson, visible } from '../ticket.ts';
 import { deliver, FAKE_SENDMAIL, tempDir } from './harness.ts';
 
 /** A tickets folder, deliveries into it, and the toolkit's commands on it. */
@@ -240,3 +240,88 @@ describe('the toolkit shows mail text, never obeys it', () => {
   });
 });
 
+describe('draft', () => {
+  const OURS = 'ticket-1@tickets.example';
+
+  it('adds the Cc to a draft whose names hold $\', $` and $& and whose body holds a "Cc:", through the built file', () => {
+    const t = setup();
+    const head = ['From: Support <ticket-1@tickets.example>', 'To: "Eve $\' $` $& $1" <eve@evil.example>',
+      'Cc: "Carol $\'$`$& x" <carol@customer.example>,', '\t"Dave $$" <dave@customer.example>', 'Subject: Re: [issue1] $& help', 'In-Reply-To: <x@y>'];
+    const body = ['', '> Cc: quoted@body.example', '> Subject: x', ''];
+    const path = join(t.dir, 'draft');
+    for (const eol of ['\n', '\r\n']) {
+      writeFileSync(path, [...head, ...body].join(eol));
+      const r = t.cli(['draft', '--cc', OURS, path], '', { EDITOR: 'true' });
+      expect(r).toMatchObject({ status: 0, stderr: '' });
+      const expected = [...head.slice(0, 3), `\t"Dave $$" <dave@customer.example>, ${OURS}`, ...head.slice(4), ...body].join(eol);
+      expect(readFileSync(path, 'utf8')).toBe(expected);
+      // Run again (mutt's editor runs once per draft, but a draft can be edited again): unchanged.
+      expect(t.cli(['draft', '--cc', OURS, path], '', { EDITOR: 'true' }).status).toBe(0);
+      expect(readFileSync(path, 'utf8')).toBe(expected);
+    }
+  });
+
+  it('handles an empty Cc, no Cc, the address in another case, a header with no body or no line end', () => {
+    expect(addCc('To: a@x\nCc:\nSubject: s\n\nCc: body@x\n', OURS)).toBe(`To: a@x\nCc: ${OURS}\nSubject: s\n\nCc: body@x\n`);
+    expect(addCc('To: a@x\nCc: , \n\n', OURS)).toBe(`To: a@x\nCc: ${OURS}\n\n`);
+    expect(addCc('To: a@x\r\nSubject: s\r\n\r\nCc: body@x\r\n', OURS)).toBe(`To: a@x\r\nSubject: s\r\nCc: ${OURS}\r\n\r\nCc: body@x\r\n`);
+    expect(addCc('To: a@x\ncc : Ticket-1@Tickets.Example\n\n', OURS)).toBe('To: a@x\ncc : Ticket-1@Tickets.Example\n\n');
+    expect(addCc('Bcc: b@x\nCC: c@x\n', OURS)).toBe(`Bcc: b@x\nCC: c@x, ${OURS}\n`);
+    expect(addCc('Subject: s', OURS)).toBe(`Subject: s\nCc: ${OURS}\n`);
+    expect(addCc('', OURS)).toBe(`Cc: ${OURS}\n`);
+    expect(addCc('\nbody\n', OURS)).toBe(`Cc: ${OURS}\n\nbody\n`);
+  });
+
+  it('property: the same draft with the Cc added, whatever its names, folding and line ends', () => {
+    const special = fc.constantFrom('$\'', '$`', '$&', '$1', '$$', '$<x>', 'Cc:', ',', ' ', 'a', 'é', '山', '\t');
+    const text = fc.array(special, { maxLength: 8 }).map((p) => p.join(''));
+    const address = fc.constantFrom('carol@customer.example', 'CAROL@customer.example', 'dave@x.example', OURS, 'TICKET-1@tickets.example');
+    const mailboxText = fc.tuple(fc.option(text.map((n) => n.replace(/\t/g, ' '))), address)
+      .map(([name, a]) => (name === null ? a : `"${name}" <${a}>`));
+    const draft = fc.record({
+      eol: fc.constantFrom('\n', '\r\n'),
+      fields: fc.array(fc.tuple(fc.constantFrom('From', 'To', 'Subject', 'Bcc', 'X-Cc', 'In-Reply-To', 'References'), text, fc.boolean()), { maxLength: 6 }),
+      cc: fc.option(fc.record({
+        name: fc.constantFrom('Cc', 'CC', 'cc', 'Cc '),
+        list: fc.array(fc.oneof(mailboxText, fc.constant('undisclosed-recipients:;')), { maxLength: 4 }),
+        folds: fc.array(fc.boolean(), { minLength: 4, maxLength: 4 }),
+        tail: fc.constantFrom('', ' ', ',', ', '),
+      })),
+      at: fc.nat(),
+      body: fc.option(fc.array(fc.oneof(text, fc.constant('Cc: body@x.example'), fc.constant('')), { maxLength: 4 })),
+    }).filter((d) => !d.cc || d.cc.list.filter((m) => addresses(m).includes(OURS)).length <= 1).map((d) => {
+      const line = ([name, value, folded]: [string, string, boolean]) => `${name}: ${value}${folded ? `${d.eol}\t${value}` : ''}`;
+      const fields = d.fields.map(line);
+      if (d.cc) {
+        const value = d.cc.list.map((m, i) => (i && d.cc!.folds[i] ? `${d.eol} ${m}` : i ? ` ${m}` : m)).join(',');
+        fields.splice(d.at % (fields.length + 1), 0, `${d.cc.name}: ${value}${d.cc.tail}`);
+      }
+      const head = fields.map((f) => f + d.eol).join('');
+      return d.body === null ? head : `${head}${d.eol}${d.body.join(d.eol)}`;
+    });
+    /** The draft's header and body with the Cc field cut out, and the addresses that field held. */
+    const split = (text: string) => {
+      const lines = text.split(/(?<=\n)/);
+      const others: string[] = [];
+      const cc: string[] = [];
+      let inCc = false;
+      let inHead = true;
+      for (const l of lines) {
+        if (inHead && (l === '\n' || l === '\r\n')) inHead = false;
+        inCc = inHead && (/^cc[ \t]*:/i.test(l) || (inCc && /^[ \t]/.test(l)));
+        (inCc ? cc : others).push(l);
+      }
+      return { others: others.join(''), cc: addresses(cc.join('').replace(/^cc[ \t]*:/i, '').replace(/\r?\n/g, '')) };
+    };
+    fc.assert(fc.property(draft, (input) => {
+      const output = addCc(input, OURS);
+      const before = split(input);
+      const after = split(output);
+      expect(after.others).toBe(before.others);
+      expect(after.cc).toEqual(before.cc.includes(OURS) ? before.cc : [...before.cc, OURS]);
+      expect(after.cc.filter((a) => a === OURS)).toHaveLength(1);
+      if (before.cc.includes(OURS)) expect(output).toBe(input);
+      if (input.includes('\r\n')) expect(output.replace(/\r\n/g, '')).not.toContain('\n');
+    }), { numRuns: 3000 });
+  });
+});
