@@ -445,6 +445,50 @@ export function printable(text: string, max = 200): string {
   return text.replace(/[^\x21-\x7e]/g, '_').slice(0, max);
 }
 
+/** Characters a terminal obeys or that reorder what it shows: C0, DEL, C1, bidi controls, line separators. */
+const UNSHOWABLE = /[\x00-\x1f\x7f-\x9f\u061c\u200e\u200f\u2028\u2029\u202a-\u202e\u2066-\u2069]/g;
+
+/** "<U+009B>": how visible() shows a character that has no caret form. */
+const codePoint = (c: string) => `<U+${c.charCodeAt(0).toString(16).toUpperCase().padStart(4, '0')}>`;
+
+/**
+ * Text from mail, fit to be shown to a person (the toolkit's output now, a web view later):
+ * every character that a terminal would obey, or that would reorder the text around it, is
+ * shown instead. C0 controls and DEL in caret notation as mutt and less write them (ESC is
+ * "^[", DEL "^?"); C1 controls (U+0080-U+009F: CSI, OSC and ST to a terminal), the bidi marks,
+ * embeddings, overrides and isolates (U+061C, U+200E-200F, U+202A-202E, U+2066-2069: they
+ * reverse "gnp.exe" and move columns) and the separators U+2028-2029 as "<U+009B>". A tab
+ * becomes a space: harmless, but it would break columns. Everything else is kept as it is.
+ */
+export function visible(text: string): string {
+  return text.replace(UNSHOWABLE, (c) => (c === '\t' ? ' ' : c === '\x7f' ? '^?'
+    : c < ' ' ? `^${String.fromCharCode(c.charCodeAt(0) + 0x40)}` : codePoint(c)));
+}
+
+/**
+ * JSON for scripts that a person may also read on a terminal: JSON.stringify escapes C0 but
+ * writes DEL, C1 and bidi controls raw, so those become \u escapes too. The text is kept as it
+ * is (it parses back unchanged); a raw line break in the output is JSON's own layout.
+ */
+export function terminalJson(value: unknown): string {
+  return JSON.stringify(value, null, 2).replace(UNSHOWABLE, (c) =>
+    (c === '\n' ? c : `\\u${c.charCodeAt(0).toString(16).padStart(4, '0')}`));
+}
+
+// East Asian Wide and Fullwidth (Unicode's EastAsianWidth.txt, W and F), which include every
+// emoji shown as one by default; and what takes no column: combining marks, zero-width spaces
+// and joiners, Hangul vowels and finals that join the syllable before them, emoji tag letters.
+const WIDE = /[\u1100-\u115f\u2329\u232a\u2e80-\u303e\u3041-\u33ff\u3400-\u4dbf\u4e00-\u9fff\ua000-\ua4cf\ua960-\ua97f\uac00-\ud7a3\uf900-\ufaff\ufe10-\ufe19\ufe30-\ufe6f\uff00-\uff60\uffe0-\uffe6\u{16fe0}-\u{18aff}\u{1b000}-\u{1b2ff}\u{1f200}-\u{1f2ff}\u{20000}-\u{3fffd}\p{Emoji_Presentation}]/u;
+const ZERO_WIDTH = /[\p{Mn}\p{Me}\u200b-\u200d\u2060-\u2064\ufeff\u1160-\u11ff\ud7b0-\ud7ff\u{e0000}-\u{e007f}]/u;
+
+/** The columns a terminal gives text (wcwidth(3), for text that went through visible()). */
+export function displayWidth(text: string): number {
+  if (/^[\x20-\x7e]*$/.test(text)) return text.length;
+  let width = 0;
+  for (const ch of text) width += ZERO_WIDTH.test(ch) ? 0 : WIDE.test(ch) ? 2 : 1;
+  return width;
+}
+
 /*
  * SHA-256 (FIPS 180-4), written out because loading node:crypto costs about 4 ms, a sixth of a
  * whole delivery, and all we hash are Message-IDs (for index file names) and 64-byte tails.
@@ -656,9 +700,18 @@ export function autoReplyBlock(head: Head, envelope: Envelope, replyTo: string |
   return undefined;
 }
 
-/** Text from untrusted input fit for a header: no control characters (CR, LF), bounded. */
+/**
+ * Text from untrusted input fit for a header: bounded, and no control character (C0 with CR
+ * and LF, DEL, C1) or line separator, each run of them a space. Bidi embeddings, overrides and
+ * isolates (U+202A-202E, U+2066-2069) are dropped: in a Subject or a file name they would
+ * reorder what the reader's mail client shows ("invoice<RLO>fdp.exe" reads "invoiceexe.pdf")
+ * and, left open, our own text after them; right-to-left text is ordered by the bidi algorithm
+ * without them. The marks U+200E, U+200F and U+061C stay: real text uses them, and they only
+ * set the direction of the punctuation beside them.
+ */
 export function headerSafe(text: string, max = 200): string {
-  return [...text.replace(/[\x00-\x1f\x7f\u2028\u2029]+/g, ' ').replace(/\s+/g, ' ').trim()].slice(0, max).join('');
+  return [...text.replace(/[\x00-\x1f\x7f-\x9f\u2028\u2029]+/g, ' ').replace(/[\u202a-\u202e\u2066-\u2069]/g, '')
+    .replace(/\s+/g, ' ').trim()].slice(0, max).join('');
 }
 
 /** RFC 2047 B-encoded words of at most 75 characters, split on character boundaries. */
@@ -2079,15 +2132,34 @@ export function muttHooks(store: Store, self: string[]): string {
   return `${lines.join('\n')}\n`;
 }
 
-/** `draft`: adds the ticket address to a mutt draft's Cc line, then runs the real editor. */
+/**
+ * `draft`: the mutt draft with the ticket address added to its Cc field, and nothing else
+ * changed. The draft holds mail's text (a Cc display name, the quoted body), so it is cut
+ * and joined, never used as a pattern or a replacement string. A folded Cc grows at its last
+ * line; an address already there (in any case) is not added again; a header without Cc gets
+ * one at its end, with the draft's own line ends (mutt writes CRLF drafts for some setups).
+ */
 export function addCc(draft: string, address: string): string {
-  const end = draft.search(/\n\n/);
-  const head = end < 0 ? draft : draft.slice(0, end);
-  const body = end < 0 ? '' : draft.slice(end);
-  const cc = /^Cc:[ \t]*(.*)$/im.exec(head);
-  if (!cc) return `${head}\nCc: ${address}${body}`;
-  if (addresses(cc[1]).includes(address)) return draft;
-  return head.replace(cc[0], `Cc: ${cc[1] ? `${cc[1]}, ` : ''}${address}`) + body;
+  const lines = draft.split(/(?<=\n)/); // each with its line end
+  const eol = /\r?\n/.exec(draft)?.[0] ?? '\n';
+  const blank = lines.findIndex((l) => l === '\n' || l === '\r\n');
+  const headEnd = blank < 0 ? lines.length : blank;
+  const start = lines.findIndex((l, i) => i < headEnd && /^cc[ \t]*:/i.test(l));
+  if (start < 0) {
+    const head = lines.slice(0, headEnd).join('');
+    return `${head}${head && !head.endsWith('\n') ? eol : ''}Cc: ${address}${eol}${lines.slice(headEnd).join('')}`;
+  }
+  let end = start + 1;
+  while (end < headEnd && /^[ \t]/.test(lines[end]!)) end++;
+  const field = lines.slice(start, end).join('');
+  const value = field.slice(field.indexOf(':') + 1);
+  if (addresses(value).includes(address.toLowerCase())) return draft;
+  const lineEnd = /\r?\n$/.exec(field)?.[0] ?? '';
+  let cut = field.length - lineEnd.length; // before trailing blanks and commas: "Cc: a@x, " gets ", ours", not ", , ours"
+  while (cut > 0 && /[\s,]/.test(field[cut - 1]!)) cut--;
+  const kept = field.slice(0, cut);
+  const joined = /[^\s,]/.test(value) ? `${kept}, ${address}` : `${kept} ${address}`;
+  return lines.slice(0, start).join('') + joined + lineEnd + lines.slice(end).join('');
 }
 
 // ---------------------------------------------------------------------------------------
@@ -2394,7 +2466,8 @@ function configPath(): string | undefined {
   } catch { return INSTALL_DEFAULTS.config; } // there but unreadable: reading it says why
 }
 
-const warn = (warning: string) => process.stderr.write(`ticket-mail: ${warning}\n`);
+/** A warning on stderr; it may quote mail (an address, a reason), so it is shown through visible(). */
+const warn = (warning: string) => process.stderr.write(`ticket-mail: ${visible(warning)}\n`);
 
 /** The --recipient and --sender overrides, as typed. */
 const envelopeFlags = () => ({ recipient: typed.recipient?.at(-1), sender: typed.sender?.at(-1) });
@@ -2443,11 +2516,18 @@ function ticketArgument(value: unknown): number {
 const colour = (code: number, text: string) =>
   (process.stdout.isTTY && !process.env.NO_COLOR ? `\x1b[${code}m${text}\x1b[0m` : text);
 
-/** Aligned columns; the last one is not padded. */
-function table(header: string[], rows: string[][]): string {
-  const widths = header.map((h, i) => Math.max(h.length, ...rows.map((r) => r[i]!.length)));
-  const line = (cells: string[]) => cells.map((c, i) => (i === cells.length - 1 ? c : c.padEnd(widths[i]!))).join('  ').trimEnd();
-  return [colour(1, line(header)), ...rows.map(line)].join('\n') + '\n';
+/** A table cell: text (shown through visible()), or text and the colour it is shown in. */
+type Cell = string | { text: string; colour: number };
+
+/** Aligned columns, padded by the width a terminal shows (a CJK character takes two); the last one is not padded. */
+function table(header: string[], rows: Cell[][]): string {
+  const shown = rows.map((r) => r.map((c) => (typeof c === 'string' ? { text: visible(c) } : { ...c, text: visible(c.text) })));
+  const widths = header.map((h, i) => Math.max(displayWidth(h), ...shown.map((r) => displayWidth(r[i]!.text))));
+  const line = (cells: Array<{ text: string; colour?: number }>) => cells.map((c, i) => {
+    const padded = i === cells.length - 1 ? c.text : c.text + ' '.repeat(widths[i]! - displayWidth(c.text));
+    return c.colour === undefined ? padded : colour(c.colour, padded);
+  }).join('  ').trimEnd();
+  return [colour(1, line(header.map((text) => ({ text })))), ...shown.map(line)].join('\n') + '\n';
 }
 
 function ago(iso: string, now = Date.now()): string {
@@ -2457,7 +2537,10 @@ function ago(iso: string, now = Date.now()): string {
   return 'just now';
 }
 
-/** Output of the maintainer's commands; `ticket-mail list | head` closing it early is no error. */
+/**
+ * Output of the maintainer's commands; `ticket-mail list | head` closing it early is no error.
+ * Whatever came from mail is passed through visible() (or table(), or printJson()) first.
+ */
 let stdoutWatched = false;
 const print = (text: string) => {
   if (!stdoutWatched) {
@@ -2467,21 +2550,24 @@ const print = (text: string) => {
   process.stdout.write(text);
 };
 
+/** The one printer of every --json output. */
+const printJson = (value: unknown) => print(`${terminalJson(value)}\n`);
+
 function runList(cfg: Config, options: Record<string, unknown>): void {
   const rows = listTickets(new Store(cfg), options.all ? 'all' : options.closed ? 'closed' : 'open');
-  if (options.json) return void print(`${JSON.stringify(rows, null, 2)}\n`);
+  if (options.json) return printJson(rows);
   print(table(['#', 'STATE', 'MSGS', 'LAST ACTIVITY', 'SUBMITTER', 'SUBJECT'], rows.map((r) => [
-    String(r.ticket), r.state === 'open' ? colour(32, 'open  ') : colour(2, 'closed'), String(r.messages), ago(r.lastActivity), r.submitter, r.subject])));
+    String(r.ticket), { text: r.state, colour: r.state === 'open' ? 32 : 2 }, String(r.messages), ago(r.lastActivity), r.submitter, r.subject])));
 }
 
 async function runShow(cfg: Config, ticket: unknown, options: Record<string, unknown>): Promise<void> {
   const shown = await showTicket(new Store(cfg), ticketArgument(ticket));
-  if (options.json) return void print(`${JSON.stringify(shown, null, 2)}\n`);
-  print(`${colour(1, `Ticket ${shown.ticket}`)} (${shown.state}, ${shown.messages.length} messages)\n${shown.path}\n`);
+  if (options.json) return printJson(shown);
+  print(`${colour(1, `Ticket ${shown.ticket}`)} (${shown.state}, ${shown.messages.length} messages)\n${visible(shown.path)}\n`);
   for (const [i, m] of shown.messages.entries()) {
-    print(`\n${colour(1, `${i + 1}. ${m.subject}`)}\n   ${m.from}, ${m.date}\n`);
-    for (const line of m.text) print(`   | ${line}\n`);
-    if (m.attachments.length) print(`   attachments: ${m.attachments.join(', ')}\n`);
+    print(`\n${colour(1, `${i + 1}. ${visible(m.subject)}`)}\n   ${visible(m.from)}, ${visible(m.date)}\n`);
+    for (const line of m.text) print(`   | ${visible(line)}\n`);
+    if (m.attachments.length) print(`   attachments: ${m.attachments.map(visible).join(', ')}\n`);
   }
 }
 
@@ -2489,7 +2575,7 @@ function runRoute(cfg: Config, options: Record<string, unknown>): void {
   // A dry run writes nothing to the tickets folder: a large message is spooled in $TMPDIR.
   const incoming = parseIncoming(cfg, readStdin(cfg.maxSize, tmpdir()), process.env, envelopeFlags());
   const r = dryRoute(new Store(cfg), incoming);
-  if (options.json) return void print(`${JSON.stringify(r, null, 2)}\n`);
+  if (options.json) return printJson(r);
   const rule = 'rule' in r.route ? `, rule ${r.route.rule}` : `: ${r.route.reason}`;
   print(table(['', ''], [
     ['recipient', `${r.recipient ?? '(none)'} (from ${r.source})`],
@@ -2540,13 +2626,13 @@ async function runDraft(_cfg: Config, file: unknown): Promise<void> {
 
 function runCheck(cfg: Config): boolean {
   const findings = checkSetup(new Store(cfg));
-  for (const f of findings) print(`${f.ok ? colour(32, 'ok ') : colour(31, 'FIX')}  ${f.text}\n`);
+  for (const f of findings) print(`${f.ok ? colour(32, 'ok ') : colour(31, 'FIX')}  ${visible(f.text)}\n`);
   return findings.every((f) => f.ok);
 }
 
 async function runFlush(cfg: Config): Promise<boolean> {
   const { sent, kept, error } = await flushOutbox(new Store(cfg));
-  print(`sent ${sent}, kept ${kept}${error ? ` (${error})` : ''}\n`);
+  print(`sent ${sent}, kept ${kept}${error ? ` (${visible(error)})` : ''}\n`);
   return kept === 0;
 }
 
