@@ -5,7 +5,7 @@
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { spawnSync } from 'node:child_process';
 import {
-  chmodSync, copyFileSync, existsSync, mkdirSync, readFileSync, readdirSync, rmSync, statSync, writeFileSync,
+  chmodSync, copyFileSync, existsSync, mkdirSync, readFileSync, readdirSync, renameSync, rmSync, statSync, writeFileSync,
 } from 'node:fs';
 import { join } from 'node:path';
 import { BIN, ROOT, mail, stored, tempDir } from './harness.ts';
@@ -152,6 +152,39 @@ describe.skipIf(!!skipReason)('end to end: real Exim and real mutt', () => {
     expect(exim(['-qff']).status).toBe(0);
     expect(queued()).toBe(0);
     expect(stored(join(tickets, '1')).map(String).slice(before)).toEqual([expect.stringMatching(/^Subject: during the upgrade$/m)]);
+  });
+
+  it('runs a maintainer\'s command as root as the folder\'s owner, and check finds what would break delivery', () => {
+    const check = (...extra: string[]) => ticketMail(['check', '--config', join(base, 'etc', 'config.json'), '--mta-config', conf, ...extra]);
+    const ok = check();
+    expect(ok.stdout).toMatch(new RegExp(`^ok +the MTA runs ${join(base, 'bin', 'ticket-mail-deliver')} \\(${process.execPath} ${join(base, 'ticket-mail.cjs')}\\)$`, 'm'));
+    expect(ok.stdout).toMatch(new RegExp(`^ok +Exim can look up ticket numbers in ${join(tickets, 'archived')}$`, 'm'));
+    expect(ok.stdout).toMatch(/^ok +every file in .* is its owner's/m);
+    // root closes and reopens ticket 1: nothing root-owned is left behind in the tree.
+    for (const action of ['close', 'reopen']) {
+      const r = ticketMail([action, '1', '--config', join(base, 'etc', 'config.json'), '--quiet']);
+      expect(r.status, r.stderr).toBe(0);
+    }
+    const owner = Number(sh(`id -u ${USER}`).stdout.trim());
+    expect(sh(`find ${tickets} ! -uid ${owner}`).stdout).toBe('');
+    // What the newcomer's trial did by hand: a root-owned index folder, Exim's group taken away.
+    mkdirSync(join(tickets, '.ticket-mail', 'ids', 'zz'), { recursive: true });
+    chmodSync(tickets, 0o700);
+    try {
+      const bad = check();
+      expect(bad.status).toBe(1);
+      expect(bad.stdout).toMatch(/^FIX +1 file\(s\) that tm-e2e, the owner of .* does not own, e\.g\. .*\/ids\/zz: chown -R tm-e2e:/m);
+      expect(bad.stdout).toMatch(new RegExp(`^FIX +Exim checks ticket numbers at SMTP time but cannot search ${tickets}: `, 'm'));
+    } finally {
+      rmSync(join(tickets, '.ticket-mail', 'ids', 'zz'), { recursive: true });
+      chmodSync(tickets, 0o2710);
+    }
+    rmSync(join(base, 'ticket-mail.cjs.moved'), { force: true });
+    renameSync(join(base, 'ticket-mail.cjs'), join(base, 'ticket-mail.cjs.moved'));
+    try {
+      const moved = spawnSync(process.execPath, [BIN, 'check', '--config', join(base, 'etc', 'config.json'), '--mta-config', conf], { encoding: 'utf8' });
+      expect(moved.stdout).toMatch(/^FIX +the MTA's launcher .* names program .*ticket-mail\.cjs, which does not exist/m);
+    } finally { renameSync(join(base, 'ticket-mail.cjs.moved'), join(base, 'ticket-mail.cjs')); }
   });
 
   it('defers a delivery that exits 75 and delivers it on a later queue run, nothing lost', () => {
