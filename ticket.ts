@@ -2841,7 +2841,10 @@ async function runSetup(cfg: Config, options: Record<string, unknown>): Promise<
 
 async function runEximConfig(cfg: Config, options: Record<string, unknown>): Promise<void> {
   const inst = installation(options);
-  print(eximSnippet(cfg, { ...inst, home: (await account(inst.user))?.home ?? inst.home }));
+  const snippet = eximSnippet(cfg, { ...inst, home: (await account(inst.user))?.home ?? inst.home });
+  const transport = snippet.indexOf('# ---- transport');
+  // Debian's split configuration wants the routers and the transport in files of their own.
+  print(options.routers ? snippet.slice(0, transport) : options.transport ? snippet.slice(transport) : snippet);
 }
 
 /**
@@ -2935,7 +2938,8 @@ export async function main(argv: string[], afterDelivery?: () => void): Promise<
   installOptions(cli.command('setup', `As root: make the pipe's user, the folders, the config file (--config, default ${INSTALL_DEFAULTS.config}) and the launcher`))
     .option('--mta <mta>', 'exim | postfix | none: who checks ticket numbers at SMTP time (default: exim when installed)')
     .action(tool(runSetup, 'setup'));
-  installOptions(cli.command('exim-config', 'Print the Exim router and transport for this installation'))
+  installOptions(cli.command('exim-config', 'Print the Exim routers and transport for this installation'))
+    .option('--routers', 'Only the routers (for /etc/exim4/conf.d/router/)').option('--transport', 'Only the transport (for /etc/exim4/conf.d/transport/)')
     .action(tool(runEximConfig, 'caller'));
   cli.help();
   cli.version(VERSION);
