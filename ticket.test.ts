@@ -1337,7 +1337,7 @@ describe('sha256', () => {
   });
 });
 
-import { eximSnippet, INSTALL_DEFAULTS } from './ticket.ts';
+import { eximSnippet, INSTALL_DEFAULTS, launcherScript } from './ticket.ts';
 
 describe('installation', () => {
   it('keeps exim.conf.example exactly what exim-config prints for the README\'s set-up', () => {
@@ -1345,5 +1345,33 @@ describe('installation', () => {
     const inst = { ...INSTALL_DEFAULTS, node: '/usr/bin/node', program: '/usr/lib/node_modules/ticket-mail/dist/bin/ticket-mail.cjs' };
     const example = readFileSync(join(import.meta.dirname, 'exim.conf.example'), 'utf8');
     expect(example.slice(example.indexOf('\n# ticket-mail for Exim') + 1)).toBe(eximSnippet(cfg, inst));
+  });
+
+  it('has the launcher pass 0, 65, 67 and 75 on, and turn a program that cannot run into 75 and one sentence', () => {
+    const dir = tempDir('tm-launcher-');
+    // The "program" is a shell script run by /bin/sh in node's place: it exits as told, after some output.
+    const program = join(dir, 'program');
+    writeFileSync(program, 'cat > "$0.stdin"; echo "$@" > "$0.args"; echo "ticket-mail: said on stderr" >&2; echo stdout\n' +
+      'case $MODE in crash) echo "/x/y.cjs:1" >&2; echo "SyntaxError: Unexpected token" >&2; echo "    at foo" >&2; exit 1;; ' +
+      'kill) kill -9 $$;; *) exit "$MODE";; esac\n');
+    const launcher = (node: string) => {
+      const path = join(dir, `launcher-${node.replace(/\W/g, '')}`);
+      writeFileSync(path, launcherScript({ ...INSTALL_DEFAULTS, config: '/etc/x.json', node, program }), { mode: 0o755 });
+      return (mode: string) => spawnSync(path, ['--recipient=a@b.c'], { input: 'the message', env: { MODE: mode }, encoding: 'utf8' });
+    };
+    const run = launcher('/bin/sh');
+    for (const status of [0, 65, 67, 75]) {
+      const r = run(String(status));
+      expect([r.status, r.stderr, r.stdout]).toEqual([status, 'ticket-mail: said on stderr\n', '']);
+    }
+    expect(readFileSync(`${program}.stdin`, 'utf8')).toBe('the message');
+    expect(readFileSync(`${program}.args`, 'utf8')).toBe('--config /etc/x.json --recipient=a@b.c\n');
+    const sentence = (status: string, why = '') => `ticket-mail: cannot run /bin/sh ${program} (exit status ${status}${why}); the mail stays queued\n`;
+    expect([run('crash').status, run('crash').stderr]).toEqual([75, sentence('1', ': SyntaxError: Unexpected token')]);
+    expect([run('kill').status, run('kill').stderr]).toEqual([75, sentence('137')]);
+    expect([run('1').status, run('1').stderr]).toEqual([75, sentence('1')]);
+    const noNode = launcher('/nonexistent/node')('0');
+    expect(noNode.status).toBe(75);
+    expect(noNode.stderr).toBe(`ticket-mail: cannot run /nonexistent/node ${program} (exit status 127); the mail stays queued\n`);
   });
 });

@@ -2286,7 +2286,8 @@ export function launcherScript(inst: Installation): string {
 # but when ticket-mail cannot run at all it exits 75 with one sentence, so the mail stays queued.
 node=${shWord(inst.node)}
 program=${shWord(inst.program)}
-errors=$("$node" "$program" --config ${shWord(inst.config)} "$@" 2>&1 >/dev/null)
+# "; exit" keeps the shell's own word on a killed program ("Killed") in $errors too.
+errors=$("$node" "$program" --config ${shWord(inst.config)} "$@" 2>&1 >/dev/null; exit $?)
 status=$?
 case $status in
   0|65|67|75) [ -z "$errors" ] || printf '%s\\n' "$errors" >&2; exit "$status" ;;
