@@ -15,8 +15,9 @@
  *   step in progress, so whoever breaks a dead holder's lock first undoes a half-written
  *   append or finishes a half-done move.
  * - Exactly once: each filed Message-ID is recorded in the state folder (one small file
- *   per ID, named by its hash), so an MTA retry or a copy sent to two of our addresses is
- *   filed once without reading any mbox.
+ *   per ID, named by its hash) with the message's content fingerprint, so an MTA retry or a
+ *   copy sent to two of our addresses is filed once without reading any mbox, and another
+ *   message under a known ID is filed, never taken for a copy.
  * - The message is read whole before any lock is taken, but only its first MiB is held in
  *   memory; the rest is spooled to an unlinked file and streamed into the mbox.
  * - Start-up time is the cost of every delivery: the mail composer, the MIME parser and
