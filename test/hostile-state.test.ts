@@ -6,8 +6,10 @@ import {
   existsSync, lstatSync, mkdirSync, readFileSync, readdirSync, readlinkSync, rmSync, symlinkSync, writeFileSync,
 } from 'node:fs';
 import { join } from 'node:path';
+import { createHash } from 'node:crypto';
+import fc from 'fast-check';
 import {
-  decodeToken, encodeToken, Message, MessageIndex, messageIds, messagePrint, readMbox, recordChunks,
+  decodeToken, encodeToken, Message, MessageIndex, messageIds, messagePrint, readMbox, recordChunks, Sha256,
 } from '../ticket.ts';
 import { deliver, FAKE_SENDMAIL, mail, sentMail, stored, tempDir } from './harness.ts';
 
@@ -332,5 +334,17 @@ describe('a sendmail that exits 0 without reading has taken the mail', () => {
     expect(s.exim('submit', 'dave@customer.example', dave, [...NO_SENDMAIL, '--templates', templates]).status).toBe(0);
     expect(s.outbox()).toHaveLength(1);
     expect(s.tool(['flush'], '', ['--sendmail', '/bin/true'])).toMatchObject({ status: 0, stdout: 'sent 1, kept 0\n' });
+  });
+});
+
+describe('the fingerprint\'s SHA-256, fed in pieces', () => {
+  it('agrees with node:crypto however the input is cut', () => {
+    fc.assert(fc.property(fc.uint8Array({ maxLength: 700 }), fc.array(fc.nat(700), { maxLength: 6 }), (bytes, cuts) => {
+      const hash = new Sha256();
+      let at = 0;
+      for (const cut of [...cuts.map((c) => c % (bytes.length + 1))].sort((a, b) => a - b)) { hash.update(bytes.subarray(at, cut)); at = cut; }
+      hash.update(bytes.subarray(at));
+      return hash.digest() === createHash('sha256').update(bytes).digest('hex');
+    }), { numRuns: 500 });
   });
 });
