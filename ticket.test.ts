@@ -7,7 +7,7 @@ import { spawnSync } from 'node:child_process';
 import { hostname } from 'node:os';
 import fc from 'fast-check';
 import {
-  asctime, audience, classifyLocalPart, encodePhrase, foldHeader, headerSafe, htmlToText, mailbox, MailError, MAX_TICKET, mboxRecord, MessageIndex, parseHead,
+  asctime, audience, classifyLocalPart, encodePhrase, foldHeader, headerSafe, htmlToText, mailbox, MailError, MAX_TICKET, mboxRecord, Message, MessageIndex, messagePrint, parseHead,
   plainDelivery, planReplies, quoteChunks, readMbox, resolveConfig, resolveEnvelope, route, splitEnvelopeLine, type Config, type Head,
 } from './ticket.ts';
 import PostalMime, { type Email } from 'postal-mime';
@@ -643,20 +643,21 @@ describe('failures roll back and ask the MTA to retry', () => {
     // A creator that died after linking ticket 2 into place, before noting it in the index.
     const ids = join(dir, '.ticket-mail', 'ids');
     const key = MessageIndex.key('two@customer.example');
+    const filing = `${key} ${messagePrint(Message.of(Buffer.from(second)))}`;
     rmSync(join(ids, key.slice(0, 2), key.slice(2)));
     const numbersLock = join(dir, '.ticket-mail', 'numbers.lock');
     const dead = () => {
       const old = Date.now() / 1000 - 2;
       utimesSync(numbersLock, old, old);
     };
-    writeFileSync(numbersLock, `ticket-mail 999999999 ${hostname()} create 2 ${key}\n`);
+    writeFileSync(numbersLock, `ticket-mail 999999999 ${hostname()} create 2 ${filing}\n`);
     dead();
     // The repair cannot read the index (a file where its folder should be): defer, keep the step.
     renameSync(ids, `${ids}.away`);
     writeFileSync(ids, '');
     const failed = deliver(to(dir, 'submit@tickets.example'), mail({ subject: 'third' }));
     expect(failed).toMatchObject({ status: 75, stderr: expect.stringMatching(/^ticket-mail: cannot repair what a dead process left under .*numbers\.lock: .*ENOTDIR.*\n$/) });
-    expect(readFileSync(numbersLock, 'latin1')).toMatch(new RegExp(`^ticket-mail \\d+ \\S+ create 2 ${key}\n$`));
+    expect(readFileSync(numbersLock, 'latin1')).toMatch(new RegExp(`^ticket-mail \\d+ \\S+ create 2 ${filing}\n$`));
     expect(existsSync(join(dir, '3'))).toBe(false);
     rmSync(ids);
     renameSync(`${ids}.away`, ids);

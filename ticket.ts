@@ -15,8 +15,9 @@
  *   step in progress, so whoever breaks a dead holder's lock first undoes a half-written
  *   append or finishes a half-done move.
  * - Exactly once: each filed Message-ID is recorded in the state folder (one small file
- *   per ID, named by its hash), so an MTA retry or a copy sent to two of our addresses is
- *   filed once without reading any mbox.
+ *   per ID, named by its hash) with the message's content fingerprint, so an MTA retry or a
+ *   copy sent to two of our addresses is filed once without reading any mbox, and another
+ *   message under a known ID is filed, never taken for a copy.
  * - The message is read whole before any lock is taken, but only its first MiB is held in
  *   memory; the rest is spooled to an unlinked file and streamed into the mbox.
  * - Start-up time is the cost of every delivery: the mail composer, the MIME parser and
@@ -27,7 +28,7 @@
  * then the I/O shell (stdin, locks, files, exit codes), then the CLI.
  */
 import {
-  accessSync, closeSync, existsSync, fstatSync, fsyncSync, ftruncateSync, linkSync, mkdirSync,
+  accessSync, closeSync, existsSync, fstatSync, fsyncSync, ftruncateSync, linkSync, lstatSync, mkdirSync,
   openSync, readFileSync, readSync, readdirSync, realpathSync, renameSync, rmSync, statSync, unlinkSync, writeFileSync, writeSync,
   constants as fsc,
 } from 'node:fs';
@@ -75,7 +76,7 @@ export interface Envelope {
 /** The header of the message: lower-cased field name -> unfolded raw values, in order. */
 export type Head = Map<string, string[]>;
 
-export type Rule = 'submit' | 'address' | 'subject-tag' | 'thread';
+export type Rule = 'submit' | 'address' | 'header-address' | 'subject-tag' | 'thread';
 
 export type Route =
   | { action: 'create'; rule: 'submit' }
@@ -274,10 +275,14 @@ export function parseHead(head: string): Head | undefined {
 
 export const field = (head: Head, name: string): string | undefined => head.get(name)?.[0];
 
-/** Message-IDs in a Message-ID, In-Reply-To or References value, without the brackets. */
+/**
+ * Message-IDs in a Message-ID, In-Reply-To or References value, without the brackets. A msg-id
+ * is printable ASCII (RFC 5322): one with a control character, a space or anything outside ASCII
+ * is ignored, since these go into the headers of the mail we send.
+ */
 export function messageIds(value: string | undefined): string[] {
   if (!value) return [];
-  return [...value.matchAll(/<([^<>\s]{1,250})>/g)].map((m) => m[1]!);
+  return [...value.matchAll(/<([!-;=?-~]{1,250})>/g)].map((m) => m[1]!);
 }
 
 export function isPlainAddress(address: string): boolean {
@@ -356,11 +361,11 @@ function addressKind(address: string, cfg: Config): AddressKind {
 }
 
 /**
- * Decides where a message goes. Pure: the one fact it needs from disk, which ticket (if
- * any) already holds a Message-ID, comes in as a lookup function.
+ * Decides where a message goes. Pure: the facts it needs from disk, which ticket (if any)
+ * already holds a Message-ID and whether a ticket exists, come in as lookup functions.
  */
 export function route(head: Head, envelope: Envelope, cfg: Config,
-  ticketOfMessageId: (id: string) => number | undefined): Route {
+  ticketOfMessageId: (id: string) => number | undefined, ticketExists: (n: number) => boolean = () => false): Route {
   if (!envelope.recipient) return { action: 'unmatched', reason: 'no recipient address of ours' };
   const address = addressKind(envelope.recipient, cfg);
   if (!address) return { action: 'unmatched', reason: `${printable(envelope.recipient)} is not a ticket address` };
@@ -368,6 +373,17 @@ export function route(head: Head, envelope: Envelope, cfg: Config,
     const ticket = parseTicketNumber(address.digits);
     if (ticket === undefined) return { action: 'unmatched', reason: `bad ticket number in ${printable(envelope.recipient)}` };
     return address.kind === 'close' ? { action: 'close', ticket, rule: 'address' } : { action: 'append', ticket, rule: 'address' };
+  }
+  // Mail to submit@ that To or Cc also sends to an existing ticket's address (in the domain it
+  // came to): the MTA delivers it once per address, in either order, and it belongs in that
+  // ticket (the other delivery is then its duplicate), never in a new one as well.
+  const domain = cfg.domain ?? envelope.recipient.slice(envelope.recipient.lastIndexOf('@') + 1);
+  const named = [...head.get('to') ?? [], ...head.get('cc') ?? []].flatMap((value) => addresses(value));
+  for (const a of named.slice(0, 50)) {
+    const at = a.lastIndexOf('@');
+    const kind = a.slice(at + 1) === domain ? classifyLocalPart(a.slice(0, at), cfg) : undefined;
+    const ticket = kind && kind.kind !== 'submit' ? parseTicketNumber(kind.digits) : undefined;
+    if (ticket !== undefined && ticketExists(ticket)) return { action: 'append', ticket, rule: 'header-address' };
   }
   const tag = subjectTag(decodedSubject(head), cfg);
   if (tag !== undefined) {
@@ -489,14 +505,28 @@ export function displayWidth(text: string): number {
   return width;
 }
 
+/**
+ * Text from mail as one token of a state file, a record's note or a From_ line, losslessly:
+ * each byte of its UTF-8 outside printable ASCII, and '%' itself, becomes %XX (a space too, so
+ * a token never splits, and a line break never gets through). decodeToken gives the text back.
+ */
+export function encodeToken(text: string): string {
+  return text.replace(/[^\x21-\x24\x26-\x7e]+/g, (run) =>
+    Array.from(Buffer.from(run), (b) => `%${b.toString(16).toUpperCase().padStart(2, '0')}`).join(''));
+}
+
+export function decodeToken(token: string): string {
+  return Buffer.from(token.replace(/%([0-9A-F]{2})/gi, (_, hex: string) => String.fromCharCode(parseInt(hex, 16))), 'latin1').toString('utf8');
+}
+
 /*
  * SHA-256 (FIPS 180-4), written out because loading node:crypto costs about 4 ms, a sixth of a
- * whole delivery, and all we hash are Message-IDs (for index file names) and 64-byte tails.
- * It runs once or twice per delivery, in V8's interpreter: plain variables and loops, no
- * per-round arrays or destructuring, which cost more there than the hashing itself.
- * The tests check it against node:crypto.
+ * whole delivery. It hashes Message-IDs (for index file names), 64-byte tails, and each message
+ * once, streamed (its content fingerprint, see messagePrint). Plain variables and loops, no
+ * per-round arrays or destructuring: short inputs run in V8's interpreter, where those cost
+ * more than the hashing itself. The tests check it against node:crypto.
  */
-const K256 = Uint32Array.from([
+const K256 = Int32Array.from([
   0x428a2f98, 0x71374491, 0xb5c0fbcf, 0xe9b5dba5, 0x3956c25b, 0x59f111f1, 0x923f82a4, 0xab1c5ed5, 0xd807aa98, 0x12835b01,
   0x243185be, 0x550c7dc3, 0x72be5d74, 0x80deb1fe, 0x9bdc06a7, 0xc19bf174, 0xe49b69c1, 0xefbe4786, 0x0fc19dc6, 0x240ca1cc,
   0x2de92c6f, 0x4a7484aa, 0x5cb0a9dc, 0x76f988da, 0x983e5152, 0xa831c66d, 0xb00327c8, 0xbf597fc7, 0xc6e00bf3, 0xd5a79147,
@@ -505,34 +535,65 @@ const K256 = Uint32Array.from([
   0x2748774c, 0x34b0bcb5, 0x391c0cb3, 0x4ed8aa4a, 0x5b9cca4f, 0x682e6ff3, 0x748f82ee, 0x78a5636f, 0x84c87814, 0x8cc70208,
   0x90befffa, 0xa4506ceb, 0xbef9a3f7, 0xc67178f2]);
 
-export function sha256(data: Uint8Array): string {
-  const padded = new Uint8Array(Math.ceil((data.length + 9) / 64) * 64);
-  padded.set(data);
-  padded[data.length] = 0x80;
-  const view = new DataView(padded.buffer);
-  view.setUint32(padded.length - 8, Math.floor(data.length / 0x20000000));
-  view.setUint32(padded.length - 4, (data.length << 3) >>> 0);
-  const h = Uint32Array.of(0x6a09e667, 0xbb67ae85, 0x3c6ef372, 0xa54ff53a, 0x510e527f, 0x9b05688c, 0x1f83d9ab, 0x5be0cd19);
-  const w = new Uint32Array(64);
-  const rotr = (x: number, n: number) => (x >>> n) | (x << (32 - n));
-  for (let block = 0; block < padded.length; block += 64) {
-    for (let i = 0; i < 16; i++) w[i] = view.getUint32(block + i * 4);
-    for (let i = 16; i < 64; i++) {
-      const a = w[i - 15]!, b = w[i - 2]!;
-      w[i] = w[i - 16]! + (rotr(a, 7) ^ rotr(a, 18) ^ (a >>> 3)) + w[i - 7]! + (rotr(b, 17) ^ rotr(b, 19) ^ (b >>> 10));
+/** SHA-256 fed in pieces: update() as often as needed, then digest() once (hex). */
+export class Sha256 {
+  private readonly h = Int32Array.of(0x6a09e667, 0xbb67ae85, 0x3c6ef372, 0xa54ff53a, 0x510e527f, 0x9b05688c, 0x1f83d9ab, 0x5be0cd19);
+  private readonly w = new Int32Array(64);
+  private readonly pending = new Uint8Array(64); // the start of a block the next piece completes
+  private held = 0;
+  private length = 0;
+  update(data: Uint8Array): this {
+    this.length += data.length;
+    let at = 0;
+    if (this.held) {
+      at = Math.min(64 - this.held, data.length);
+      this.pending.set(data.subarray(0, at), this.held);
+      this.held += at;
+      if (this.held < 64) return this;
+      this.blocks(this.pending, 0, 64);
+      this.held = 0;
     }
-    let a = h[0]!, b = h[1]!, c = h[2]!, d = h[3]!, e = h[4]!, f = h[5]!, g = h[6]!, hh = h[7]!;
-    for (let i = 0; i < 64; i++) {
-      const t1 = (hh + (rotr(e, 6) ^ rotr(e, 11) ^ rotr(e, 25)) + ((e & f) ^ (~e & g)) + K256[i]! + w[i]!) | 0;
-      const t2 = ((rotr(a, 2) ^ rotr(a, 13) ^ rotr(a, 22)) + ((a & b) ^ (a & c) ^ (b & c))) | 0;
-      hh = g; g = f; f = e; e = (d + t1) | 0; d = c; c = b; b = a; a = (t1 + t2) | 0;
-    }
-    h[0]! += a; h[1]! += b; h[2]! += c; h[3]! += d; h[4]! += e; h[5]! += f; h[6]! += g; h[7]! += hh;
+    const whole = at + ((data.length - at) & ~63);
+    this.blocks(data, at, whole); // straight from the caller's bytes: no copy of a large message
+    this.pending.set(data.subarray(whole));
+    this.held = data.length - whole;
+    return this;
   }
-  let hex = '';
-  for (const word of h) hex += word.toString(16).padStart(8, '0');
-  return hex;
+  digest(): string {
+    const tail = new Uint8Array(this.held < 56 ? 64 : 128);
+    tail.set(this.pending.subarray(0, this.held));
+    tail[this.held] = 0x80;
+    const view = new DataView(tail.buffer);
+    view.setUint32(tail.length - 8, Math.floor(this.length / 0x20000000));
+    view.setUint32(tail.length - 4, (this.length << 3) >>> 0);
+    this.blocks(tail, 0, tail.length);
+    let hex = '';
+    for (const word of this.h) hex += (word >>> 0).toString(16).padStart(8, '0');
+    return hex;
+  }
+  /** Compresses the 64-byte blocks of d[from, to). */
+  private blocks(d: Uint8Array, from: number, to: number): void {
+    const w = this.w, h = this.h;
+    for (let p = from; p < to; p += 64) {
+      for (let i = 0; i < 16; i++) { const j = p + i * 4; w[i] = (d[j]! << 24) | (d[j + 1]! << 16) | (d[j + 2]! << 8) | d[j + 3]!; }
+      for (let i = 16; i < 64; i++) {
+        const a = w[i - 15]!, b = w[i - 2]!;
+        w[i] = (w[i - 16]! + (((a >>> 7) | (a << 25)) ^ ((a >>> 18) | (a << 14)) ^ (a >>> 3)) + w[i - 7]! +
+          (((b >>> 17) | (b << 15)) ^ ((b >>> 19) | (b << 13)) ^ (b >>> 10))) | 0;
+      }
+      let a = h[0]!, b = h[1]!, c = h[2]!, dd = h[3]!, e = h[4]!, f = h[5]!, g = h[6]!, hh = h[7]!;
+      for (let i = 0; i < 64; i++) {
+        const t1 = (hh + (((e >>> 6) | (e << 26)) ^ ((e >>> 11) | (e << 21)) ^ ((e >>> 25) | (e << 7))) + ((e & f) ^ (~e & g)) + K256[i]! + w[i]!) | 0;
+        const t2 = ((((a >>> 2) | (a << 30)) ^ ((a >>> 13) | (a << 19)) ^ ((a >>> 22) | (a << 10))) + ((a & b) ^ (a & c) ^ (b & c))) | 0;
+        hh = g; g = f; f = e; e = (dd + t1) | 0; dd = c; c = b; b = a; a = (t1 + t2) | 0;
+      }
+      h[0] = (h[0]! + a) | 0; h[1] = (h[1]! + b) | 0; h[2] = (h[2]! + c) | 0; h[3] = (h[3]! + dd) | 0;
+      h[4] = (h[4]! + e) | 0; h[5] = (h[5]! + f) | 0; h[6] = (h[6]! + g) | 0; h[7] = (h[7]! + hh) | 0;
+    }
+  }
 }
+
+export const sha256 = (data: Uint8Array): string => new Sha256().update(data).digest();
 
 let uniqueCounter = 0;
 /** A name part unique on this host: with the pid, no two live processes can make the same. */
@@ -620,6 +681,38 @@ export class Message {
   bytes(): Buffer { return this.spool ? Buffer.concat([...this.chunks()].map((c) => Buffer.from(c))) : this.first; }
 }
 
+/** Header fields an MTA adds on the way: an MTA's retry, or a copy to another of our addresses, differs in these alone. */
+const TRACE_FIELDS = new Set(['received', 'delivered-to', 'return-path', 'envelope-to', 'delivery-date', 'x-original-to']);
+
+/**
+ * The message's content fingerprint, which tells a copy of a filed message from another message
+ * under the same Message-ID: SHA-256 over every byte as it came but the trace fields (each with
+ * its continuation lines), streamed (a spooled message is read once more, never held).
+ */
+export function messagePrint(message: Message): string {
+  const hash = new Sha256();
+  const { first } = message;
+  const end = headEnd(first);
+  let kept = 0; // the start of the run of header lines not yet hashed
+  let skipping = false;
+  for (let line = 0; line < end;) {
+    const next = first.indexOf(LF, line) + 1 || end;
+    if (first[line] !== 0x20 && first[line] !== 0x09) { // a field's first line; else a continuation
+      const name = FIELD.exec(first.toString('latin1', line, Math.min(next, line + 80)))?.[1]?.toLowerCase();
+      const trace = name !== undefined && TRACE_FIELDS.has(name);
+      if (trace && !skipping) hash.update(first.subarray(kept, line));
+      if (!trace && skipping) kept = line;
+      skipping = trace;
+    }
+    line = next;
+  }
+  hash.update(first.subarray(skipping ? end : kept));
+  const chunks = message.chunks();
+  if (first.length) chunks.next(); // `first`, hashed above
+  for (const chunk of chunks) hash.update(chunk);
+  return hash.digest();
+}
+
 /** The header line we put before every stored message; documented in the README. */
 export const OUR_HEADER = 'X-Ticket-Mail';
 
@@ -629,9 +722,12 @@ export const OUR_HEADER = 'X-Ticket-Mail';
  * blank line.
  */
 export function* recordChunks(message: Message, sender: string, where: string, at: Date): Generator<Buffer> {
+  // The note is ours, but may carry encoded text from mail (an outbox record's recipients): a
+  // line break or a byte outside ASCII in it would forge lines, even whole records.
+  if (!/^[\x20-\x7e]{0,2000}$/.test(where)) throw new Error('a record note must be printable ASCII (encodeToken)');
   const terminated = message.endsWithNewline;
   const header = `${OUR_HEADER}: ${where}${terminated ? '' : '; no-final-newline'}\n`;
-  yield Buffer.from(`From ${sender ? printable(sender, 320) : 'MAILER-DAEMON'} ${asctime(at)}\n${header}`, 'latin1');
+  yield Buffer.from(`From ${sender ? encodeToken(sender).slice(0, 1000) : 'MAILER-DAEMON'} ${asctime(at)}\n${header}`);
   yield* quoteChunks(message.chunks());
   yield Buffer.from(terminated ? '\n' : '\n\n');
 }
@@ -1243,9 +1339,10 @@ function breakIfStale(lockPath: string, post: string, cfg: Config, recover: (int
 /**
  * Appends one record durably: remember the size, write, fsync; on any failure truncate
  * back to that size. Refuses symlinks and non-regular files. The lock's recorded intent
- * (path, old size, Message-ID key) lets whoever breaks our lock after a crash undo a partial write.
+ * (path, old size, `filing`: the message's index key and fingerprint, or '-') lets whoever
+ * breaks our lock after a crash undo a partial write.
  */
-export function appendDurably(path: string, record: Iterable<Buffer>, lock: Lock, idKey: string, relative: string): void {
+export function appendDurably(path: string, record: Iterable<Buffer>, lock: Lock, filing: string, relative: string): void {
   let fd;
   try {
     fd = openSync(path, fsc.O_RDWR | fsc.O_APPEND | fsc.O_CREAT | fsc.O_NOFOLLOW, 0o600);
@@ -1256,7 +1353,7 @@ export function appendDurably(path: string, record: Iterable<Buffer>, lock: Lock
     const st = fstatSync(fd);
     if (!st.isFile()) throw temporary(`${path} is not a regular file`);
     const size = st.size;
-    lock.intend(`append ${relative} ${size} ${idKey}`);
+    lock.intend(`append ${relative} ${size} ${filing}`);
     try {
       if (size > 0) { // repair a mailbox that does not end in a newline, so our From_ line starts a line
         const last = Buffer.alloc(1);
@@ -1282,8 +1379,12 @@ export function appendDurably(path: string, record: Iterable<Buffer>, lock: Lock
 // ---------------------------------------------------------------------------------------
 
 /**
- * One file per Message-ID under .ticket-mail/ids/, named by the ID's hash (never by the
- * ID itself), holding the numbers of the tickets that have filed it, one per line.
+ * One file per Message-ID under .ticket-mail/ids/, named by the ID's hash (never by the ID
+ * itself), with a line "N FINGERPRINT" for each ticket N that has filed a message under it
+ * (messagePrint). A message without a Message-ID is indexed under its fingerprint's hash.
+ * A line of a number alone was written before fingerprints: it still threads replies into N,
+ * but proves no message to be a copy (one straddling the upgrade may be filed twice, never lost).
+ * Neither the files nor their two folders are ever followed through a symlink.
  */
 export class MessageIndex {
   constructor(private readonly state: string) {}
@@ -1291,28 +1392,55 @@ export class MessageIndex {
     return sha256(Buffer.from(messageId)).slice(0, 40);
   }
   private path(key: string): string { return join(this.state, 'ids', key.slice(0, 2), key.slice(2)); }
-  tickets(key: string): number[] {
+  /** The folders of a key's file, refused when one is not a real folder. */
+  private checkFolders(path: string): void {
+    for (const folder of [join(this.state, 'ids'), join(path, '..')]) {
+      const st = lstatSync(folder, { throwIfNoEntry: false });
+      if (st && !st.isDirectory()) throw new Error(`${folder} is not a folder`);
+    }
+  }
+  /** Each filing under a key: its ticket, and its fingerprint (undefined on a line without one). */
+  private filings(key: string): Array<{ ticket: number; print: string | undefined }> {
     const path = this.path(key);
     try {
-      if (!exists(path)) return []; // the usual case, and an exception costs more than a stat
-      return readFileSync(path, 'latin1').split('\n')
-        .map(parseTicketNumber).filter((n): n is number => n !== undefined);
+      if (!lstatSync(path, { throwIfNoEntry: false })) return []; // the usual case, and an exception costs more than a stat
+      this.checkFolders(path);
+      const fd = openSync(path, fsc.O_RDONLY | fsc.O_NOFOLLOW);
+      let text;
+      try { text = readFileSync(fd, 'latin1'); } finally { closeSync(fd); }
+      return text.split('\n').flatMap((line) => {
+        const [digits = '', print] = line.split(' ');
+        const ticket = parseTicketNumber(digits);
+        return ticket === undefined ? [] : [{ ticket, print: print && /^[0-9a-f]{64}$/.test(print) ? print : undefined }];
+      });
     } catch (e) {
       if (code(e) === 'ENOENT') return [];
       throw temporary(`cannot read the message index: ${reason(e)}`);
     }
   }
-  record(key: string, ticket: number): void {
+  /** The tickets that have filed a message under this key, whatever its content (for threading). */
+  tickets(key: string): number[] { return this.filings(key).map((f) => f.ticket); }
+  /** The tickets holding this very message (a copy: same key, same fingerprint), and those holding others under its key. */
+  copies(key: string, print: string): { same: number[]; other: number[] } {
+    const filings = this.filings(key);
+    const same = filings.filter((f) => f.print === print).map((f) => f.ticket);
+    return { same, other: filings.map((f) => f.ticket).filter((n) => !same.includes(n)) };
+  }
+  record(key: string, ticket: number, print: string | undefined): void {
     const path = this.path(key);
-    const open = () => openSync(path, fsc.O_WRONLY | fsc.O_APPEND | fsc.O_CREAT, 0o600);
+    const open = () => openSync(path, fsc.O_WRONLY | fsc.O_APPEND | fsc.O_CREAT | fsc.O_NOFOLLOW, 0o600);
     let fd;
-    try { fd = open(); } catch (e) {
+    try {
+      this.checkFolders(path);
+      fd = open();
+    } catch (e) {
       if (code(e) !== 'ENOENT') throw e;
       // Level by level: a recursive mkdir reports EROFS as ENOENT, a misleading warning.
       for (const folder of [join(this.state, 'ids'), join(path, '..')]) makeFolder(folder);
+      this.checkFolders(path);
       fd = open();
     }
-    try { writeSync(fd, `${ticket}\n`); } finally { closeSync(fd); }
+    try { writeSync(fd, print ? `${ticket} ${print}\n` : `${ticket}\n`); } finally { closeSync(fd); }
   }
 }
 
@@ -1334,8 +1462,9 @@ export interface Incoming {
   message: Message;          // without the MTA's From_ line
   head: Head;
   envelope: Envelope;
-  messageId: string | undefined;
-  idKey: string;             // its index key; '-' when the message has no Message-ID
+  messageId: string | undefined; // a strict msg-id (messageIds), for threading and our headers
+  idKey: string;             // its index key: of the whole Message-ID field, else of the fingerprint
+  print: string;             // its content fingerprint (messagePrint)
   at: Date;
 }
 
@@ -1364,13 +1493,15 @@ function fileUnmatched(store: Store, incoming: Incoming, why: string): Filed {
  * the index only loses this message (a later copy of it would be filed, and a reply to it
  * threaded by its tag or address alone).
  */
-function noteFiled(index: MessageIndex, idKey: string, ticket: number): string | undefined {
-  if (idKey === '-') return undefined;
+function noteFiled(index: MessageIndex, incoming: Incoming, ticket: number, other: number[]): string | undefined {
+  // Another message under a known Message-ID (a reused one, or a stranger's who has seen it):
+  // filed all the same, never taken for a copy, and said so.
+  const reused = other.length ? `ticket ${ticket}: its Message-ID was filed before with other content (ticket ${other.join(', ')}); filed as a new message` : undefined;
   try {
-    index.record(idKey, ticket);
-    return undefined;
+    index.record(incoming.idKey, ticket, incoming.print);
+    return reused;
   } catch (e) {
-    return `ticket ${ticket}: filed, but not noted in the message index (${reason(e)})`;
+    return [reused, `ticket ${ticket}: filed, but not noted in the message index (${reason(e)})`].filter(Boolean).join('; ');
   }
 }
 
@@ -1392,17 +1523,15 @@ function lastNumber(store: Store): number {
 function createTicket(store: Store, index: MessageIndex, incoming: Incoming): Filed {
   const lock = takeLock(join(store.state, 'numbers'), store.cfg, (intent) => recoverCreate(store, index, intent));
   try {
-    if (incoming.idKey !== '-') {
-      const [already] = index.tickets(incoming.idKey);
-      if (already !== undefined) return { outcome: 'duplicate', ticket: already };
-    }
+    const { same: [already], other } = index.copies(incoming.idKey, incoming.print);
+    if (already !== undefined) return { outcome: 'duplicate', ticket: already };
     let n = lastNumber(store) + 1;
     while (store.placeOf(n)) n++;
     if (n > MAX_TICKET) throw temporary('ticket numbers are exhausted');
     const counter = join(store.state, 'last-ticket');
     writeFileDurably(`${counter}.new`, `${n}\n`);
     renameSync(`${counter}.new`, counter);
-    lock.intend(`create ${n} ${incoming.idKey}`);
+    lock.intend(`create ${n} ${incoming.idKey} ${incoming.print}`);
     // The ticket appears complete or not at all: written aside, then linked into place.
     const aside = join(store.state, `new-${n}`);
     const path = store.ticketPath(n, 'open');
@@ -1411,7 +1540,7 @@ function createTicket(store: Store, index: MessageIndex, incoming: Incoming): Fi
       linkSync(aside, path);
     } finally { rmSync(aside, { force: true }); }
     try { fsyncPath(store.cfg.dir); } catch (e) { rmSync(path, { force: true }); throw e; } // not durably there: undone
-    return { outcome: 'created', ticket: n, warning: noteFiled(index, incoming.idKey, n) };
+    return { outcome: 'created', ticket: n, warning: noteFiled(index, incoming, n, other) };
   } catch (e) {
     throw e instanceof MailError ? e : temporary(`cannot create a ticket: ${reason(e)}`);
   } finally { lock.release(); }
@@ -1431,12 +1560,17 @@ function writeAll(fd: number, bytes: Buffer): void {
 
 /** A creator died holding the numbers lock: finish its step if the ticket exists. */
 function recoverCreate(store: Store, index: MessageIndex, intent: string): void {
-  const [step, digits, key] = intent.split(' ');
+  const [step, digits, key, print] = intent.split(' ');
   const n = parseTicketNumber(digits ?? '');
   if (step !== 'create' || n === undefined) return;
   try { unlinkSync(join(store.state, `new-${n}`)); } catch { /* not written yet, or linked and removed */ }
-  if (key && /^[0-9a-f]{40}$/.test(key) && store.placeOf(n) && !index.tickets(key).includes(n)) index.record(key, n);
+  const fingerprint = print && /^[0-9a-f]{64}$/.test(print) ? print : undefined; // none in an older version's intent
+  if (key && /^[0-9a-f]{40}$/.test(key) && store.placeOf(n) && !filedIn(index, key, fingerprint).includes(n)) index.record(key, n, fingerprint);
 }
+
+/** The tickets that hold the message a dead holder was filing (any under its key, for an older version's intent). */
+const filedIn = (index: MessageIndex, key: string, print: string | undefined) =>
+  (print ? index.copies(key, print).same : index.tickets(key));
 
 /**
  * A holder of a ticket lock died: undo a half-written append (unless the index shows it
@@ -1452,11 +1586,11 @@ function recoverTicketStep(store: Store, intent: string): void {
     return { path: store.ticketPath(n, m[1] ? 'archived' : 'open'), ticket: n };
   };
   if (step === 'append') {
-    const [relative, offset, key] = args;
+    const [relative, offset, key, print] = args;
     const target = located(relative);
     if (!target || !/^\d+$/.test(offset ?? '')) return;
     const index = new MessageIndex(store.state);
-    if (key && key !== '-' && target.ticket !== undefined && index.tickets(key).includes(target.ticket)) return;
+    if (key && key !== '-' && target.ticket !== undefined && filedIn(index, key, print).includes(target.ticket)) return;
     try {
       const fd = openSync(target.path, fsc.O_WRONLY | fsc.O_NOFOLLOW);
       try {
@@ -1496,7 +1630,8 @@ function firstMessageOf(path: string): FirstMessage | undefined {
   try {
     const start = readStart(fd, 64 * 1024);
     const head = headOfMbox(start);
-    return head && { head, sender: envelopeSender(splitEnvelopeLine(start).fromLineSender ?? '') };
+    // Our From_ line holds the sender encoded (recordChunks); decoded, it is the sender as it came.
+    return head && { head, sender: envelopeSender(decodeToken(splitEnvelopeLine(start).fromLineSender ?? '')) };
   } finally { closeSync(fd); }
 }
 
@@ -1534,7 +1669,8 @@ function fileIntoTicket(store: Store, index: MessageIndex, incoming: Incoming,
       lock.release();
       return { ...fileUnmatched(store, incoming, `ticket ${n} does not exist`), missing: n };
     }
-    if (incoming.idKey !== '-' && index.tickets(incoming.idKey).includes(n)) {
+    const { same, other } = index.copies(incoming.idKey, incoming.print);
+    if (same.includes(n)) {
       // A retried close whose move was cut short (filed, but the ticket still open): finish it.
       if (routed.action === 'close' && place === 'open' && closeAllowed(store, n, incoming.head)) {
         archivedLock = takeLock(store.ticketPath(n, 'archived'), store.cfg, recover);
@@ -1552,8 +1688,8 @@ function fileIntoTicket(store: Store, index: MessageIndex, incoming: Incoming,
       target = 'open';
     }
     const record = recordChunks(incoming.message, incoming.envelope.sender, `ticket ${n}`, incoming.at);
-    appendDurably(store.ticketPath(n, target), record, lock, incoming.idKey, relativeTicket(n, target));
-    const warning = noteFiled(index, incoming.idKey, n);
+    appendDurably(store.ticketPath(n, target), record, lock, `${incoming.idKey} ${incoming.print}`, relativeTicket(n, target));
+    const warning = noteFiled(index, incoming, n, other);
     if (outcome === 'closed') {
       archivedLock = takeLock(store.ticketPath(n, 'archived'), store.cfg, recover);
       moveTicket(store, n, 'open', 'archived', lock);
@@ -1589,11 +1725,36 @@ async function mailer(cfg: Config): Promise<(mail: Outgoing) => string | undefin
   return (mail) => {
     const r = spawnSync(cfg.sendmail, ['-oi', '-f', '<>', '--', ...mail.recipients],
       { input: mail.text, stdio: ['pipe', 'ignore', 'ignore'], timeout: 60_000, killSignal: 'SIGKILL' });
-    if (r.error) return `${cfg.sendmail}: ${reason(r.error)}`;
+    // A program that exits 0 has taken the mail, whether or not it read it all (/bin/true as a
+    // "mail off" stand-in): our write then fails with EPIPE, which is no failure of sending.
+    if (r.error && !(code(r.error) === 'EPIPE' && r.status === 0)) return `${cfg.sendmail}: ${reason(r.error)}`;
     if (r.signal) return `${cfg.sendmail} was killed by ${r.signal}`;
     if (r.status !== 0) return `${cfg.sendmail} exited with status ${r.status}`;
     return undefined;
   };
+}
+
+/** An outbox record's note: its kind and recipients, each encoded (a recipient may be any UTF-8). */
+const outboxNote = (mail: Outgoing) => ['outbox', mail.kind, ...mail.recipients].map(encodeToken).join(' ');
+
+/** The mail an outbox record holds, or undefined when the record is not one of ours. */
+function outboxMail(note: string, message: Buffer): Outgoing | undefined {
+  const [word, kind, ...recipients] = note.split(' ').map(decodeToken);
+  if (word !== 'outbox' || !kind || recipients.length === 0 || !recipients.every(isPlainAddress)) return undefined;
+  return { kind: kind as ReplyKind, recipients, text: message.toString() };
+}
+
+/**
+ * Where an outbox that is not a regular file (a symlink, a folder) is moved: renamed aside, the
+ * link itself and not what it points to, so that the mail kept now is neither written through it
+ * nor lost; `check` tells of it.
+ */
+const ASIDE = 'outbox.not-a-file.';
+
+/** Moves the outbox aside if it is not a regular file; the caller holds its lock. */
+function outboxAside(store: Store, path: string): void {
+  const st = lstatSync(path, { throwIfNoEntry: false });
+  if (st && !st.isFile()) renameSync(path, join(store.state, `${ASIDE}${process.pid}.${unique()}`));
 }
 
 /** Keeps mail that could not be sent in the outbox, for `ticket-mail flush`. */
@@ -1601,8 +1762,9 @@ function keepInOutbox(store: Store, mails: Outgoing[]): void {
   const path = join(store.cfg.dir, OUTBOX);
   const lock = takeLock(path, store.cfg, (intent) => recoverTicketStep(store, intent));
   try {
+    outboxAside(store, path);
     for (const m of mails) {
-      appendDurably(path, recordChunks(Message.of(Buffer.from(m.text)), '', `outbox ${m.kind} ${m.recipients.join(' ')}`, new Date()), lock, '-', OUTBOX);
+      appendDurably(path, recordChunks(Message.of(Buffer.from(m.text)), '', outboxNote(m), new Date()), lock, '-', OUTBOX);
     }
   } finally { lock.release(); }
 }
@@ -1617,7 +1779,7 @@ function keepInOutbox(store: Store, mails: Outgoing[]): void {
  */
 export async function flushOutbox(store: Store): Promise<{ sent: number; kept: number; error: string | undefined }> {
   const path = join(store.cfg.dir, OUTBOX);
-  if (!exists(path)) return { sent: 0, kept: 0, error: undefined };
+  if (!lstatSync(path, { throwIfNoEntry: false })) return { sent: 0, kept: 0, error: undefined };
   const sendmail = await mailer(store.cfg);
   const underLock = <T>(work: () => T): T => {
     const lock = takeLock(path, store.cfg, (intent) => recoverTicketStep(store, intent));
@@ -1625,18 +1787,21 @@ export async function flushOutbox(store: Store): Promise<{ sent: number; kept: n
   };
   const flushing = takeLock(`${path}.flush`, store.cfg, () => {});
   try {
-    const taken = underLock(() => readFileSync(path));
+    const taken = underLock(() => {
+      outboxAside(store, path);
+      return exists(path) ? readFileSync(path) : Buffer.alloc(0);
+    });
     const records = readMbox(taken);
     const kept: Buffer[] = [];
     let error: string | undefined;
     for (const [i, record] of records.entries()) {
       flushing.intend(`flush ${i + 1} of ${records.length}`);
-      const [word, kind, ...recipients] = record.note.split(' ');
-      const mail: Outgoing = { kind: kind as ReplyKind, recipients: recipients.filter(isPlainAddress), text: record.message.toString() };
-      const failed = word !== 'outbox' || mail.recipients.length === 0 ? 'not an outbox record' : sendmail(mail);
+      const mail = outboxMail(record.note, record.message);
+      const failed = mail ? sendmail(mail) : 'not an outbox record';
       if (failed) {
         error = failed;
-        kept.push(mboxRecord(record.message, '', record.note, new Date()));
+        // A note of an older version's outbox may hold raw bytes: kept, encoded, for a person to read.
+        kept.push(mboxRecord(record.message, '', /^[\x20-\x7e]*$/.test(record.note) ? record.note : encodeToken(record.note), new Date()));
       }
     }
     if (kept.length < records.length) {
@@ -1959,14 +2124,14 @@ export function dryRoute(store: Store, incoming: Incoming) {
   let missing: number | undefined;
   if (routed.action === 'unmatched') outcome = 'unmatched';
   else if (routed.action === 'create') {
-    const [already] = incoming.idKey === '-' ? [] : index.tickets(incoming.idKey);
+    const [already] = index.copies(incoming.idKey, incoming.print).same;
     outcome = already === undefined ? 'created' : 'duplicate';
     ticket = already ?? lastNumberPreview(store);
   } else {
     ticket = routed.ticket;
     const place = store.placeOf(ticket);
     if (!place) { outcome = 'unmatched'; missing = ticket; ticket = undefined; }
-    else if (incoming.idKey !== '-' && index.tickets(incoming.idKey).includes(ticket)) outcome = 'duplicate';
+    else if (index.copies(incoming.idKey, incoming.print).same.includes(ticket)) outcome = 'duplicate';
     else {
       outcome = ticketOutcome(routed.action, place, isAutomatic(incoming.head, incoming.envelope.sender),
         routed.action === 'close' && place === 'open' && closeAllowed(store, ticket, incoming.head));
@@ -2036,10 +2201,15 @@ export function checkSetup(store: Store): Finding[] {
     }
     for (const name of readdirSync(store.state)) {
       if (/^new-\d+$/.test(name)) say(false, `leftover ${join(store.state, name)} from an interrupted delivery: remove it`);
+      if (name.startsWith(ASIDE)) say(false, `${join(store.state, name)} was the outbox, but not a regular file (moved aside, its mail kept in a new outbox): look at it, then remove it`);
     }
     const outbox = join(cfg.dir, OUTBOX);
-    const waiting = existsSync(outbox) ? readMbox(readFileSync(outbox)).length : 0;
-    say(waiting === 0, waiting ? `${waiting} message(s) wait in the outbox: run ticket-mail flush` : 'outbox empty');
+    const box = lstatSync(outbox, { throwIfNoEntry: false });
+    if (box && !box.isFile()) say(false, `${outbox} is not a regular file: the next delivery or flush moves it aside`);
+    else {
+      const waiting = box ? readMbox(readFileSync(outbox)).length : 0;
+      say(waiting === 0, waiting ? `${waiting} message(s) wait in the outbox: run ticket-mail flush` : 'outbox empty');
+    }
   }
   for (const folderPath of [cfg.dir, store.archived, store.state]) {
     let names: string[] = [];
@@ -2165,18 +2335,20 @@ export function parseIncoming(cfg: Config, raw: Message, env: NodeJS.ProcessEnv,
   // is stored as it came but parsed no further.
   const head = parseHead(first.subarray(0, headEnd(first)).toString('utf8'));
   if (!head) throw new MailError(65, 'not a mail message: it has no header');
-  const messageId = messageIds(field(head, 'message-id'))[0];
-  return {
-    message, head, envelope: resolveEnvelope(flags, env, fromLineSender, head, cfg), at: new Date(),
-    messageId, idKey: messageId ? MessageIndex.key(messageId) : '-',
-  };
+  const idField = field(head, 'message-id');
+  const messageId = messageIds(idField)[0];
+  const print = messagePrint(message);
+  // Deduplicated by the whole field, whatever it holds (too long for a msg-id, no brackets): an
+  // MTA's retry has it unchanged. One plain <msg-id> keys as that ID, as replies reference it.
+  const idKey = MessageIndex.key(!idField ? `fingerprint ${print}` : messageId !== undefined && idField === `<${messageId}>` ? messageId : idField);
+  return { message, head, envelope: resolveEnvelope(flags, env, fromLineSender, head, cfg), at: new Date(), messageId, idKey, print };
 }
 
 /** route() with its one disk fact: which existing ticket holds a Message-ID (ours name it). */
 function routeIncoming(store: Store, index: MessageIndex, incoming: Incoming): Route {
   const ticketOfMessageId = (id: string) => [ticketOfOurMessageId(id, store.cfg), ...index.tickets(MessageIndex.key(id))]
     .find((n) => n !== undefined && store.placeOf(n));
-  return route(incoming.head, incoming.envelope, store.cfg, ticketOfMessageId);
+  return route(incoming.head, incoming.envelope, store.cfg, ticketOfMessageId, (n) => store.placeOf(n) !== undefined);
 }
 
 /**
@@ -2218,11 +2390,18 @@ export function readStdin(maxSize: number, spoolDir: string | undefined): Messag
   return new Message(first.subarray(0, inMemory), spool);
 }
 
-/** One line per delivery in .ticket-mail/log, so "where did my mail go?" has an answer. */
+/**
+ * One line per delivery in .ticket-mail/log, so "where did my mail go?" has an answer. Each
+ * field is encoded (encodeToken: no tab, no line break, nothing lost) and at most 1000
+ * characters; a longer one is cut and ends in " [cut]".
+ */
 function audit(store: Store, fields: Array<string | number | undefined>): void {
-  const line = fields.map((f) => printable(String(f ?? '-'))).join('\t') + '\n';
+  const line = fields.map((f) => {
+    const token = f === undefined || f === '' ? '-' : encodeToken(String(f));
+    return token.length > 1000 ? `${token.slice(0, 1000)} [cut]` : token;
+  }).join('\t') + '\n';
   try {
-    const fd = openSync(join(store.state, 'log'), fsc.O_WRONLY | fsc.O_APPEND | fsc.O_CREAT, 0o600);
+    const fd = openSync(join(store.state, 'log'), fsc.O_WRONLY | fsc.O_APPEND | fsc.O_CREAT | fsc.O_NOFOLLOW, 0o600);
     try { writeSync(fd, line); } finally { closeSync(fd); }
   } catch (e) {
     process.stderr.write(`ticket-mail: warning: cannot write the log: ${reason(e)}\n`);
@@ -2244,8 +2423,8 @@ export function deliver(store: Store, raw: Message, env: NodeJS.ProcessEnv,
     filed = file(store, index, incoming, routed);
     return { incoming, filed };
   } finally {
-    audit(store, [new Date().toISOString(), incoming.messageId, envelope.sender || '<>', envelope.recipient,
-      routed.action + ('rule' in routed ? `/${routed.rule}` : ''), filed?.ticket, filed?.outcome ?? 'failed']);
+    audit(store, [new Date().toISOString(), field(incoming.head, 'message-id'), envelope.sender || '<>', envelope.recipient,
+      routed.action + ('rule' in routed ? `/${routed.rule}` : ''), filed?.ticket, filed?.outcome ?? 'failed', filed?.warning]);
   }
 }
 
@@ -2448,8 +2627,15 @@ async function runTicketCommand(cfg: Config, action: 'close' | 'reopen', ticket:
   const given = process.stdin.isTTY ? undefined : readStdin(cfg.maxSize, store.state);
   const message = given?.size ? given : Message.of(commandNote(action, n, author, recipient, domain, new Date()));
   const { incoming, filed } = deliver(store, message, {}, { recipient, sender: author });
+  if (filed.warning) warn(filed.warning);
   if (!options.quiet) for (const warning of await sendReplies(store, incoming, filed)) warn(warning);
   print(`ticket ${n}: ${filed.outcome}\n`);
+  // Mail that does not reopen (a copy of a message the ticket has, automatic mail) is filed as
+  // by mail; the command, asked to reopen, says why it did not.
+  if (action === 'reopen' && filed.outcome !== 'reopened') {
+    throw new Error(`ticket ${n} was not reopened: ${filed.outcome === 'duplicate'
+      ? 'the message on stdin is already filed in it' : 'the message on stdin is automatic mail, which never reopens a ticket'}`);
+  }
 }
 
 function runMuttrc(cfg: Config): void {
