@@ -995,6 +995,7 @@ export function htmlToText(html: string): string {
  * parameter value a "(" opens a comment only after whitespace: filename=Invoice(1).pdf is a name.
  */
 export function mimeValue(text: string): { value: string; params: Map<string, string> } {
+  if (!text) return { value: '', params: new Map() };
   const fields: string[] = [];
   let current = '';
   let quoted = false;
@@ -1108,7 +1109,7 @@ export function mimeOutline(chunks: Iterable<Buffer>): Outline {
   let part = newPart(false);
   /** The header is read: what the part is, and how its body is read. */
   const startBody = () => {
-    const head = parseHead(part.head!.join('\n')) ?? new Map();
+    const head = (part.head!.length && parseHead(part.head!.join('\n'))) || new Map();
     part.head = undefined;
     const type = mimeValue(field(head, 'content-type') ?? (part.digest ? 'message/rfc822' : 'text/plain'));
     const disposition = mimeValue(field(head, 'content-disposition') ?? '').value;
@@ -1147,15 +1148,17 @@ export function mimeOutline(chunks: Iterable<Buffer>): Outline {
     let stop = to;
     if (end) while (stop > from && buf[stop - 1] === 0x0d) stop--; // as postal-mime: trailing CRs are the line end's
     const length = stop - from;
-    if (part.body === 'skip' && !part.head && !(length > 1 && buf[from] === 0x2d && buf[from + 1] === 0x2d)) return; // the usual flood
-    const bytes = buf.subarray(from, to);
-    const line = buf.subarray(from, stop);
-    if (start && end && boundaries.length && line[0] === 0x2d && line[1] === 0x2d) {
+    const dashes = length > 1 && buf[from] === 0x2d && buf[from + 1] === 0x2d;
+    if (part.body === 'skip' && !part.head && !dashes) return; // the usual flood
+    if (start && end && boundaries.length && dashes) {
       for (let i = boundaries.length - 1; i >= 0; i--) {
         const { marker, digest } = boundaries[i]!;
         if (length < marker.length || buf.compare(marker, 0, marker.length, from, from + marker.length) !== 0) continue;
-        const closing = line[marker.length] === 0x2d && line[marker.length + 1] === 0x2d;
-        if (!line.subarray(marker.length + (closing ? 2 : 0)).every((b) => b === 0x20 || b === 0x09)) continue;
+        let after = from + marker.length;
+        const closing = buf[after] === 0x2d && buf[after + 1] === 0x2d && after + 1 < stop;
+        if (closing) after += 2;
+        while (after < stop && (buf[after] === 0x20 || buf[after] === 0x09)) after++;
+        if (after < stop) continue;
         endPart();
         boundaries.length = closing ? i : i + 1;
         part = newPart(digest);
@@ -1165,9 +1168,11 @@ export function mimeOutline(chunks: Iterable<Buffer>): Outline {
     }
     if (part.head) {
       if (start && end && length === 0) startBody();
-      else if (start && part.headSize < PART_HEAD) { part.head.push(line.toString('utf8')); part.headSize += length; }
+      else if (start && part.headSize < PART_HEAD) { part.head.push(buf.toString('utf8', from, stop)); part.headSize += length; }
       return;
     }
+    const bytes = buf.subarray(from, to);
+    const line = buf.subarray(from, stop);
     if (part.body === 'text') {
       if (textBytes + bytes.length > TEXT_BYTES || textLines >= TEXT_LINES) { outline.cut = true; part.body = 'skip'; return; }
       part.text!.pieces.push(end ? Buffer.concat([bytes, NEWLINE]) : Buffer.from(bytes));
