@@ -81,8 +81,8 @@ const FLOOD: Record<string, (size: number) => string> = {
 };
 
 describe('MIME floods of 10 MiB, with admins to notify', () => {
-  // name -> size: two of 10 MiB, two smaller, which are just as far beyond the old code's reach (run time)
-  const FLOODS = { 'empty lines': 10 * MiB, 'tiny MIME parts': 10 * MiB, 'CRLF empty lines in an HTML part': 4 * MiB, 'base64 paddings': 4 * MiB };
+  // name -> size: two of just under 10 MiB (the old code summarized up to 10 MiB), two smaller, just as far beyond its reach
+  const FLOODS = { 'empty lines': 10 * MiB - 4096, 'tiny MIME parts': 10 * MiB - 4096, 'CRLF empty lines in an HTML part': 4 * MiB, 'base64 paddings': 4 * MiB };
   it.each(Object.entries(FLOODS))('%s: filed byte for byte, one ticket, notified, exit 0 under a 128 MB heap, in bounded time', (name, size) => {
     const m = setup();
     const message = Buffer.from(FLOOD[name]!(size));
@@ -105,8 +105,7 @@ describe('address floods', () => {
   it.each([
     ['From of nested groups', `From: ${groups}<alice@customer.example>\nTo: submit@tickets.example`],
     ['Reply-To of nested groups', `From: Alice <alice@customer.example>\nReply-To: ${groups}\nTo: submit@tickets.example`],
-    ['To of 40,000 addresses', `From: Alice <alice@customer.example>\nTo: submit@tickets.example, ${'someone@customer.example, '.repeat(40_000)}`],
-    ['Cc of comments and groups', `From: Alice <alice@customer.example>\nTo: someone@customer.example\nCc: submit@tickets.example, ${'(a) ((b)) g: ;'.repeat(60_000)}`],
+    ['To and Cc of nested groups', `From: Alice <alice@customer.example>\nTo: submit@tickets.example, ${groups}\nCc: ${groups}`],
   ])('a %s: filed, notified, exit 0 within a bound, and so is `show`', (_, fields) => {
     const m = setup();
     const message = `${fields}\nSubject: floods\nMessage-ID: <g@customer.example>\n\nHello.\n`;
