@@ -317,9 +317,12 @@ export function whyAutomatic(head: Head, sender: string): string | undefined {
     'x-autoreply', 'x-autorespond', LOOP_HEADER.toLowerCase()]) {
     if (head.has(name)) return name;
   }
-  for (const address of [sender, addresses(field(head, 'from'))[0]]) {
-    if (address !== undefined && isRobotAddress(address)) return `robot address ${address.toLowerCase()}`;
-  }
+  if (isRobotAddress(sender)) return `robot address ${sender.toLowerCase()}`;
+  // From is parsed only when it may name a robot: the address parser is a module to load
+  // (a plain append loads none) and slow on hostile input.
+  const from = field(head, 'from');
+  const author = from && /mailer-daemon|postmaster|no-?reply|do-?not-?reply|-request|owner-/i.test(from) ? addresses(from)[0] : undefined;
+  if (author !== undefined && isRobotAddress(author)) return `robot address ${author}`;
   return undefined;
 }
 

@@ -131,6 +131,11 @@ describe('automatic mail: one definition for reopening, closing, replies and not
     for (const text of ['X-Auto-Response-Suppress: All', 'Precedence: first-class', 'Auto-Submitted: no', 'Subject: [issue1] noreply']) {
       expect(why(text), text).toBeUndefined();
     }
+    // The From's address counts, not its display name.
+    const byFrom = (from: string) => whyAutomatic(parseHead(`From: ${from}`)!, 'bounces+x7@mailer.example');
+    expect(byFrom('"Shop" <No-Reply@shop.example>')).toBe('robot address no-reply@shop.example');
+    expect(byFrom('users-request@lists.example (List)')).toBe('robot address users-request@lists.example');
+    expect(byFrom('"noreply fan, owner-x" <alice@customer.example>')).toBeUndefined();
   });
 });
 
