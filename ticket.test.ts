@@ -93,13 +93,13 @@ describe('routing', () => {
     expect(routeTo('submit-done@x').action).toBe('unmatched');
     expect(routeTo('postmaster@x').action).toBe('unmatched');
   });
-  it('finds the subject tag in every spelling, folded and RFC 2047 encoded', () => {
+  it('finds our subject tag in any case, folded and RFC 2047 encoded, and no other tracker\'s reference', () => {
     const tagged = (subject: string) => routeTo('submit@x', `Subject: ${subject}`);
     const seven = { action: 'append', ticket: 7, rule: 'subject-tag' };
     expect(tagged('Re: [issue7] Printer')).toEqual(seven);
     expect(tagged('Re: [ISSUE7] Printer')).toEqual(seven);
-    expect(tagged('Re: [issue 7] Printer')).toEqual(seven);
-    expect(tagged('Re: [Issue #7] Printer')).toEqual(seven);
+    expect(tagged('Re: [issue 7] Printer')).toEqual({ action: 'create', rule: 'submit' });
+    expect(tagged('Re: [Issue #7] Printer')).toEqual({ action: 'create', rule: 'submit' });
     expect(tagged('AW: =?UTF-8?B?W2lzc3VlN10gQ2Fmw6k=?=')).toEqual(seven); // "[issue7] Café", base64
     expect(tagged('=?UTF-8?Q?Re:_[iss?=\n =?UTF-8?Q?ue7]_Caf=C3=A9?=')).toEqual(seven); // split across two words
     expect(routeTo('submit@x', 'Subject: Re: a very long subject that\n\t[issue7] continues')).toEqual(seven);
@@ -957,7 +957,6 @@ describe('loop and backscatter safety', () => {
     ['-request', 'users-request@lists.example', [], 'users-request@lists.example'],
     ['owner-', 'owner-users@lists.example', [], 'owner-users@lists.example'],
     ['one of our own addresses', 'ticket-5@tickets.example', [], 'ticket-5@tickets.example'],
-    ['another ticket-mail\'s loop header', 'alice@customer.example', ['X-Ticket-Mail-Loop: other.example']],
   ];
   it.each(cases)('sends no automatic reply for %s, still files and notifies', (_, sender, headers, from) => {
     const m = mailSetup(['--admin', 'max@tickets.example']);
@@ -965,9 +964,9 @@ describe('loop and backscatter safety', () => {
     expect(stored(join(m.tickets, '1'))).toHaveLength(1);
     expect(m.sent().map((s) => s.headers.get('auto-submitted')![0])).toEqual(['auto-generated', 'auto-generated']);
   });
-  it('sends nothing at all about our own mail come back', () => {
+  it.each(['tickets.example', 'other.example'])('sends nothing at all about mail with the loop header of %s', (domain) => {
     const m = mailSetup();
-    expect(m.send('submit@tickets.example', 'alice@customer.example', mail({ headers: ['X-Ticket-Mail-Loop: tickets.example'] })).status).toBe(0);
+    expect(m.send('submit@tickets.example', 'alice@customer.example', mail({ headers: [`X-Ticket-Mail-Loop: ${domain}`] })).status).toBe(0);
     expect(stored(join(m.tickets, '1'))).toHaveLength(1);
     expect(m.sent()).toEqual([]);
   });

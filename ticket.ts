@@ -316,10 +316,38 @@ export function addresses(value: string | undefined): readonly string[] {
   return found;
 }
 
-/** True for mail a program sent on its own: bounces and RFC 3834 auto-submitted mail. */
-export function isAutomatic(head: Head, sender: string): boolean {
+/** A robot's mailbox: a bounce's, a list's (RFC 2142, RFC 3834 section 2) or one nobody reads. */
+const isRobotAddress = (address: string) =>
+  /^(mailer-daemon|postmaster|no-?reply|do-?not-?reply|.*-request|owner-.*)$/.test(address.slice(0, address.lastIndexOf('@')).toLowerCase());
+
+/**
+ * Why this message was sent by a program rather than written by a person, or undefined.
+ * The one definition of "automatic": such mail never closes or reopens a ticket, never gets
+ * an automatic reply, and tells the admins of nothing but a ticket it opens. The marks are
+ * those real auto-responders, bounces and lists send: the null sender; RFC 3834's
+ * Auto-Submitted; Precedence bulk, list, junk (vacation(1) sends junk, Gmail bulk) or
+ * auto_reply; List-* (RFC 2369, 2919); X-Autoreply and X-Autorespond (Gmail, osTicket,
+ * cPanel); a ticket-mail's loop header, ours or another instance's; a robot's address as
+ * the envelope sender or From. Not X-Auto-Response-Suppress: Outlook and Exchange put it on
+ * mail people write (to a distribution list, a meeting reply); it only asks for no reply.
+ */
+export function whyAutomatic(head: Head, sender: string): string | undefined {
+  if (sender === '') return 'null envelope sender';
   const auto = field(head, 'auto-submitted')?.split(/[;(\s]/)[0]?.toLowerCase();
-  return sender === '' || (auto !== undefined && auto !== 'no');
+  if (auto !== undefined && auto !== 'no') return 'Auto-Submitted';
+  const precedence = field(head, 'precedence')?.trim().toLowerCase();
+  if (precedence === 'bulk' || precedence === 'list' || precedence === 'junk' || precedence === 'auto_reply') return `Precedence: ${precedence}`;
+  for (const name of ['list-id', 'list-unsubscribe', 'list-post', 'list-help', 'list-subscribe', 'list-owner', 'list-archive',
+    'x-autoreply', 'x-autorespond', LOOP_HEADER.toLowerCase()]) {
+    if (head.has(name)) return name;
+  }
+  if (isRobotAddress(sender)) return `robot address ${sender.toLowerCase()}`;
+  // From is parsed only when it may name a robot: the address parser is a module to load
+  // (a plain append loads none) and slow on hostile input.
+  const from = field(head, 'from');
+  const author = from && /mailer-daemon|postmaster|no-?reply|do-?not-?reply|-request|owner-/i.test(from) ? addresses(from)[0] : undefined;
+  if (author !== undefined && isRobotAddress(author)) return `robot address ${author}`;
+  return undefined;
 }
 
 // ---------------------------------------------------------------------------------------
@@ -341,13 +369,16 @@ function formRegExp(form: string): RegExp {
 }
 
 /**
- * "[issueN]" -> also matches "[issue 7]", "[Issue #7]". Written (?:\s*#)?\s* rather than
- * \s*#?\s*: two runs of \s* side by side try every split of a run of spaces, which took
- * seconds on a subject of "[issue" and 40,000 spaces.
+ * "[issueN]" -> /\[issue(\d+)\]/i: our tag as we write it, in any case, anywhere in the
+ * subject ("Re: AW: [list] [ISSUE7] ..."); a space in the form matches any run of white
+ * space, as refolding may turn it into a tab. Nothing looser: "[issue 7]" and "[Issue #7]"
+ * are how other trackers write their references, and a stranger quoting one must not be
+ * filed into our ticket of that number. No two runs of \s side by side, which would try
+ * every split of a long run of spaces.
  */
 function tagRegExp(tag: string): RegExp {
-  const [before, after] = tag.split('N') as [string, string];
-  return new RegExp(`${escapeRegExp(before.trimEnd())}(?:\\s*#)?\\s*(\\d+)${escapeRegExp(after.trimStart())}`, 'i');
+  const [before, after] = tag.trim().split('N').map((part) => part.split(/\s+/).map(escapeRegExp).join('\\s+')) as [string, string];
+  return new RegExp(`${before}(\\d+)${after}`, 'i');
 }
 
 /** The decoded subject: unfolded, RFC 2047 words decoded (they can hide the tag). */
@@ -796,19 +827,12 @@ export function isOurAddress(address: string, cfg: Config): boolean {
  * or undefined when one may. RFC 3834 section 2 and Exim's filter_personal() checklist.
  */
 export function autoReplyBlock(head: Head, envelope: Envelope, replyTo: string | undefined, cfg: Config): string | undefined {
-  if (envelope.sender === '') return 'null envelope sender';
-  if (isAutomatic(head, envelope.sender)) return 'Auto-Submitted';
-  const precedence = field(head, 'precedence')?.trim().toLowerCase();
-  if (precedence === 'bulk' || precedence === 'list' || precedence === 'junk') return `Precedence: ${precedence}`;
-  for (const name of ['list-id', 'list-unsubscribe', 'list-post', 'list-help', 'list-subscribe', 'list-owner', 'list-archive']) {
-    if (head.has(name)) return name;
-  }
-  if (head.has('x-auto-response-suppress')) return 'X-Auto-Response-Suppress';
-  if (head.has(LOOP_HEADER.toLowerCase())) return 'our own loop header';
+  const automatic = whyAutomatic(head, envelope.sender);
+  if (automatic) return automatic;
+  if (head.has('x-auto-response-suppress')) return 'X-Auto-Response-Suppress'; // the sender asks for none
   if (!replyTo) return 'no address to reply to';
+  if (isRobotAddress(replyTo)) return `robot address ${replyTo}`;
   for (const address of [envelope.sender.toLowerCase(), replyTo]) {
-    const local = address.slice(0, address.lastIndexOf('@'));
-    if (/^(mailer-daemon|postmaster|no-?reply|do-?not-?reply|.*-request|owner-.*)$/.test(local)) return `robot address ${address}`;
     if (isOurAddress(address, cfg)) return `our own address ${address}`;
   }
   return undefined;
@@ -929,7 +953,7 @@ Subject: {subject}
   'notify': `{event} in ticket {ticket}
 From: {from}
 Subject: {subject}
-
+{note}
 {text}
 {attachments}
 Reply to this message to answer both the sender and the ticket.
@@ -1001,20 +1025,37 @@ export function audience(filed: Pick<Filed, 'outcome' | 'ticket' | 'missing'>, c
 /**
  * Decides which mail to send about a filed message and drafts it. Automatic replies honour
  * autoReplyBlock; admins hear about new tickets, other people's updates and reopenings,
- * never about their own messages. The per-recipient rate limit is the shell's job.
+ * never about their own messages, and of automatic mail only when it opens a ticket. The
+ * per-recipient rate limit is the shell's job.
  */
 export function planReplies(facts: ReplyFacts, cfg: Config): Draft[] {
   const { head, envelope, ticket, domain } = facts;
   const who = audience(facts, cfg);
-  // Our own mail come back to us: a loop in the making, so not even the admins hear of it.
-  if (head.get(LOOP_HEADER.toLowerCase())?.some((v) => v.toLowerCase() === domain)) return [];
+  // Mail a ticket-mail sent, ours come back or another instance's (whose admin address
+  // reaches us, or ours reaches it): any answer to it starts two instances notifying each
+  // other for ever, so nobody hears of it. It is filed all the same.
+  if (head.has(LOOP_HEADER.toLowerCase())) return [];
   const sender = replyAddress(head, envelope);
   const author = addresses(field(head, 'from'))[0];
   const { first } = facts;
   const firstEnvelope: Envelope = { sender: first?.sender ?? '', recipient: undefined, source: 'none' };
   const submitter = first && replyAddress(first.head, firstEnvelope);
+  // The submitter's addresses: the first message's reply address, From and envelope sender.
+  const submitterFrom = first && addresses(field(first.head, 'from'))[0];
+  const submitters = (address: string | undefined) =>
+    address !== undefined && [submitter, submitterFrom, first?.sender.toLowerCase()].includes(address);
   const fromAdmin = [author, envelope.sender.toLowerCase()].some((a) => a !== undefined && cfg.admins.includes(a));
   const blocked = autoReplyBlock(head, envelope, sender, cfg);
+  // Automatic mail into an existing ticket (a tracker's acknowledgement, a vacation notice)
+  // tells nobody: a notification answering it is how trackers that notify each other loop.
+  // A ticket it opens (a monitoring alert) is still news, once: whatever answers that
+  // notification by its tag or thread lands in the ticket, where it tells nobody.
+  const automatic = whyAutomatic(head, envelope.sender) !== undefined;
+  // A notification says so when a plain reply to it would not reach the submitter: a stranger
+  // wrote into the ticket (by its tag, thread or address), or the Reply-To is someone else's.
+  const writer = author ?? sender;
+  const thirdParty = facts.outcome !== 'created' && first !== undefined && !fromAdmin && !(submitters(writer) && submitters(sender));
+  const reader = submitters(writer) ? sender : writer; // whom the note names
   const subject = headerSafe(decodedSubject(head), 150);
   const address = (form: string) => `${form.replace('N', String(ticket))}@${domain}`;
   const messageId = messageIds(field(head, 'message-id'))[0];
@@ -1027,6 +1068,7 @@ export function planReplies(facts: ReplyFacts, cfg: Config): Draft[] {
     submit_address: `${cfg.submit}@${domain}`, subject, number: String(facts.missing ?? ''),
     from: headerSafe(decodeWords(field(head, 'from') ?? envelope.sender), 120),
     text: facts.summary?.text ?? '', attachments: attachmentLines(facts.summary),
+    note: thirdParty ? `Note: ${headerSafe(reader ?? 'the sender', 120)} is not the ticket's submitter (${headerSafe(submitterFrom ?? submitter ?? '', 120)}).\n` : '',
   };
   const draft = (kind: ReplyKind, to: string, subjectLine: string, template: TemplateName, extra: Partial<Draft> = {}): Draft => ({
     kind, to, subject: subjectLine,
@@ -1043,11 +1085,12 @@ export function planReplies(facts: ReplyFacts, cfg: Config): Draft[] {
     if (who.sender && !blocked && sender) drafts.push(draft(kind, sender, subjectLine, template));
   };
   const notify = (event: 'New' | 'Update' | 'Reopened' | 'Closed') => {
-    if (!who.admins) return;
+    if (!who.admins || (automatic && event !== 'New')) return;
     for (const admin of cfg.admins) {
       if (admin === author || admin === envelope.sender.toLowerCase()) continue;
-      const replyTo = [...new Set([submitter, vars.ticket_address!].filter((a): a is string => !!a))];
-      drafts.push(draft('notify', admin, tagged(`${event}: `), 'notify', {
+      // A plain reply reaches whoever wrote this message, and the ticket.
+      const replyTo = [...new Set([sender, vars.ticket_address!].filter((a): a is string => !!a))];
+      drafts.push(draft('notify', admin, tagged(`${event}${thirdParty ? ' (third party)' : ''}: `), 'notify', {
         replyTo, autoSubmitted: 'auto-generated', body: renderTemplate(facts.templates.notify ?? TEMPLATES.notify, { ...vars, event }),
       }));
     }
@@ -1066,8 +1109,10 @@ export function planReplies(facts: ReplyFacts, cfg: Config): Draft[] {
       break;
     case 'closed': {
       // It answers the closer's message and goes to the submitter: RFC 3834's rules hold for
-      // both messages (a ticket opened by a robot, a list or a bounce gets no notice).
-      const bySubmitter = first && author !== undefined && [submitter, addresses(field(first.head, 'from'))[0]].includes(author);
+      // both messages (a ticket opened by a robot, a list or a bounce gets no notice). The
+      // submitter closed it only if both its From and its envelope sender are theirs: a From
+      // alone is easily forged, and the real submitter must hear of a forged close.
+      const bySubmitter = submitters(author) && submitters(envelope.sender.toLowerCase());
       if (first && submitter && !bySubmitter && !blocked && !autoReplyBlock(first.head, firstEnvelope, submitter, cfg)) {
         drafts.push(draft('close-notice', submitter, tagged('Closed: '), 'close-notice'));
       }
@@ -1897,10 +1942,14 @@ function headOfMbox(start: Buffer): Head | undefined {
   return first && parseHead(first.subarray(0, headEnd(first)).toString('utf8'));
 }
 
-/** May the author of this message close open ticket N? */
-function closeAllowed(store: Store, n: number, head: Head): boolean {
+/**
+ * May the author of this message close open ticket N? Never by automatic mail: a vacation
+ * reply (or a bounce with a forged From, which no close notice would answer) closes nothing.
+ */
+function closeAllowed(store: Store, n: number, incoming: Incoming): boolean {
+  if (whyAutomatic(incoming.head, incoming.envelope.sender)) return false;
   const first = firstMessageOf(store.ticketPath(n, 'open'))?.head;
-  return mayClose(addresses(field(head, 'from'))[0], first && addresses(field(first, 'from'))[0], store.cfg);
+  return mayClose(addresses(field(incoming.head, 'from'))[0], first && addresses(field(first, 'from'))[0], store.cfg);
 }
 
 /**
@@ -1923,7 +1972,7 @@ function fileIntoTicket(store: Store, index: MessageIndex, incoming: Incoming,
     const { same, other } = index.copies(incoming.idKey, incoming.print);
     if (same.includes(n)) {
       // A retried close whose move was cut short (filed, but the ticket still open): finish it.
-      if (routed.action === 'close' && place === 'open' && closeAllowed(store, n, incoming.head)) {
+      if (routed.action === 'close' && place === 'open' && closeAllowed(store, n, incoming)) {
         archivedLock = takeLock(store.ticketPath(n, 'archived'), store.cfg, recover);
         moveTicket(store, n, 'open', 'archived', lock);
         return { outcome: 'closed', ticket: n };
@@ -1931,8 +1980,8 @@ function fileIntoTicket(store: Store, index: MessageIndex, incoming: Incoming,
       return { outcome: 'duplicate', ticket: n };
     }
     if (place === 'archived') archivedLock = takeLock(store.ticketPath(n, 'archived'), store.cfg, recover);
-    const outcome = ticketOutcome(routed.action, place, isAutomatic(incoming.head, incoming.envelope.sender),
-      routed.action === 'close' && place === 'open' && closeAllowed(store, n, incoming.head));
+    const outcome = ticketOutcome(routed.action, place, whyAutomatic(incoming.head, incoming.envelope.sender) !== undefined,
+      routed.action === 'close' && place === 'open' && closeAllowed(store, n, incoming));
     let target = place;
     if (outcome === 'reopened') {
       moveTicket(store, n, 'archived', 'open', lock);
@@ -2394,8 +2443,8 @@ export function dryRoute(store: Store, incoming: Incoming) {
     if (!place) { outcome = 'unmatched'; missing = ticket; ticket = undefined; }
     else if (index.copies(incoming.idKey, incoming.print).same.includes(ticket)) outcome = 'duplicate';
     else {
-      outcome = ticketOutcome(routed.action, place, isAutomatic(incoming.head, incoming.envelope.sender),
-        routed.action === 'close' && place === 'open' && closeAllowed(store, ticket, incoming.head));
+      outcome = ticketOutcome(routed.action, place, whyAutomatic(incoming.head, incoming.envelope.sender) !== undefined,
+        routed.action === 'close' && place === 'open' && closeAllowed(store, ticket, incoming));
     }
   }
   const domain = replyDomain(store.cfg, incoming);
