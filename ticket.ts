@@ -571,10 +571,10 @@ export function decodeToken(token: string): string {
 
 /*
  * SHA-256 (FIPS 180-4), written out because loading node:crypto costs about 4 ms, a sixth of a
- * whole delivery. It hashes Message-IDs (for index file names), 64-byte tails, and each message
- * once, streamed (its content fingerprint, see messagePrint). Plain variables and loops, no
- * per-round arrays or destructuring: short inputs run in V8's interpreter, where those cost
- * more than the hashing itself. The tests check it against node:crypto.
+ * whole delivery. It hashes Message-IDs (for index file names), 64-byte tails, and messages whose
+ * Message-ID came before (see quotedPrint), streamed. Plain variables and loops, no per-round
+ * arrays or destructuring: short inputs run in V8's interpreter, where those cost more than the
+ * hashing itself. The tests check it against node:crypto.
  */
 const K256 = Int32Array.from([
   0x428a2f98, 0x71374491, 0xb5c0fbcf, 0xe9b5dba5, 0x3956c25b, 0x59f111f1, 0x923f82a4, 0xab1c5ed5, 0xd807aa98, 0x12835b01,
@@ -734,13 +734,27 @@ export class Message {
 const TRACE_FIELDS = new Set(['received', 'delivered-to', 'return-path', 'envelope-to', 'delivery-date', 'x-original-to']);
 
 /**
- * The message's content fingerprint, which tells a copy of a filed message from another message
- * under the same Message-ID: SHA-256 over every byte as it came but the trace fields (each with
- * its continuation lines), streamed (a spooled message is read once more, never held).
+ * A message's content fingerprint, which tells a copy of a filed message from another message
+ * under the same Message-ID: SHA-256 over the message as stored (mboxrd-quoted, which loses
+ * nothing) but its trace fields, each with its continuation lines. Hashed only when a Message-ID
+ * comes again, over the new message and over the stored one read back from its mbox: pure-JS
+ * SHA-256 costs ~2 ms per 5 KB in V8's interpreter, which every delivery would pay. Streamed;
+ * the head is looked for in the first MiB, as routing does, cut at exactly that many bytes so
+ * that both readings agree however their pieces fall.
  */
-export function messagePrint(message: Message): string {
+export function quotedPrint(stored: Iterable<Buffer>): string {
   const hash = new Sha256();
-  const { first } = message;
+  const pieces = stored[Symbol.iterator]();
+  const start: Buffer[] = [];
+  let have = 0;
+  let rest: Buffer | undefined;
+  for (let r = pieces.next(); !r.done; r = pieces.next()) {
+    const take = Math.min(r.value.length, Message.IN_MEMORY - have);
+    start.push(Buffer.from(r.value.subarray(0, take))); // copied: a piece may be a reused buffer
+    have += take;
+    if (have === Message.IN_MEMORY) { rest = r.value.subarray(take); break; }
+  }
+  const first = Buffer.concat(start);
   const end = headEnd(first);
   let kept = 0; // the start of the run of header lines not yet hashed
   let skipping = false;
@@ -756,11 +770,15 @@ export function messagePrint(message: Message): string {
     line = next;
   }
   hash.update(first.subarray(skipping ? end : kept));
-  const chunks = message.chunks();
-  if (first.length) chunks.next(); // `first`, hashed above
-  for (const chunk of chunks) hash.update(chunk);
+  if (rest) {
+    hash.update(rest);
+    for (let r = pieces.next(); !r.done; r = pieces.next()) hash.update(r.value);
+  }
   return hash.digest();
 }
+
+/** The fingerprint of a message as it came (quotedPrint of how it will be stored). */
+export const messagePrint = (message: Message): string => quotedPrint(quoteChunks(message.chunks()));
 
 /** The header line we put before every stored message; documented in the README. */
 export const OUR_HEADER = 'X-Ticket-Mail';
@@ -1635,10 +1653,10 @@ function breakIfStale(lockPath: string, post: string, cfg: Config, recover: (int
 /**
  * Appends one record durably: remember the size, write, fsync; on any failure truncate
  * back to that size. Refuses symlinks and non-regular files. The lock's recorded intent
- * (path, old size, `filing`: the message's index key and fingerprint, or '-') lets whoever
- * breaks our lock after a crash undo a partial write.
+ * (path, old size, the message's index key or '-') lets whoever breaks our lock after a crash
+ * undo a partial write. Returns where the record starts.
  */
-export function appendDurably(path: string, record: Iterable<Buffer>, lock: Lock, filing: string, relative: string): void {
+export function appendDurably(path: string, record: Iterable<Buffer>, lock: Lock, idKey: string, relative: string): number {
   let fd;
   try {
     fd = openSync(path, fsc.O_RDWR | fsc.O_APPEND | fsc.O_CREAT | fsc.O_NOFOLLOW, 0o600);
@@ -1649,16 +1667,18 @@ export function appendDurably(path: string, record: Iterable<Buffer>, lock: Lock
     const st = fstatSync(fd);
     if (!st.isFile()) throw temporary(`${path} is not a regular file`);
     const size = st.size;
-    lock.intend(`append ${relative} ${size} ${filing}`);
+    lock.intend(`append ${relative} ${size} ${idKey}`);
+    let start = size;
     try {
       if (size > 0) { // repair a mailbox that does not end in a newline, so our From_ line starts a line
         const last = Buffer.alloc(1);
         readSync(fd, last, 0, 1, size - 1);
-        if (last[0] !== LF) writeAll(fd, Buffer.from('\n'));
+        if (last[0] !== LF) { writeAll(fd, Buffer.from('\n')); start++; }
       }
       for (const chunk of record) writeAll(fd, chunk);
       fsyncSync(fd);
       if (size === 0) fsyncPath(join(path, '..')); // a new file: its name must be durable too
+      return start;
     } catch (e) {
       // Past a file-size limit (ulimit -f) the kernel would kill us with SIGXFSZ; Node and Bun
       // ignore that signal, so the write fails (EFBIG) and lands here like a full disk.
@@ -1676,11 +1696,13 @@ export function appendDurably(path: string, record: Iterable<Buffer>, lock: Lock
 
 /**
  * One file per Message-ID under .ticket-mail/ids/, named by the ID's hash (never by the ID
- * itself), with a line "N FINGERPRINT" for each ticket N that has filed a message under it
- * (messagePrint). A message without a Message-ID is indexed under its fingerprint's hash.
- * A line of a number alone was written before fingerprints: it still threads replies into N,
- * but proves no message to be a copy (one straddling the upgrade may be filed twice, never lost).
- * Neither the files nor their two folders are ever followed through a symlink.
+ * itself), with a line "N AT" for each ticket N that has filed a message under it, AT being
+ * where that message's record starts in N's mbox: a message under a known ID is a copy only if
+ * it is the same as the one stored there (quotedPrint). A message without a Message-ID is
+ * indexed under its fingerprint's hash. A line of a number alone was written by an older
+ * version: it still threads replies into N, but proves no message to be a copy (one straddling
+ * the upgrade may be filed twice, never lost). Neither the files nor their two folders are ever
+ * followed through a symlink.
  */
 export class MessageIndex {
   constructor(private readonly state: string) {}
@@ -1695,8 +1717,8 @@ export class MessageIndex {
       if (st && !st.isDirectory()) throw new Error(`${folder} is not a folder`);
     }
   }
-  /** Each filing under a key: its ticket, and its fingerprint (undefined on a line without one). */
-  private filings(key: string): Array<{ ticket: number; print: string | undefined }> {
+  /** Each filing under a key: its ticket, and where its record starts (undefined on an older version's line). */
+  filings(key: string): Filing[] {
     const path = this.path(key);
     try {
       if (!lstatSync(path, { throwIfNoEntry: false })) return []; // the usual case, and an exception costs more than a stat
@@ -1705,9 +1727,9 @@ export class MessageIndex {
       let text;
       try { text = readFileSync(fd, 'latin1'); } finally { closeSync(fd); }
       return text.split('\n').flatMap((line) => {
-        const [digits = '', print] = line.split(' ');
+        const [digits = '', at] = line.split(' ');
         const ticket = parseTicketNumber(digits);
-        return ticket === undefined ? [] : [{ ticket, print: print && /^[0-9a-f]{64}$/.test(print) ? print : undefined }];
+        return ticket === undefined ? [] : [{ ticket, at: at && /^\d{1,15}$/.test(at) ? Number(at) : undefined }];
       });
     } catch (e) {
       if (code(e) === 'ENOENT') return [];
@@ -1716,13 +1738,7 @@ export class MessageIndex {
   }
   /** The tickets that have filed a message under this key, whatever its content (for threading). */
   tickets(key: string): number[] { return this.filings(key).map((f) => f.ticket); }
-  /** The tickets holding this very message (a copy: same key, same fingerprint), and those holding others under its key. */
-  copies(key: string, print: string): { same: number[]; other: number[] } {
-    const filings = this.filings(key);
-    const same = filings.filter((f) => f.print === print).map((f) => f.ticket);
-    return { same, other: filings.map((f) => f.ticket).filter((n) => !same.includes(n)) };
-  }
-  record(key: string, ticket: number, print: string | undefined): void {
+  record(key: string, ticket: number, at: number): void {
     const path = this.path(key);
     const open = () => openSync(path, fsc.O_WRONLY | fsc.O_APPEND | fsc.O_CREAT | fsc.O_NOFOLLOW, 0o600);
     let fd;
@@ -1736,7 +1752,60 @@ export class MessageIndex {
       this.checkFolders(path);
       fd = open();
     }
-    try { writeSync(fd, print ? `${ticket} ${print}\n` : `${ticket}\n`); } finally { closeSync(fd); }
+    try { writeSync(fd, `${ticket} ${at}\n`); } finally { closeSync(fd); }
+  }
+}
+
+/** A message filed under an index key: in ticket N, its record starting at byte AT of the mbox. */
+export interface Filing { ticket: number; at: number | undefined }
+
+/**
+ * The fingerprint of the message whose record starts at byte `at` of an mbox we wrote, or
+ * undefined when no record of ours starts there (the file was rewritten since: then nothing
+ * there counts as a copy, and a message may be filed twice, never dropped). Read in pieces,
+ * as stored: a 50 MB message is never held.
+ */
+export function storedPrint(path: string, at: number): string | undefined {
+  let fd;
+  try { fd = openSync(path, fsc.O_RDONLY | fsc.O_NOFOLLOW); } catch { return undefined; }
+  try {
+    const size = fstatSync(fd).size;
+    const start = Buffer.alloc(Math.max(0, Math.min(2048, size - at + 1)));
+    const got = readSync(fd, start, 0, start.length, Math.max(0, at - 1));
+    const text = start.toString('latin1', 0, got);
+    // A record begins a line with our From_ line and our header line, as recordChunks writes them.
+    const record = /^From [^\n]*\nX-Ticket-Mail: ticket \d+(; no-final-newline)?\n/.exec(at === 0 ? text : text.slice(1));
+    if (!record || (at > 0 && text[0] !== '\n')) return undefined;
+    const bodyStart = at + record[0].length;
+    // The record ends where the next one starts: the next line beginning "From " (the stored
+    // message's own such lines are quoted), after the blank line that closes every record.
+    let next = size;
+    for (const { bytes, pos } of fileRange(fd, bodyStart, size, 6)) {
+      const found = bytes.indexOf('\nFrom ');
+      if (found >= 0) { next = pos + found + 1; break; }
+    }
+    const bodyEnd = next - 1 - (record[1] ? 1 : 0);
+    if (bodyEnd < bodyStart) return undefined;
+    return quotedPrint((function* () { for (const { bytes } of fileRange(fd, bodyStart, bodyEnd, 0)) yield bytes; })());
+  } finally { closeSync(fd); }
+}
+
+/**
+ * Bytes [from, to) of a file in pieces of 1 MiB, each valid until the next; with `overlap`, each
+ * piece after the first also begins with the last `overlap` bytes of the one before (for
+ * searches across the edge). `pos` is where a piece's first byte is in the file.
+ */
+function* fileRange(fd: number, from: number, to: number, overlap: number): Generator<{ bytes: Buffer; pos: number }> {
+  const buf = Buffer.allocUnsafe((1 << 20) + overlap);
+  let carry = 0;
+  for (let pos = from; pos < to;) {
+    const got = readSync(fd, buf, carry, Math.min(buf.length - carry, to - pos), pos);
+    if (got === 0) return;
+    const length = carry + got;
+    yield { bytes: buf.subarray(0, length), pos: pos - carry };
+    pos += got;
+    carry = Math.min(overlap, length);
+    buf.copy(buf, 0, length - carry, length);
   }
 }
 
@@ -1760,7 +1829,7 @@ export interface Incoming {
   envelope: Envelope;
   messageId: string | undefined; // a strict msg-id (messageIds), for threading and our headers
   idKey: string;             // its index key: of the whole Message-ID field, else of the fingerprint
-  print: string;             // its content fingerprint (messagePrint)
+  print: string | undefined; // its content fingerprint (messagePrint), once something needed it
   at: Date;
 }
 
@@ -1789,12 +1858,12 @@ function fileUnmatched(store: Store, incoming: Incoming, why: string): Filed {
  * the index only loses this message (a later copy of it would be filed, and a reply to it
  * threaded by its tag or address alone).
  */
-function noteFiled(index: MessageIndex, incoming: Incoming, ticket: number, other: number[]): string | undefined {
+function noteFiled(index: MessageIndex, incoming: Incoming, ticket: number, at: number, other: number[]): string | undefined {
   // Another message under a known Message-ID (a reused one, or a stranger's who has seen it):
   // filed all the same, never taken for a copy, and said so.
   const reused = other.length ? `ticket ${ticket}: its Message-ID was filed before with other content (ticket ${other.join(', ')}); filed as a new message` : undefined;
   try {
-    index.record(incoming.idKey, ticket, incoming.print);
+    index.record(incoming.idKey, ticket, at);
     return reused;
   } catch (e) {
     return [reused, `ticket ${ticket}: filed, but not noted in the message index (${reason(e)})`].filter(Boolean).join('; ');
@@ -1819,7 +1888,7 @@ function lastNumber(store: Store): number {
 function createTicket(store: Store, index: MessageIndex, incoming: Incoming): Filed {
   const lock = takeLock(join(store.state, 'numbers'), store.cfg, (intent) => recoverCreate(store, index, intent));
   try {
-    const { same: [already], other } = index.copies(incoming.idKey, incoming.print);
+    const { same: [already], other } = copiesOf(store, index, incoming);
     if (already !== undefined) return { outcome: 'duplicate', ticket: already };
     let n = lastNumber(store) + 1;
     while (store.placeOf(n)) n++;
@@ -1827,7 +1896,7 @@ function createTicket(store: Store, index: MessageIndex, incoming: Incoming): Fi
     const counter = join(store.state, 'last-ticket');
     writeFileDurably(`${counter}.new`, `${n}\n`);
     renameSync(`${counter}.new`, counter);
-    lock.intend(`create ${n} ${incoming.idKey} ${incoming.print}`);
+    lock.intend(`create ${n} ${incoming.idKey}`);
     // The ticket appears complete or not at all: written aside, then linked into place.
     const aside = join(store.state, `new-${n}`);
     const path = store.ticketPath(n, 'open');
@@ -1836,7 +1905,7 @@ function createTicket(store: Store, index: MessageIndex, incoming: Incoming): Fi
       linkSync(aside, path);
     } finally { rmSync(aside, { force: true }); }
     try { fsyncPath(store.cfg.dir); } catch (e) { rmSync(path, { force: true }); throw e; } // not durably there: undone
-    return { outcome: 'created', ticket: n, warning: noteFiled(index, incoming, n, other) };
+    return { outcome: 'created', ticket: n, warning: noteFiled(index, incoming, n, 0, other) };
   } catch (e) {
     throw e instanceof MailError ? e : temporary(`cannot create a ticket: ${reason(e)}`);
   } finally { lock.release(); }
@@ -1856,17 +1925,29 @@ function writeAll(fd: number, bytes: Buffer): void {
 
 /** A creator died holding the numbers lock: finish its step if the ticket exists. */
 function recoverCreate(store: Store, index: MessageIndex, intent: string): void {
-  const [step, digits, key, print] = intent.split(' ');
+  const [step, digits, key] = intent.split(' ');
   const n = parseTicketNumber(digits ?? '');
   if (step !== 'create' || n === undefined) return;
   try { unlinkSync(join(store.state, `new-${n}`)); } catch { /* not written yet, or linked and removed */ }
-  const fingerprint = print && /^[0-9a-f]{64}$/.test(print) ? print : undefined; // none in an older version's intent
-  if (key && /^[0-9a-f]{40}$/.test(key) && store.placeOf(n) && !filedIn(index, key, fingerprint).includes(n)) index.record(key, n, fingerprint);
+  if (key && /^[0-9a-f]{40}$/.test(key) && store.placeOf(n) && !index.filings(key).some((f) => f.ticket === n && f.at === 0)) index.record(key, n, 0);
 }
 
-/** The tickets that hold the message a dead holder was filing (any under its key, for an older version's intent). */
-const filedIn = (index: MessageIndex, key: string, print: string | undefined) =>
-  (print ? index.copies(key, print).same : index.tickets(key));
+/**
+ * The tickets holding this very message (a copy: under its key, the same as the message stored
+ * there), and those holding other messages under its key. The stored messages are read only
+ * when the key is known: a new Message-ID costs one stat.
+ */
+function copiesOf(store: Store, index: MessageIndex, incoming: Incoming): { same: number[]; other: number[] } {
+  const filings = index.filings(incoming.idKey);
+  const same = new Set<number>();
+  for (const { ticket, at } of filings) {
+    if (at === undefined || same.has(ticket)) continue;
+    const place = store.placeOf(ticket);
+    incoming.print ??= messagePrint(incoming.message);
+    if (place && storedPrint(store.ticketPath(ticket, place), at) === incoming.print) same.add(ticket);
+  }
+  return { same: [...same], other: [...new Set(filings.map((f) => f.ticket))].filter((n) => !same.has(n)) };
+}
 
 /**
  * A holder of a ticket lock died: undo a half-written append (unless the index shows it
@@ -1882,11 +1963,12 @@ function recoverTicketStep(store: Store, intent: string): void {
     return { path: store.ticketPath(n, m[1] ? 'archived' : 'open'), ticket: n };
   };
   if (step === 'append') {
-    const [relative, offset, key, print] = args;
+    const [relative, offset, key] = args;
     const target = located(relative);
     if (!target || !/^\d+$/.test(offset ?? '')) return;
-    const index = new MessageIndex(store.state);
-    if (key && key !== '-' && target.ticket !== undefined && filedIn(index, key, print).includes(target.ticket)) return;
+    // Completed if the index holds it at that offset (or one on: a newline was added before it).
+    const done = (f: Filing) => f.ticket === target.ticket && (f.at === Number(offset) || f.at === Number(offset) + 1);
+    if (key && key !== '-' && target.ticket !== undefined && new MessageIndex(store.state).filings(key).some(done)) return;
     try {
       const fd = openSync(target.path, fsc.O_WRONLY | fsc.O_NOFOLLOW);
       try {
@@ -1969,7 +2051,7 @@ function fileIntoTicket(store: Store, index: MessageIndex, incoming: Incoming,
       lock.release();
       return { ...fileUnmatched(store, incoming, `ticket ${n} does not exist`), missing: n };
     }
-    const { same, other } = index.copies(incoming.idKey, incoming.print);
+    const { same, other } = copiesOf(store, index, incoming);
     if (same.includes(n)) {
       // A retried close whose move was cut short (filed, but the ticket still open): finish it.
       if (routed.action === 'close' && place === 'open' && closeAllowed(store, n, incoming)) {
@@ -1988,8 +2070,8 @@ function fileIntoTicket(store: Store, index: MessageIndex, incoming: Incoming,
       target = 'open';
     }
     const record = recordChunks(incoming.message, incoming.envelope.sender, `ticket ${n}`, incoming.at);
-    appendDurably(store.ticketPath(n, target), record, lock, `${incoming.idKey} ${incoming.print}`, relativeTicket(n, target));
-    const warning = noteFiled(index, incoming, n, other);
+    const at = appendDurably(store.ticketPath(n, target), record, lock, incoming.idKey, relativeTicket(n, target));
+    const warning = noteFiled(index, incoming, n, at, other);
     if (outcome === 'closed') {
       archivedLock = takeLock(store.ticketPath(n, 'archived'), store.cfg, recover);
       moveTicket(store, n, 'open', 'archived', lock);
@@ -2434,14 +2516,14 @@ export function dryRoute(store: Store, incoming: Incoming) {
   let missing: number | undefined;
   if (routed.action === 'unmatched') outcome = 'unmatched';
   else if (routed.action === 'create') {
-    const [already] = index.copies(incoming.idKey, incoming.print).same;
+    const [already] = copiesOf(store, index, incoming).same;
     outcome = already === undefined ? 'created' : 'duplicate';
     ticket = already ?? lastNumberPreview(store);
   } else {
     ticket = routed.ticket;
     const place = store.placeOf(ticket);
     if (!place) { outcome = 'unmatched'; missing = ticket; ticket = undefined; }
-    else if (index.copies(incoming.idKey, incoming.print).same.includes(ticket)) outcome = 'duplicate';
+    else if (copiesOf(store, index, incoming).same.includes(ticket)) outcome = 'duplicate';
     else {
       outcome = ticketOutcome(routed.action, place, whyAutomatic(incoming.head, incoming.envelope.sender) !== undefined,
         routed.action === 'close' && place === 'open' && closeAllowed(store, ticket, incoming));
@@ -2647,7 +2729,9 @@ export function parseIncoming(cfg: Config, raw: Message, env: NodeJS.ProcessEnv,
   if (!head) throw new MailError(65, 'not a mail message: it has no header');
   const idField = field(head, 'message-id');
   const messageId = messageIds(idField)[0];
-  const print = messagePrint(message);
+  // Without a Message-ID, the message is its own key: hashed now (rare), where others are hashed
+  // only when their ID comes again.
+  const print = idField ? undefined : messagePrint(message);
   // Deduplicated by the whole field, whatever it holds (too long for a msg-id, no brackets): an
   // MTA's retry has it unchanged. One plain <msg-id> keys as that ID, as replies reference it.
   const idKey = MessageIndex.key(!idField ? `fingerprint ${print}` : messageId !== undefined && idField === `<${messageId}>` ? messageId : idField);

@@ -9,7 +9,7 @@ import { join } from 'node:path';
 import { createHash } from 'node:crypto';
 import fc from 'fast-check';
 import {
-  decodeToken, encodeToken, Message, MessageIndex, messageIds, messagePrint, readMbox, recordChunks, Sha256,
+  decodeToken, encodeToken, Message, MessageIndex, mboxRecord, messageIds, messagePrint, readMbox, recordChunks, Sha256, storedPrint,
 } from '../ticket.ts';
 import { deliver, FAKE_SENDMAIL, mail, sentMail, stored, tempDir } from './harness.ts';
 
@@ -192,12 +192,39 @@ describe('exactly once keys on the Message-ID and the content', () => {
     expect(s.ticketNames()).toHaveLength(5);
   });
 
+  it('compares a message under a known ID with the one stored, wherever the ticket has gone since', () => {
+    const s = setup(['--admin', 'max@tickets.example']);
+    expect(s.exim('submit', 'bob@customer.example', bob).status).toBe(0);
+    // More mail after it, a close (the file moves to archived/), and its record is still found.
+    expect(s.exim('ticket-1', 'max@tickets.example', mail({ from: 'max@tickets.example', subject: 'answer' })).status).toBe(0);
+    expect(s.exim('ticket-1-done', 'max@tickets.example', mail({ from: 'max@tickets.example', subject: 'done' })).status).toBe(0);
+    expect(s.exim('submit', 'bob@customer.example', `Received: by mx2\n${bob}`)).toMatchObject({ status: 0, stderr: '' });
+    expect(s.log().at(-1)!.slice(5, 7)).toEqual(['1', 'duplicate']);
+    // A message stored at the end of a ticket, without a final newline, read back to its last byte.
+    const unterminated = mail({ id: 'last@customer.example', subject: 'Re: [issue1] x', body: 'no newline' }).slice(0, -1);
+    expect(s.exim('submit', 'bob@customer.example', unterminated).status).toBe(0);
+    expect(s.exim('submit', 'bob@customer.example', `Received: by mx2\n${unterminated}`).stderr).toBe('');
+    expect(s.exim('submit', 'bob@customer.example', `${unterminated}.`).stderr).toMatch(/filed before with other content/);
+    expect(stored(join(s.tickets, '1')).map(String).slice(3)).toEqual([unterminated, `${unterminated}.`]);
+  });
+
+  it('files a copy again rather than drop it when the stored one is no longer where the index says (an mbox rewritten)', () => {
+    const s = setup();
+    expect(s.exim('submit', 'alice@customer.example', mail({ subject: 'first' })).status).toBe(0);
+    expect(s.exim('ticket-1', 'bob@customer.example', bob).status).toBe(0);
+    // A mail client rewrote the mbox: a Status: line added to the first message moves the second.
+    const path = join(s.tickets, '1');
+    writeFileSync(path, readFileSync(path, 'latin1').replace('\n\nHello.', '\nStatus: RO\n\nHello.'), 'latin1');
+    expect(s.exim('ticket-1', 'bob@customer.example', bob).status).toBe(0);
+    expect(stored(path).map(String).slice(1)).toEqual([bob, bob]);
+  });
+
   it('reads an index written before fingerprints: it threads, and proves no message to be a copy', () => {
     const s = setup();
     expect(s.exim('submit', 'bob@customer.example', bob).status).toBe(0);
     const key = MessageIndex.key('bob.1@customer.example');
     const file = join(s.state, 'ids', key.slice(0, 2), key.slice(2));
-    expect(readFileSync(file, 'latin1')).toBe(`1 ${messagePrint(Message.of(Buffer.from(bob)))}\n`);
+    expect(readFileSync(file, 'latin1')).toBe('1 0\n'); // ticket 1, its record at byte 0
     writeFileSync(file, '1\n'); // the old format: the ticket number alone
     const reply = mail({ subject: 'Re: no tag', headers: ['In-Reply-To: <bob.1@customer.example>'] });
     expect(s.exim('submit', 'alice@customer.example', reply).status).toBe(0);
@@ -346,5 +373,23 @@ describe('the fingerprint\'s SHA-256, fed in pieces', () => {
       hash.update(bytes.subarray(at));
       return hash.digest() === createHash('sha256').update(bytes).digest('hex');
     }), { numRuns: 500 });
+  });
+});
+
+describe('the fingerprint of a message read back from its mbox', () => {
+  it('is the fingerprint of the message as it came, for any bytes, around the 1 MiB edge, with or without a final newline', () => {
+    const dir = tempDir();
+    const bytes = fc.uint8Array({ maxLength: 300 }).map((b) => Buffer.from(b));
+    const line = fc.constantFrom('From x\n', '>From y\n', 'Received: by z\n', '\tfolded\n', 'Subject: s\n', '\n', 'From ', '>');
+    const message = fc.tuple(fc.array(fc.oneof(line, bytes.map((b) => b.toString('latin1'))), { maxLength: 30 }), fc.nat(3))
+      .map(([parts, big]) => Buffer.concat([Buffer.from(parts.join(''), 'latin1'), big === 3 ? Buffer.alloc((1 << 20) + 7, 0x61) : Buffer.alloc(0)]))
+      .filter((m) => m.length > 0);
+    fc.assert(fc.property(message, (m) => {
+      const path = join(dir, 'mbox');
+      const before = mboxRecord(Buffer.from('Subject: before\n\nx\n'), 'a@b', 'ticket 1', new Date());
+      writeFileSync(path, Buffer.concat([before, mboxRecord(m, 'a@b', 'ticket 1', new Date()), mboxRecord(Buffer.from('From me\n'), '', 'ticket 1', new Date())]));
+      expect(storedPrint(path, before.length)).toBe(messagePrint(Message.of(m)));
+      expect(storedPrint(path, before.length + 1)).toBeUndefined(); // no record starts there
+    }), { numRuns: 150 });
   });
 });
