@@ -285,8 +285,13 @@ export function messageIds(value: string | undefined): string[] {
   return [...value.matchAll(/<([!-;=?-~]{1,250})>/g)].map((m) => m[1]!);
 }
 
+/**
+ * An address we may write to: one local part (non-ASCII allowed, for EAI) without specials,
+ * spaces, control characters (C0, DEL, C1) or bidi controls, at a plain domain. It goes into
+ * sendmail's argv and our To: header, and is shown to people.
+ */
 export function isPlainAddress(address: string): boolean {
-  return /^[^\s@<>()",;:\\[\]]{1,64}@[a-z0-9.-]{1,253}$/i.test(address);
+  return /^[^\s@<>()",;:\\[\]\x00-\x1f\x7f-\x9f\u061c\u200e\u200f\u2028\u2029\u202a-\u202e\u2066-\u2069]{1,64}@[a-z0-9.-]{1,253}$/i.test(address);
 }
 
 /**
