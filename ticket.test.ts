@@ -7,7 +7,7 @@ import { spawnSync } from 'node:child_process';
 import { hostname } from 'node:os';
 import fc from 'fast-check';
 import {
-  asctime, audience, classifyLocalPart, encodePhrase, foldHeader, headerSafe, htmlToText, mailbox, MailError, MAX_TICKET, mboxRecord, MessageIndex, parseHead,
+  asctime, audience, classifyLocalPart, encodePhrase, foldHeader, headerSafe, htmlToText, mailbox, MailError, MAX_TICKET, mboxRecord, Message, MessageIndex, messagePrint, parseHead,
   plainDelivery, planReplies, quoteChunks, readMbox, resolveConfig, resolveEnvelope, route, splitEnvelopeLine, type Config, type Head,
 } from './ticket.ts';
 import PostalMime, { type Email } from 'postal-mime';
@@ -93,13 +93,13 @@ describe('routing', () => {
     expect(routeTo('submit-done@x').action).toBe('unmatched');
     expect(routeTo('postmaster@x').action).toBe('unmatched');
   });
-  it('finds the subject tag in every spelling, folded and RFC 2047 encoded', () => {
+  it('finds our subject tag in any case, folded and RFC 2047 encoded, and no other tracker\'s reference', () => {
     const tagged = (subject: string) => routeTo('submit@x', `Subject: ${subject}`);
     const seven = { action: 'append', ticket: 7, rule: 'subject-tag' };
     expect(tagged('Re: [issue7] Printer')).toEqual(seven);
     expect(tagged('Re: [ISSUE7] Printer')).toEqual(seven);
-    expect(tagged('Re: [issue 7] Printer')).toEqual(seven);
-    expect(tagged('Re: [Issue #7] Printer')).toEqual(seven);
+    expect(tagged('Re: [issue 7] Printer')).toEqual({ action: 'create', rule: 'submit' });
+    expect(tagged('Re: [Issue #7] Printer')).toEqual({ action: 'create', rule: 'submit' });
     expect(tagged('AW: =?UTF-8?B?W2lzc3VlN10gQ2Fmw6k=?=')).toEqual(seven); // "[issue7] Café", base64
     expect(tagged('=?UTF-8?Q?Re:_[iss?=\n =?UTF-8?Q?ue7]_Caf=C3=A9?=')).toEqual(seven); // split across two words
     expect(routeTo('submit@x', 'Subject: Re: a very long subject that\n\t[issue7] continues')).toEqual(seven);
@@ -643,20 +643,21 @@ describe('failures roll back and ask the MTA to retry', () => {
     // A creator that died after linking ticket 2 into place, before noting it in the index.
     const ids = join(dir, '.ticket-mail', 'ids');
     const key = MessageIndex.key('two@customer.example');
+    const filing = `${key} ${messagePrint(Message.of(Buffer.from(second)))}`;
     rmSync(join(ids, key.slice(0, 2), key.slice(2)));
     const numbersLock = join(dir, '.ticket-mail', 'numbers.lock');
     const dead = () => {
       const old = Date.now() / 1000 - 2;
       utimesSync(numbersLock, old, old);
     };
-    writeFileSync(numbersLock, `ticket-mail 999999999 ${hostname()} create 2 ${key}\n`);
+    writeFileSync(numbersLock, `ticket-mail 999999999 ${hostname()} create 2 ${filing}\n`);
     dead();
     // The repair cannot read the index (a file where its folder should be): defer, keep the step.
     renameSync(ids, `${ids}.away`);
     writeFileSync(ids, '');
     const failed = deliver(to(dir, 'submit@tickets.example'), mail({ subject: 'third' }));
     expect(failed).toMatchObject({ status: 75, stderr: expect.stringMatching(/^ticket-mail: cannot repair what a dead process left under .*numbers\.lock: .*ENOTDIR.*\n$/) });
-    expect(readFileSync(numbersLock, 'latin1')).toMatch(new RegExp(`^ticket-mail \\d+ \\S+ create 2 ${key}\n$`));
+    expect(readFileSync(numbersLock, 'latin1')).toMatch(new RegExp(`^ticket-mail \\d+ \\S+ create 2 ${filing}\n$`));
     expect(existsSync(join(dir, '3'))).toBe(false);
     rmSync(ids);
     renameSync(`${ids}.away`, ids);
@@ -956,7 +957,6 @@ describe('loop and backscatter safety', () => {
     ['-request', 'users-request@lists.example', [], 'users-request@lists.example'],
     ['owner-', 'owner-users@lists.example', [], 'owner-users@lists.example'],
     ['one of our own addresses', 'ticket-5@tickets.example', [], 'ticket-5@tickets.example'],
-    ['another ticket-mail\'s loop header', 'alice@customer.example', ['X-Ticket-Mail-Loop: other.example']],
   ];
   it.each(cases)('sends no automatic reply for %s, still files and notifies', (_, sender, headers, from) => {
     const m = mailSetup(['--admin', 'max@tickets.example']);
@@ -964,9 +964,9 @@ describe('loop and backscatter safety', () => {
     expect(stored(join(m.tickets, '1'))).toHaveLength(1);
     expect(m.sent().map((s) => s.headers.get('auto-submitted')![0])).toEqual(['auto-generated', 'auto-generated']);
   });
-  it('sends nothing at all about our own mail come back', () => {
+  it.each(['tickets.example', 'other.example'])('sends nothing at all about mail with the loop header of %s', (domain) => {
     const m = mailSetup();
-    expect(m.send('submit@tickets.example', 'alice@customer.example', mail({ headers: ['X-Ticket-Mail-Loop: tickets.example'] })).status).toBe(0);
+    expect(m.send('submit@tickets.example', 'alice@customer.example', mail({ headers: [`X-Ticket-Mail-Loop: ${domain}`] })).status).toBe(0);
     expect(stored(join(m.tickets, '1'))).toHaveLength(1);
     expect(m.sent()).toEqual([]);
   });

@@ -15,8 +15,9 @@
  *   step in progress, so whoever breaks a dead holder's lock first undoes a half-written
  *   append or finishes a half-done move.
  * - Exactly once: each filed Message-ID is recorded in the state folder (one small file
- *   per ID, named by its hash), so an MTA retry or a copy sent to two of our addresses is
- *   filed once without reading any mbox.
+ *   per ID, named by its hash) with the message's content fingerprint, so an MTA retry or a
+ *   copy sent to two of our addresses is filed once without reading any mbox, and another
+ *   message under a known ID is filed, never taken for a copy.
  * - The message is read whole before any lock is taken, but only its first MiB is held in
  *   memory; the rest is spooled to an unlinked file and streamed into the mbox.
  * - Start-up time is the cost of every delivery: the mail composer, the MIME parser and
@@ -75,7 +76,7 @@ export interface Envelope {
 /** The header of the message: lower-cased field name -> unfolded raw values, in order. */
 export type Head = Map<string, string[]>;
 
-export type Rule = 'submit' | 'address' | 'subject-tag' | 'thread';
+export type Rule = 'submit' | 'address' | 'header-address' | 'subject-tag' | 'thread';
 
 export type Route =
   | { action: 'create'; rule: 'submit' }
@@ -274,28 +275,84 @@ export function parseHead(head: string): Head | undefined {
 
 export const field = (head: Head, name: string): string | undefined => head.get(name)?.[0];
 
-/** Message-IDs in a Message-ID, In-Reply-To or References value, without the brackets. */
+/**
+ * Message-IDs in a Message-ID, In-Reply-To or References value, without the brackets. A msg-id
+ * is printable ASCII (RFC 5322): one with a control character, a space or anything outside ASCII
+ * is ignored, since these go into the headers of the mail we send.
+ */
 export function messageIds(value: string | undefined): string[] {
   if (!value) return [];
-  return [...value.matchAll(/<([^<>\s]{1,250})>/g)].map((m) => m[1]!);
+  return [...value.matchAll(/<([!-;=?-~]{1,250})>/g)].map((m) => m[1]!);
 }
 
+/**
+ * An address we may write to: one local part (non-ASCII allowed, for EAI) without specials,
+ * spaces, control characters (C0, DEL, C1) or bidi controls, at a plain domain. It goes into
+ * sendmail's argv and our To: header, and is shown to people.
+ */
 export function isPlainAddress(address: string): boolean {
-  return /^[^\s@<>()",;:\\[\]]{1,64}@[a-z0-9.-]{1,253}$/i.test(address);
+  return /^[^\s@<>()",;:\\[\]\x00-\x1f\x7f-\x9f\u061c\u200e\u200f\u2028\u2029\u202a-\u202e\u2066-\u2069]{1,64}@[a-z0-9.-]{1,253}$/i.test(address);
 }
 
-/** Addresses in an address field, lower-cased, keeping only well-formed ones. */
-export function addresses(value: string | undefined): string[] {
+/**
+ * The longest address field value parsed: 1,000 recipients with names fit. postal-mime's
+ * parser is super-linear on nested groups ("g:g:g:...": 4 s for 1 MB, 0.1 s for 64 KiB).
+ */
+const MAX_ADDRESS_FIELD = 64 * 1024;
+/** Each field value is parsed once per delivery, however many decisions read it. */
+const parsedAddresses = new Map<string, readonly string[]>();
+
+/**
+ * Addresses in an address field, lower-cased, keeping only well-formed ones. Of a longer
+ * value only the addresses before its last comma within the bound count: an address cut
+ * in half could be somebody else's.
+ */
+export function addresses(value: string | undefined): readonly string[] {
   if (!value) return [];
-  return addressParser(value, { flatten: true })
-    .map((a) => ('address' in a ? (a.address ?? '') : '').toLowerCase())
-    .filter(isPlainAddress);
+  let found = parsedAddresses.get(value);
+  if (!found) {
+    const bounded = value.length <= MAX_ADDRESS_FIELD ? value : value.slice(0, value.lastIndexOf(',', MAX_ADDRESS_FIELD) + 1);
+    found = addressParser(bounded, { flatten: true })
+      .map((a) => ('address' in a ? (a.address ?? '') : '').toLowerCase())
+      .filter(isPlainAddress);
+    if (parsedAddresses.size >= 32) parsedAddresses.clear(); // a delivery reads a handful of fields
+    parsedAddresses.set(value, found);
+  }
+  return found;
 }
 
-/** True for mail a program sent on its own: bounces and RFC 3834 auto-submitted mail. */
-export function isAutomatic(head: Head, sender: string): boolean {
+/** A robot's mailbox: a bounce's, a list's (RFC 2142, RFC 3834 section 2) or one nobody reads. */
+const isRobotAddress = (address: string) =>
+  /^(mailer-daemon|postmaster|no-?reply|do-?not-?reply|.*-request|owner-.*)$/.test(address.slice(0, address.lastIndexOf('@')).toLowerCase());
+
+/**
+ * Why this message was sent by a program rather than written by a person, or undefined.
+ * The one definition of "automatic": such mail never closes or reopens a ticket, never gets
+ * an automatic reply, and tells the admins of nothing but a ticket it opens. The marks are
+ * those real auto-responders, bounces and lists send: the null sender; RFC 3834's
+ * Auto-Submitted; Precedence bulk, list, junk (vacation(1) sends junk, Gmail bulk) or
+ * auto_reply; List-* (RFC 2369, 2919); X-Autoreply and X-Autorespond (Gmail, osTicket,
+ * cPanel); a ticket-mail's loop header, ours or another instance's; a robot's address as
+ * the envelope sender or From. Not X-Auto-Response-Suppress: Outlook and Exchange put it on
+ * mail people write (to a distribution list, a meeting reply); it only asks for no reply.
+ */
+export function whyAutomatic(head: Head, sender: string): string | undefined {
+  if (sender === '') return 'null envelope sender';
   const auto = field(head, 'auto-submitted')?.split(/[;(\s]/)[0]?.toLowerCase();
-  return sender === '' || (auto !== undefined && auto !== 'no');
+  if (auto !== undefined && auto !== 'no') return 'Auto-Submitted';
+  const precedence = field(head, 'precedence')?.trim().toLowerCase();
+  if (precedence === 'bulk' || precedence === 'list' || precedence === 'junk' || precedence === 'auto_reply') return `Precedence: ${precedence}`;
+  for (const name of ['list-id', 'list-unsubscribe', 'list-post', 'list-help', 'list-subscribe', 'list-owner', 'list-archive',
+    'x-autoreply', 'x-autorespond', LOOP_HEADER.toLowerCase()]) {
+    if (head.has(name)) return name;
+  }
+  if (isRobotAddress(sender)) return `robot address ${sender.toLowerCase()}`;
+  // From is parsed only when it may name a robot: the address parser is a module to load
+  // (a plain append loads none) and slow on hostile input.
+  const from = field(head, 'from');
+  const author = from && /mailer-daemon|postmaster|no-?reply|do-?not-?reply|-request|owner-/i.test(from) ? addresses(from)[0] : undefined;
+  if (author !== undefined && isRobotAddress(author)) return `robot address ${author}`;
+  return undefined;
 }
 
 // ---------------------------------------------------------------------------------------
@@ -317,13 +374,16 @@ function formRegExp(form: string): RegExp {
 }
 
 /**
- * "[issueN]" -> also matches "[issue 7]", "[Issue #7]". Written (?:\s*#)?\s* rather than
- * \s*#?\s*: two runs of \s* side by side try every split of a run of spaces, which took
- * seconds on a subject of "[issue" and 40,000 spaces.
+ * "[issueN]" -> /\[issue(\d+)\]/i: our tag as we write it, in any case, anywhere in the
+ * subject ("Re: AW: [list] [ISSUE7] ..."); a space in the form matches any run of white
+ * space, as refolding may turn it into a tab. Nothing looser: "[issue 7]" and "[Issue #7]"
+ * are how other trackers write their references, and a stranger quoting one must not be
+ * filed into our ticket of that number. No two runs of \s side by side, which would try
+ * every split of a long run of spaces.
  */
 function tagRegExp(tag: string): RegExp {
-  const [before, after] = tag.split('N') as [string, string];
-  return new RegExp(`${escapeRegExp(before.trimEnd())}(?:\\s*#)?\\s*(\\d+)${escapeRegExp(after.trimStart())}`, 'i');
+  const [before, after] = tag.trim().split('N').map((part) => part.split(/\s+/).map(escapeRegExp).join('\\s+')) as [string, string];
+  return new RegExp(`${before}(\\d+)${after}`, 'i');
 }
 
 /** The decoded subject: unfolded, RFC 2047 words decoded (they can hide the tag). */
@@ -356,11 +416,11 @@ function addressKind(address: string, cfg: Config): AddressKind {
 }
 
 /**
- * Decides where a message goes. Pure: the one fact it needs from disk, which ticket (if
- * any) already holds a Message-ID, comes in as a lookup function.
+ * Decides where a message goes. Pure: the facts it needs from disk, which ticket (if any)
+ * already holds a Message-ID and whether a ticket exists, come in as lookup functions.
  */
 export function route(head: Head, envelope: Envelope, cfg: Config,
-  ticketOfMessageId: (id: string) => number | undefined): Route {
+  ticketOfMessageId: (id: string) => number | undefined, ticketExists: (n: number) => boolean = () => false): Route {
   if (!envelope.recipient) return { action: 'unmatched', reason: 'no recipient address of ours' };
   const address = addressKind(envelope.recipient, cfg);
   if (!address) return { action: 'unmatched', reason: `${printable(envelope.recipient)} is not a ticket address` };
@@ -368,6 +428,17 @@ export function route(head: Head, envelope: Envelope, cfg: Config,
     const ticket = parseTicketNumber(address.digits);
     if (ticket === undefined) return { action: 'unmatched', reason: `bad ticket number in ${printable(envelope.recipient)}` };
     return address.kind === 'close' ? { action: 'close', ticket, rule: 'address' } : { action: 'append', ticket, rule: 'address' };
+  }
+  // Mail to submit@ that To or Cc also sends to an existing ticket's address (in the domain it
+  // came to): the MTA delivers it once per address, in either order, and it belongs in that
+  // ticket (the other delivery is then its duplicate), never in a new one as well.
+  const domain = cfg.domain ?? envelope.recipient.slice(envelope.recipient.lastIndexOf('@') + 1);
+  const named = [...head.get('to') ?? [], ...head.get('cc') ?? []].flatMap((value) => addresses(value));
+  for (const a of named.slice(0, 50)) {
+    const at = a.lastIndexOf('@');
+    const kind = a.slice(at + 1) === domain ? classifyLocalPart(a.slice(0, at), cfg) : undefined;
+    const ticket = kind && kind.kind !== 'submit' ? parseTicketNumber(kind.digits) : undefined;
+    if (ticket !== undefined && ticketExists(ticket)) return { action: 'append', ticket, rule: 'header-address' };
   }
   const tag = subjectTag(decodedSubject(head), cfg);
   if (tag !== undefined) {
@@ -489,14 +560,28 @@ export function displayWidth(text: string): number {
   return width;
 }
 
+/**
+ * Text from mail as one token of a state file, a record's note or a From_ line, losslessly:
+ * each byte of its UTF-8 outside printable ASCII, and '%' itself, becomes %XX (a space too, so
+ * a token never splits, and a line break never gets through). decodeToken gives the text back.
+ */
+export function encodeToken(text: string): string {
+  return text.replace(/[^\x21-\x24\x26-\x7e]+/g, (run) =>
+    Array.from(Buffer.from(run), (b) => `%${b.toString(16).toUpperCase().padStart(2, '0')}`).join(''));
+}
+
+export function decodeToken(token: string): string {
+  return Buffer.from(token.replace(/%([0-9A-F]{2})/gi, (_, hex: string) => String.fromCharCode(parseInt(hex, 16))), 'latin1').toString('utf8');
+}
+
 /*
  * SHA-256 (FIPS 180-4), written out because loading node:crypto costs about 4 ms, a sixth of a
- * whole delivery, and all we hash are Message-IDs (for index file names) and 64-byte tails.
- * It runs once or twice per delivery, in V8's interpreter: plain variables and loops, no
- * per-round arrays or destructuring, which cost more there than the hashing itself.
- * The tests check it against node:crypto.
+ * whole delivery. It hashes Message-IDs (for index file names), 64-byte tails, and messages whose
+ * Message-ID came before (see quotedPrint), streamed. Plain variables and loops, no per-round
+ * arrays or destructuring: short inputs run in V8's interpreter, where those cost more than the
+ * hashing itself. The tests check it against node:crypto.
  */
-const K256 = Uint32Array.from([
+const K256 = Int32Array.from([
   0x428a2f98, 0x71374491, 0xb5c0fbcf, 0xe9b5dba5, 0x3956c25b, 0x59f111f1, 0x923f82a4, 0xab1c5ed5, 0xd807aa98, 0x12835b01,
   0x243185be, 0x550c7dc3, 0x72be5d74, 0x80deb1fe, 0x9bdc06a7, 0xc19bf174, 0xe49b69c1, 0xefbe4786, 0x0fc19dc6, 0x240ca1cc,
   0x2de92c6f, 0x4a7484aa, 0x5cb0a9dc, 0x76f988da, 0x983e5152, 0xa831c66d, 0xb00327c8, 0xbf597fc7, 0xc6e00bf3, 0xd5a79147,
@@ -505,34 +590,65 @@ const K256 = Uint32Array.from([
   0x2748774c, 0x34b0bcb5, 0x391c0cb3, 0x4ed8aa4a, 0x5b9cca4f, 0x682e6ff3, 0x748f82ee, 0x78a5636f, 0x84c87814, 0x8cc70208,
   0x90befffa, 0xa4506ceb, 0xbef9a3f7, 0xc67178f2]);
 
-export function sha256(data: Uint8Array): string {
-  const padded = new Uint8Array(Math.ceil((data.length + 9) / 64) * 64);
-  padded.set(data);
-  padded[data.length] = 0x80;
-  const view = new DataView(padded.buffer);
-  view.setUint32(padded.length - 8, Math.floor(data.length / 0x20000000));
-  view.setUint32(padded.length - 4, (data.length << 3) >>> 0);
-  const h = Uint32Array.of(0x6a09e667, 0xbb67ae85, 0x3c6ef372, 0xa54ff53a, 0x510e527f, 0x9b05688c, 0x1f83d9ab, 0x5be0cd19);
-  const w = new Uint32Array(64);
-  const rotr = (x: number, n: number) => (x >>> n) | (x << (32 - n));
-  for (let block = 0; block < padded.length; block += 64) {
-    for (let i = 0; i < 16; i++) w[i] = view.getUint32(block + i * 4);
-    for (let i = 16; i < 64; i++) {
-      const a = w[i - 15]!, b = w[i - 2]!;
-      w[i] = w[i - 16]! + (rotr(a, 7) ^ rotr(a, 18) ^ (a >>> 3)) + w[i - 7]! + (rotr(b, 17) ^ rotr(b, 19) ^ (b >>> 10));
+/** SHA-256 fed in pieces: update() as often as needed, then digest() once (hex). */
+export class Sha256 {
+  private readonly h = Int32Array.of(0x6a09e667, 0xbb67ae85, 0x3c6ef372, 0xa54ff53a, 0x510e527f, 0x9b05688c, 0x1f83d9ab, 0x5be0cd19);
+  private readonly w = new Int32Array(64);
+  private readonly pending = new Uint8Array(64); // the start of a block the next piece completes
+  private held = 0;
+  private length = 0;
+  update(data: Uint8Array): this {
+    this.length += data.length;
+    let at = 0;
+    if (this.held) {
+      at = Math.min(64 - this.held, data.length);
+      this.pending.set(data.subarray(0, at), this.held);
+      this.held += at;
+      if (this.held < 64) return this;
+      this.blocks(this.pending, 0, 64);
+      this.held = 0;
     }
-    let a = h[0]!, b = h[1]!, c = h[2]!, d = h[3]!, e = h[4]!, f = h[5]!, g = h[6]!, hh = h[7]!;
-    for (let i = 0; i < 64; i++) {
-      const t1 = (hh + (rotr(e, 6) ^ rotr(e, 11) ^ rotr(e, 25)) + ((e & f) ^ (~e & g)) + K256[i]! + w[i]!) | 0;
-      const t2 = ((rotr(a, 2) ^ rotr(a, 13) ^ rotr(a, 22)) + ((a & b) ^ (a & c) ^ (b & c))) | 0;
-      hh = g; g = f; f = e; e = (d + t1) | 0; d = c; c = b; b = a; a = (t1 + t2) | 0;
-    }
-    h[0]! += a; h[1]! += b; h[2]! += c; h[3]! += d; h[4]! += e; h[5]! += f; h[6]! += g; h[7]! += hh;
+    const whole = at + ((data.length - at) & ~63);
+    this.blocks(data, at, whole); // straight from the caller's bytes: no copy of a large message
+    this.pending.set(data.subarray(whole));
+    this.held = data.length - whole;
+    return this;
   }
-  let hex = '';
-  for (const word of h) hex += word.toString(16).padStart(8, '0');
-  return hex;
+  digest(): string {
+    const tail = new Uint8Array(this.held < 56 ? 64 : 128);
+    tail.set(this.pending.subarray(0, this.held));
+    tail[this.held] = 0x80;
+    const view = new DataView(tail.buffer);
+    view.setUint32(tail.length - 8, Math.floor(this.length / 0x20000000));
+    view.setUint32(tail.length - 4, (this.length << 3) >>> 0);
+    this.blocks(tail, 0, tail.length);
+    let hex = '';
+    for (const word of this.h) hex += (word >>> 0).toString(16).padStart(8, '0');
+    return hex;
+  }
+  /** Compresses the 64-byte blocks of d[from, to). */
+  private blocks(d: Uint8Array, from: number, to: number): void {
+    const w = this.w, h = this.h;
+    for (let p = from; p < to; p += 64) {
+      for (let i = 0; i < 16; i++) { const j = p + i * 4; w[i] = (d[j]! << 24) | (d[j + 1]! << 16) | (d[j + 2]! << 8) | d[j + 3]!; }
+      for (let i = 16; i < 64; i++) {
+        const a = w[i - 15]!, b = w[i - 2]!;
+        w[i] = (w[i - 16]! + (((a >>> 7) | (a << 25)) ^ ((a >>> 18) | (a << 14)) ^ (a >>> 3)) + w[i - 7]! +
+          (((b >>> 17) | (b << 15)) ^ ((b >>> 19) | (b << 13)) ^ (b >>> 10))) | 0;
+      }
+      let a = h[0]!, b = h[1]!, c = h[2]!, dd = h[3]!, e = h[4]!, f = h[5]!, g = h[6]!, hh = h[7]!;
+      for (let i = 0; i < 64; i++) {
+        const t1 = (hh + (((e >>> 6) | (e << 26)) ^ ((e >>> 11) | (e << 21)) ^ ((e >>> 25) | (e << 7))) + ((e & f) ^ (~e & g)) + K256[i]! + w[i]!) | 0;
+        const t2 = ((((a >>> 2) | (a << 30)) ^ ((a >>> 13) | (a << 19)) ^ ((a >>> 22) | (a << 10))) + ((a & b) ^ (a & c) ^ (b & c))) | 0;
+        hh = g; g = f; f = e; e = (dd + t1) | 0; dd = c; c = b; b = a; a = (t1 + t2) | 0;
+      }
+      h[0] = (h[0]! + a) | 0; h[1] = (h[1]! + b) | 0; h[2] = (h[2]! + c) | 0; h[3] = (h[3]! + dd) | 0;
+      h[4] = (h[4]! + e) | 0; h[5] = (h[5]! + f) | 0; h[6] = (h[6]! + g) | 0; h[7] = (h[7]! + hh) | 0;
+    }
+  }
 }
+
+export const sha256 = (data: Uint8Array): string => new Sha256().update(data).digest();
 
 let uniqueCounter = 0;
 /** A name part unique on this host: with the pid, no two live processes can make the same. */
@@ -605,6 +721,7 @@ export class Message {
   get endsWithNewline(): boolean { return (this.spool ? this.spool.last : this.first[this.first.length - 1]) === LF; }
   /** The same message without its first n bytes (n within `first`). */
   skip(n: number): Message { return new Message(this.first.subarray(n), this.spool); }
+  /** The message in pieces; each is valid only until the next is read (the spool's are views of one buffer). */
   *chunks(): Generator<Buffer> {
     if (this.first.length) yield this.first;
     if (!this.spool) return;
@@ -616,9 +733,57 @@ export class Message {
       pos += got;
     }
   }
-  /** All of it in memory: only for bounded uses (summaries of messages up to a few MB). */
-  bytes(): Buffer { return this.spool ? Buffer.concat([...this.chunks()].map((c) => Buffer.from(c))) : this.first; }
 }
+
+/** Header fields an MTA adds on the way: an MTA's retry, or a copy to another of our addresses, differs in these alone. */
+const TRACE_FIELDS = new Set(['received', 'delivered-to', 'return-path', 'envelope-to', 'delivery-date', 'x-original-to']);
+
+/**
+ * A message's content fingerprint, which tells a copy of a filed message from another message
+ * under the same Message-ID: SHA-256 over the message as stored (mboxrd-quoted, which loses
+ * nothing) but its trace fields, each with its continuation lines. Hashed only when a Message-ID
+ * comes again, over the new message and over the stored one read back from its mbox: pure-JS
+ * SHA-256 costs ~2 ms per 5 KB in V8's interpreter, which every delivery would pay. Streamed;
+ * the head is looked for in the first MiB, as routing does, cut at exactly that many bytes so
+ * that both readings agree however their pieces fall.
+ */
+export function quotedPrint(stored: Iterable<Buffer>): string {
+  const hash = new Sha256();
+  const pieces = stored[Symbol.iterator]();
+  const start: Buffer[] = [];
+  let have = 0;
+  let rest: Buffer | undefined;
+  for (let r = pieces.next(); !r.done; r = pieces.next()) {
+    const take = Math.min(r.value.length, Message.IN_MEMORY - have);
+    start.push(Buffer.from(r.value.subarray(0, take))); // copied: a piece may be a reused buffer
+    have += take;
+    if (have === Message.IN_MEMORY) { rest = r.value.subarray(take); break; }
+  }
+  const first = Buffer.concat(start);
+  const end = headEnd(first);
+  let kept = 0; // the start of the run of header lines not yet hashed
+  let skipping = false;
+  for (let line = 0; line < end;) {
+    const next = first.indexOf(LF, line) + 1 || end;
+    if (first[line] !== 0x20 && first[line] !== 0x09) { // a field's first line; else a continuation
+      const name = FIELD.exec(first.toString('latin1', line, Math.min(next, line + 80)))?.[1]?.toLowerCase();
+      const trace = name !== undefined && TRACE_FIELDS.has(name);
+      if (trace && !skipping) hash.update(first.subarray(kept, line));
+      if (!trace && skipping) kept = line;
+      skipping = trace;
+    }
+    line = next;
+  }
+  hash.update(first.subarray(skipping ? end : kept));
+  if (rest) {
+    hash.update(rest);
+    for (let r = pieces.next(); !r.done; r = pieces.next()) hash.update(r.value);
+  }
+  return hash.digest();
+}
+
+/** The fingerprint of a message as it came (quotedPrint of how it will be stored). */
+export const messagePrint = (message: Message): string => quotedPrint(quoteChunks(message.chunks()));
 
 /** The header line we put before every stored message; documented in the README. */
 export const OUR_HEADER = 'X-Ticket-Mail';
@@ -629,9 +794,12 @@ export const OUR_HEADER = 'X-Ticket-Mail';
  * blank line.
  */
 export function* recordChunks(message: Message, sender: string, where: string, at: Date): Generator<Buffer> {
+  // The note is ours, but may carry encoded text from mail (an outbox record's recipients): a
+  // line break or a byte outside ASCII in it would forge lines, even whole records.
+  if (!/^[\x20-\x7e]{0,2000}$/.test(where)) throw new Error('a record note must be printable ASCII (encodeToken)');
   const terminated = message.endsWithNewline;
   const header = `${OUR_HEADER}: ${where}${terminated ? '' : '; no-final-newline'}\n`;
-  yield Buffer.from(`From ${sender ? printable(sender, 320) : 'MAILER-DAEMON'} ${asctime(at)}\n${header}`, 'latin1');
+  yield Buffer.from(`From ${sender ? encodeToken(sender).slice(0, 1000) : 'MAILER-DAEMON'} ${asctime(at)}\n${header}`);
   yield* quoteChunks(message.chunks());
   yield Buffer.from(terminated ? '\n' : '\n\n');
 }
@@ -682,19 +850,12 @@ export function isOurAddress(address: string, cfg: Config): boolean {
  * or undefined when one may. RFC 3834 section 2 and Exim's filter_personal() checklist.
  */
 export function autoReplyBlock(head: Head, envelope: Envelope, replyTo: string | undefined, cfg: Config): string | undefined {
-  if (envelope.sender === '') return 'null envelope sender';
-  if (isAutomatic(head, envelope.sender)) return 'Auto-Submitted';
-  const precedence = field(head, 'precedence')?.trim().toLowerCase();
-  if (precedence === 'bulk' || precedence === 'list' || precedence === 'junk') return `Precedence: ${precedence}`;
-  for (const name of ['list-id', 'list-unsubscribe', 'list-post', 'list-help', 'list-subscribe', 'list-owner', 'list-archive']) {
-    if (head.has(name)) return name;
-  }
-  if (head.has('x-auto-response-suppress')) return 'X-Auto-Response-Suppress';
-  if (head.has(LOOP_HEADER.toLowerCase())) return 'our own loop header';
+  const automatic = whyAutomatic(head, envelope.sender);
+  if (automatic) return automatic;
+  if (head.has('x-auto-response-suppress')) return 'X-Auto-Response-Suppress'; // the sender asks for none
   if (!replyTo) return 'no address to reply to';
+  if (isRobotAddress(replyTo)) return `robot address ${replyTo}`;
   for (const address of [envelope.sender.toLowerCase(), replyTo]) {
-    const local = address.slice(0, address.lastIndexOf('@'));
-    if (/^(mailer-daemon|postmaster|no-?reply|do-?not-?reply|.*-request|owner-.*)$/.test(local)) return `robot address ${address}`;
     if (isOurAddress(address, cfg)) return `our own address ${address}`;
   }
   return undefined;
@@ -781,7 +942,7 @@ export interface Draft {
 }
 
 /** The decoded text and attachment list of a message, for notifications and close notices. */
-export interface Summary { text: string; attachments: Array<{ name: string; size: number }> }
+export interface Summary { text: string; attachments: Array<{ name: string; size: number }>; unlisted: number }
 
 /** A ticket's first message, the submitter's: its head and envelope sender ('' for a bounce). */
 export interface FirstMessage { head: Head; sender: string }
@@ -815,7 +976,7 @@ Subject: {subject}
   'notify': `{event} in ticket {ticket}
 From: {from}
 Subject: {subject}
-
+{note}
 {text}
 {attachments}
 Reply to this message to answer both the sender and the ticket.
@@ -887,20 +1048,37 @@ export function audience(filed: Pick<Filed, 'outcome' | 'ticket' | 'missing'>, c
 /**
  * Decides which mail to send about a filed message and drafts it. Automatic replies honour
  * autoReplyBlock; admins hear about new tickets, other people's updates and reopenings,
- * never about their own messages. The per-recipient rate limit is the shell's job.
+ * never about their own messages, and of automatic mail only when it opens a ticket. The
+ * per-recipient rate limit is the shell's job.
  */
 export function planReplies(facts: ReplyFacts, cfg: Config): Draft[] {
   const { head, envelope, ticket, domain } = facts;
   const who = audience(facts, cfg);
-  // Our own mail come back to us: a loop in the making, so not even the admins hear of it.
-  if (head.get(LOOP_HEADER.toLowerCase())?.some((v) => v.toLowerCase() === domain)) return [];
+  // Mail a ticket-mail sent, ours come back or another instance's (whose admin address
+  // reaches us, or ours reaches it): any answer to it starts two instances notifying each
+  // other for ever, so nobody hears of it. It is filed all the same.
+  if (head.has(LOOP_HEADER.toLowerCase())) return [];
   const sender = replyAddress(head, envelope);
   const author = addresses(field(head, 'from'))[0];
   const { first } = facts;
   const firstEnvelope: Envelope = { sender: first?.sender ?? '', recipient: undefined, source: 'none' };
   const submitter = first && replyAddress(first.head, firstEnvelope);
+  // The submitter's addresses: the first message's reply address, From and envelope sender.
+  const submitterFrom = first && addresses(field(first.head, 'from'))[0];
+  const submitters = (address: string | undefined) =>
+    address !== undefined && [submitter, submitterFrom, first?.sender.toLowerCase()].includes(address);
   const fromAdmin = [author, envelope.sender.toLowerCase()].some((a) => a !== undefined && cfg.admins.includes(a));
   const blocked = autoReplyBlock(head, envelope, sender, cfg);
+  // Automatic mail into an existing ticket (a tracker's acknowledgement, a vacation notice)
+  // tells nobody: a notification answering it is how trackers that notify each other loop.
+  // A ticket it opens (a monitoring alert) is still news, once: whatever answers that
+  // notification by its tag or thread lands in the ticket, where it tells nobody.
+  const automatic = whyAutomatic(head, envelope.sender) !== undefined;
+  // A notification says so when a plain reply to it would not reach the submitter: a stranger
+  // wrote into the ticket (by its tag, thread or address), or the Reply-To is someone else's.
+  const writer = author ?? sender;
+  const thirdParty = facts.outcome !== 'created' && first !== undefined && !fromAdmin && !(submitters(writer) && submitters(sender));
+  const reader = submitters(writer) ? sender : writer; // whom the note names
   const subject = headerSafe(decodedSubject(head), 150);
   const address = (form: string) => `${form.replace('N', String(ticket))}@${domain}`;
   const messageId = messageIds(field(head, 'message-id'))[0];
@@ -913,6 +1091,7 @@ export function planReplies(facts: ReplyFacts, cfg: Config): Draft[] {
     submit_address: `${cfg.submit}@${domain}`, subject, number: String(facts.missing ?? ''),
     from: headerSafe(decodeWords(field(head, 'from') ?? envelope.sender), 120),
     text: facts.summary?.text ?? '', attachments: attachmentLines(facts.summary),
+    note: thirdParty ? `Note: ${headerSafe(reader ?? 'the sender', 120)} is not the ticket's submitter (${headerSafe(submitterFrom ?? submitter ?? '', 120)}).\n` : '',
   };
   const draft = (kind: ReplyKind, to: string, subjectLine: string, template: TemplateName, extra: Partial<Draft> = {}): Draft => ({
     kind, to, subject: subjectLine,
@@ -929,11 +1108,12 @@ export function planReplies(facts: ReplyFacts, cfg: Config): Draft[] {
     if (who.sender && !blocked && sender) drafts.push(draft(kind, sender, subjectLine, template));
   };
   const notify = (event: 'New' | 'Update' | 'Reopened' | 'Closed') => {
-    if (!who.admins) return;
+    if (!who.admins || (automatic && event !== 'New')) return;
     for (const admin of cfg.admins) {
       if (admin === author || admin === envelope.sender.toLowerCase()) continue;
-      const replyTo = [...new Set([submitter, vars.ticket_address!].filter((a): a is string => !!a))];
-      drafts.push(draft('notify', admin, tagged(`${event}: `), 'notify', {
+      // A plain reply reaches whoever wrote this message, and the ticket.
+      const replyTo = [...new Set([sender, vars.ticket_address!].filter((a): a is string => !!a))];
+      drafts.push(draft('notify', admin, tagged(`${event}${thirdParty ? ' (third party)' : ''}: `), 'notify', {
         replyTo, autoSubmitted: 'auto-generated', body: renderTemplate(facts.templates.notify ?? TEMPLATES.notify, { ...vars, event }),
       }));
     }
@@ -952,8 +1132,10 @@ export function planReplies(facts: ReplyFacts, cfg: Config): Draft[] {
       break;
     case 'closed': {
       // It answers the closer's message and goes to the submitter: RFC 3834's rules hold for
-      // both messages (a ticket opened by a robot, a list or a bounce gets no notice).
-      const bySubmitter = first && author !== undefined && [submitter, addresses(field(first.head, 'from'))[0]].includes(author);
+      // both messages (a ticket opened by a robot, a list or a bounce gets no notice). The
+      // submitter closed it only if both its From and its envelope sender are theirs: a From
+      // alone is easily forged, and the real submitter must hear of a forged close.
+      const bySubmitter = submitters(author) && submitters(envelope.sender.toLowerCase());
       if (first && submitter && !bySubmitter && !blocked && !autoReplyBlock(first.head, firstEnvelope, submitter, cfg)) {
         drafts.push(draft('close-notice', submitter, tagged('Closed: '), 'close-notice'));
       }
@@ -975,7 +1157,8 @@ export function planReplies(facts: ReplyFacts, cfg: Config): Draft[] {
 
 function attachmentLines(summary: Summary | undefined): string {
   if (!summary?.attachments.length) return '';
-  return `Attachments:\n${summary.attachments.map((a) => `  ${a.name} (${a.size} bytes)`).join('\n')}\n`;
+  const more = summary.unlisted ? `\n  and ${summary.unlisted} more` : '';
+  return `Attachments:\n${summary.attachments.map((a) => `  ${a.name} (${a.size} bytes)`).join('\n')}${more}\n`;
 }
 
 /**
@@ -1022,6 +1205,238 @@ export function htmlToText(html: string): string {
     })
     .split('\n').map((line) => line.trimEnd()).join('\n').replace(/\n{3,}/g, '\n\n').trim();
 }
+
+/**
+ * A MIME header value (Content-Type, -Disposition, -Transfer-Encoding): its value, lower-cased,
+ * and its parameters, RFC 2231 sections joined and their charsets decoded. One pass. Inside a
+ * parameter value a "(" opens a comment only after whitespace: filename=Invoice(1).pdf is a name.
+ */
+export function mimeValue(text: string): { value: string; params: Map<string, string> } {
+  if (!text) return { value: '', params: new Map() };
+  const fields: string[] = [];
+  let current = '';
+  let quoted = false;
+  let comment = 0; // nesting depth
+  let inValue = false;
+  let afterSpace = false;
+  for (let i = 0; i < text.length; i++) {
+    const c = text[i]!;
+    if (comment) {
+      if (c === '\\') i++;
+      else if (c === '(') comment++;
+      else if (c === ')') comment--;
+    } else if (quoted) {
+      current += c === '\\' ? c + (text[++i] ?? '') : c;
+      quoted = c !== '"';
+    } else if (c === '(' && (!inValue || afterSpace)) {
+      comment = 1;
+    } else if (c === ';') {
+      fields.push(current);
+      current = '';
+      inValue = false;
+    } else {
+      current += c;
+      quoted = c === '"';
+      inValue ||= c === '=';
+      afterSpace = c === ' ' || c === '\t';
+    }
+  }
+  fields.push(current);
+  const params = new Map<string, string>();
+  const sections = new Map<string, Array<{ index: number; text: string; encoded: boolean }>>();
+  for (const f of fields.slice(1)) {
+    const eq = f.indexOf('=');
+    if (eq < 0) continue;
+    const key = f.slice(0, eq).trim().toLowerCase();
+    let text = f.slice(eq + 1).trim();
+    if (text.startsWith('"')) text = text.slice(1).replace(/"$/, '').replace(/\\(.)/g, '$1');
+    const section = /^(.+?)\*(\d{0,3})(\*?)$/.exec(key);
+    if (!section) { if (!params.has(key)) params.set(key, text); continue; }
+    const list = sections.get(section[1]!) ?? [];
+    sections.set(section[1]!, list);
+    list.push({ index: Number(section[2]), text, encoded: section[2] === '' || section[3] === '*' });
+  }
+  for (const [name, list] of sections) {
+    list.sort((a, b) => a.index - b.index);
+    const first = list[0]!.encoded ? /^([^']*)'[^']*'(.*)$/.exec(list[0]!.text) : null;
+    if (first) list[0]!.text = first[2]!;
+    const decoder = (() => { try { return new TextDecoder(first?.[1] || 'utf-8'); } catch { return new TextDecoder(); } })();
+    // Adjacent encoded sections are decoded together: a character may be split between them.
+    let value = '';
+    let bytes = '';
+    for (const { text, encoded } of list) {
+      if (encoded) { bytes += Buffer.from(text).toString('latin1').replace(/%([0-9a-f]{2})/gi, (_, hex: string) => String.fromCharCode(parseInt(hex, 16))); continue; }
+      value += decoder.decode(Buffer.from(bytes, 'latin1')) + text;
+      bytes = '';
+    }
+    params.set(name, value + decoder.decode(Buffer.from(bytes, 'latin1')));
+  }
+  return { value: fields[0]!.trim().toLowerCase(), params };
+}
+
+/** What a summary shows of a message: its text parts (kept bounded) and its attachments. */
+export interface Outline {
+  texts: Array<{ html: boolean; bytes: Buffer }>; // each a small message: the part's own type and encoding, then its body
+  cut: boolean;                                   // text was left out: more is in the ticket
+  attachments: Array<{ name: string; size: number }>;
+  unlisted: number;                               // attachments past MAX_LISTED, counted only
+}
+
+const MAX_LISTED = 100;
+/** The text parts' bytes and lines kept for the summary (it shows 4,000 characters of them). */
+const TEXT_BYTES = 128 * 1024;
+const TEXT_LINES = 4096;
+/** Of a part's header this much is read, of a line this much at a time (RFC 5322 allows 998). */
+const PART_HEAD = 64 * 1024;
+const MAX_LINE = 64 * 1024;
+const MAX_DEPTH = 64;
+/** Bytes that `length` base64 characters between two paddings decode to (as postal-mime counts them). */
+const base64Bytes = (length: number) => Math.floor(length / 4) * 3 + Math.max(0, (length % 4) - 1);
+const isHex = (b: number | undefined) => b !== undefined && ((b >= 0x30 && b <= 0x39) || ((b | 0x20) >= 0x61 && (b | 0x20) <= 0x66));
+
+interface OutlinePart {
+  head: string[] | undefined; // header lines while the header is read
+  headSize: number;
+  digest: boolean;            // in a multipart/digest, whose parts are messages by default
+  body: 'skip' | 'text' | 'attachment';
+  text?: { html: boolean; pieces: Buffer[] };
+  encoding: 'base64' | 'quoted-printable' | 'plain';
+  name: string;
+  size: number;               // decoded bytes so far
+  run: number;                // base64 characters since the last padding
+}
+
+/**
+ * The MIME structure of a message, read once from its chunks in linear time and bounded
+ * memory, as postal-mime would see it: which parts are text (the first TEXT_BYTES of them kept,
+ * to be decoded by postal-mime), and each attachment's name and decoded size, counted without
+ * decoding. Why not postal-mime on the whole message: it keeps two Blob parts per body line
+ * (1.7 GB and seconds per MiB of empty lines), and parts, base64 paddings and nested messages
+ * cost it likewise. Chunks may be views of a reused buffer: whatever is kept is copied.
+ */
+export function mimeOutline(chunks: Iterable<Buffer>): Outline {
+  const outline: Outline = { texts: [], cut: false, attachments: [], unlisted: 0 };
+  // Each byte's class in base64 text: 1 data, 2 padding, 0 skipped (line ends, junk). Made here: start-up pays nothing.
+  const base64Class = Uint8Array.from({ length: 256 }, (_, b) => (b === 0x3d ? 2 : /[A-Za-z0-9+/]/.test(String.fromCharCode(b)) ? 1 : 0));
+  const boundaries: Array<{ marker: Buffer; digest: boolean }> = []; // "--boundary" of each open multipart, innermost last
+  let textBytes = 0;
+  let textLines = 0;
+  const newPart = (digest: boolean): OutlinePart =>
+    ({ head: [], headSize: 0, digest, body: 'skip', encoding: 'plain', name: '', size: 0, run: 0 });
+  let part = newPart(false);
+  /** The header is read: what the part is, and how its body is read. */
+  const startBody = () => {
+    const head = (part.head!.length && parseHead(part.head!.join('\n'))) || new Map();
+    part.head = undefined;
+    const type = mimeValue(field(head, 'content-type') ?? (part.digest ? 'message/rfc822' : 'text/plain'));
+    const disposition = mimeValue(field(head, 'content-disposition') ?? '').value;
+    const encoding = /[\w-]+/.exec(mimeValue(field(head, 'content-transfer-encoding') ?? '').value)?.[0] ?? '';
+    part.encoding = /base64/.test(encoding) ? 'base64' : /quoted-printable/.test(encoding) ? 'quoted-printable' : 'plain';
+    const boundary = type.params.get('boundary');
+    if (type.value.startsWith('multipart/')) {
+      if (boundary && boundaries.length < MAX_DEPTH) boundaries.push({ marker: Buffer.from(`--${boundary}`), digest: type.value === 'multipart/digest' });
+    } else if (type.value === 'message/rfc822' && (disposition === '' || disposition === 'inline') && part.encoding === 'plain') {
+      part = newPart(false); // a forwarded message: its own header follows
+    } else if (disposition !== 'attachment' && (type.value === 'text/plain' || type.value === 'text/html')) {
+      if (textBytes >= TEXT_BYTES || textLines >= TEXT_LINES) { outline.cut = true; return; }
+      const own = Buffer.from(`Content-Type: ${field(head, 'content-type') ?? 'text/plain'}\nContent-Transfer-Encoding: ${encoding || '8bit'}\n\n`);
+      part.body = 'text';
+      part.text = { html: type.value === 'text/html', pieces: [own] };
+      textBytes += own.length;
+      textLines += 3;
+    } else {
+      part.body = 'attachment';
+      part.name = headerSafe(decodeWords(mimeValue(field(head, 'content-disposition') ?? '').params.get('filename') || type.params.get('name') || ''), 100) ||
+        type.value || 'unnamed';
+    }
+  };
+  const endPart = () => {
+    if (part.head) startBody();
+    if (part.text) outline.texts.push({ html: part.text.html, bytes: Buffer.concat(part.text.pieces) });
+    if (part.body !== 'attachment') return;
+    if (outline.attachments.length >= MAX_LISTED) outline.unlisted++;
+    else outline.attachments.push({ name: part.name, size: part.size + (part.encoding === 'base64' ? base64Bytes(part.run) : 0) });
+  };
+  /**
+   * One line, or a piece of a longer one (`start` and `end` say which): buf[from, to). Indices,
+   * not a subarray per line: on a flood of empty lines the allocation would cost most of the time.
+   */
+  const piece = (buf: Buffer, from: number, to: number, start: boolean, end: boolean) => {
+    let stop = to;
+    if (end) while (stop > from && buf[stop - 1] === 0x0d) stop--; // as postal-mime: trailing CRs are the line end's
+    const length = stop - from;
+    const dashes = length > 1 && buf[from] === 0x2d && buf[from + 1] === 0x2d;
+    if (part.body === 'skip' && !part.head && !dashes) return; // the usual flood
+    if (start && end && boundaries.length && dashes) {
+      for (let i = boundaries.length - 1; i >= 0; i--) {
+        const { marker, digest } = boundaries[i]!;
+        if (length < marker.length || buf.compare(marker, 0, marker.length, from, from + marker.length) !== 0) continue;
+        let after = from + marker.length;
+        const closing = buf[after] === 0x2d && buf[after + 1] === 0x2d && after + 1 < stop;
+        if (closing) after += 2;
+        while (after < stop && (buf[after] === 0x20 || buf[after] === 0x09)) after++;
+        if (after < stop) continue;
+        endPart();
+        boundaries.length = closing ? i : i + 1;
+        part = newPart(digest);
+        if (closing) { part.head = undefined; part.body = 'skip'; } // the epilogue
+        return;
+      }
+    }
+    if (part.head) {
+      if (start && end && length === 0) startBody();
+      else if (start && part.headSize < PART_HEAD) { part.head.push(buf.toString('utf8', from, stop)); part.headSize += length; }
+      return;
+    }
+    const bytes = buf.subarray(from, to);
+    const line = buf.subarray(from, stop);
+    if (part.body === 'text') {
+      if (textBytes + bytes.length > TEXT_BYTES || textLines >= TEXT_LINES) { outline.cut = true; part.body = 'skip'; return; }
+      part.text!.pieces.push(end ? Buffer.concat([bytes, NEWLINE]) : Buffer.from(bytes));
+      textBytes += bytes.length;
+      if (end) textLines++;
+    } else if (part.body === 'attachment') {
+      if (part.encoding === 'plain') part.size += length + (end ? 1 : 0);
+      else if (part.encoding === 'base64') {
+        for (let i = 0; i < length; i++) {
+          const kind = base64Class[line[i]!];
+          if (kind === 1) part.run++;
+          else if (kind === 2) { part.size += base64Bytes(part.run); part.run = 0; }
+        }
+      } else {
+        const soft = end && length > 0 && line[length - 1] === 0x3d;
+        const data = soft ? length - 1 : length;
+        let escapes = 0;
+        for (let i = line.indexOf(0x3d); i >= 0 && i + 2 < data; i = line.indexOf(0x3d, i + 1)) {
+          if (isHex(line[i + 1]) && isHex(line[i + 2])) { escapes++; i += 2; }
+        }
+        part.size += data - 2 * escapes + (end && !soft ? 1 : 0);
+      }
+    }
+  };
+  // Lines, in pieces of at most MAX_LINE bytes; a line cut by a chunk's end is carried (copied).
+  let carry = Buffer.alloc(0);
+  let start = true;
+  for (const chunk of chunks) {
+    for (let at = 0; at < chunk.length;) {
+      const nl = chunk.indexOf(LF, at);
+      let buf = chunk;
+      let from = at;
+      let to = nl < 0 ? chunk.length : nl;
+      if (carry.length) { buf = Buffer.concat([carry, chunk.subarray(at, to)]); from = 0; to = buf.length; carry = Buffer.alloc(0); }
+      for (; to - from > MAX_LINE; from += MAX_LINE) { piece(buf, from, from + MAX_LINE, start, false); start = false; }
+      if (nl < 0) { carry = Buffer.from(buf.subarray(from, to)); break; }
+      piece(buf, from, to, start, true);
+      start = true;
+      at = nl + 1;
+    }
+  }
+  if (carry.length || !start) piece(carry, 0, carry.length, start, true);
+  endPart();
+  return outline;
+}
+
+const NEWLINE = Buffer.from('\n');
 
 /** RFC 5322 date in UTC, e.g. "Sat, 28 Nov 2026 04:00:57 +0000". */
 export function rfc5322Date(d: Date): string {
@@ -1253,9 +1668,10 @@ function breakIfStale(lockPath: string, post: string, cfg: Config, recover: (int
 /**
  * Appends one record durably: remember the size, write, fsync; on any failure truncate
  * back to that size. Refuses symlinks and non-regular files. The lock's recorded intent
- * (path, old size, Message-ID key) lets whoever breaks our lock after a crash undo a partial write.
+ * (path, old size, the message's index key or '-') lets whoever breaks our lock after a crash
+ * undo a partial write. Returns where the record starts.
  */
-export function appendDurably(path: string, record: Iterable<Buffer>, lock: Lock, idKey: string, relative: string): void {
+export function appendDurably(path: string, record: Iterable<Buffer>, lock: Lock, idKey: string, relative: string): number {
   let fd;
   try {
     fd = openSync(path, fsc.O_RDWR | fsc.O_APPEND | fsc.O_CREAT | fsc.O_NOFOLLOW, 0o600);
@@ -1267,15 +1683,17 @@ export function appendDurably(path: string, record: Iterable<Buffer>, lock: Lock
     if (!st.isFile()) throw temporary(`${path} is not a regular file`);
     const size = st.size;
     lock.intend(`append ${relative} ${size} ${idKey}`);
+    let start = size;
     try {
       if (size > 0) { // repair a mailbox that does not end in a newline, so our From_ line starts a line
         const last = Buffer.alloc(1);
         readSync(fd, last, 0, 1, size - 1);
-        if (last[0] !== LF) writeAll(fd, Buffer.from('\n'));
+        if (last[0] !== LF) { writeAll(fd, Buffer.from('\n')); start++; }
       }
       for (const chunk of record) writeAll(fd, chunk);
       fsyncSync(fd);
       if (size === 0) fsyncPath(join(path, '..')); // a new file: its name must be durable too
+      return start;
     } catch (e) {
       // Past a file-size limit (ulimit -f) the kernel would kill us with SIGXFSZ; Node and Bun
       // ignore that signal, so the write fails (EFBIG) and lands here like a full disk.
@@ -1292,8 +1710,14 @@ export function appendDurably(path: string, record: Iterable<Buffer>, lock: Lock
 // ---------------------------------------------------------------------------------------
 
 /**
- * One file per Message-ID under .ticket-mail/ids/, named by the ID's hash (never by the
- * ID itself), holding the numbers of the tickets that have filed it, one per line.
+ * One file per Message-ID under .ticket-mail/ids/, named by the ID's hash (never by the ID
+ * itself), with a line "N AT" for each ticket N that has filed a message under it, AT being
+ * where that message's record starts in N's mbox: a message under a known ID is a copy only if
+ * it is the same as the one stored there (quotedPrint). A message without a Message-ID is
+ * indexed under its fingerprint's hash. A line of a number alone was written by an older
+ * version: it still threads replies into N, but proves no message to be a copy (one straddling
+ * the upgrade may be filed twice, never lost). Neither the files nor their two folders are ever
+ * followed through a symlink.
  */
 export class MessageIndex {
   constructor(private readonly state: string) {}
@@ -1301,28 +1725,102 @@ export class MessageIndex {
     return sha256(Buffer.from(messageId)).slice(0, 40);
   }
   private path(key: string): string { return join(this.state, 'ids', key.slice(0, 2), key.slice(2)); }
-  tickets(key: string): number[] {
+  /** The folders of a key's file, refused when one is not a real folder. */
+  private checkFolders(path: string): void {
+    for (const folder of [join(this.state, 'ids'), join(path, '..')]) {
+      const st = lstatSync(folder, { throwIfNoEntry: false });
+      if (st && !st.isDirectory()) throw new Error(`${folder} is not a folder`);
+    }
+  }
+  /** Each filing under a key: its ticket, and where its record starts (undefined on an older version's line). */
+  filings(key: string): Filing[] {
     const path = this.path(key);
     try {
-      if (!exists(path)) return []; // the usual case, and an exception costs more than a stat
-      return readFileSync(path, 'latin1').split('\n')
-        .map(parseTicketNumber).filter((n): n is number => n !== undefined);
+      if (!lstatSync(path, { throwIfNoEntry: false })) return []; // the usual case, and an exception costs more than a stat
+      this.checkFolders(path);
+      const fd = openSync(path, fsc.O_RDONLY | fsc.O_NOFOLLOW);
+      let text;
+      try { text = readFileSync(fd, 'latin1'); } finally { closeSync(fd); }
+      return text.split('\n').flatMap((line) => {
+        const [digits = '', at] = line.split(' ');
+        const ticket = parseTicketNumber(digits);
+        return ticket === undefined ? [] : [{ ticket, at: at && /^\d{1,15}$/.test(at) ? Number(at) : undefined }];
+      });
     } catch (e) {
       if (code(e) === 'ENOENT') return [];
       throw temporary(`cannot read the message index: ${reason(e)}`);
     }
   }
-  record(key: string, ticket: number): void {
+  /** The tickets that have filed a message under this key, whatever its content (for threading). */
+  tickets(key: string): number[] { return this.filings(key).map((f) => f.ticket); }
+  record(key: string, ticket: number, at: number): void {
     const path = this.path(key);
-    const open = () => openSync(path, fsc.O_WRONLY | fsc.O_APPEND | fsc.O_CREAT, 0o600);
+    const open = () => openSync(path, fsc.O_WRONLY | fsc.O_APPEND | fsc.O_CREAT | fsc.O_NOFOLLOW, 0o600);
     let fd;
-    try { fd = open(); } catch (e) {
+    try {
+      this.checkFolders(path);
+      fd = open();
+    } catch (e) {
       if (code(e) !== 'ENOENT') throw e;
       // Level by level: a recursive mkdir reports EROFS as ENOENT, a misleading warning.
       for (const folder of [join(this.state, 'ids'), join(path, '..')]) makeFolder(folder);
+      this.checkFolders(path);
       fd = open();
     }
-    try { writeSync(fd, `${ticket}\n`); } finally { closeSync(fd); }
+    try { writeSync(fd, `${ticket} ${at}\n`); } finally { closeSync(fd); }
+  }
+}
+
+/** A message filed under an index key: in ticket N, its record starting at byte AT of the mbox. */
+export interface Filing { ticket: number; at: number | undefined }
+
+/**
+ * The fingerprint of the message whose record starts at byte `at` of an mbox we wrote, or
+ * undefined when no record of ours starts there (the file was rewritten since: then nothing
+ * there counts as a copy, and a message may be filed twice, never dropped). Read in pieces,
+ * as stored: a 50 MB message is never held.
+ */
+export function storedPrint(path: string, at: number): string | undefined {
+  let fd;
+  try { fd = openSync(path, fsc.O_RDONLY | fsc.O_NOFOLLOW); } catch { return undefined; }
+  try {
+    const size = fstatSync(fd).size;
+    const start = Buffer.alloc(Math.max(0, Math.min(2048, size - at + 1)));
+    const got = readSync(fd, start, 0, start.length, Math.max(0, at - 1));
+    const text = start.toString('latin1', 0, got);
+    // A record begins a line with our From_ line and our header line, as recordChunks writes them.
+    const record = /^From [^\n]*\nX-Ticket-Mail: ticket \d+(; no-final-newline)?\n/.exec(at === 0 ? text : text.slice(1));
+    if (!record || (at > 0 && text[0] !== '\n')) return undefined;
+    const bodyStart = at + record[0].length;
+    // The record ends where the next one starts: the next line beginning "From " (the stored
+    // message's own such lines are quoted), after the blank line that closes every record.
+    let next = size;
+    for (const { bytes, pos } of fileRange(fd, bodyStart, size, 6)) {
+      const found = bytes.indexOf('\nFrom ');
+      if (found >= 0) { next = pos + found + 1; break; }
+    }
+    const bodyEnd = next - 1 - (record[1] ? 1 : 0);
+    if (bodyEnd < bodyStart) return undefined;
+    return quotedPrint((function* () { for (const { bytes } of fileRange(fd, bodyStart, bodyEnd, 0)) yield bytes; })());
+  } finally { closeSync(fd); }
+}
+
+/**
+ * Bytes [from, to) of a file in pieces of 1 MiB, each valid until the next; with `overlap`, each
+ * piece after the first also begins with the last `overlap` bytes of the one before (for
+ * searches across the edge). `pos` is where a piece's first byte is in the file.
+ */
+function* fileRange(fd: number, from: number, to: number, overlap: number): Generator<{ bytes: Buffer; pos: number }> {
+  const buf = Buffer.allocUnsafe((1 << 20) + overlap);
+  let carry = 0;
+  for (let pos = from; pos < to;) {
+    const got = readSync(fd, buf, carry, Math.min(buf.length - carry, to - pos), pos);
+    if (got === 0) return;
+    const length = carry + got;
+    yield { bytes: buf.subarray(0, length), pos: pos - carry };
+    pos += got;
+    carry = Math.min(overlap, length);
+    buf.copy(buf, 0, length - carry, length);
   }
 }
 
@@ -1344,8 +1842,9 @@ export interface Incoming {
   message: Message;          // without the MTA's From_ line
   head: Head;
   envelope: Envelope;
-  messageId: string | undefined;
-  idKey: string;             // its index key; '-' when the message has no Message-ID
+  messageId: string | undefined; // a strict msg-id (messageIds), for threading and our headers
+  idKey: string;             // its index key: of the whole Message-ID field, else of the fingerprint
+  print: string | undefined; // its content fingerprint (messagePrint), once something needed it
   at: Date;
 }
 
@@ -1374,13 +1873,15 @@ function fileUnmatched(store: Store, incoming: Incoming, why: string): Filed {
  * the index only loses this message (a later copy of it would be filed, and a reply to it
  * threaded by its tag or address alone).
  */
-function noteFiled(index: MessageIndex, idKey: string, ticket: number): string | undefined {
-  if (idKey === '-') return undefined;
+function noteFiled(index: MessageIndex, incoming: Incoming, ticket: number, at: number, other: number[]): string | undefined {
+  // Another message under a known Message-ID (a reused one, or a stranger's who has seen it):
+  // filed all the same, never taken for a copy, and said so.
+  const reused = other.length ? `ticket ${ticket}: its Message-ID was filed before with other content (ticket ${other.join(', ')}); filed as a new message` : undefined;
   try {
-    index.record(idKey, ticket);
-    return undefined;
+    index.record(incoming.idKey, ticket, at);
+    return reused;
   } catch (e) {
-    return `ticket ${ticket}: filed, but not noted in the message index (${reason(e)})`;
+    return [reused, `ticket ${ticket}: filed, but not noted in the message index (${reason(e)})`].filter(Boolean).join('; ');
   }
 }
 
@@ -1402,10 +1903,8 @@ function lastNumber(store: Store): number {
 function createTicket(store: Store, index: MessageIndex, incoming: Incoming): Filed {
   const lock = takeLock(join(store.state, 'numbers'), store.cfg, (intent) => recoverCreate(store, index, intent));
   try {
-    if (incoming.idKey !== '-') {
-      const [already] = index.tickets(incoming.idKey);
-      if (already !== undefined) return { outcome: 'duplicate', ticket: already };
-    }
+    const { same: [already], other } = copiesOf(store, index, incoming);
+    if (already !== undefined) return { outcome: 'duplicate', ticket: already };
     let n = lastNumber(store) + 1;
     while (store.placeOf(n)) n++;
     if (n > MAX_TICKET) throw temporary('ticket numbers are exhausted');
@@ -1421,7 +1920,7 @@ function createTicket(store: Store, index: MessageIndex, incoming: Incoming): Fi
       linkSync(aside, path);
     } finally { rmSync(aside, { force: true }); }
     try { fsyncPath(store.cfg.dir); } catch (e) { rmSync(path, { force: true }); throw e; } // not durably there: undone
-    return { outcome: 'created', ticket: n, warning: noteFiled(index, incoming.idKey, n) };
+    return { outcome: 'created', ticket: n, warning: noteFiled(index, incoming, n, 0, other) };
   } catch (e) {
     throw e instanceof MailError ? e : temporary(`cannot create a ticket: ${reason(e)}`);
   } finally { lock.release(); }
@@ -1445,7 +1944,24 @@ function recoverCreate(store: Store, index: MessageIndex, intent: string): void 
   const n = parseTicketNumber(digits ?? '');
   if (step !== 'create' || n === undefined) return;
   try { unlinkSync(join(store.state, `new-${n}`)); } catch { /* not written yet, or linked and removed */ }
-  if (key && /^[0-9a-f]{40}$/.test(key) && store.placeOf(n) && !index.tickets(key).includes(n)) index.record(key, n);
+  if (key && /^[0-9a-f]{40}$/.test(key) && store.placeOf(n) && !index.filings(key).some((f) => f.ticket === n && f.at === 0)) index.record(key, n, 0);
+}
+
+/**
+ * The tickets holding this very message (a copy: under its key, the same as the message stored
+ * there), and those holding other messages under its key. The stored messages are read only
+ * when the key is known: a new Message-ID costs one stat.
+ */
+function copiesOf(store: Store, index: MessageIndex, incoming: Incoming): { same: number[]; other: number[] } {
+  const filings = index.filings(incoming.idKey);
+  const same = new Set<number>();
+  for (const { ticket, at } of filings) {
+    if (at === undefined || same.has(ticket)) continue;
+    const place = store.placeOf(ticket);
+    incoming.print ??= messagePrint(incoming.message);
+    if (place && storedPrint(store.ticketPath(ticket, place), at) === incoming.print) same.add(ticket);
+  }
+  return { same: [...same], other: [...new Set(filings.map((f) => f.ticket))].filter((n) => !same.has(n)) };
 }
 
 /**
@@ -1465,8 +1981,9 @@ function recoverTicketStep(store: Store, intent: string): void {
     const [relative, offset, key] = args;
     const target = located(relative);
     if (!target || !/^\d+$/.test(offset ?? '')) return;
-    const index = new MessageIndex(store.state);
-    if (key && key !== '-' && target.ticket !== undefined && index.tickets(key).includes(target.ticket)) return;
+    // Completed if the index holds it at that offset (or one on: a newline was added before it).
+    const done = (f: Filing) => f.ticket === target.ticket && (f.at === Number(offset) || f.at === Number(offset) + 1);
+    if (key && key !== '-' && target.ticket !== undefined && new MessageIndex(store.state).filings(key).some(done)) return;
     try {
       const fd = openSync(target.path, fsc.O_WRONLY | fsc.O_NOFOLLOW);
       try {
@@ -1506,7 +2023,8 @@ function firstMessageOf(path: string): FirstMessage | undefined {
   try {
     const start = readStart(fd, 64 * 1024);
     const head = headOfMbox(start);
-    return head && { head, sender: envelopeSender(splitEnvelopeLine(start).fromLineSender ?? '') };
+    // Our From_ line holds the sender encoded (recordChunks); decoded, it is the sender as it came.
+    return head && { head, sender: envelopeSender(decodeToken(splitEnvelopeLine(start).fromLineSender ?? '')) };
   } finally { closeSync(fd); }
 }
 
@@ -1521,10 +2039,14 @@ function headOfMbox(start: Buffer): Head | undefined {
   return first && parseHead(first.subarray(0, headEnd(first)).toString('utf8'));
 }
 
-/** May the author of this message close open ticket N? */
-function closeAllowed(store: Store, n: number, head: Head): boolean {
+/**
+ * May the author of this message close open ticket N? Never by automatic mail: a vacation
+ * reply (or a bounce with a forged From, which no close notice would answer) closes nothing.
+ */
+function closeAllowed(store: Store, n: number, incoming: Incoming): boolean {
+  if (whyAutomatic(incoming.head, incoming.envelope.sender)) return false;
   const first = firstMessageOf(store.ticketPath(n, 'open'))?.head;
-  return mayClose(addresses(field(head, 'from'))[0], first && addresses(field(first, 'from'))[0], store.cfg);
+  return mayClose(addresses(field(incoming.head, 'from'))[0], first && addresses(field(first, 'from'))[0], store.cfg);
 }
 
 /**
@@ -1544,9 +2066,10 @@ function fileIntoTicket(store: Store, index: MessageIndex, incoming: Incoming,
       lock.release();
       return { ...fileUnmatched(store, incoming, `ticket ${n} does not exist`), missing: n };
     }
-    if (incoming.idKey !== '-' && index.tickets(incoming.idKey).includes(n)) {
+    const { same, other } = copiesOf(store, index, incoming);
+    if (same.includes(n)) {
       // A retried close whose move was cut short (filed, but the ticket still open): finish it.
-      if (routed.action === 'close' && place === 'open' && closeAllowed(store, n, incoming.head)) {
+      if (routed.action === 'close' && place === 'open' && closeAllowed(store, n, incoming)) {
         archivedLock = takeLock(store.ticketPath(n, 'archived'), store.cfg, recover);
         moveTicket(store, n, 'open', 'archived', lock);
         return { outcome: 'closed', ticket: n };
@@ -1554,16 +2077,16 @@ function fileIntoTicket(store: Store, index: MessageIndex, incoming: Incoming,
       return { outcome: 'duplicate', ticket: n };
     }
     if (place === 'archived') archivedLock = takeLock(store.ticketPath(n, 'archived'), store.cfg, recover);
-    const outcome = ticketOutcome(routed.action, place, isAutomatic(incoming.head, incoming.envelope.sender),
-      routed.action === 'close' && place === 'open' && closeAllowed(store, n, incoming.head));
+    const outcome = ticketOutcome(routed.action, place, whyAutomatic(incoming.head, incoming.envelope.sender) !== undefined,
+      routed.action === 'close' && place === 'open' && closeAllowed(store, n, incoming));
     let target = place;
     if (outcome === 'reopened') {
       moveTicket(store, n, 'archived', 'open', lock);
       target = 'open';
     }
     const record = recordChunks(incoming.message, incoming.envelope.sender, `ticket ${n}`, incoming.at);
-    appendDurably(store.ticketPath(n, target), record, lock, incoming.idKey, relativeTicket(n, target));
-    const warning = noteFiled(index, incoming.idKey, n);
+    const at = appendDurably(store.ticketPath(n, target), record, lock, incoming.idKey, relativeTicket(n, target));
+    const warning = noteFiled(index, incoming, n, at, other);
     if (outcome === 'closed') {
       archivedLock = takeLock(store.ticketPath(n, 'archived'), store.cfg, recover);
       moveTicket(store, n, 'open', 'archived', lock);
@@ -1599,11 +2122,36 @@ async function mailer(cfg: Config): Promise<(mail: Outgoing) => string | undefin
   return (mail) => {
     const r = spawnSync(cfg.sendmail, ['-oi', '-f', '<>', '--', ...mail.recipients],
       { input: mail.text, stdio: ['pipe', 'ignore', 'ignore'], timeout: 60_000, killSignal: 'SIGKILL' });
-    if (r.error) return `${cfg.sendmail}: ${reason(r.error)}`;
+    // A program that exits 0 has taken the mail, whether or not it read it all (/bin/true as a
+    // "mail off" stand-in): our write then fails with EPIPE, which is no failure of sending.
+    if (r.error && !(code(r.error) === 'EPIPE' && r.status === 0)) return `${cfg.sendmail}: ${reason(r.error)}`;
     if (r.signal) return `${cfg.sendmail} was killed by ${r.signal}`;
     if (r.status !== 0) return `${cfg.sendmail} exited with status ${r.status}`;
     return undefined;
   };
+}
+
+/** An outbox record's note: its kind and recipients, each encoded (a recipient may be any UTF-8). */
+const outboxNote = (mail: Outgoing) => ['outbox', mail.kind, ...mail.recipients].map(encodeToken).join(' ');
+
+/** The mail an outbox record holds, or undefined when the record is not one of ours. */
+function outboxMail(note: string, message: Buffer): Outgoing | undefined {
+  const [word, kind, ...recipients] = note.split(' ').map(decodeToken);
+  if (word !== 'outbox' || !kind || recipients.length === 0 || !recipients.every(isPlainAddress)) return undefined;
+  return { kind: kind as ReplyKind, recipients, text: message.toString() };
+}
+
+/**
+ * Where an outbox that is not a regular file (a symlink, a folder) is moved: renamed aside, the
+ * link itself and not what it points to, so that the mail kept now is neither written through it
+ * nor lost; `check` tells of it.
+ */
+const ASIDE = 'outbox.not-a-file.';
+
+/** Moves the outbox aside if it is not a regular file; the caller holds its lock. */
+function outboxAside(store: Store, path: string): void {
+  const st = lstatSync(path, { throwIfNoEntry: false });
+  if (st && !st.isFile()) renameSync(path, join(store.state, `${ASIDE}${process.pid}.${unique()}`));
 }
 
 /** Keeps mail that could not be sent in the outbox, for `ticket-mail flush`. */
@@ -1611,8 +2159,9 @@ function keepInOutbox(store: Store, mails: Outgoing[]): void {
   const path = join(store.cfg.dir, OUTBOX);
   const lock = takeLock(path, store.cfg, (intent) => recoverTicketStep(store, intent));
   try {
+    outboxAside(store, path);
     for (const m of mails) {
-      appendDurably(path, recordChunks(Message.of(Buffer.from(m.text)), '', `outbox ${m.kind} ${m.recipients.join(' ')}`, new Date()), lock, '-', OUTBOX);
+      appendDurably(path, recordChunks(Message.of(Buffer.from(m.text)), '', outboxNote(m), new Date()), lock, '-', OUTBOX);
     }
   } finally { lock.release(); }
 }
@@ -1627,7 +2176,7 @@ function keepInOutbox(store: Store, mails: Outgoing[]): void {
  */
 export async function flushOutbox(store: Store): Promise<{ sent: number; kept: number; error: string | undefined }> {
   const path = join(store.cfg.dir, OUTBOX);
-  if (!exists(path)) return { sent: 0, kept: 0, error: undefined };
+  if (!lstatSync(path, { throwIfNoEntry: false })) return { sent: 0, kept: 0, error: undefined };
   const sendmail = await mailer(store.cfg);
   const underLock = <T>(work: () => T): T => {
     const lock = takeLock(path, store.cfg, (intent) => recoverTicketStep(store, intent));
@@ -1635,18 +2184,21 @@ export async function flushOutbox(store: Store): Promise<{ sent: number; kept: n
   };
   const flushing = takeLock(`${path}.flush`, store.cfg, () => {});
   try {
-    const taken = underLock(() => readFileSync(path));
+    const taken = underLock(() => {
+      outboxAside(store, path);
+      return exists(path) ? readFileSync(path) : Buffer.alloc(0);
+    });
     const records = readMbox(taken);
     const kept: Buffer[] = [];
     let error: string | undefined;
     for (const [i, record] of records.entries()) {
       flushing.intend(`flush ${i + 1} of ${records.length}`);
-      const [word, kind, ...recipients] = record.note.split(' ');
-      const mail: Outgoing = { kind: kind as ReplyKind, recipients: recipients.filter(isPlainAddress), text: record.message.toString() };
-      const failed = word !== 'outbox' || mail.recipients.length === 0 ? 'not an outbox record' : sendmail(mail);
+      const mail = outboxMail(record.note, record.message);
+      const failed = mail ? sendmail(mail) : 'not an outbox record';
       if (failed) {
         error = failed;
-        kept.push(mboxRecord(record.message, '', record.note, new Date()));
+        // A note of an older version's outbox may hold raw bytes: kept, encoded, for a person to read.
+        kept.push(mboxRecord(record.message, '', /^[\x20-\x7e]*$/.test(record.note) ? record.note : encodeToken(record.note), new Date()));
       }
     }
     if (kept.length < records.length) {
@@ -1677,23 +2229,33 @@ function withinReplyLimit(store: Store, recipient: string, now: Date): boolean {
   } finally { lock.release(); }
 }
 
-/** The text and attachment list of a message, decoded by postal-mime and bounded. */
+/**
+ * The text and attachment list of a message, bounded in memory and time whatever the message:
+ * mimeOutline reads its structure, postal-mime decodes only the start of its text parts.
+ */
 async function summarize(message: Message): Promise<Summary> {
   const MAX_TEXT = 4000;
-  if (message.size > 10 * 1024 * 1024) return { text: `(a ${message.size}-byte message: read it in the ticket)`, attachments: [] };
   try {
-    const { default: PostalMime } = await import('postal-mime'); // the full parser: only here
-    const email = await PostalMime.parse(message.bytes(), { attachmentEncoding: 'arraybuffer' });
-    const text = (email.text ?? (email.html ? htmlToText(email.html) : '')).trim();
+    const outline = mimeOutline(message.chunks());
+    const html = !outline.texts.some((t) => !t.html); // plain text if any, as postal-mime's text
+    let text = '';
+    const parts = outline.texts.filter((t) => t.html === html);
+    if (parts.length) {
+      const { default: PostalMime } = await import('postal-mime'); // the full parser: only here
+      const decoded: string[] = [];
+      for (const part of parts) {
+        const email = await PostalMime.parse(part.bytes, { attachmentEncoding: 'arraybuffer' });
+        decoded.push((html ? email.html : email.text) ?? '');
+      }
+      text = (html ? htmlToText(decoded.join('\n')) : decoded.join('\n')).trim();
+    }
+    const rest = outline.cut ? 'more' : text.length > MAX_TEXT ? `${text.length - MAX_TEXT} more characters` : undefined;
     return {
-      text: text.length > MAX_TEXT ? `${text.slice(0, MAX_TEXT)}\n[... ${text.length - MAX_TEXT} more characters in the ticket]` : text,
-      attachments: email.attachments.map((a) => ({
-        name: headerSafe(a.filename ?? a.mimeType ?? 'unnamed', 100),
-        size: typeof a.content === 'string' ? a.content.length : a.content.byteLength,
-      })),
+      text: rest ? `${text.slice(0, MAX_TEXT)}\n[... ${rest} in the ticket]` : text,
+      attachments: outline.attachments, unlisted: outline.unlisted,
     };
   } catch {
-    return { text: '(the message could not be decoded: read it in the ticket)', attachments: [] };
+    return { text: '(the message could not be decoded: read it in the ticket)', attachments: [], unlisted: 0 };
   }
 }
 
@@ -1969,17 +2531,17 @@ export function dryRoute(store: Store, incoming: Incoming) {
   let missing: number | undefined;
   if (routed.action === 'unmatched') outcome = 'unmatched';
   else if (routed.action === 'create') {
-    const [already] = incoming.idKey === '-' ? [] : index.tickets(incoming.idKey);
+    const [already] = copiesOf(store, index, incoming).same;
     outcome = already === undefined ? 'created' : 'duplicate';
     ticket = already ?? lastNumberPreview(store);
   } else {
     ticket = routed.ticket;
     const place = store.placeOf(ticket);
     if (!place) { outcome = 'unmatched'; missing = ticket; ticket = undefined; }
-    else if (incoming.idKey !== '-' && index.tickets(incoming.idKey).includes(ticket)) outcome = 'duplicate';
+    else if (copiesOf(store, index, incoming).same.includes(ticket)) outcome = 'duplicate';
     else {
-      outcome = ticketOutcome(routed.action, place, isAutomatic(incoming.head, incoming.envelope.sender),
-        routed.action === 'close' && place === 'open' && closeAllowed(store, ticket, incoming.head));
+      outcome = ticketOutcome(routed.action, place, whyAutomatic(incoming.head, incoming.envelope.sender) !== undefined,
+        routed.action === 'close' && place === 'open' && closeAllowed(store, ticket, incoming));
     }
   }
   const domain = replyDomain(store.cfg, incoming);
@@ -2046,10 +2608,15 @@ export function checkSetup(store: Store, mtaFiles: string[] = MTA_FILES): Findin
     }
     for (const name of readdirSync(store.state)) {
       if (/^new-\d+$/.test(name)) say(false, `leftover ${join(store.state, name)} from an interrupted delivery: remove it`);
+      if (name.startsWith(ASIDE)) say(false, `${join(store.state, name)} was the outbox, but not a regular file (moved aside, its mail kept in a new outbox): look at it, then remove it`);
     }
     const outbox = join(cfg.dir, OUTBOX);
-    const waiting = existsSync(outbox) ? readMbox(readFileSync(outbox)).length : 0;
-    say(waiting === 0, waiting ? `${waiting} message(s) wait in the outbox: run ticket-mail flush` : 'outbox empty');
+    const box = lstatSync(outbox, { throwIfNoEntry: false });
+    if (box && !box.isFile()) say(false, `${outbox} is not a regular file: the next delivery or flush moves it aside`);
+    else {
+      const waiting = box ? readMbox(readFileSync(outbox)).length : 0;
+      say(waiting === 0, waiting ? `${waiting} message(s) wait in the outbox: run ticket-mail flush` : 'outbox empty');
+    }
   }
   for (const folderPath of [cfg.dir, store.archived, store.state]) {
     let names: string[] = [];
@@ -2393,18 +2960,22 @@ export function parseIncoming(cfg: Config, raw: Message, env: NodeJS.ProcessEnv,
   // is stored as it came but parsed no further.
   const head = parseHead(first.subarray(0, headEnd(first)).toString('utf8'));
   if (!head) throw new MailError(65, 'not a mail message: it has no header');
-  const messageId = messageIds(field(head, 'message-id'))[0];
-  return {
-    message, head, envelope: resolveEnvelope(flags, env, fromLineSender, head, cfg), at: new Date(),
-    messageId, idKey: messageId ? MessageIndex.key(messageId) : '-',
-  };
+  const idField = field(head, 'message-id');
+  const messageId = messageIds(idField)[0];
+  // Without a Message-ID, the message is its own key: hashed now (rare), where others are hashed
+  // only when their ID comes again.
+  const print = idField ? undefined : messagePrint(message);
+  // Deduplicated by the whole field, whatever it holds (too long for a msg-id, no brackets): an
+  // MTA's retry has it unchanged. One plain <msg-id> keys as that ID, as replies reference it.
+  const idKey = MessageIndex.key(!idField ? `fingerprint ${print}` : messageId !== undefined && idField === `<${messageId}>` ? messageId : idField);
+  return { message, head, envelope: resolveEnvelope(flags, env, fromLineSender, head, cfg), at: new Date(), messageId, idKey, print };
 }
 
 /** route() with its one disk fact: which existing ticket holds a Message-ID (ours name it). */
 function routeIncoming(store: Store, index: MessageIndex, incoming: Incoming): Route {
   const ticketOfMessageId = (id: string) => [ticketOfOurMessageId(id, store.cfg), ...index.tickets(MessageIndex.key(id))]
     .find((n) => n !== undefined && store.placeOf(n));
-  return route(incoming.head, incoming.envelope, store.cfg, ticketOfMessageId);
+  return route(incoming.head, incoming.envelope, store.cfg, ticketOfMessageId, (n) => store.placeOf(n) !== undefined);
 }
 
 /**
@@ -2446,11 +3017,18 @@ export function readStdin(maxSize: number, spoolDir: string | undefined): Messag
   return new Message(first.subarray(0, inMemory), spool);
 }
 
-/** One line per delivery in .ticket-mail/log, so "where did my mail go?" has an answer. */
+/**
+ * One line per delivery in .ticket-mail/log, so "where did my mail go?" has an answer. Each
+ * field is encoded (encodeToken: no tab, no line break, nothing lost) and at most 1000
+ * characters; a longer one is cut and ends in " [cut]".
+ */
 function audit(store: Store, fields: Array<string | number | undefined>): void {
-  const line = fields.map((f) => printable(String(f ?? '-'))).join('\t') + '\n';
+  const line = fields.map((f) => {
+    const token = f === undefined || f === '' ? '-' : encodeToken(String(f));
+    return token.length > 1000 ? `${token.slice(0, 1000)} [cut]` : token;
+  }).join('\t') + '\n';
   try {
-    const fd = openSync(join(store.state, 'log'), fsc.O_WRONLY | fsc.O_APPEND | fsc.O_CREAT, 0o600);
+    const fd = openSync(join(store.state, 'log'), fsc.O_WRONLY | fsc.O_APPEND | fsc.O_CREAT | fsc.O_NOFOLLOW, 0o600);
     try { writeSync(fd, line); } finally { closeSync(fd); }
   } catch (e) {
     process.stderr.write(`ticket-mail: warning: cannot write the log: ${reason(e)}\n`);
@@ -2472,8 +3050,8 @@ export function deliver(store: Store, raw: Message, env: NodeJS.ProcessEnv,
     filed = file(store, index, incoming, routed);
     return { incoming, filed };
   } finally {
-    audit(store, [new Date().toISOString(), incoming.messageId, envelope.sender || '<>', envelope.recipient,
-      routed.action + ('rule' in routed ? `/${routed.rule}` : ''), filed?.ticket, filed?.outcome ?? 'failed']);
+    audit(store, [new Date().toISOString(), field(incoming.head, 'message-id'), envelope.sender || '<>', envelope.recipient,
+      routed.action + ('rule' in routed ? `/${routed.rule}` : ''), filed?.ticket, filed?.outcome ?? 'failed', filed?.warning]);
   }
 }
 
@@ -2697,8 +3275,15 @@ async function runTicketCommand(cfg: Config, action: 'close' | 'reopen', ticket:
   const given = process.stdin.isTTY ? undefined : readStdin(cfg.maxSize, store.state);
   const message = given?.size ? given : Message.of(commandNote(action, n, author, recipient, domain, new Date()));
   const { incoming, filed } = deliver(store, message, {}, { recipient, sender: author });
+  if (filed.warning) warn(filed.warning);
   if (!options.quiet) for (const warning of await sendReplies(store, incoming, filed)) warn(warning);
   print(`ticket ${n}: ${filed.outcome}\n`);
+  // Mail that does not reopen (a copy of a message the ticket has, automatic mail) is filed as
+  // by mail; the command, asked to reopen, says why it did not.
+  if (action === 'reopen' && filed.outcome !== 'reopened') {
+    throw new Error(`ticket ${n} was not reopened: ${filed.outcome === 'duplicate'
+      ? 'the message on stdin is already filed in it' : 'the message on stdin is automatic mail, which never reopens a ticket'}`);
+  }
 }
 
 function runMuttrc(cfg: Config): void {

@@ -102,7 +102,7 @@ describe.skipIf(!!skipReason)('end to end: real Exim and real mutt', () => {
     expect(submit('alice@client.test', `ticket-1-done@${DOMAIN}`, mail({ from: 'Alice <alice@client.test>', subject: 'fixed' })).status).toBe(0);
     expect(existsSync(join(tickets, '1'))).toBe(false);
     expect(stored(join(tickets, 'archived', '1'))).toHaveLength(5);
-    expect(submit('alice@client.test', `ticket-1@${DOMAIN}`, mail({ subject: 'burning again' })).status).toBe(0);
+    expect(submit('alice@client.test', `ticket-1@${DOMAIN}`, mail({ from: 'Alice <alice@client.test>', subject: 'burning again' })).status).toBe(0);
     expect(existsSync(join(tickets, 'archived', '1'))).toBe(false);
     expect(stored(join(tickets, '1'))).toHaveLength(6);
     expect(outbox().at(-1)!.subject).toBe('[issue1] Reopened: burning again');
