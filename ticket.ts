@@ -2947,6 +2947,67 @@ ticket_mail_pipe:
 `;
 }
 
+/**
+ * The Postfix configuration for this installation: the ticket domain as a relay domain delivered
+ * by a pipe(8) service (in mydestination, local(8)'s recipient table would refuse every ticket
+ * address), and a policy service that refuses unknown tickets at SMTP time; or, with `aliases`,
+ * the local(8) form through an alias map of the tickets user's own.
+ */
+export function postfixSnippet(cfg: Config, inst: Installation, aliases: boolean): string {
+  const domain = cfg.domain ?? 'tickets.example.org';
+  const policy = `${inst.node} ${inst.program} postfix-policy --config ${inst.config}`;
+  const head = `# ticket-mail for Postfix 3.x, printed by "ticket-mail postfix-config${aliases ? ' --aliases' : ''}" for this installation.
+# Where a setting below already has a value in main.cf, add ours to it rather than replace it.
+`;
+  const policyPart = `
+# SMTP-time 550 for a ticket that exists neither open nor archived, from any client. Mail from
+# local sendmail skips smtpd: ticket-mail then files it in "unmatched" and tells the sender.
+# ---- main.cf ----
+smtpd_recipient_restrictions = check_policy_service unix:private/ticketpolicy
+ticketpolicy_time_limit = 3600s
+# ---- master.cf ----
+ticketpolicy unix -  n       n       -       0       spawn
+  user=${inst.user} argv=${policy}
+`;
+  if (aliases) {
+    return `${head}# The local(8) form: the command runs as the owner of the alias map, so the map is the tickets
+# user's own (never in /etc/postfix). ticket-42-done@ finds the alias "ticket" through the "-"
+# delimiter; "+" keeps working for everyone else (a user whose name holds a "-" loses its "+").
+# ---- ${inst.home}/aliases, then as ${inst.user}: postalias ${inst.home}/aliases ----
+${cfg.submit}: "|${inst.launcher}"
+${cfg.ticketAddress.split('N')[0]!.replace(/-$/, '')}: "|${inst.launcher}"
+# ---- main.cf ----
+mydestination = $myhostname, localhost, ${domain}
+alias_maps = hash:/etc/aliases, hash:${inst.home}/aliases
+recipient_delimiter = +-
+${policyPart}`;
+  }
+  return `${head}# The pipe(8) service, running the launcher as ${inst.user} (it exits 75 when ticket-mail
+# cannot run at all, so a broken install keeps mail queued; "=" keeps each value one word).
+# ---- main.cf ----
+relay_domains = ${domain}
+transport_maps = inline:{ ${domain}=ticketmail: }
+ticketmail_destination_recipient_limit = 1
+# ---- master.cf ----
+ticketmail unix  -       n       n       -       -       pipe
+  flags=Rq user=${inst.user} null_sender= argv=${inst.launcher} --recipient=\${recipient} --sender=\${sender}
+${policyPart}`;
+}
+
+/**
+ * One answer of the Postfix policy service (SMTPD_POLICY_README) to a request's attributes:
+ * a recipient at our domain naming a ticket that is neither open nor archived is refused.
+ */
+export function policyAnswer(request: Map<string, string>, cfg: Config, exists: (n: number) => boolean): string {
+  const recipient = (request.get('recipient') ?? '').toLowerCase();
+  const at = recipient.lastIndexOf('@');
+  if (request.get('protocol_state') !== 'RCPT' || at < 0 || (cfg.domain && recipient.slice(at + 1) !== cfg.domain)) return 'DUNNO';
+  const kind = classifyLocalPart(recipient.slice(0, at), cfg);
+  if (!kind || kind.kind === 'submit') return 'DUNNO';
+  const n = parseTicketNumber(kind.digits);
+  return n !== undefined && exists(n) ? 'DUNNO' : '550 5.1.1 no such ticket';
+}
+
 // ---------------------------------------------------------------------------------------
 // I/O shell: reading stdin, the audit log, exit codes
 // ---------------------------------------------------------------------------------------
@@ -3425,6 +3486,32 @@ async function runSetup(cfg: Config, options: Record<string, unknown>): Promise<
   done(`next: add the MTA's side, printed with these paths by "ticket-mail ${mta === 'postfix' ? 'postfix' : 'exim'}-config"; then "ticket-mail check"`);
 }
 
+async function runPostfixConfig(cfg: Config, options: Record<string, unknown>): Promise<void> {
+  const inst = installation(options);
+  print(postfixSnippet(cfg, { ...inst, home: (await account(inst.user))?.home ?? inst.home }, !!options.aliases));
+}
+
+/**
+ * `postfix-policy`: Postfix's spawn(8) runs it for each SMTP connection, requests on stdin until
+ * EOF. A lookup that fails answers 451 (the client retries), never a wrong 550.
+ */
+async function runPostfixPolicy(cfg: Config): Promise<void> {
+  const store = new Store(cfg);
+  const { createInterface } = await import('node:readline');
+  let request = new Map<string, string>();
+  for await (const line of createInterface({ input: process.stdin, crlfDelay: Infinity })) {
+    if (line) {
+      const eq = line.indexOf('=');
+      if (eq > 0) request.set(line.slice(0, eq), line.slice(eq + 1));
+      continue;
+    }
+    let action;
+    try { action = policyAnswer(request, cfg, (n) => store.placeOf(n) !== undefined); } catch { action = '451 4.3.0 cannot look up the ticket now'; }
+    process.stdout.write(`action=${action}\n\n`);
+    request = new Map();
+  }
+}
+
 async function runEximConfig(cfg: Config, options: Record<string, unknown>): Promise<void> {
   const inst = installation(options);
   const snippet = eximSnippet(cfg, { ...inst, home: (await account(inst.user))?.home ?? inst.home });
@@ -3527,6 +3614,10 @@ export async function main(argv: string[], afterDelivery?: () => void): Promise<
   installOptions(cli.command('exim-config', 'Print the Exim routers and transport for this installation'))
     .option('--routers', 'Only the routers (for /etc/exim4/conf.d/router/)').option('--transport', 'Only the transport (for /etc/exim4/conf.d/transport/)')
     .action(tool(runEximConfig, 'caller'));
+  installOptions(cli.command('postfix-config', 'Print the Postfix main.cf and master.cf settings for this installation'))
+    .option('--aliases', 'The local(8) form, through an alias map of the tickets user\'s own, instead of pipe(8)')
+    .action(tool(runPostfixConfig, 'caller'));
+  cli.command('postfix-policy', 'Postfix policy service (run by spawn(8)): refuses unknown tickets at SMTP time').action(tool(runPostfixPolicy));
   cli.help();
   cli.version(VERSION);
   const options = [...cli.globalCommand.options, ...cli.commands.flatMap((c) => c.options)];
