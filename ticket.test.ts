@@ -981,8 +981,9 @@ describe('loop and backscatter safety', () => {
     const spoofed = mail({ from: 'submit@b.example', to: 'submit@a.example' });
     expect(deliver(['--config', join(root, 'a.example.json'), '--recipient', 'submit@a.example', '--sender', 'submit@b.example'], spoofed, env).status).toBe(0);
     expect(readFileSync(join(root, 'sent'), 'utf8')).toBe('submit@b.example\n'); // a -> b once, b -> a never
-    // b files the acknowledgement (its [issue1] tag names no ticket of b's, so in unmatched), silently.
-    expect(stored(join(root, 'b.example', 'unmatched'))).toHaveLength(1);
+    // b files the acknowledgement silently, in a ticket of its own: its [issue1] tag is a's (its loop header says so).
+    expect(stored(join(root, 'b.example', '1'))).toHaveLength(1);
+    expect(existsSync(join(root, 'b.example', 'unmatched'))).toBe(false);
   });
   it('holds the reply limit across processes', async () => {
     const m = mailSetup(['--notify', 'none', '--reply-limit', '3']);

@@ -259,7 +259,8 @@ export function parseHead(head: string): Head | undefined {
   const flush = () => {
     if (name === undefined) return;
     const list = fields.get(name);
-    if (list) list.push(value); else fields.set(name, [value]);
+    const unfolded = value.trim(); // "Message-ID:" with its value on the next line: no leading space
+    if (list) list.push(unfolded); else fields.set(name, [unfolded]);
   };
   for (let line of lines) {
     if (line.endsWith('\r')) line = line.slice(0, -1); // CRLF line ends
@@ -312,9 +313,12 @@ export function addresses(value: string | undefined): readonly string[] {
   let found = parsedAddresses.get(value);
   if (!found) {
     const bounded = value.length <= MAX_ADDRESS_FIELD ? value : value.slice(0, value.lastIndexOf(',', MAX_ADDRESS_FIELD) + 1);
-    found = addressParser(bounded, { flatten: true })
+    // Only what the field says: the parser drops control characters ("<a^[b@x>" would give
+    // "ab@x", an address the mail never named), so each becomes U+FFFD (a line end of a folded
+    // value a space), and an address holding one is refused; so is an encoded word as a local part (many mail clients show it decoded).
+    found = addressParser(bounded.replace(/\r?\n/g, ' ').replace(/[\x00-\x08\x0a-\x1f\x7f-\x9f]/g, '\ufffd'), { flatten: true })
       .map((a) => ('address' in a ? (a.address ?? '') : '').toLowerCase())
-      .filter(isPlainAddress);
+      .filter((a) => isPlainAddress(a) && !a.includes('=?') && !a.includes('\ufffd'));
     if (parsedAddresses.size >= 32) parsedAddresses.clear(); // a delivery reads a handful of fields
     parsedAddresses.set(value, found);
   }
@@ -434,13 +438,15 @@ export function route(head: Head, envelope: Envelope, cfg: Config,
   // ticket (the other delivery is then its duplicate), never in a new one as well.
   const domain = cfg.domain ?? envelope.recipient.slice(envelope.recipient.lastIndexOf('@') + 1);
   const named = [...head.get('to') ?? [], ...head.get('cc') ?? []].flatMap((value) => addresses(value));
-  for (const a of named.slice(0, 50)) {
+  for (const a of named) { // bounded: addresses() parses at most 64 KiB of a field
     const at = a.lastIndexOf('@');
     const kind = a.slice(at + 1) === domain ? classifyLocalPart(a.slice(0, at), cfg) : undefined;
     const ticket = kind && kind.kind !== 'submit' ? parseTicketNumber(kind.digits) : undefined;
     if (ticket !== undefined && ticketExists(ticket)) return { action: 'append', ticket, rule: 'header-address' };
   }
-  const tag = subjectTag(decodedSubject(head), cfg);
+  // Another instance's mail (its loop header) carries its own tags: ticket 1 there is not ours.
+  const foreign = head.get(LOOP_HEADER.toLowerCase())?.some((d) => d.trim().toLowerCase() !== domain) ?? false;
+  const tag = foreign ? undefined : subjectTag(decodedSubject(head), cfg);
   if (tag !== undefined) {
     const ticket = parseTicketNumber(tag);
     if (ticket === undefined) return { action: 'unmatched', reason: `bad ticket number ${printable(tag)} in subject tag` };
@@ -556,7 +562,18 @@ const ZERO_WIDTH = /[\p{Mn}\p{Me}\u200b-\u200d\u2060-\u2064\ufeff\u1160-\u11ff\u
 export function displayWidth(text: string): number {
   if (/^[\x20-\x7e]*$/.test(text)) return text.length;
   let width = 0;
-  for (const ch of text) width += ZERO_WIDTH.test(ch) ? 0 : WIDE.test(ch) ? 2 : 1;
+  let last = 0; // the width of the character before
+  let joined = false; // after a zero-width joiner: part of the emoji before it
+  let flag = false; // after the first of a pair of regional indicators (a flag takes two columns)
+  for (const ch of text) {
+    if (ch === '\u200d') { joined = true; continue; }
+    if (ch === '\ufe0f') { if (last === 1) { width++; last = 2; } continue; } // emoji presentation of the one before
+    if (joined) { joined = false; continue; }
+    if (ch >= '\u{1f1e6}' && ch <= '\u{1f1ff}') { flag = !flag; if (flag) { width += 2; last = 2; } continue; }
+    const w = ZERO_WIDTH.test(ch) ? 0 : WIDE.test(ch) ? 2 : 1;
+    width += w;
+    if (w) last = w;
+  }
   return width;
 }
 
@@ -715,7 +732,8 @@ export function* quoteChunks(chunks: Iterable<Buffer>): Generator<Buffer> {
  */
 export class Message {
   static readonly IN_MEMORY = 1 << 20;
-  constructor(readonly first: Buffer, readonly spool?: { fd: number; size: number; last: number }) {}
+  /** `spool`: the rest, bytes [start, start + size) of a file (an unlinked spool file, or a stored mbox). */
+  constructor(readonly first: Buffer, readonly spool?: { fd: number; start?: number; size: number; last: number }) {}
   static of(bytes: Buffer): Message { return new Message(bytes); }
   get size(): number { return this.first.length + (this.spool?.size ?? 0); }
   get endsWithNewline(): boolean { return (this.spool ? this.spool.last : this.first[this.first.length - 1]) === LF; }
@@ -727,7 +745,7 @@ export class Message {
     if (!this.spool) return;
     const buf = Buffer.allocUnsafe(Message.IN_MEMORY);
     for (let pos = 0; pos < this.spool.size;) {
-      const got = readSync(this.spool.fd, buf, 0, Math.min(buf.length, this.spool.size - pos), pos);
+      const got = readSync(this.spool.fd, buf, 0, Math.min(buf.length, this.spool.size - pos), (this.spool.start ?? 0) + pos);
       if (got === 0) throw new Error('the spooled message was cut short');
       yield buf.subarray(0, got);
       pos += got;
@@ -1067,8 +1085,14 @@ export function planReplies(facts: ReplyFacts, cfg: Config): Draft[] {
   const submitterFrom = first && addresses(field(first.head, 'from'))[0];
   const submitters = (address: string | undefined) =>
     address !== undefined && [submitter, submitterFrom, first?.sender.toLowerCase()].includes(address);
-  const fromAdmin = [author, envelope.sender.toLowerCase()].some((a) => a !== undefined && cfg.admins.includes(a));
+  // An admin wrote it only if both its From and its envelope sender are admins': either alone is
+  // easily forged, and a forged admin must not silence the notifications of what it writes.
+  const isAdmin = (address: string | undefined) => address !== undefined && cfg.admins.includes(address);
+  const fromAdmin = isAdmin(author) && isAdmin(envelope.sender.toLowerCase());
   const blocked = autoReplyBlock(head, envelope, sender, cfg);
+  // Whom a plain reply to a notification reaches besides the ticket: never another address of
+  // ours (a stranger's "Reply-To: ticket-1-done@" would have the admin's answer close ticket 1).
+  const answered = sender !== undefined && !isOurAddress(sender, cfg) ? sender : undefined;
   // Automatic mail into an existing ticket (a tracker's acknowledgement, a vacation notice)
   // tells nobody: a notification answering it is how trackers that notify each other loop.
   // A ticket it opens (a monitoring alert) is still news, once: whatever answers that
@@ -1077,8 +1101,8 @@ export function planReplies(facts: ReplyFacts, cfg: Config): Draft[] {
   // A notification says so when a plain reply to it would not reach the submitter: a stranger
   // wrote into the ticket (by its tag, thread or address), or the Reply-To is someone else's.
   const writer = author ?? sender;
-  const thirdParty = facts.outcome !== 'created' && first !== undefined && !fromAdmin && !(submitters(writer) && submitters(sender));
-  const reader = submitters(writer) ? sender : writer; // whom the note names
+  const thirdParty = facts.outcome !== 'created' && first !== undefined && !fromAdmin && !(submitters(writer) && submitters(answered));
+  const reader = answered !== undefined && !submitters(answered) ? answered : writer; // whom the note names: who reads the answer
   const subject = headerSafe(decodedSubject(head), 150);
   const address = (form: string) => `${form.replace('N', String(ticket))}@${domain}`;
   const messageId = messageIds(field(head, 'message-id'))[0];
@@ -1110,9 +1134,9 @@ export function planReplies(facts: ReplyFacts, cfg: Config): Draft[] {
   const notify = (event: 'New' | 'Update' | 'Reopened' | 'Closed') => {
     if (!who.admins || (automatic && event !== 'New')) return;
     for (const admin of cfg.admins) {
-      if (admin === author || admin === envelope.sender.toLowerCase()) continue;
+      if (fromAdmin && admin === author) continue;
       // A plain reply reaches whoever wrote this message, and the ticket.
-      const replyTo = [...new Set([sender, vars.ticket_address!].filter((a): a is string => !!a))];
+      const replyTo = [...new Set([answered, vars.ticket_address!].filter((a): a is string => !!a))];
       drafts.push(draft('notify', admin, tagged(`${event}${thirdParty ? ' (third party)' : ''}: `), 'notify', {
         replyTo, autoSubmitted: 'auto-generated', body: renderTemplate(facts.templates.notify ?? TEMPLATES.notify, { ...vars, event }),
       }));
@@ -1131,12 +1155,13 @@ export function planReplies(facts: ReplyFacts, cfg: Config): Draft[] {
       notify('Reopened');
       break;
     case 'closed': {
-      // It answers the closer's message and goes to the submitter: RFC 3834's rules hold for
-      // both messages (a ticket opened by a robot, a list or a bounce gets no notice). The
-      // submitter closed it only if both its From and its envelope sender are theirs: a From
-      // alone is easily forged, and the real submitter must hear of a forged close.
+      // It goes to the submitter: RFC 3834's rules hold for the message that opened the ticket (a
+      // ticket opened by a robot, a list or a bounce gets no notice), not for the closer's (which
+      // is never automatic: such mail does not close), whose Reply-To or X-Auto-Response-Suppress
+      // a forger would set. The submitter closed it only if both its From and its envelope sender
+      // are theirs: a From alone is easily forged, and the real submitter must hear of a forged close.
       const bySubmitter = submitters(author) && submitters(envelope.sender.toLowerCase());
-      if (first && submitter && !bySubmitter && !blocked && !autoReplyBlock(first.head, firstEnvelope, submitter, cfg)) {
+      if (first && submitter && !bySubmitter && !autoReplyBlock(first.head, firstEnvelope, submitter, cfg)) {
         drafts.push(draft('close-notice', submitter, tagged('Closed: '), 'close-notice'));
       }
       if (!fromAdmin) notify('Closed');
@@ -1504,6 +1529,30 @@ const reason = (e: unknown) => (e as NodeJS.ErrnoException)?.code ?? String((e a
  */
 const exists = (path: string): boolean => statSync(path, { throwIfNoEntry: false }) !== undefined;
 
+/**
+ * Opens one of our state files: never through a symlink, never a FIFO or device (opened without
+ * blocking, then refused: a FIFO would hang the delivery), never a file with another name too
+ * (a hard link planted there would have us write mail's text into some other file).
+ */
+function openStateFile(path: string, flags: number): number {
+  let fd;
+  try { fd = openSync(path, flags | fsc.O_NOFOLLOW | fsc.O_NONBLOCK, 0o600); } catch (e) {
+    // A FIFO without a reader, opened to write without blocking; a symlink (O_NOFOLLOW).
+    if (code(e) === 'ENXIO' || code(e) === 'ELOOP') throw new Error(`${path} is not a plain file (${code(e) === 'ELOOP' ? 'a symlink' : 'a FIFO'})`);
+    throw e;
+  }
+  const st = fstatSync(fd);
+  if (st.isFile() && st.nlink <= 1) return fd;
+  closeSync(fd);
+  throw new Error(`${path} is not a plain file (${st.isFile() ? 'it has other names' : 'not a regular file'})`);
+}
+
+/** A state file's content, read through openStateFile. */
+function readStateFile(path: string): string {
+  const fd = openStateFile(path, fsc.O_RDONLY);
+  try { return readFileSync(fd, 'latin1'); } finally { closeSync(fd); }
+}
+
 /** A private folder, unless it exists already. */
 function makeFolder(path: string): void {
   try { mkdirSync(path, { mode: 0o700 }); } catch (e) { if (code(e) !== 'EEXIST') throw e; }
@@ -1738,12 +1787,9 @@ export class MessageIndex {
     try {
       if (!lstatSync(path, { throwIfNoEntry: false })) return []; // the usual case, and an exception costs more than a stat
       this.checkFolders(path);
-      const fd = openSync(path, fsc.O_RDONLY | fsc.O_NOFOLLOW);
-      let text;
-      try { text = readFileSync(fd, 'latin1'); } finally { closeSync(fd); }
-      return text.split('\n').flatMap((line) => {
+      return readStateFile(path).split('\n').flatMap((line) => {
         const [digits = '', at] = line.split(' ');
-        const ticket = parseTicketNumber(digits);
+        const ticket = digits === '0' ? UNMATCHED : parseTicketNumber(digits);
         return ticket === undefined ? [] : [{ ticket, at: at && /^\d{1,15}$/.test(at) ? Number(at) : undefined }];
       });
     } catch (e) {
@@ -1752,10 +1798,10 @@ export class MessageIndex {
     }
   }
   /** The tickets that have filed a message under this key, whatever its content (for threading). */
-  tickets(key: string): number[] { return this.filings(key).map((f) => f.ticket); }
+  tickets(key: string): number[] { return this.filings(key).map((f) => f.ticket).filter((n) => n !== UNMATCHED); }
   record(key: string, ticket: number, at: number): void {
     const path = this.path(key);
-    const open = () => openSync(path, fsc.O_WRONLY | fsc.O_APPEND | fsc.O_CREAT | fsc.O_NOFOLLOW, 0o600);
+    const open = () => openStateFile(path, fsc.O_WRONLY | fsc.O_APPEND | fsc.O_CREAT);
     let fd;
     try {
       this.checkFolders(path);
@@ -1789,7 +1835,7 @@ export function storedPrint(path: string, at: number): string | undefined {
     const got = readSync(fd, start, 0, start.length, Math.max(0, at - 1));
     const text = start.toString('latin1', 0, got);
     // A record begins a line with our From_ line and our header line, as recordChunks writes them.
-    const record = /^From [^\n]*\nX-Ticket-Mail: ticket \d+(; no-final-newline)?\n/.exec(at === 0 ? text : text.slice(1));
+    const record = /^From [^\n]*\nX-Ticket-Mail: (?:ticket \d+|unmatched)(; no-final-newline)?\n/.exec(at === 0 ? text : text.slice(1));
     if (!record || (at > 0 && text[0] !== '\n')) return undefined;
     const bodyStart = at + record[0].length;
     // The record ends where the next one starts: the next line beginning "From " (the stored
@@ -1851,20 +1897,28 @@ export interface Incoming {
 /** Files one message according to its route; returns what happened. */
 export function file(store: Store, index: MessageIndex, incoming: Incoming, routed: Route): Filed {
   switch (routed.action) {
-    case 'unmatched': return fileUnmatched(store, incoming, routed.reason);
+    case 'unmatched': return fileUnmatched(store, index, incoming, routed.reason);
     case 'create': return createTicket(store, index, incoming);
     case 'append':
     case 'close': return fileIntoTicket(store, index, incoming, routed);
   }
 }
 
-function fileUnmatched(store: Store, incoming: Incoming, why: string): Filed {
+/** The unmatched mbox, as the index names it: no ticket is ever number 0. */
+const UNMATCHED = 0;
+
+function fileUnmatched(store: Store, index: MessageIndex, incoming: Incoming, why: string): Filed {
   const path = join(store.cfg.dir, 'unmatched');
   const lock = takeLock(path, store.cfg, (intent) => recoverTicketStep(store, intent));
   try {
-    appendDurably(path, recordChunks(incoming.message, incoming.envelope.sender, 'unmatched', incoming.at), lock, '-', 'unmatched');
+    // A copy filed there before (an MTA's retry) is neither filed nor answered again.
+    const copy = index.filings(incoming.idKey).some(({ ticket, at }) => ticket === UNMATCHED && at !== undefined &&
+      storedPrint(path, at) === (incoming.print ??= messagePrint(incoming.message)));
+    if (copy) return { outcome: 'duplicate', ticket: undefined };
+    const at = appendDurably(path, recordChunks(incoming.message, incoming.envelope.sender, 'unmatched', incoming.at), lock, incoming.idKey, 'unmatched');
+    const warning = noteFiled(index, incoming, UNMATCHED, at, []);
+    return { outcome: 'unmatched', ticket: undefined, warning: [`filed in unmatched: ${why}`, warning].filter(Boolean).join('; ') };
   } finally { lock.release(); }
-  return { outcome: 'unmatched', ticket: undefined, warning: `filed in unmatched: ${why}` };
 }
 
 /**
@@ -1876,12 +1930,13 @@ function fileUnmatched(store: Store, incoming: Incoming, why: string): Filed {
 function noteFiled(index: MessageIndex, incoming: Incoming, ticket: number, at: number, other: number[]): string | undefined {
   // Another message under a known Message-ID (a reused one, or a stranger's who has seen it):
   // filed all the same, never taken for a copy, and said so.
-  const reused = other.length ? `ticket ${ticket}: its Message-ID was filed before with other content (ticket ${other.join(', ')}); filed as a new message` : undefined;
+  const where = ticket === UNMATCHED ? 'unmatched' : `ticket ${ticket}`;
+  const reused = other.length ? `${where}: its Message-ID was filed before with other content (ticket ${other.join(', ')}); filed as a new message` : undefined;
   try {
     index.record(incoming.idKey, ticket, at);
     return reused;
   } catch (e) {
-    return [reused, `ticket ${ticket}: filed, but not noted in the message index (${reason(e)})`].filter(Boolean).join('; ');
+    return [reused, `${where}: filed, but not noted in the message index (${reason(e)})`].filter(Boolean).join('; ');
   }
 }
 
@@ -1926,8 +1981,10 @@ function createTicket(store: Store, index: MessageIndex, incoming: Incoming): Fi
   } finally { lock.release(); }
 }
 
+/** Writes a file of ours anew and fsyncs it; whatever had that name (a planted link) is replaced, never written through. */
 function writeFileDurably(path: string, data: string | Buffer | Iterable<Buffer>): void {
-  const fd = openSync(path, fsc.O_WRONLY | fsc.O_CREAT | fsc.O_TRUNC | fsc.O_NOFOLLOW, 0o600);
+  try { unlinkSync(path); } catch (e) { if (code(e) !== 'ENOENT') throw e; }
+  const fd = openSync(path, fsc.O_WRONLY | fsc.O_CREAT | fsc.O_EXCL | fsc.O_NOFOLLOW, 0o600);
   try {
     for (const chunk of typeof data === 'string' ? [Buffer.from(data)] : Buffer.isBuffer(data) ? [data] : data) writeAll(fd, chunk);
     fsyncSync(fd);
@@ -1952,16 +2009,20 @@ function recoverCreate(store: Store, index: MessageIndex, intent: string): void 
  * there), and those holding other messages under its key. The stored messages are read only
  * when the key is known: a new Message-ID costs one stat.
  */
-function copiesOf(store: Store, index: MessageIndex, incoming: Incoming): { same: number[]; other: number[] } {
-  const filings = index.filings(incoming.idKey);
+function copiesOf(store: Store, index: MessageIndex, incoming: Incoming): { same: number[]; opened: number[]; other: number[] } {
+  const filings = index.filings(incoming.idKey).filter((f) => f.ticket !== UNMATCHED);
   const same = new Set<number>();
+  const opened = new Set<number>(); // tickets this very message opened
   for (const { ticket, at } of filings) {
-    if (at === undefined || same.has(ticket)) continue;
+    if (at === undefined) continue;
     const place = store.placeOf(ticket);
     incoming.print ??= messagePrint(incoming.message);
-    if (place && storedPrint(store.ticketPath(ticket, place), at) === incoming.print) same.add(ticket);
+    if (place && storedPrint(store.ticketPath(ticket, place), at) === incoming.print) {
+      same.add(ticket);
+      if (at === 0) opened.add(ticket);
+    }
   }
-  return { same: [...same], other: [...new Set(filings.map((f) => f.ticket))].filter((n) => !same.has(n)) };
+  return { same: [...same], opened: [...opened], other: [...new Set(filings.map((f) => f.ticket))].filter((n) => !same.has(n)) };
 }
 
 /**
@@ -1971,7 +2032,7 @@ function copiesOf(store: Store, index: MessageIndex, incoming: Incoming): { same
 function recoverTicketStep(store: Store, intent: string): void {
   const [step, ...args] = intent.split(' ');
   const located = (relative: string | undefined) => {
-    if (relative === 'unmatched' || relative === OUTBOX) return { path: join(store.cfg.dir, relative), ticket: undefined };
+    if (relative === 'unmatched' || relative === OUTBOX) return { path: join(store.cfg.dir, relative), ticket: relative === OUTBOX ? undefined : UNMATCHED };
     const m = /^(archived\/)?([0-9]+)$/.exec(relative ?? '');
     const n = m && parseTicketNumber(m[2]!);
     if (!n) return undefined;
@@ -2064,9 +2125,12 @@ function fileIntoTicket(store: Store, index: MessageIndex, incoming: Incoming,
     if (!place) {
       if (store.cfg.unknown === 'bounce') throw new MailError(67, `ticket ${n} does not exist`);
       lock.release();
-      return { ...fileUnmatched(store, incoming, `ticket ${n} does not exist`), missing: n };
+      return { ...fileUnmatched(store, index, incoming, `ticket ${n} does not exist`), missing: n };
     }
-    const { same, other } = copiesOf(store, index, incoming);
+    const { same, opened, other } = copiesOf(store, index, incoming);
+    // A message that opened another ticket, come again for ticket-N@ (a Bcc, or an address
+    // past what the headers' check reads): one mail lands in one ticket, whatever the order.
+    if (!same.includes(n) && opened.length) return { outcome: 'duplicate', ticket: opened[0] };
     if (same.includes(n)) {
       // A retried close whose move was cut short (filed, but the ticket still open): finish it.
       if (routed.action === 'close' && place === 'open' && closeAllowed(store, n, incoming)) {
@@ -2217,11 +2281,14 @@ export async function flushOutbox(store: Store): Promise<{ sent: number; kept: n
 function withinReplyLimit(store: Store, recipient: string, now: Date): boolean {
   const folder = join(store.state, 'replies');
   makeFolder(folder);
+  if (!lstatSync(folder).isDirectory()) throw new Error(`${folder} is not a folder`);
   const path = join(folder, MessageIndex.key(recipient));
   const lock = takeLock(path, store.cfg, () => {});
   try {
     let times: number[] = [];
-    try { times = readFileSync(path, 'latin1').split('\n').map(Number).filter((t) => t > now.getTime() - 3600_000); } catch { /* first reply */ }
+    try { times = readStateFile(path).split('\n').map(Number).filter((t) => t > now.getTime() - 3600_000); } catch (e) {
+      if (code(e) !== 'ENOENT') throw e; // else the first reply
+    }
     if (times.length >= store.cfg.replyLimit) return false;
     times.push(now.getTime());
     writeFileDurably(path, times.join('\n'));
@@ -2376,20 +2443,32 @@ export async function sendReplies(store: Store, incoming: Incoming, filed: Filed
     let drafts = draft();
     if (drafts.some(showsBody)) drafts = draft(await summarize(incoming.message));
     const outgoing: Outgoing[] = [];
-    for (const d of drafts) {
-      if (d.autoSubmitted === 'auto-replied' && !withinReplyLimit(store, d.to, now)) continue;
-      outgoing.push({ kind: d.kind, recipients: [d.to], text: await renderDraft(d, domain, now) });
-    }
     const unsent: Outgoing[] = [];
     let error: string | undefined;
+    for (const d of drafts) {
+      const mail = { kind: d.kind, recipients: [d.to], text: await renderDraft(d, domain, now) };
+      if (d.autoSubmitted !== 'auto-replied') { outgoing.push(mail); continue; }
+      let within;
+      try { within = withinReplyLimit(store, d.to, now); } catch (e) { // kept, not lost, and not sent past a limit we cannot count
+        unsent.push(mail);
+        error = `cannot count the replies to ${d.to}: ${reason(e)}`;
+        continue;
+      }
+      if (within) outgoing.push(mail);
+      else warnings.push(`no ${d.kind} sent to ${d.to}: the reply limit of ${cfg.replyLimit} automatic replies an hour to one address is reached`);
+    }
     const sendmail = outgoing.length ? await mailer(cfg) : undefined;
     for (const mail of outgoing) {
       const failed = error?.endsWith('ENOENT') ? error : sendmail!(mail); // no sendmail: don't look again
       if (failed) { unsent.push(mail); error = failed; }
     }
     if (unsent.length) {
-      keepInOutbox(store, unsent);
-      warnings.push(`${unsent.length} message(s) kept in the outbox (${error}); send them later with: ticket-mail flush`);
+      try {
+        keepInOutbox(store, unsent);
+        warnings.push(`${unsent.length} message(s) kept in the outbox (${error}); send them later with: ticket-mail flush`);
+      } catch (e) {
+        warnings.push(`${unsent.length} message(s) not sent (${error}) and not kept (${reason(e)}): ${unsent.map((m) => `${m.kind} to ${m.recipients.join(', ')}`).join('; ')}`);
+      }
     }
   } catch (e) {
     warnings.push(`replies not sent: ${reason(e)}`);
@@ -2503,22 +2582,62 @@ function ticketEntry(path: string, cached: CacheEntry | undefined): CacheEntry |
 }
 
 /** One ticket's thread at a glance, for `show`. */
+/**
+ * The messages of an mbox we wrote, one at a time, in bounded memory: each as a Message whose
+ * first MiB (to a line's end) is un-quoted in memory and whose rest stays in the file as stored
+ * (mboxrd-quoted: what a summary reads of it, the MIME structure and base64, is the same). A
+ * message is valid until the next is taken.
+ */
+export function* mboxMessages(fd: number): Generator<{ note: string; message: Message }> {
+  const size = fstatSync(fd).size;
+  const starts = [0];
+  for (const { bytes, pos } of fileRange(fd, 0, size, 6)) {
+    for (let i = bytes.indexOf('\nFrom '); i >= 0; i = bytes.indexOf('\nFrom ', i + 1)) {
+      if (pos + i + 1 > starts.at(-1)!) starts.push(pos + i + 1);
+    }
+  }
+  for (const [i, start] of starts.entries()) {
+    const end = starts[i + 1] ?? size;
+    const head = Buffer.alloc(Math.min(end - start, Message.IN_MEMORY + 4096));
+    readSync(fd, head, 0, head.length, start);
+    if (!head.subarray(0, 5).equals(FROM_)) continue; // the start of a file another program wrote oddly
+    const afterFromLine = head.indexOf(LF) + 1;
+    const ours = head.subarray(afterFromLine, afterFromLine + OUR_HEADER.length + 2).toString('latin1') === `${OUR_HEADER}: `;
+    const noteEnd = ours ? head.indexOf(LF, afterFromLine) + 1 : afterFromLine;
+    if (afterFromLine === 0 || noteEnd === 0) continue;
+    const note = head.toString('latin1', afterFromLine + OUR_HEADER.length + 2, noteEnd - 1);
+    const bodyEnd = end - 1 - (note.endsWith('; no-final-newline') ? 1 : 0);
+    const bodyStart = start + noteEnd;
+    const inMemory = Math.min(bodyEnd - bodyStart, Message.IN_MEMORY);
+    let cut = inMemory; // to a line's end, so that un-quoting sees whole lines
+    if (bodyStart + inMemory < bodyEnd) cut = head.lastIndexOf(LF, noteEnd + inMemory - 1) + 1 - noteEnd || inMemory;
+    const first = Buffer.from(head.subarray(noteEnd, noteEnd + cut).toString('latin1').replace(/(?<=^|\n)>(>*From )/g, '$1'), 'latin1');
+    const rest = bodyEnd - bodyStart - cut;
+    const last = Buffer.alloc(1);
+    if (rest > 0) readSync(fd, last, 0, 1, bodyEnd - 1);
+    yield { note: note.replace(/; no-final-newline$/, ''), message: new Message(first, rest > 0 ? { fd, start: bodyStart + cut, size: rest, last: last[0]! } : undefined) };
+  }
+}
+
 export async function showTicket(store: Store, n: number) {
   const place = store.placeOf(n);
   if (!place) throw new Error(`ticket ${n} does not exist`);
   const path = store.ticketPath(n, place);
   const messages = [];
-  for (const { message } of readMbox(readFileSync(path))) {
-    const head = parseHead(message.subarray(0, headEnd(message)).toString('utf8'));
-    const summary = await summarize(Message.of(message));
-    messages.push({
-      date: head && field(head, 'date') || '',
-      from: headerSafe(decodeWords(head && field(head, 'from') || ''), 80),
-      subject: head ? headerSafe(decodedSubject(head), 100) : '',
-      text: summary.text.split('\n').map((l) => l.trim()).filter(Boolean).slice(0, 3),
-      attachments: summary.attachments.map((a) => a.name),
-    });
-  }
+  const fd = openSync(path, fsc.O_RDONLY | fsc.O_NOFOLLOW);
+  try {
+    for (const { message } of mboxMessages(fd)) {
+      const head = parseHead(message.first.subarray(0, headEnd(message.first)).toString('utf8'));
+      const summary = await summarize(message);
+      messages.push({
+        date: head && field(head, 'date') || '',
+        from: headerSafe(decodeWords(head && field(head, 'from') || ''), 80),
+        subject: head ? headerSafe(decodedSubject(head), 100) : '',
+        text: summary.text.split('\n').map((l) => l.trim()).filter(Boolean).slice(0, 3),
+        attachments: summary.attachments.map((a) => a.name),
+      });
+    }
+  } finally { closeSync(fd); }
   return { ticket: n, state: place === 'open' ? 'open' : 'closed', path, messages };
 }
 
@@ -2537,9 +2656,12 @@ export function dryRoute(store: Store, incoming: Incoming) {
   } else {
     ticket = routed.ticket;
     const place = store.placeOf(ticket);
-    if (!place) { outcome = 'unmatched'; missing = ticket; ticket = undefined; }
-    else if (copiesOf(store, index, incoming).same.includes(ticket)) outcome = 'duplicate';
-    else {
+    const copies = place && copiesOf(store, index, incoming);
+    if (!copies) { outcome = 'unmatched'; missing = ticket; ticket = undefined; }
+    else if (copies.same.includes(ticket) || copies.opened.length) {
+      outcome = 'duplicate'; // as fileIntoTicket decides
+      if (!copies.same.includes(ticket)) ticket = copies.opened[0];
+    } else {
       outcome = ticketOutcome(routed.action, place, whyAutomatic(incoming.head, incoming.envelope.sender) !== undefined,
         routed.action === 'close' && place === 'open' && closeAllowed(store, ticket, incoming));
     }
@@ -3028,14 +3150,21 @@ export function parseIncoming(cfg: Config, raw: Message, env: NodeJS.ProcessEnv,
   const print = idField ? undefined : messagePrint(message);
   // Deduplicated by the whole field, whatever it holds (too long for a msg-id, no brackets): an
   // MTA's retry has it unchanged. One plain <msg-id> keys as that ID, as replies reference it.
-  const idKey = MessageIndex.key(!idField ? `fingerprint ${print}` : messageId !== undefined && idField === `<${messageId}>` ? messageId : idField);
+  const plainId = messageId !== undefined && idField?.replace(/\([^()]*\)/g, '').trim() === `<${messageId}>`; // comments aside
+  const idKey = MessageIndex.key(!idField ? `fingerprint ${print}` : plainId ? messageId! : idField);
   return { message, head, envelope: resolveEnvelope(flags, env, fromLineSender, head, cfg), at: new Date(), messageId, idKey, print };
 }
 
 /** route() with its one disk fact: which existing ticket holds a Message-ID (ours name it). */
 function routeIncoming(store: Store, index: MessageIndex, incoming: Incoming): Route {
-  const ticketOfMessageId = (id: string) => [ticketOfOurMessageId(id, store.cfg), ...index.tickets(MessageIndex.key(id))]
-    .find((n) => n !== undefined && store.placeOf(n));
+  // An ID filed in more than one ticket threads nowhere: a reused ID (a stranger's, filed first
+  // under someone else's) must not steer replies to that message into the stranger's ticket.
+  const ticketOfMessageId = (id: string) => {
+    const ours = ticketOfOurMessageId(id, store.cfg);
+    if (ours !== undefined) return store.placeOf(ours) ? ours : undefined;
+    const tickets = [...new Set(index.tickets(MessageIndex.key(id)))].filter((n) => store.placeOf(n));
+    return tickets.length === 1 ? tickets[0] : undefined;
+  };
   return route(incoming.head, incoming.envelope, store.cfg, ticketOfMessageId, (n) => store.placeOf(n) !== undefined);
 }
 
@@ -3089,7 +3218,7 @@ function audit(store: Store, fields: Array<string | number | undefined>): void {
     return token.length > 1000 ? `${token.slice(0, 1000)} [cut]` : token;
   }).join('\t') + '\n';
   try {
-    const fd = openSync(join(store.state, 'log'), fsc.O_WRONLY | fsc.O_APPEND | fsc.O_CREAT | fsc.O_NOFOLLOW, 0o600);
+    const fd = openStateFile(join(store.state, 'log'), fsc.O_WRONLY | fsc.O_APPEND | fsc.O_CREAT);
     try { writeSync(fd, line); } finally { closeSync(fd); }
   } catch (e) {
     process.stderr.write(`ticket-mail: warning: cannot write the log: ${reason(e)}\n`);
@@ -3339,11 +3468,12 @@ async function runTicketCommand(cfg: Config, action: 'close' | 'reopen', ticket:
   if (filed.warning) warn(filed.warning);
   if (!options.quiet) for (const warning of await sendReplies(store, incoming, filed)) warn(warning);
   print(`ticket ${n}: ${filed.outcome}\n`);
-  // Mail that does not reopen (a copy of a message the ticket has, automatic mail) is filed as
-  // by mail; the command, asked to reopen, says why it did not.
-  if (action === 'reopen' && filed.outcome !== 'reopened') {
-    throw new Error(`ticket ${n} was not reopened: ${filed.outcome === 'duplicate'
-      ? 'the message on stdin is already filed in it' : 'the message on stdin is automatic mail, which never reopens a ticket'}`);
+  // Mail that does not close or reopen (a copy of a message the ticket has, automatic mail) is
+  // filed as by mail; the command says why it did not do what it was asked.
+  const done = action === 'close' ? 'closed' : 'reopened';
+  if (filed.outcome !== done) {
+    throw new Error(`ticket ${n} was not ${done}: ${filed.outcome === 'duplicate' ? 'the message on stdin is already filed'
+      : `the message on stdin is automatic mail, which never ${action}s a ticket`}`);
   }
 }
 
@@ -3356,7 +3486,8 @@ async function runDraft(_cfg: Config, file: unknown): Promise<void> {
   const cc = typed.cc?.at(-1);
   if (!cc || !isPlainAddress(cc)) throw new Error('draft needs --cc ADDRESS');
   const path = String(file);
-  writeFileSync(path, addCc(readFileSync(path, 'utf8'), cc));
+  // As bytes (Latin-1 keeps each one): a draft in another charset than UTF-8 must come back unchanged.
+  writeFileSync(path, addCc(readFileSync(path, 'latin1'), cc), 'latin1');
   const editor = process.env.VISUAL || process.env.EDITOR || 'vi';
   const { spawnSync } = await childProcess();
   const r = spawnSync('/bin/sh', ['-c', `${editor} "$1"`, 'editor', path], { stdio: 'inherit' });

@@ -179,3 +179,12 @@ describe('the bounds, unit by unit', () => {
     expect(long.texts[0]!.bytes.length).toBeLessThan(128 * 1024);
   });
 });
+
+describe('addresses are what the field says', () => {
+  it('takes no address the parser would make by dropping control characters, none with bidi controls, none that is an encoded word', () => {
+    expect(addresses('Bob <a\x1bb@x.example>, c\u0085d@x.example, ok@x.example')).toEqual(['ok@x.example']);
+    expect(addresses('<moc.live\u202e@x.example>, <a\u2066b@x.example>')).toEqual([]);
+    expect(addresses('=?UTF-8?B?Ym9zc0Bjb3JwLmV4YW1wbGU=?=@evil.example, "Name" <n@x.example>')).toEqual(['n@x.example']);
+    expect(addresses('łukasz@example.pl, 用户@example.cn')).toEqual(['łukasz@example.pl', '用户@example.cn']);
+  });
+});

@@ -64,7 +64,6 @@ const AUTOMATIC: Array<[string, string, string[], string?]> = [
   ['a null sender with a person\'s From', '', []],
   ['a robot From with a person-like sender', 'bounces-7@mailer.customer.example', [], 'Shop <noreply@customer.example>'],
   ['a list\'s envelope sender', 'owner-users@lists.example', []],
-  ['another instance\'s loop header', ALICE, ['X-Ticket-Mail-Loop: other.example']],
 ];
 
 describe('automatic mail: one definition for reopening, closing, replies and notifications', () => {
@@ -99,8 +98,22 @@ describe('automatic mail: one definition for reopening, closing, replies and not
     // mail from a ticket-mail (the loop header) is news to nobody.
     m.send('submit@tickets.example', sender, auto('Disk full on db1'));
     expect(m.count('3')).toBe(1);
-    const news = headers.some((h) => h.startsWith('X-Ticket-Mail-Loop')) ? [] : ADMINS;
-    expect(summary(m.sent().slice(before))).toEqual(news.map((a) => [a, '[issue3] New: Disk full on db1', expect.any(String)]));
+    expect(summary(m.sent().slice(before))).toEqual(ADMINS.map((a) => [a, '[issue3] New: Disk full on db1', expect.any(String)]));
+  });
+
+  it('another instance\'s mail (its loop header): its tags name its own tickets; it reopens, closes and answers nothing, tells nobody', () => {
+    const m = setup();
+    const theirs = (subject: string) => mail({ subject, headers: ['X-Ticket-Mail-Loop: other.example', 'Auto-Submitted: auto-generated'] });
+    m.send('submit@tickets.example', ALICE, mail({ subject: 'Printer on fire' }));
+    m.send('ticket-1-done@tickets.example', ADMINS[0]!, mail({ from: ADMINS[0], subject: 'fixed' }));
+    const before = m.sent().length;
+    m.send('ticket-1@tickets.example', ALICE, theirs('Re: [issue1] Closed: fixed')); // by our address: filed, stays closed
+    m.send('submit@tickets.example', ALICE, theirs('[issue1] New: Login fails')); // their ticket 1: not ours
+    m.send('ticket-1-done@tickets.example', ALICE, theirs('close'));
+    expect(existsSync(join(m.tickets, '1'))).toBe(false);
+    expect(m.count('archived/1')).toBe(4);
+    expect(m.count('2')).toBe(1);
+    expect(summary(m.sent().slice(before))).toEqual([]);
   });
 
   it('a person\'s mail reopens, closes and is answered; Outlook\'s X-Auto-Response-Suppress alone only stops replies', () => {
@@ -189,14 +202,15 @@ describe('two instances or a tracker notifying each other: at most one message e
     // Carol opens B's ticket 1: her acknowledgement, B's notification to A, filed there silently.
     net.send('b.example', 'submit@b.example', 'carol@customer.example', mail({ from: 'carol@customer.example', to: 'submit@b.example', subject: 'Login fails' }));
     expect(net.sent()).toEqual(['carol@customer.example', 'submit@a.example']);
-    expect(net.count('a.example', 'unmatched')).toBe(1); // its tag names B's ticket 1, which A does not have
-    // Alice opens A's ticket 1: her acknowledgement, A's notification to B, and nothing more.
+    // Its tag names B's ticket 1, not A's: A files it in a ticket of its own, and tells nobody.
+    expect(net.count('a.example', '1')).toBe(1);
+    // Alice opens A's ticket 2: her acknowledgement, A's notification to B, and nothing more.
     net.send('a.example', 'submit@a.example', ALICE, mail({ to: 'submit@a.example', subject: 'Printer on fire' }));
     expect(net.sent()).toEqual(['carol@customer.example', 'submit@a.example', ALICE, 'submit@b.example']);
-    expect(net.count('a.example', '1')).toBe(1);
-    // B files it by its tag (B's own ticket 1: the tag of another instance names its own ticket).
-    expect(net.count('b.example', '1')).toBe(2);
-    expect(net.count('a.example', 'unmatched') + net.count('b.example', 'unmatched')).toBe(1);
+    expect(net.count('a.example', '2')).toBe(1);
+    // B files it in a ticket of its own too, not in Carol's ticket 1, which its tag [issue2] does not name anyway.
+    expect([net.count('b.example', '1'), net.count('b.example', '2')]).toEqual([1, 1]);
+    expect(net.count('a.example', 'unmatched') + net.count('b.example', 'unmatched')).toBe(0);
   });
 
   it('stops a third-party tracker that drops our loop header but marks its mail Auto-Submitted', () => {
@@ -280,7 +294,7 @@ describe('only our tag routes into a ticket, and a notification answers whoever 
     expect(after(() => m.send('submit@tickets.example', carol, mail({ from: `Carol <${carol}>`, subject: 'me too', headers: ['In-Reply-To: <first@customer.example>'] }))))
       .toEqual(ADMINS.map((a) => [a, '[issue1] Update (third party): me too', `${carol}, ticket-1@tickets.example`, `Note: ${carol} is not the ticket's submitter (${ALICE}).`]));
     expect(after(() => m.send('ticket-1@tickets.example', BOB, mail({ from: BOB, subject: 'cc reply', headers: [`Reply-To: bob.home@customer.example`] }))))
-      .toEqual(ADMINS.map((a) => [a, '[issue1] Update (third party): cc reply', 'bob.home@customer.example, ticket-1@tickets.example', `Note: ${BOB} is not the ticket's submitter (${ALICE}).`]));
+      .toEqual(ADMINS.map((a) => [a, '[issue1] Update (third party): cc reply', 'bob.home@customer.example, ticket-1@tickets.example', `Note: bob.home@customer.example is not the ticket's submitter (${ALICE}).`]));
     // The submitter's From with someone else's Reply-To: the answer would go to them, so said.
     expect(after(() => m.send('ticket-1@tickets.example', ALICE, mail({ subject: 'see', headers: ['Reply-To: mallory@evil.example'] }))))
       .toEqual(ADMINS.map((a) => [a, '[issue1] Update (third party): see', 'mallory@evil.example, ticket-1@tickets.example', `Note: mallory@evil.example is not the ticket's submitter (${ALICE}).`]));
@@ -334,5 +348,47 @@ describe('a close in the submitter\'s name is seen by the real submitter unless 
     // Alice herself, From and envelope: closed, no notice to her; the admins hear of it.
     expect(news('ticket-1-done@tickets.example', ALICE, mail({ subject: 'fixed now' }))).toEqual(closedNews('fixed now'));
     expect(m.count('archived/1')).toBe(7);
+  });
+});
+
+// ---------------------------------------------------------------------------------------
+// A second hostile look: what a forger can still do with Reply-To, an admin's From, a close
+// ---------------------------------------------------------------------------------------
+
+describe('a forger gains nothing from our own addresses or an admin\'s From', () => {
+  it('puts no address of ours but the ticket\'s into a notification\'s Reply-To (the admin\'s answer would close another ticket)', () => {
+    const m = setup();
+    m.send('submit@tickets.example', ALICE, mail({ subject: 'Printer on fire' }));
+    m.send('submit@tickets.example', 'zed@z.example', mail({ from: 'zed@z.example', subject: 'other' }));
+    for (const replyTo of ['ticket-1-done@tickets.example', 'ticket-1@tickets.example', 'submit@tickets.example', 'Ticket-1-Done@Tickets.Example']) {
+      const news = m.news('submit@tickets.example', 'mal@evil.example',
+        mail({ from: 'Mal <mal@evil.example>', subject: 'Re: [issue2] other', headers: [`Reply-To: ${replyTo}`] }));
+      expect(news.map(([, , to]) => to)).toEqual(ADMINS.map(() => 'ticket-2@tickets.example'));
+    }
+    expect(existsSync(join(m.tickets, '1'))).toBe(true);
+  });
+
+  it('takes mail for an admin\'s only when both its From and its envelope sender are an admin\'s', () => {
+    const m = setup();
+    m.send('submit@tickets.example', ALICE, mail({ subject: 'Printer on fire' }));
+    const fromMax = (subject: string) => mail({ from: `Max <${ADMINS[0]}>`, subject });
+    // A forged admin From (another envelope sender): the admins hear of it, its author included.
+    expect(m.news('ticket-1@tickets.example', 'mallory@evil.example', fromMax('ignore Alice')).map(([to]) => to)).toEqual(ADMINS);
+    // A forged admin envelope sender with another From: the same.
+    expect(m.news('ticket-1@tickets.example', ADMINS[0]!, mail({ from: 'mallory@evil.example', subject: 'me too' })).map(([to]) => to)).toEqual(ADMINS);
+    // The admin's own answer (both the admin's): an update nobody needs to hear of.
+    expect(m.news('ticket-1@tickets.example', ADMINS[0]!, fromMax('answer')).map(([to]) => to)).toEqual([]);
+  });
+
+  it('always tells the submitter of a close that is not theirs, whatever the closer\'s Reply-To or X-Auto-Response-Suppress', () => {
+    for (const headers of [['X-Auto-Response-Suppress: All'], ['Reply-To: noreply@evil.example'], ['Reply-To: submit@tickets.example']]) {
+      const m = setup();
+      m.send('submit@tickets.example', ALICE, mail({ subject: 'Printer on fire' }));
+      const news = m.news('ticket-1-done@tickets.example', 'mallory@evil.example', mail({ subject: 'done', headers }));
+      expect(existsSync(join(m.tickets, 'archived', '1'))).toBe(true);
+      // The close came From: Alice (forged: its envelope sender is not hers); she hears of it.
+      expect(news.map(([to, subject]) => [to, subject])).toEqual([[ALICE, '[issue1] Closed: done'],
+        ...ADMINS.map((a) => [a, expect.stringMatching(/^\[issue1\] Closed( \(third party\))?: done$/)])]);
+    }
   });
 });

@@ -3,13 +3,14 @@
 // state folder, control characters in IDs, the reopen command, a sendmail that reads nothing.
 import { describe, expect, it } from 'vitest';
 import {
-  existsSync, lstatSync, mkdirSync, readFileSync, readdirSync, readlinkSync, rmSync, symlinkSync, writeFileSync,
+  closeSync, existsSync, linkSync, lstatSync, openSync, mkdirSync, readFileSync, readdirSync, readlinkSync, rmSync, symlinkSync, writeFileSync,
 } from 'node:fs';
 import { join } from 'node:path';
+import { spawnSync } from 'node:child_process';
 import { createHash } from 'node:crypto';
 import fc from 'fast-check';
 import {
-  decodeToken, encodeToken, Message, MessageIndex, mboxRecord, messageIds, messagePrint, readMbox, recordChunks, Sha256, storedPrint,
+  decodeToken, encodeToken, Message, MessageIndex, mboxMessages, mboxRecord, messageIds, messagePrint, readMbox, recordChunks, Sha256, storedPrint,
 } from '../ticket.ts';
 import { deliver, FAKE_SENDMAIL, mail, sentMail, stored, tempDir } from './harness.ts';
 
@@ -255,7 +256,7 @@ describe('symlinks in the state folder are never followed', () => {
     rmSync(join(s.state, 'log'));
     symlinkSync(target, join(s.state, 'log'));
     const r = s.exim('submit', 'alice@customer.example', mail({ id: '$(touch /tmp/x)@x' }));
-    expect(r).toMatchObject({ status: 0, stderr: expect.stringMatching(/cannot write the log: ELOOP/) });
+    expect(r).toMatchObject({ status: 0, stderr: expect.stringMatching(/cannot write the log: .*log is not a plain file \(a symlink\)/) });
     expect(readFileSync(target, 'utf8')).toBe('precious\n');
     expect(stored(join(s.tickets, '2'))).toHaveLength(1);
   });
@@ -274,7 +275,7 @@ describe('symlinks in the state folder are never followed', () => {
     const r = s.exim('submit', 'alice@customer.example', mail({ id }));
     if (depth === 3) {
       // An index file it cannot read: deferred before anything is filed, as for any unreadable index.
-      expect(r).toMatchObject({ status: 75, stderr: expect.stringMatching(/cannot read the message index: ELOOP/) });
+      expect(r).toMatchObject({ status: 75, stderr: expect.stringMatching(/cannot read the message index: .* is not a plain file \(a symlink\)/) });
       expect(s.ticketNames()).toEqual([]);
     } else {
       expect(r).toMatchObject({ status: 0, stderr: expect.stringMatching(/filed, but not noted in the message index .*is not a folder/) });
@@ -336,7 +337,7 @@ describe('reopen by the maintainer', () => {
     expect(s.exim('submit', 'alice@customer.example', first).status).toBe(0);
     expect(s.tool(['close', '1', '--quiet']).status).toBe(0);
     const again = s.tool(['reopen', '1', '--quiet'], first);
-    expect(again).toMatchObject({ status: 1, stdout: 'ticket 1: duplicate\n', stderr: 'ticket-mail: ticket 1 was not reopened: the message on stdin is already filed in it\n' });
+    expect(again).toMatchObject({ status: 1, stdout: 'ticket 1: duplicate\n', stderr: 'ticket-mail: ticket 1 was not reopened: the message on stdin is already filed\n' });
     const auto = s.tool(['reopen', '1', '--quiet'], mail({ headers: ['Auto-Submitted: auto-replied'] }));
     expect(auto).toMatchObject({ status: 1, stderr: expect.stringMatching(/not reopened: the message on stdin is automatic mail/) });
     expect(existsSync(join(s.tickets, 'archived', '1'))).toBe(true);
@@ -392,4 +393,136 @@ describe('the fingerprint of a message read back from its mbox', () => {
       expect(storedPrint(path, before.length + 1)).toBeUndefined(); // no record starts there
     }), { numRuns: 150 });
   });
+});
+
+describe('a second hostile look at the state folder and exactly once', () => {
+  it('keeps the replies when the reply counters cannot be read (a symlink, a file for the folder), and never writes through a link', () => {
+    const s = setup(['--admin', 'max@tickets.example', '--notify', 'new']);
+    expect(s.exim('submit', 'alice@customer.example', mail({ subject: 'one' })).status).toBe(0);
+    const folder = join(s.state, 'replies');
+    const [counter] = readdirSync(folder);
+    rmSync(join(folder, counter!));
+    symlinkSync(join(s.root, 'nowhere'), join(folder, counter!));
+    const r = s.exim('submit', 'alice@customer.example', mail({ subject: 'two' }));
+    expect(r.status).toBe(0);
+    expect(r.stderr).toMatch(/1 message\(s\) kept in the outbox \(cannot count the replies to alice@customer\.example: .*not a plain file/);
+    expect(s.outbox().map((o) => o.note)).toEqual([expect.stringMatching(/^outbox ack alice@customer\.example$/)]);
+    expect(s.mails().map((m) => m.recipients)).toEqual([['alice@customer.example'], ['max@tickets.example'], ['max@tickets.example']]);
+    expect(existsSync(join(s.root, 'nowhere'))).toBe(false);
+    rmSync(folder, { recursive: true });
+    writeFileSync(folder, ''); // a file where the folder belongs
+    expect(s.exim('submit', 'alice@customer.example', mail({ subject: 'three' })).stderr).toMatch(/kept in the outbox/);
+    expect(s.outbox()).toHaveLength(2);
+  });
+
+  it('says when the reply limit holds an acknowledgement back (stderr), instead of dropping it without a trace', () => {
+    const s = setup(['--reply-limit', '1']);
+    expect(s.exim('submit', 'alice@customer.example', mail({ subject: 'one' })).stderr).toBe('');
+    expect(s.exim('submit', 'alice@customer.example', mail({ subject: 'two' })).stderr)
+      .toBe('ticket-mail: no ack sent to alice@customer.example: the reply limit of 1 automatic replies an hour to one address is reached\n');
+    expect(s.mails()).toHaveLength(1);
+  });
+
+  it('threads by an ID only when one ticket holds it: a stranger who filed it first under another ticket steers nothing', () => {
+    const s = setup();
+    expect(s.exim('submit', 'mal@evil.example', mail({ from: 'mal@evil.example', subject: 'mine' })).status).toBe(0);
+    const bobsId = mail({ id: 'bob-42@corp.example', from: 'mal@evil.example', subject: 'junk', body: 'junk\n' });
+    expect(s.exim('ticket-1', 'mal@evil.example', bobsId).status).toBe(0);
+    expect(s.exim('submit', 'bob@corp.example', mail({ id: 'bob-42@corp.example', from: 'bob@corp.example', subject: 'invoice' })).status).toBe(0);
+    const reply = mail({ from: 'carol@corp.example', subject: 'Re: invoice', headers: ['In-Reply-To: <bob-42@corp.example>'] });
+    expect(s.exim('submit', 'carol@corp.example', reply).status).toBe(0);
+    expect(s.log().map((l) => l.slice(4, 7))).toEqual([['create/submit', '1', 'created'], ['append/address', '1', 'appended'],
+      ['create/submit', '2', 'created'], ['create/submit', '3', 'created']]);
+  });
+
+  it('threads replies to a message whose Message-ID field is folded or carries a comment', () => {
+    for (const idLine of ['Message-ID:\n <i1@customer.example>', 'Message-ID: <i1@customer.example> (relay)']) {
+      const s = setup();
+      expect(s.exim('submit', 'alice@customer.example', mail({ id: null, headers: [idLine] })).status).toBe(0);
+      const reply = mail({ from: 'carol@customer.example', subject: 'Re: printer', headers: ['In-Reply-To: <i1@customer.example>'] });
+      expect(s.exim('submit', 'carol@customer.example', reply).status).toBe(0);
+      expect(s.log().at(-1)!.slice(4, 7)).toEqual(['append/thread', '1', 'appended']);
+    }
+  });
+
+  it('files one mail in one ticket whatever the order, also with the ticket\'s address past 50 others or Bcc\'d', () => {
+    const others = Array.from({ length: 55 }, (_, i) => `p${i}@corp.example`).join(', ');
+    for (const [to, cc] of [[`${others}, submit@tickets.example`, 'ticket-1@tickets.example'], ['submit@tickets.example', '']]) {
+      for (const order of [['submit', 'ticket-1'], ['ticket-1', 'submit']]) {
+        const s = setup();
+        expect(s.exim('submit', 'alice@customer.example', mail({ subject: 'first' })).status).toBe(0);
+        const message = mail({ from: 'bob@corp.example', to, subject: 'one mail', headers: cc ? [`Cc: ${cc}`] : [] });
+        for (const localPart of order) expect(s.exim(localPart!, 'bob@corp.example', message).status).toBe(0);
+        const holding = s.ticketNames().filter((n) => stored(join(s.tickets, n)).some((m) => String(m) === message));
+        expect(holding, `${order} ${cc ? 'Cc' : 'Bcc'}`).toHaveLength(1);
+      }
+    }
+  });
+
+  it('files a copy of mail for a missing ticket once, and answers it once', () => {
+    const s = setup();
+    const lost = mail({ subject: 'lost' });
+    expect(s.exim('ticket-99', 'alice@customer.example', lost).status).toBe(0);
+    expect(s.exim('ticket-99', 'alice@customer.example', `Received: by mx2\n${lost}`).status).toBe(0);
+    expect(stored(join(s.tickets, 'unmatched'))).toHaveLength(1);
+    expect(s.mails().map((m) => m.headers.get('subject')?.[0])).toEqual(['No such ticket: 99']);
+    expect(s.log().map((l) => l[6])).toEqual(['unmatched', 'duplicate']);
+  });
+
+  it('close says why it did not close (automatic mail on stdin) and exits 1, as reopen does', () => {
+    const s = setup();
+    expect(s.exim('submit', 'alice@customer.example', mail()).status).toBe(0);
+    const r = s.tool(['close', '1'], mail({ from: 'max@tickets.example', headers: ['Precedence: bulk'] }));
+    expect(r).toMatchObject({ status: 1, stderr: expect.stringMatching(/ticket 1 was not closed: the message on stdin is automatic mail, which never closes a ticket\n$/) });
+    expect(s.ticketNames()).toEqual(['1']);
+  });
+
+  it('writes the log and the index into no FIFO (it would hang the delivery) and no file with another name (a planted hard link)', () => {
+    const s = setup();
+    mkdirSync(s.state, { recursive: true });
+    expect(spawnSync('mkfifo', [join(s.state, 'log')]).status).toBe(0);
+    const r = s.exim('submit', 'alice@customer.example', mail());
+    expect(r).toMatchObject({ status: 0, stderr: expect.stringMatching(/cannot write the log: .*log is not a plain file/) });
+    rmSync(join(s.state, 'log'));
+    const victim = join(s.root, 'victim.rc');
+    writeFileSync(victim, 'echo safe\n');
+    linkSync(victim, join(s.state, 'log'));
+    expect(s.exim('submit', 'alice@customer.example', mail({ id: '$(touch x)@evil.example' })).stderr).toMatch(/not a plain file \(it has other names\)/);
+    expect(readFileSync(victim, 'utf8')).toBe('echo safe\n');
+    // An index file that is a FIFO: the delivery defers (75) at once, before filing.
+    const key = MessageIndex.key('fifo@customer.example');
+    mkdirSync(join(s.state, 'ids', key.slice(0, 2)), { recursive: true });
+    expect(spawnSync('mkfifo', [join(s.state, 'ids', key.slice(0, 2), key.slice(2))]).status).toBe(0);
+    const fifo = s.exim('submit', 'alice@customer.example', mail({ id: 'fifo@customer.example' }));
+    expect(fifo).toMatchObject({ status: 75, stderr: expect.stringMatching(/cannot read the message index: .*not a plain file/) });
+    expect(s.ticketNames()).toEqual(['1', '2']);
+  });
+});
+
+describe('reading an mbox one message at a time', () => {
+  it('gives the messages readMbox gives, however large, in bounded pieces', () => {
+    const dir = tempDir();
+    const big = Buffer.concat([Buffer.from('Subject: big\n\n'), Buffer.from('From here\n>From there\nline\n'.repeat(80_000))]);
+    const message = fc.oneof(fc.uint8Array({ maxLength: 200 }).map((b) => Buffer.from(b)),
+      fc.constantFrom(Buffer.from('From x\n\n>From y\nFrom '), Buffer.from('no newline'), big));
+    fc.assert(fc.property(fc.array(message, { minLength: 1, maxLength: 5 }), (messages) => {
+      const path = join(dir, 'mbox');
+      writeFileSync(path, Buffer.concat(messages.map((m, i) => mboxRecord(m, 'a@b', `ticket ${i + 1}`, new Date()))));
+      const fd = openSync(path, 'r');
+      try {
+        // The first MiB is exact; what stays in the file is as stored (quoted).
+        const unquote = (b: Buffer) => Buffer.from(b.toString('latin1').replace(/(?<=^|\n)>(>*From )/g, '$1'), 'latin1');
+        const read = [...mboxMessages(fd)].map(({ note, message: m }) => {
+          const rest: Buffer[] = [];
+          for (const c of m.chunks()) rest.push(Buffer.from(c)); // copied as read: pieces share one buffer
+          rest.shift(); // the first MiB, un-quoted
+          expect(m.first.length).toBeLessThanOrEqual(1 << 20);
+          return { note, message: Buffer.concat([m.first, unquote(Buffer.concat(rest))]) };
+        });
+        const expected = readMbox(readFileSync(path));
+        expect(read.map((r) => r.note)).toEqual(expected.map((r) => r.note));
+        expect(read.map((r, i) => r.message.equals(expected[i]!.message))).toEqual(expected.map(() => true)); // (toEqual on MBs is slow)
+      } finally { closeSync(fd); }
+    }), { numRuns: 25, endOnFailure: true });
+  }, 60_000);
 });

@@ -102,6 +102,10 @@ describe('visible()', () => {
     expect(displayWidth('山田太郎')).toBe(8);
     expect(displayWidth('ｱＡ')).toBe(3); // half-width katakana, fullwidth A
     expect(displayWidth('Zoe\u0308')).toBe(3);
+    // Emoji sequences: a ZWJ family, a flag, a heart with its emoji presentation selector.
+    expect(displayWidth('\u{1f468}\u200d\u{1f469}\u200d\u{1f467}')).toBe(2);
+    expect(displayWidth('\u{1f1e9}\u{1f1ea}x')).toBe(3);
+    expect(displayWidth('\u2764\ufe0f')).toBe(2);
     expect(displayWidth('🔥x')).toBe(3);
     expect(displayWidth('한국어')).toBe(6);
     expect(displayWidth('a\u200bb')).toBe(2);
@@ -261,6 +265,15 @@ describe('draft', () => {
       expect(t.cli(['draft', '--cc', OURS, path], '', { EDITOR: 'true' }).status).toBe(0);
       expect(readFileSync(path, 'utf8')).toBe(expected);
     }
+  });
+
+  it('keeps every byte of a draft in another charset than UTF-8 (Latin-1), through the built file', () => {
+    const t = setup();
+    const path = join(t.dir, 'latin1-draft');
+    const draft = Buffer.from('To: a@x.example\nSubject: Re: caf\xe9\n\n> Gr\xfc\xdfe\n', 'latin1');
+    writeFileSync(path, draft);
+    expect(t.cli(['draft', '--cc', OURS, path], '', { EDITOR: 'true' })).toMatchObject({ status: 0, stderr: '' });
+    expect(readFileSync(path)).toEqual(Buffer.from(`To: a@x.example\nSubject: Re: caf\xe9\nCc: ${OURS}\n\n> Gr\xfc\xdfe\n`, 'latin1'));
   });
 
   it('handles an empty Cc, no Cc, the address in another case, a header with no body or no line end', () => {
