@@ -3597,7 +3597,7 @@ async function runSetup(cfg: Config, options: Record<string, unknown>): Promise<
     chownSync(path, who!.uid, gid);
     chmodSync(path, mode);
   };
-  folder(home, who.gid, 0o700);
+  if (!existsSync(home)) folder(home, who.gid, 0o700); // an existing HOME is the user's business
   // setgid: archived/, made later by ticket-mail itself, gets the same group.
   const ticketsMode = eximGroup === undefined ? 0o700 : 0o2710;
   folder(cfg.dir, eximGroup ?? who.gid, ticketsMode);
