@@ -1348,6 +1348,19 @@ describe('installation', () => {
     expect(example.slice(example.indexOf('\n# ticket-mail for Exim') + 1)).toBe(eximSnippet(cfg, inst));
   });
 
+  it('makes archived/ with the mode and group of the tickets folder, so the SMTP-time check can search it too', () => {
+    const dir = join(tempDir(), 'tickets');
+    mkdirSync(dir);
+    const group = Number(spawnSync('id', ['-g', 'nobody'], { encoding: 'utf8' }).stdout.trim()) || 65534;
+    spawnSync('chgrp', [String(group), dir]);
+    spawnSync('chmod', ['2710', dir]);
+    const r = deliver(['--dir', dir, '--recipient', 'submit@tickets.example', '--sender', 'a@b.example'], mail());
+    expect(r.status, r.stderr).toBe(0);
+    const archived = statSync(join(dir, 'archived'));
+    expect([archived.mode & 0o7777, archived.gid]).toEqual([0o2710, statSync(dir).gid]);
+    expect(statSync(join(dir, '.ticket-mail')).mode & 0o777).toBe(0o700);
+  });
+
   it('has the launcher pass 0, 65, 67 and 75 on, and turn a program that cannot run into 75 and one sentence', () => {
     const dir = tempDir('tm-launcher-');
     // The "program" is a shell script run by /bin/sh in node's place: it exits as told, after some output.

@@ -16,7 +16,8 @@ export interface Run { status: number | null; stderr: string; stdout: string }
 function cleanEnv(extra: NodeJS.ProcessEnv): NodeJS.ProcessEnv {
   // Mail the program sends goes to the fake sendmail (which discards it unless a test gives
   // it a FAKE_SENDMAIL_DIR), never to a real MTA that happens to be installed.
-  const env: NodeJS.ProcessEnv = { PATH: process.env.PATH, HOME: process.env.HOME, SENDMAIL: FAKE_SENDMAIL };
+  // Nor does a config file of the machine's (/etc/ticket-mail/config.json): set but empty, none is read.
+  const env: NodeJS.ProcessEnv = { PATH: process.env.PATH, HOME: process.env.HOME, SENDMAIL: FAKE_SENDMAIL, TICKET_MAIL_CONFIG: '' };
   return { ...env, ...extra };
 }
 
