@@ -344,7 +344,7 @@ set status_format="STATUS msgs=%m"
 `);
   const sock = join(work, 'tmux.sock');
   const tmux = (...args: string[]) => spawnSync('tmux', ['-S', sock, ...args], { encoding: 'utf8' });
-  tmux('new-session', '-d', '-x', '150', '-y', '40', '-e', `EDITOR=${join(work, 'copy-draft')}`, '-e', `SENDMAIL=${base}/bin/sendmail`,
+  tmux('new-session', '-d', '-x', '150', '-y', '40', '-e', `EDITOR=${join(work, 'copy-draft')}`, '-e', `SENDMAIL=${base}/bin/sendmail`, '-e', `TICKET_MAIL_CONFIG=${base}/etc/config.json`,
     `mutt -n ${readOnly ? '-R ' : ''}-F ${join(work, 'muttrc')} -f ${mbox}; echo $? > ${join(work, 'rc')}`);
   try {
     let ok = false;

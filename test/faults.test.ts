@@ -3,7 +3,7 @@ import { describe, expect, it } from 'vitest';
 import { spawn, spawnSync } from 'node:child_process';
 import { existsSync, readFileSync, readdirSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
-import { BIN, deliver, FAKE_SENDMAIL, mail, pool, pythonCounts, sentMail, stored, tempDir, type Run } from './harness.ts';
+import { BIN, deliver, FAKE_SENDMAIL, mail, pool, PRIVATE_ENV, pythonCounts, sentMail, stored, tempDir, type Run } from './harness.ts';
 
 const to = (dir: string, recipient: string, more: string[] = []) =>
   ['--dir', dir, '--domain', 'tickets.example', '--recipient', recipient, '--sender', 'a@customer.example', ...more];
@@ -11,7 +11,7 @@ const to = (dir: string, recipient: string, more: string[] = []) =>
 /** Runs a delivery and kills it with SIGKILL after `afterMs` (if it is still running). */
 function deliverAndKill(args: string[], input: string, afterMs: number): Promise<Run & { killed: boolean }> {
   return new Promise((done) => {
-    const child = spawn(process.execPath, [BIN, ...args], { env: { PATH: process.env.PATH, SENDMAIL: FAKE_SENDMAIL } });
+    const child = spawn(process.execPath, [BIN, ...args], { env: { ...PRIVATE_ENV } });
     let stderr = '';
     child.stderr.on('data', (d) => { stderr += d; });
     child.stdin.on('error', () => {});
@@ -61,7 +61,7 @@ describe('hostile input', () => {
   /** Delivers under /usr/bin/time and returns the exit status and peak RSS in MiB. */
   const measured = (args: string[], inputPath: string, env: NodeJS.ProcessEnv = {}) => {
     const r = spawnSync('sh', ['-c', `/usr/bin/time -f '%M' "$0" "$@" < "${inputPath}"`, process.execPath, BIN, ...args],
-      { encoding: 'utf8', timeout: 120_000, env: { PATH: process.env.PATH, SENDMAIL: FAKE_SENDMAIL, ...env } });
+      { encoding: 'utf8', timeout: 120_000, env: { ...PRIVATE_ENV, ...env } });
     return { status: r.status, stderr: r.stderr, rssMiB: Number(r.stderr.trim().split('\n').at(-1)) / 1024 };
   };
   const cases: Array<[string, () => Buffer]> = [

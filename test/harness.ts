@@ -12,13 +12,16 @@ export const FAKE_SENDMAIL = join(ROOT, 'test', 'fake-sendmail');
 
 export interface Run { status: number | null; stderr: string; stdout: string }
 
-/** Environment of a pipe: nothing of the test runner's mail-related variables leaks in. */
+/**
+ * Environment of a pipe: nothing of the test runner's mail-related variables leaks in. Mail the
+ * program sends goes to the fake sendmail (which discards it unless a test gives it a
+ * FAKE_SENDMAIL_DIR), never to a real MTA that happens to be installed; and no config file of the
+ * machine's (/etc/ticket-mail/config.json, whose sendmail would win) is read: set but empty, none is.
+ */
+export const PRIVATE_ENV: NodeJS.ProcessEnv = { PATH: process.env.PATH, HOME: process.env.HOME, SENDMAIL: FAKE_SENDMAIL, TICKET_MAIL_CONFIG: '' };
+
 function cleanEnv(extra: NodeJS.ProcessEnv): NodeJS.ProcessEnv {
-  // Mail the program sends goes to the fake sendmail (which discards it unless a test gives
-  // it a FAKE_SENDMAIL_DIR), never to a real MTA that happens to be installed.
-  // Nor does a config file of the machine's (/etc/ticket-mail/config.json): set but empty, none is read.
-  const env: NodeJS.ProcessEnv = { PATH: process.env.PATH, HOME: process.env.HOME, SENDMAIL: FAKE_SENDMAIL, TICKET_MAIL_CONFIG: '' };
-  return { ...env, ...extra };
+  return { ...PRIVATE_ENV, ...extra };
 }
 
 /** Delivers synchronously; `shell` wraps the command (e.g. "ulimit -f 1;"). */

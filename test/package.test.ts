@@ -5,7 +5,7 @@ import { describe, expect, it } from 'vitest';
 import { spawnSync } from 'node:child_process';
 import { chmodSync, copyFileSync, existsSync, lstatSync, mkdirSync, mkdtempSync, readFileSync, readdirSync, rmSync, symlinkSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
-import { BIN, ROOT, deliver, mail, stored, tempDir } from './harness.ts';
+import { BIN, ROOT, deliver, mail, PRIVATE_ENV, stored, tempDir } from './harness.ts';
 
 /** Installs an npm package once into a cache under node_modules; returns the path of its binary. */
 function toolFromNpm(spec: string, bin: string): { path?: string; why?: string } {
@@ -24,7 +24,7 @@ function deliversWith(command: string[], cwd: string) {
   const dir = join(tempDir(), 'tickets');
   const message = mail({ subject: 'installed', id: `${Math.random()}@install.test` });
   const r = spawnSync(command[0]!, [...command.slice(1), '--dir', dir, '--recipient', 'submit@tickets.example', '--sender', 'a@b.example'],
-    { cwd, input: message, encoding: 'utf8', env: { PATH: process.env.PATH, HOME: process.env.HOME, SENDMAIL: '/nonexistent' } });
+    { cwd, input: message, encoding: 'utf8', env: { ...PRIVATE_ENV, SENDMAIL: '/nonexistent' } });
   expect(r.status, r.stderr).toBe(0);
   expect(stored(join(dir, '1')).map(String)).toEqual([message]);
 }
@@ -167,21 +167,21 @@ describe('the code cache', () => {
     for (const f of readdirSync(join(ROOT, 'dist', 'bin'))) copyFileSync(join(ROOT, 'dist', 'bin', f), join(copy, f));
     writeFileSync(join(copy, 'core.js'), readFileSync(join(copy, 'core.js'), 'utf8').slice(0, 1000)); // cut short
     const r = spawnSync(process.execPath, [join(copy, 'ticket-mail.cjs'), '--dir', join(copy, 'tickets'), '--recipient', 'submit@tickets.example'],
-      { input: mail(), encoding: 'utf8', env: { PATH: process.env.PATH, XDG_CACHE_HOME: join(copy, 'cache') } });
+      { input: mail(), encoding: 'utf8', env: { ...PRIVATE_ENV, XDG_CACHE_HOME: join(copy, 'cache') } });
     expect(r.status).toBe(75);
     expect(r.stderr).toMatch(/^ticket-mail: cannot start: [^\n]+\n$/);
     // A module loaded later, once the core runs: the command line library.
     writeFileSync(join(copy, 'core.js'), readFileSync(join(ROOT, 'dist', 'bin', 'core.js')));
     rmSync(join(copy, 'cac.js'));
     const list = spawnSync(process.execPath, [join(copy, 'ticket-mail.cjs'), 'list', '--dir', join(copy, 'tickets')],
-      { encoding: 'utf8', env: { PATH: process.env.PATH, XDG_CACHE_HOME: join(copy, 'cache') } });
+      { encoding: 'utf8', env: { ...PRIVATE_ENV, XDG_CACHE_HOME: join(copy, 'cache') } });
     expect(list.status).toBe(75);
     expect(list.stderr).toMatch(/^ticket-mail: unexpected error: cannot load cac \([^\n]*cac\.js[^\n]*\n$/);
   });
 
   it('is made by deliveries only: the maintainer\'s commands leave none', () => {
     const { base, cache } = setup();
-    const r = spawnSync(process.execPath, [BIN, 'list', '--dir', base], { encoding: 'utf8', env: { PATH: process.env.PATH, XDG_CACHE_HOME: cache } });
+    const r = spawnSync(process.execPath, [BIN, 'list', '--dir', base], { encoding: 'utf8', env: { ...PRIVATE_ENV, XDG_CACHE_HOME: cache } });
     expect(r.status, r.stderr).toBe(0);
     expect(existsSync(join(cache, 'ticket-mail'))).toBe(false);
   });
