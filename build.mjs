@@ -124,7 +124,9 @@ const buildId = createHash('sha256').update(JSON.stringify(modules)).digest('hex
 function load(source, BUILD, LAZY) {
   const { closeSync, constants, fstatSync, lstatSync, mkdirSync, openSync, readSync, renameSync, writeFileSync } = require('node:fs');
   const { Script } = require('node:vm');
-  const dir = `${process.env.XDG_CACHE_HOME || `${require('node:os').homedir()}/.cache`}/ticket-mail`;
+  // No HOME and no passwd entry (a pipe's environment can be that bare): homedir() throws; no cache then.
+  const home = () => { try { return require('node:os').homedir(); } catch { return '/nonexistent'; } };
+  const dir = `${process.env.XDG_CACHE_HOME || `${home()}/.cache`}/ticket-mail`;
   const ours = (stat) => stat.uid === process.getuid?.() && (stat.mode & 0o022) === 0;
   const loaded = {};
   const unsaved = [];

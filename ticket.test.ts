@@ -1361,6 +1361,22 @@ describe('installation', () => {
     expect(statSync(join(dir, '.ticket-mail')).mode & 0o777).toBe(0o700);
   });
 
+  it.skipIf(process.getuid?.() !== 0)('finds /etc/ticket-mail/config.json without flags, and starts with no HOME and no passwd entry (in a mount namespace of its own)', () => {
+    // The machine's /etc is never touched: a tmpfs over it, seen by this one shell alone.
+    const root = tempDir();
+    const dir = join(root, 't');
+    const script = `set -e
+mount -t tmpfs tmpfs /etc
+mkdir /etc/ticket-mail
+printf '// the commented config setup writes\\n{ "dir": "${dir}", "domain": "tickets.example", "sendmail": "${FAKE_SENDMAIL}" }\\n' > /etc/ticket-mail/config.json
+printf 'From: a@b.example\\nSubject: found\\nMessage-ID: <cfg@b.example>\\n\\nhi\\n' | env -i PATH=/usr/bin:/bin "$0" "$1" --recipient submit@tickets.example --sender a@b.example
+env -i PATH=/usr/bin:/bin "$0" "$1" list`;
+    const r = spawnSync('unshare', ['-m', '--propagation', 'private', 'sh', '-c', script, process.execPath, join(import.meta.dirname, 'dist', 'ticket-mail.cjs')], { encoding: 'utf8' });
+    expect(r.status, r.stderr).toBe(0);
+    expect(r.stdout).toMatch(/^1 +open +1 .*a@b\.example +found$/m);
+    expect(existsSync('/etc/ticket-mail/config.json') && readFileSync('/etc/ticket-mail/config.json', 'utf8').includes(dir)).toBe(false);
+  });
+
   it('has the launcher pass 0, 65, 67 and 75 on, and turn a program that cannot run into 75 and one sentence', () => {
     const dir = tempDir('tm-launcher-');
     // The "program" is a shell script run by /bin/sh in node's place: it exits as told, after some output.
