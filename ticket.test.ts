@@ -856,8 +856,10 @@ describe('acknowledgements and notifications', () => {
     expect(m.send('ticket-1-done@tickets.example', 'max@tickets.example', close).status).toBe(0);
     const notice = m.sent()[3]!;
     expect(notice.recipients).toEqual(['alice@customer.example']);
-    expect(notice.headers.get('subject')).toEqual(['[issue1] Closed: done']);
+    // It names the ticket by its subject, not by the closing message's ("done").
+    expect(notice.headers.get('subject')).toEqual(['[issue1] Closed: Printer on fire']);
     const text = (await checkOutgoing(notice)).text!;
+    expect(text).toContain('Ticket 1 (Printer on fire) was closed by Max <max@tickets.example>:');
     expect(text).toContain('Replaced the fuser unit.');
     expect(text).toContain('Max <max@tickets.example>');
     expect(m.sent()).toHaveLength(4); // the admin closed it: no notification
@@ -1403,5 +1405,17 @@ env -i PATH=/usr/bin:/bin "$0" "$1" list`;
     const noNode = launcher('/nonexistent/node')('0');
     expect(noNode.status).toBe(75);
     expect(noNode.stderr).toBe(`ticket-mail: cannot run /nonexistent/node ${program} (exit status 127); the mail stays queued\n`);
+  });
+});
+
+import { closer } from './ticket.ts';
+
+describe('who closes at the shell', () => {
+  it('is $EMAIL, else the admin named like the login, else the first admin, else login@domain', () => {
+    const cfg = resolveConfig({ dir: '/t', admin: ['max@tickets.example', 'dora@tickets.example'] }, {}, {});
+    expect(closer(cfg, { EMAIL: 'Moritz@Tickets.Example', USER: 'dora' }, 'tickets.example')).toBe('moritz@tickets.example');
+    expect(closer(cfg, { EMAIL: 'not an address', USER: 'dora' }, 'tickets.example')).toBe('dora@tickets.example');
+    expect(closer(cfg, { LOGNAME: 'tickets' }, 'tickets.example')).toBe('max@tickets.example');
+    expect(closer(resolveConfig({ dir: '/t' }, {}, {}), { USER: 'tickets' }, 'tickets.example')).toBe('tickets@tickets.example');
   });
 });

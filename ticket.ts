@@ -1000,7 +1000,7 @@ Subject: {subject}
 Reply to this message to answer both the sender and the ticket.
 Close: {close_address}
 `,
-  'close-notice': `Ticket {ticket} ({subject}) was closed by {from}:
+  'close-notice': `Ticket {ticket} ({ticket_subject}) was closed by {from}:
 
 {text}
 
@@ -1108,11 +1108,14 @@ export function planReplies(facts: ReplyFacts, cfg: Config): Draft[] {
   const messageId = messageIds(field(head, 'message-id'))[0];
   const references = [...messageIds(field(head, 'references')).slice(-10), ...(messageId ? [messageId] : [])];
   const tag = cfg.tag.replace('N', String(ticket));
-  const tagged = (prefix: string) => (subjectTag(subject, cfg) === String(ticket) && !prefix
-    ? subject : `${tag} ${prefix}${subject.replace(tagRegExp(cfg.tag), '').replace(/\s+/g, ' ').trim()}`);
+  const tagged = (prefix: string, text = subject) => (subjectTag(text, cfg) === String(ticket) && !prefix
+    ? text : `${tag} ${prefix}${text.replace(tagRegExp(cfg.tag), '').replace(/\s+/g, ' ').trim()}`);
+  // What the ticket is about, for the close notice: its first message's subject (the closing
+  // note's, "Ticket 2 closed", tells the submitter nothing).
+  const ticketSubject = first ? headerSafe(decodedSubject(first.head), 150) : subject;
   const vars: Record<string, string> = {
     ticket: String(ticket ?? ''), ticket_address: address(cfg.ticketAddress), close_address: address(cfg.closeAddress),
-    submit_address: `${cfg.submit}@${domain}`, subject, number: String(facts.missing ?? ''),
+    submit_address: `${cfg.submit}@${domain}`, subject, ticket_subject: ticketSubject, number: String(facts.missing ?? ''),
     from: headerSafe(decodeWords(field(head, 'from') ?? envelope.sender), 120),
     text: facts.summary?.text ?? '', attachments: attachmentLines(facts.summary),
     note: thirdParty ? `Note: ${headerSafe(reader ?? 'the sender', 120)} is not the ticket's submitter (${headerSafe(submitterFrom ?? submitter ?? '', 120)}).\n` : '',
@@ -1162,7 +1165,7 @@ export function planReplies(facts: ReplyFacts, cfg: Config): Draft[] {
       // are theirs: a From alone is easily forged, and the real submitter must hear of a forged close.
       const bySubmitter = submitters(author) && submitters(envelope.sender.toLowerCase());
       if (first && submitter && !bySubmitter && !autoReplyBlock(first.head, firstEnvelope, submitter, cfg)) {
-        drafts.push(draft('close-notice', submitter, tagged('Closed: '), 'close-notice'));
+        drafts.push(draft('close-notice', submitter, tagged('Closed: ', ticketSubject), 'close-notice'));
       }
       if (!fromAdmin) notify('Closed');
       break;
@@ -2893,13 +2896,16 @@ export function muttHooks(store: Store, self: string[]): string {
   const command = (...args: string[]) => [...self, ...args, ...settings].map(shellWord).join(' ');
   const lines = [
     `# ticket-mail hooks for ${dir}, printed by "ticket-mail muttrc"; every ticket gets one folder-hook.`,
-    `folder-hook . ${muttString(`reset from; reset editor; macro index,pager ,c "<enter-command>echo 'not a ticket mbox'<enter>" "close this ticket"`)}`,
+    `folder-hook . ${muttString(`reset from; reset editor; reset read_only; macro index,pager ,c "<enter-command>echo 'not a ticket mbox'<enter>" "close this ticket"`)}`,
   ];
   for (const { n } of listTicketPaths(store).sort((a, b) => a.n - b.n)) {
     const address = `${cfg.ticketAddress.replace('N', String(n))}@${domain}`;
     const archived = `${dir}/archived/${n}`;
-    const close = `<sync-mailbox><shell-escape>${command('close', String(n))}<enter><change-folder>${archived}<enter>`;
+    const close = `<shell-escape>${command('close', String(n))}<enter><change-folder>${archived}<enter>`;
+    // Read-only: mutt would write Status: lines into the ticket (its stored messages would no
+    // longer be byte for byte what came in) and rewrite the file under a delivery's feet.
     const hook = [
+      'set read_only=yes',
       `set from=${muttString(mailbox(cfg.name, address))}`,
       `set editor=${muttString(`${command('draft', '--cc', address)} %s`)}`,
       `macro index,pager ,c ${muttString(close)} ${muttString(`close ticket ${n}`)}`,
@@ -3448,6 +3454,18 @@ function runRoute(cfg: Config, options: Record<string, unknown>): void {
   ]).split('\n').slice(1).join('\n'));
 }
 
+/**
+ * Who closes or reopens at the shell, for the note and the notices: --as, else $EMAIL (mutt's and
+ * many tools' way to name one's address), else the admin whose local part is the login name,
+ * else the first admin, else login@domain.
+ */
+export function closer(cfg: Config, env: NodeJS.ProcessEnv, domain: string): string {
+  const email = env.EMAIL?.trim().toLowerCase();
+  if (email && isPlainAddress(email)) return email;
+  const login = (env.USER || env.LOGNAME || '').toLowerCase();
+  return cfg.admins.find((a) => a.slice(0, a.lastIndexOf('@')) === login) ?? cfg.admins[0] ?? `${login || 'maintainer'}@${domain}`;
+}
+
 /** `close N` / `reopen N`: the same delivery as by mail, with a note (or stdin) as the message. */
 async function runTicketCommand(cfg: Config, action: 'close' | 'reopen', ticket: unknown, options: Record<string, unknown>): Promise<void> {
   const n = ticketArgument(ticket);
@@ -3457,7 +3475,7 @@ async function runTicketCommand(cfg: Config, action: 'close' | 'reopen', ticket:
   if (action === 'reopen' && place === 'open') throw new Error(`ticket ${n} is already open`);
   const domain = cfg.domain ?? 'localhost';
   const recipient = `${(action === 'close' ? cfg.closeAddress : cfg.ticketAddress).replace('N', String(n))}@${domain}`;
-  const author = typed.as ? typed.as.at(-1)!.toLowerCase() : cfg.admins[0] ?? `${process.env.USER || 'maintainer'}@${domain}`;
+  const author = (typed.as?.at(-1) ?? closer(cfg, process.env, domain)).toLowerCase();
   if (!isPlainAddress(author)) throw new Error(`bad --as address "${printable(author, 80)}"`);
   // The maintainer at the shell has the files anyway: the close policy is for mail.
   const store = new Store({ ...cfg, closePolicy: 'anyone' });
@@ -3726,7 +3744,7 @@ export async function main(argv: string[], afterDelivery?: () => void): Promise<
     .option('--json', 'JSON for scripts').action(tool(runRoute));
   for (const action of ['close', 'reopen'] as const) {
     cli.command(`${action} <ticket>`, `${action === 'close' ? 'Close' : 'Reopen'} a ticket as mail to its ${action === 'close' ? 'close ' : ''}address would (a message on stdin is filed, else a short note)`)
-      .option('--as <address>', 'Author of the note (default: the first --admin, else $USER@domain)')
+      .option('--as <address>', 'Author of the note (default: $EMAIL, else the --admin named like $USER, else the first --admin, else $USER@domain)')
       .option('--quiet', 'Send no notices').action(tool((cfg, ticket, options) => runTicketCommand(cfg, action, ticket, options)));
   }
   cli.command('muttrc', 'Print mutt hooks for every ticket: source "ticket-mail muttrc |"').action(tool(runMuttrc, 'caller'));

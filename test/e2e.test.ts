@@ -241,15 +241,27 @@ describe.skipIf(!!skipReason)('end to end: real Exim and real mutt', () => {
     }
   }, 120_000);
 
-  it('closes the ticket being read with the muttrc\'s ",c" macro', () => {
+  it('closes the ticket being read with the muttrc\'s ",c" macro, naming the real closer and the ticket\'s subject, and mutt rewrites no ticket', () => {
     const open = join(tickets, '1');
     expect(existsSync(open)).toBe(true);
+    const before = readFileSync(open);
     // The close notice goes through the private Exim (mutt's hooks inherit its SENDMAIL), never the machine's MTA.
-    const notices = () => outbox().filter((m) => m.subject?.includes('Closed:')).length;
-    const before = notices();
-    inMutt(base, open, ',c', () => existsSync(join(tickets, 'archived', '1')) && !existsSync(open) && notices() > before, false);
+    const notices = () => outbox().filter((m) => m.subject?.includes('Closed:'));
+    const count = notices().length;
+    // mutt opened for writing, as a maintainer would (no -R): the hooks make ticket folders read-only.
+    inMutt(base, open, ',c', () => existsSync(join(tickets, 'archived', '1')) && !existsSync(open) && notices().length > count, false,
+      { EMAIL: 'dora.admin@staff.test' });
+    // A message read in a ticket (its flags change): mutt, quitting, writes nothing into the file.
+    const other = join(tickets, 'archived', '2');
+    const untouched = readFileSync(other);
+    inMutt(base, other, '\r', (_, screen) => /Replaced|Hello\./.test(screen), false);
+    expect(readFileSync(other).equals(untouched)).toBe(true);
+    const closed = readFileSync(join(tickets, 'archived', '1'));
+    expect(closed.subarray(0, before.length).equals(before)).toBe(true); // byte for byte: no Status: lines
     expect(stored(join(tickets, 'archived', '1')).map(String).at(-1)).toMatch(/^Subject: Ticket 1 closed$/m);
-    expect(outbox().at(-1)!.to).toBe('alice@client.test');
+    const notice = notices().at(-1)!;
+    expect([notice.to, notice.subject]).toEqual(['alice@client.test', '[issue1] Closed: Printer on fire']);
+    expect(notice.text).toContain('was closed by dora.admin@staff.test');
   }, 60_000);
 });
 
@@ -327,7 +339,8 @@ const muttCount = (screen: string) => {
  * shows its index (again while mutt drops them) until `done` says so, then quits it.
  * Whatever mutt's hooks send goes through the private Exim (SENDMAIL), never the machine's MTA.
  */
-function inMutt(base: string, mbox: string, keys: string, done: (draft: string, screen: string) => boolean, readOnly = true): void {
+function inMutt(base: string, mbox: string, keys: string, done: (draft: string, screen: string) => boolean, readOnly = true,
+  env: Record<string, string> = {}): void {
   const work = tempDir('tm-mutt-');
   const draft = join(work, 'draft');
   writeFileSync(join(work, 'copy-draft'), `#!/bin/sh\ncp "$1" ${draft}\n`, { mode: 0o755 });
@@ -344,7 +357,7 @@ set status_format="STATUS msgs=%m"
 `);
   const sock = join(work, 'tmux.sock');
   const tmux = (...args: string[]) => spawnSync('tmux', ['-S', sock, ...args], { encoding: 'utf8' });
-  tmux('new-session', '-d', '-x', '150', '-y', '40', '-e', `EDITOR=${join(work, 'copy-draft')}`, '-e', `SENDMAIL=${base}/bin/sendmail`, '-e', `TICKET_MAIL_CONFIG=${base}/etc/config.json`,
+  tmux('new-session', '-d', '-x', '150', '-y', '40', '-e', `EDITOR=${join(work, 'copy-draft')}`, '-e', `SENDMAIL=${base}/bin/sendmail`, '-e', `TICKET_MAIL_CONFIG=${base}/etc/config.json`, ...Object.entries(env).flatMap(([k, v]) => ['-e', `${k}=${v}`]),
     `mutt -n ${readOnly ? '-R ' : ''}-F ${join(work, 'muttrc')} -f ${mbox}; echo $? > ${join(work, 'rc')}`);
   try {
     let ok = false;

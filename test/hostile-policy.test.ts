@@ -76,7 +76,7 @@ describe('automatic mail: one definition for reopening, closing, replies and not
     m.send('submit@tickets.example', ALICE, mail({ subject: 'Scanner too' }));
     const before = m.sent().length;
     expect(summary(m.sent().slice(0, before)).filter(([to]) => to === ALICE).map(([, subject]) => subject))
-      .toEqual(['[issue1] Printer on fire', '[issue1] Closed: fixed', '[issue2] Scanner too']);
+      .toEqual(['[issue1] Printer on fire', '[issue1] Closed: Printer on fire', '[issue2] Scanner too']);
 
     // The answer to the close notice (its Reply-To is ticket-1@): filed, the ticket stays closed.
     m.send('ticket-1@tickets.example', sender, auto('Re: [issue1] Closed: fixed'));
@@ -334,12 +334,12 @@ describe('a close in the submitter\'s name is seen by the real submitter unless 
     m.send('submit@tickets.example', ALICE, mail({ subject: 'Account locked' }));
     // From: alice, envelope mallory's: closed (the From is what the policy knows), and alice hears of it.
     expect(news('ticket-1-done@tickets.example', 'mallory@evil.example', mail({ subject: 'done' })))
-      .toEqual([[ALICE, '[issue1] Closed: done'], ...closedNews('done')]);
+      .toEqual([[ALICE, '[issue1] Closed: Printer on fire'], ...closedNews('done')]);
     expect(m.count('archived/1')).toBe(2);
     // From: alice, envelope alice's other address (or a forwarder's): the notice goes, to be safe.
     m.send('ticket-1@tickets.example', ALICE, mail({ subject: 'I did not close it' }));
     expect(news('ticket-1-done@tickets.example', 'alice.work@customer.example', mail({ subject: 'done' })))
-      .toEqual([[ALICE, '[issue1] Closed: done'], ...closedNews('done')]);
+      .toEqual([[ALICE, '[issue1] Closed: Printer on fire'], ...closedNews('done')]);
     m.send('ticket-1@tickets.example', ALICE, mail({ subject: 'reopen' }));
     expect(m.count('1')).toBe(5);
     // From: alice with a null envelope sender: automatic, so it closes nothing and nobody hears of it.
@@ -387,7 +387,7 @@ describe('a forger gains nothing from our own addresses or an admin\'s From', ()
       const news = m.news('ticket-1-done@tickets.example', 'mallory@evil.example', mail({ subject: 'done', headers }));
       expect(existsSync(join(m.tickets, 'archived', '1'))).toBe(true);
       // The close came From: Alice (forged: its envelope sender is not hers); she hears of it.
-      expect(news.map(([to, subject]) => [to, subject])).toEqual([[ALICE, '[issue1] Closed: done'],
+      expect(news.map(([to, subject]) => [to, subject])).toEqual([[ALICE, '[issue1] Closed: Printer on fire'],
         ...ADMINS.map((a) => [a, expect.stringMatching(/^\[issue1\] Closed( \(third party\))?: done$/)])]);
     }
   });
