@@ -1063,20 +1063,30 @@ export function audience(filed: Pick<Filed, 'outcome' | 'ticket' | 'missing'>, c
   };
 }
 
+/** An automatic reply that was due but is not sent, and why: said on stderr and in the audit log. */
+export interface Held { kind: ReplyKind; to: string; why: string }
+
+/** The automatic reply the sender of a message with this outcome would get, if any. */
+const SENDER_REPLY: Partial<Record<Outcome, ReplyKind>> = { created: 'ack', 'close-refused': 'close-refused', unmatched: 'unknown-ticket' };
+
 /**
  * Decides which mail to send about a filed message and drafts it. Automatic replies honour
- * autoReplyBlock; admins hear about new tickets, other people's updates and reopenings,
- * never about their own messages, and of automatic mail only when it opens a ticket. The
- * per-recipient rate limit is the shell's job.
+ * autoReplyBlock (each one held back is noted in `held`); admins hear about new tickets, other
+ * people's updates and reopenings, never about their own messages, and of automatic mail only
+ * when it opens a ticket. The per-recipient rate limit is the shell's job.
  */
-export function planReplies(facts: ReplyFacts, cfg: Config): Draft[] {
+export function planReplies(facts: ReplyFacts, cfg: Config, held: Held[] = []): Draft[] {
   const { head, envelope, ticket, domain } = facts;
   const who = audience(facts, cfg);
+  const senderReply = who.sender ? SENDER_REPLY[facts.outcome] : undefined;
   // Mail a ticket-mail sent, ours come back or another instance's (whose admin address
   // reaches us, or ours reaches it): any answer to it starts two instances notifying each
   // other for ever, so nobody hears of it. It is filed all the same.
-  if (head.has(LOOP_HEADER.toLowerCase())) return [];
   const sender = replyAddress(head, envelope);
+  if (head.has(LOOP_HEADER.toLowerCase())) {
+    if (senderReply && sender) held.push({ kind: senderReply, to: sender, why: 'a ticket-mail loop header' });
+    return [];
+  }
   const author = addresses(field(head, 'from'))[0];
   const { first } = facts;
   const firstEnvelope: Envelope = { sender: first?.sender ?? '', recipient: undefined, source: 'none' };
@@ -1132,7 +1142,9 @@ export function planReplies(facts: ReplyFacts, cfg: Config): Draft[] {
   });
   const drafts: Draft[] = [];
   const reply = (kind: ReplyKind, subjectLine: string, template: TemplateName) => {
-    if (who.sender && !blocked && sender) drafts.push(draft(kind, sender, subjectLine, template));
+    if (!who.sender || !sender) return;
+    if (blocked) held.push({ kind, to: sender, why: blocked });
+    else drafts.push(draft(kind, sender, subjectLine, template));
   };
   const notify = (event: 'New' | 'Update' | 'Reopened' | 'Closed') => {
     if (!who.admins || (automatic && event !== 'New')) return;
@@ -1164,9 +1176,9 @@ export function planReplies(facts: ReplyFacts, cfg: Config): Draft[] {
       // a forger would set. The submitter closed it only if both its From and its envelope sender
       // are theirs: a From alone is easily forged, and the real submitter must hear of a forged close.
       const bySubmitter = submitters(author) && submitters(envelope.sender.toLowerCase());
-      if (first && submitter && !bySubmitter && !autoReplyBlock(first.head, firstEnvelope, submitter, cfg)) {
-        drafts.push(draft('close-notice', submitter, tagged('Closed: ', ticketSubject), 'close-notice'));
-      }
+      const firstBlocked = first && submitter && !bySubmitter ? autoReplyBlock(first.head, firstEnvelope, submitter, cfg) : undefined;
+      if (firstBlocked) held.push({ kind: 'close-notice', to: submitter!, why: `the ticket's first message: ${firstBlocked}` });
+      else if (first && submitter && !bySubmitter) drafts.push(draft('close-notice', submitter, tagged('Closed: ', ticketSubject), 'close-notice'));
       if (!fromAdmin) notify('Closed');
       break;
     }
@@ -2281,17 +2293,25 @@ export async function flushOutbox(store: Store): Promise<{ sent: number; kept: n
 }
 
 /** At most cfg.replyLimit automatic replies per recipient per hour, counted across processes. */
+const replyLimitReached = (cfg: Config) => `the reply limit of ${cfg.replyLimit} automatic replies an hour to one address is reached`;
+
+/** The times of the automatic replies to one address in the hour before `now`, from its counter file. */
+function recentReplies(path: string, now: Date): number[] {
+  try { return readStateFile(path).split('\n').map(Number).filter((t) => t > now.getTime() - 3600_000); } catch (e) {
+    if (code(e) === 'ENOENT') return []; // none yet
+    throw e;
+  }
+}
+const replyCounter = (store: Store, recipient: string) => join(store.state, 'replies', MessageIndex.key(recipient));
+
 function withinReplyLimit(store: Store, recipient: string, now: Date): boolean {
   const folder = join(store.state, 'replies');
   makeFolder(folder);
   if (!lstatSync(folder).isDirectory()) throw new Error(`${folder} is not a folder`);
-  const path = join(folder, MessageIndex.key(recipient));
+  const path = replyCounter(store, recipient);
   const lock = takeLock(path, store.cfg, () => {});
   try {
-    let times: number[] = [];
-    try { times = readStateFile(path).split('\n').map(Number).filter((t) => t > now.getTime() - 3600_000); } catch (e) {
-      if (code(e) !== 'ENOENT') throw e; // else the first reply
-    }
+    const times = recentReplies(path, now);
     if (times.length >= store.cfg.replyLimit) return false;
     times.push(now.getTime());
     writeFileDurably(path, times.join('\n'));
@@ -2408,7 +2428,7 @@ function replyDomain(cfg: Config, incoming: Incoming): string | undefined {
 
 /** planReplies() with the facts gathered from disk: the ticket's submitter, the templates. */
 function draftReplies(store: Store, incoming: Incoming, filed: Pick<Filed, 'outcome' | 'ticket' | 'missing'>,
-  domain: string, now: Date, summary: Summary | undefined, templates = loadTemplates(store.cfg)): Draft[] {
+  domain: string, now: Date, summary: Summary | undefined, templates = loadTemplates(store.cfg), held: Held[] = []): Draft[] {
   // The submitter matters only to notifications and the close notice: read it only then.
   const who = audience(filed, store.cfg);
   const place = !(who.submitter || who.admins) || filed.ticket === undefined ? undefined : store.placeOf(filed.ticket);
@@ -2418,7 +2438,7 @@ function draftReplies(store: Store, incoming: Incoming, filed: Pick<Filed, 'outc
     outcome: filed.outcome, ticket: filed.ticket, missing: filed.missing, head: incoming.head, envelope: incoming.envelope,
     first,
     summary, templates, domain, now, unique: randomHex,
-  }, store.cfg);
+  }, store.cfg, held);
 }
 
 /**
@@ -2439,7 +2459,8 @@ export async function sendReplies(store: Store, incoming: Incoming, filed: Filed
     const domain = replyDomain(cfg, incoming);
     if (!domain) return [...warnings, 'no --domain set: no replies sent'];
     const templates = loadTemplates(cfg);
-    const draft = (summary?: Summary) => draftReplies(store, incoming, filed, domain, now, summary, templates);
+    let held: Held[] = [];
+    const draft = (summary?: Summary) => draftReplies(store, incoming, filed, domain, now, summary, templates, held = []);
     // The body is decoded (by the full MIME parser) only for mail that shows its text or its
     // attachments: not for a message nobody is told of, such as an admin's own reply.
     const showsBody = (d: Draft) => /\{(text|attachments)\}/.test(templates[d.kind] ?? TEMPLATES[d.kind]);
@@ -2458,7 +2479,12 @@ export async function sendReplies(store: Store, incoming: Incoming, filed: Filed
         continue;
       }
       if (within) outgoing.push(mail);
-      else warnings.push(`no ${d.kind} sent to ${d.to}: the reply limit of ${cfg.replyLimit} automatic replies an hour to one address is reached`);
+      else held.push({ kind: d.kind, to: d.to, why: replyLimitReached(cfg) });
+    }
+    for (const h of held) { // each one line on stderr and in the audit log: never dropped without a trace
+      warnings.push(`no ${h.kind} sent to ${h.to}: ${h.why}`);
+      audit(store, [now.toISOString(), incoming.messageId, incoming.envelope.sender || '<>', incoming.envelope.recipient,
+        `reply/${h.kind}`, filed.ticket, 'held', `to ${h.to}: ${h.why}`]);
     }
     const sendmail = outgoing.length ? await mailer(cfg) : undefined;
     for (const mail of outgoing) {
@@ -2670,11 +2696,16 @@ export function dryRoute(store: Store, incoming: Incoming) {
     }
   }
   const domain = replyDomain(store.cfg, incoming);
-  const replies = !domain ? [] :
-    draftReplies(store, incoming, { outcome, ticket, missing }, domain, new Date(), undefined).map((d) => ({ kind: d.kind, to: d.to }));
+  // What delivery would send and hold back, the reply limit included (read, never counted).
+  const held: Held[] = [];
+  const now = new Date();
+  const drafts = !domain ? [] : draftReplies(store, incoming, { outcome, ticket, missing }, domain, now, undefined, undefined, held);
+  const limited = (d: Draft) => d.autoSubmitted === 'auto-replied' && recentReplies(replyCounter(store, d.to), now).length >= store.cfg.replyLimit;
+  for (const d of drafts.filter(limited)) held.push({ kind: d.kind, to: d.to, why: replyLimitReached(store.cfg) });
+  const replies = drafts.filter((d) => !limited(d)).map((d) => ({ kind: d.kind, to: d.to }));
   const block = autoReplyBlock(incoming.head, incoming.envelope, replyAddress(incoming.head, incoming.envelope), store.cfg);
   return { recipient: incoming.envelope.recipient ?? null, source: incoming.envelope.source, sender: incoming.envelope.sender,
-    route: routed, outcome, ticket: ticket ?? null, ...(missing ? { missing } : {}), replies, noAutoReplyBecause: block ?? null };
+    route: routed, outcome, ticket: ticket ?? null, ...(missing ? { missing } : {}), replies, held, noAutoReplyBecause: block ?? null };
 }
 
 /** The number a new ticket would get now (the real one is taken under the numbers lock). */
@@ -3450,6 +3481,7 @@ function runRoute(cfg: Config, options: Record<string, unknown>): void {
     ['decision', `${r.route.action}${'ticket' in r.route ? ` ticket ${r.route.ticket}` : ''}${rule}`],
     ['outcome', `${r.outcome}${r.ticket !== null ? ` (ticket ${r.ticket})` : ''}${r.missing ? ` (ticket ${r.missing} does not exist)` : ''}`],
     ['replies', r.replies.map((x) => `${x.kind} to ${x.to}`).join(', ') || 'none'],
+    ...(r.held.length ? [['held back', r.held.map((h) => `${h.kind} to ${h.to}: ${h.why}`).join('; ')]] : []),
     ...(r.noAutoReplyBecause ? [['no auto-reply', r.noAutoReplyBecause]] : []),
   ]).split('\n').slice(1).join('\n'));
 }

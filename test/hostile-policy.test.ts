@@ -334,12 +334,12 @@ describe('a close in the submitter\'s name is seen by the real submitter unless 
     m.send('submit@tickets.example', ALICE, mail({ subject: 'Account locked' }));
     // From: alice, envelope mallory's: closed (the From is what the policy knows), and alice hears of it.
     expect(news('ticket-1-done@tickets.example', 'mallory@evil.example', mail({ subject: 'done' })))
-      .toEqual([[ALICE, '[issue1] Closed: Printer on fire'], ...closedNews('done')]);
+      .toEqual([[ALICE, '[issue1] Closed: Account locked'], ...closedNews('done')]);
     expect(m.count('archived/1')).toBe(2);
     // From: alice, envelope alice's other address (or a forwarder's): the notice goes, to be safe.
     m.send('ticket-1@tickets.example', ALICE, mail({ subject: 'I did not close it' }));
     expect(news('ticket-1-done@tickets.example', 'alice.work@customer.example', mail({ subject: 'done' })))
-      .toEqual([[ALICE, '[issue1] Closed: Printer on fire'], ...closedNews('done')]);
+      .toEqual([[ALICE, '[issue1] Closed: Account locked'], ...closedNews('done')]);
     m.send('ticket-1@tickets.example', ALICE, mail({ subject: 'reopen' }));
     expect(m.count('1')).toBe(5);
     // From: alice with a null envelope sender: automatic, so it closes nothing and nobody hears of it.

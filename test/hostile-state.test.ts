@@ -415,12 +415,21 @@ describe('a second hostile look at the state folder and exactly once', () => {
     expect(s.outbox()).toHaveLength(2);
   });
 
-  it('says when the reply limit holds an acknowledgement back (stderr), instead of dropping it without a trace', () => {
+  it('says when the reply limit or a loop rule holds a reply back (stderr, the audit log), and route predicts it', () => {
     const s = setup(['--reply-limit', '1']);
+    const route = (message: string) => s.tool(['route', '--recipient', 'submit@tickets.example', '--sender', 'alice@customer.example'], message).stdout;
+    expect(route(mail({ subject: 'one' }))).toMatch(/^replies +ack to alice@customer\.example$/m);
     expect(s.exim('submit', 'alice@customer.example', mail({ subject: 'one' })).stderr).toBe('');
-    expect(s.exim('submit', 'alice@customer.example', mail({ subject: 'two' })).stderr)
-      .toBe('ticket-mail: no ack sent to alice@customer.example: the reply limit of 1 automatic replies an hour to one address is reached\n');
+    const limit = 'no ack sent to alice@customer.example: the reply limit of 1 automatic replies an hour to one address is reached';
+    expect(route(mail({ subject: 'two' }))).toMatch(/^replies +none\nheld back +ack to alice@customer\.example: the reply limit of 1 /m);
+    expect(s.exim('submit', 'alice@customer.example', mail({ subject: 'two' })).stderr).toBe(`ticket-mail: ${limit}\n`);
+    // A loop rule (a list's mail): held back too, and said.
+    expect(s.exim('submit', 'bob@customer.example', mail({ from: 'bob@customer.example', subject: 'three', headers: ['List-Id: <l.example>'] })).stderr)
+      .toBe('ticket-mail: no ack sent to bob@customer.example: list-id\n');
     expect(s.mails()).toHaveLength(1);
+    expect(s.log().filter((l) => l[6] === 'held').map((l) => [l[4], l[5], decodeToken(l[7]!)])).toEqual([
+      ['reply/ack', '2', 'to alice@customer.example: the reply limit of 1 automatic replies an hour to one address is reached'],
+      ['reply/ack', '3', 'to bob@customer.example: list-id']]);
   });
 
   it('threads by an ID only when one ticket holds it: a stranger who filed it first under another ticket steers nothing', () => {
