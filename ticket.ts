@@ -51,6 +51,7 @@ export interface Config {
   closeAddress: string;      // e.g. ticket-N-done
   tag: string;               // subject tag form, e.g. [issueN]
   admins: string[];          // lower-cased addresses
+  maintainers: string[];     // login names whose locally sent mail is the maintainers' own
   closePolicy: 'submitter' | 'anyone';
   unknown: 'file' | 'bounce';
   maxSize: number;           // bytes
@@ -71,6 +72,9 @@ export interface Envelope {
   sender: string;                 // '' is the null sender (bounces, auto-replies)
   recipient: string | undefined;  // local@domain, or undefined when nobody said
   source: 'flags' | 'exim' | 'postfix' | 'headers' | 'none';
+  // The login of the local user who handed the message to the MTA, as the MTA says (Exim's
+  // $sender_ident for mail submitted on this host); absent for mail from the network.
+  localUser?: string;
 }
 
 /** The header of the message: lower-cased field name -> unfolded raw values, in order. */
@@ -116,7 +120,7 @@ export const DEFAULTS = {
 
 /** Settings as they come from flags or the JSON config file, before checking. */
 const SETTING_NAMES = ['dir', 'domain', 'submit', 'ticketAddress', 'closeAddress', 'tag',
-  'closePolicy', 'unknown', 'maxSize', 'lockTimeout', 'staleLock', 'admin', 'sendmail', 'name',
+  'closePolicy', 'unknown', 'maxSize', 'lockTimeout', 'staleLock', 'admin', 'maintainer', 'sendmail', 'name',
   'notify', 'templates', 'replyLimit', 'alertCommand', 'officeHours', 'officeDays'] as const;
 export type RawSettings = Partial<Record<typeof SETTING_NAMES[number], unknown>>;
 
@@ -129,6 +133,8 @@ export function parseSize(value: string): number | undefined {
 }
 
 const LOCAL_FORM = /^[a-z0-9._+-]*N[a-z0-9._+-]*$/;
+/** A login name as useradd(8) accepts it (Debian's default NAME_REGEX, and its "$" for machine accounts). */
+const LOGIN = /^[a-z_][a-z0-9_.-]{0,31}\$?$/i;
 
 /**
  * Merges flags over the config file over defaults and checks every value. Throws a
@@ -177,6 +183,9 @@ export function resolveConfig(flags: RawSettings, file: Record<string, unknown>,
   const adminValue = pick('admin') ?? [];
   const admins = [...new Set((Array.isArray(adminValue) ? adminValue : [adminValue]).map((a) => String(a).trim().toLowerCase()))];
   for (const a of admins) if (!isPlainAddress(a)) throw temporary(`bad admin address "${a}"`);
+  const maintainerValue = pick('maintainer') ?? [];
+  const maintainers = [...new Set((Array.isArray(maintainerValue) ? maintainerValue : [maintainerValue]).map((m) => String(m).trim()))];
+  for (const m of maintainers) if (!LOGIN.test(m)) throw temporary(`bad maintainer login "${printable(m, 40)}"`);
   const notify = text('notify', DEFAULTS.notify)!.split(',').map((k) => k.trim()).filter((k) => k && k !== 'none');
   for (const k of notify) if (!['new', 'update', 'reopen'].includes(k)) throw temporary(`notify: unknown kind "${k}" (new, update, reopen, none)`);
   const hours = /^(\d{1,2}):(\d{2})-(\d{1,2}):(\d{2})$/.exec(text('officeHours', DEFAULTS.officeHours)!);
@@ -185,7 +194,7 @@ export function resolveConfig(flags: RawSettings, file: Record<string, unknown>,
   const officeDays = parseDays(text('officeDays', DEFAULTS.officeDays)!);
   if (!officeDays) throw temporary('officeDays must look like mon-fri or mon,wed,sat');
   return {
-    dir, domain, submit, ticketAddress, closeAddress, tag, admins,
+    dir, domain, submit, ticketAddress, closeAddress, tag, admins, maintainers,
     closePolicy: choice('closePolicy', ['submitter', 'anyone'], DEFAULTS.closePolicy),
     unknown: choice('unknown', ['file', 'bounce'], DEFAULTS.unknown),
     maxSize,
@@ -471,7 +480,17 @@ const envelopeSender = (s: string) => (/^(<>|mailer-daemon)?$/i.test(s.trim()) ?
  * .forward or an alias, it is the user's own address, and ours is only in the headers. Only
  * with --domain set, though: else a personal mail Cc'd to support@ elsewhere would open a ticket.
  */
-export function resolveEnvelope(flags: { recipient?: string; sender?: string }, env: NodeJS.ProcessEnv,
+export function resolveEnvelope(flags: EnvelopeFlags, env: NodeJS.ProcessEnv,
+  fromLineSender: string | undefined, head: Head, cfg: Config): Envelope {
+  const envelope = envelopeOf(flags, env, fromLineSender, head, cfg);
+  const localUser = flags.localUser ?? env.TICKET_MAIL_LOCAL_USER;
+  return localUser ? { ...envelope, localUser } : envelope;
+}
+
+/** What the MTA's pipe command may say about the envelope, as flags (Postfix passes them so). */
+export interface EnvelopeFlags { recipient?: string; sender?: string; localUser?: string }
+
+function envelopeOf(flags: EnvelopeFlags, env: NodeJS.ProcessEnv,
   fromLineSender: string | undefined, head: Head, cfg: Config): Envelope {
   // With no envelope at all (a person at a shell), Return-Path is the MTA's record of it, else From.
   const fromHeaders = () => {
@@ -498,13 +517,32 @@ export function resolveEnvelope(flags: { recipient?: string; sender?: string }, 
   return mta ?? { sender, recipient: undefined, source: 'none' }; // its address, to say why it is unmatched
 }
 
-/** What filing into an existing ticket does, given where it is and what kind of mail came. */
-export function ticketOutcome(action: 'append' | 'close', place: 'open' | 'archived', automatic: boolean,
+/**
+ * What filing into an existing ticket does, given where it is and what kind of mail came.
+ * `staysClosed`: mail that files into a closed ticket without reopening it (staysClosed()).
+ */
+export function ticketOutcome(action: 'append' | 'close', place: 'open' | 'archived', staysClosed: boolean,
   closeAllowed: boolean): 'closed' | 'close-refused' | 'reopened' | 'appended' | 'appended-archived' {
   if (action === 'close' && place === 'open') return closeAllowed ? 'closed' : 'close-refused';
-  if (place === 'archived') return action === 'append' && !automatic ? 'reopened' : 'appended-archived';
+  if (place === 'archived') return action === 'append' && !staysClosed ? 'reopened' : 'appended-archived';
   return 'appended';
 }
+
+/**
+ * A maintainer wrote it: the MTA says one of the maintainers' logins handed it over on this
+ * host. Never from the message (its From is the ticket's own address, which anyone can
+ * write), nor from the envelope sender (which any SMTP client sets).
+ */
+export const byMaintainer = (envelope: Envelope, cfg: Config): boolean =>
+  envelope.localUser !== undefined && cfg.maintainers.includes(envelope.localUser);
+
+/**
+ * Mail that lands in a closed ticket without reopening it: automatic mail (a vacation notice
+ * must not reopen what was settled), and the maintainers' own answers (a last word to the
+ * customer; reopening would also move the file from under the mutt that wrote it).
+ */
+export const staysClosed = (head: Head, envelope: Envelope, cfg: Config): boolean =>
+  whyAutomatic(head, envelope.sender) !== undefined || byMaintainer(envelope, cfg);
 
 /** Who may close a ticket: its submitter or an admin, unless the policy is "anyone". */
 export function mayClose(closerFrom: string | undefined, submitterFrom: string | undefined, cfg: Config): boolean {
@@ -1052,14 +1090,16 @@ const NEWS_KIND: Partial<Record<Outcome, Config['notify'][number]>> = {
  * Who may get mail about a filed message: its sender (the acknowledgement or an error reply),
  * the ticket's submitter (the close notice), the admins (a notification). The one place that
  * says so: planReplies drafts for no one else, and the shell decodes the message's body and
- * reads the ticket's submitter only when somebody may need them.
+ * reads the ticket's submitter only when somebody may need them. A maintainer's own answer,
+ * close or note (`maintainer`, byMaintainer()) is news to no admin; a ticket they open is.
  */
-export function audience(filed: Pick<Filed, 'outcome' | 'ticket' | 'missing'>, cfg: Config): { sender: boolean; submitter: boolean; admins: boolean } {
+export function audience(filed: Pick<Filed, 'outcome' | 'ticket' | 'missing'>, cfg: Config, maintainer = false): { sender: boolean; submitter: boolean; admins: boolean } {
   const kind = NEWS_KIND[filed.outcome];
   return {
     sender: filed.outcome === 'created' || filed.outcome === 'close-refused' || (filed.outcome === 'unmatched' && filed.missing !== undefined),
     submitter: filed.outcome === 'closed',
-    admins: kind !== undefined && filed.ticket !== undefined && cfg.admins.length > 0 && cfg.notify.includes(kind),
+    admins: kind !== undefined && filed.ticket !== undefined && cfg.admins.length > 0 && cfg.notify.includes(kind) &&
+      (!maintainer || filed.outcome === 'created'),
   };
 }
 
@@ -1077,7 +1117,7 @@ const SENDER_REPLY: Partial<Record<Outcome, ReplyKind>> = { created: 'ack', 'clo
  */
 export function planReplies(facts: ReplyFacts, cfg: Config, held: Held[] = []): Draft[] {
   const { head, envelope, ticket, domain } = facts;
-  const who = audience(facts, cfg);
+  const who = audience(facts, cfg, byMaintainer(facts.envelope, cfg));
   const senderReply = who.sender ? SENDER_REPLY[facts.outcome] : undefined;
   // Mail a ticket-mail sent, ours come back or another instance's (whose admin address
   // reaches us, or ours reaches it): any answer to it starts two instances notifying each
@@ -1499,6 +1539,13 @@ export class Store {
   /** The path of ticket N in one of its two places; N is a checked number. */
   ticketPath(n: number, place: 'open' | 'archived'): string {
     return join(place === 'open' ? this.cfg.dir : this.archived, String(n));
+  }
+  /**
+   * The mode of a ticket file we create: 0600, or 0640 when the tickets folder has group read
+   * (a team of maintainers reading with their own accounts: the README's team setup).
+   */
+  ticketMode(): number {
+    return (statSync(this.cfg.dir).mode & 0o040) ? 0o640 : 0o600;
   }
   placeOf(n: number): 'open' | 'archived' | undefined {
     try {
@@ -1930,8 +1977,11 @@ function fileUnmatched(store: Store, index: MessageIndex, incoming: Incoming, wh
     const copy = index.filings(incoming.idKey).some(({ ticket, at }) => ticket === UNMATCHED && at !== undefined &&
       storedPrint(path, at) === (incoming.print ??= messagePrint(incoming.message)));
     if (copy) return { outcome: 'duplicate', ticket: undefined };
+    const created = !exists(path);
     const at = appendDurably(path, recordChunks(incoming.message, incoming.envelope.sender, 'unmatched', incoming.at), lock, incoming.idKey, 'unmatched');
     const warning = noteFiled(index, incoming, UNMATCHED, at, []);
+    // The team reads it too; the message is filed by now, so a failure here is only check's to report.
+    if (created) try { chmodSync(path, store.ticketMode()); } catch { /* see above */ }
     return { outcome: 'unmatched', ticket: undefined, warning: [`filed in unmatched: ${why}`, warning].filter(Boolean).join('; ') };
   } finally { lock.release(); }
 }
@@ -1987,6 +2037,8 @@ function createTicket(store: Store, index: MessageIndex, incoming: Incoming): Fi
     const path = store.ticketPath(n, 'open');
     try {
       writeFileDurably(aside, recordChunks(incoming.message, incoming.envelope.sender, `ticket ${n}`, incoming.at));
+      const mode = store.ticketMode();
+      if (mode !== 0o600) chmodSync(aside, mode);
       linkSync(aside, path);
     } finally { rmSync(aside, { force: true }); }
     try { fsyncPath(store.cfg.dir); } catch (e) { rmSync(path, { force: true }); throw e; } // not durably there: undone
@@ -2118,9 +2170,11 @@ function headOfMbox(start: Buffer): Head | undefined {
 /**
  * May the author of this message close open ticket N? Never by automatic mail: a vacation
  * reply (or a bounce with a forged From, which no close notice would answer) closes nothing.
+ * A maintainer may (byMaintainer: the MTA, not the message, says who they are).
  */
 function closeAllowed(store: Store, n: number, incoming: Incoming): boolean {
   if (whyAutomatic(incoming.head, incoming.envelope.sender)) return false;
+  if (byMaintainer(incoming.envelope, store.cfg)) return true;
   const first = firstMessageOf(store.ticketPath(n, 'open'))?.head;
   return mayClose(addresses(field(incoming.head, 'from'))[0], first && addresses(field(first, 'from'))[0], store.cfg);
 }
@@ -2156,7 +2210,7 @@ function fileIntoTicket(store: Store, index: MessageIndex, incoming: Incoming,
       return { outcome: 'duplicate', ticket: n };
     }
     if (place === 'archived') archivedLock = takeLock(store.ticketPath(n, 'archived'), store.cfg, recover);
-    const outcome = ticketOutcome(routed.action, place, whyAutomatic(incoming.head, incoming.envelope.sender) !== undefined,
+    const outcome = ticketOutcome(routed.action, place, staysClosed(incoming.head, incoming.envelope, store.cfg),
       routed.action === 'close' && place === 'open' && closeAllowed(store, n, incoming));
     let target = place;
     if (outcome === 'reopened') {
@@ -2430,7 +2484,7 @@ function replyDomain(cfg: Config, incoming: Incoming): string | undefined {
 function draftReplies(store: Store, incoming: Incoming, filed: Pick<Filed, 'outcome' | 'ticket' | 'missing'>,
   domain: string, now: Date, summary: Summary | undefined, templates = loadTemplates(store.cfg), held: Held[] = []): Draft[] {
   // The submitter matters only to notifications and the close notice: read it only then.
-  const who = audience(filed, store.cfg);
+  const who = audience(filed, store.cfg, byMaintainer(incoming.envelope, store.cfg));
   const place = !(who.submitter || who.admins) || filed.ticket === undefined ? undefined : store.placeOf(filed.ticket);
   const first = filed.outcome === 'created' ? { head: incoming.head, sender: incoming.envelope.sender }
     : place && firstMessageOf(store.ticketPath(filed.ticket!, place));
@@ -2454,7 +2508,7 @@ export async function sendReplies(store: Store, incoming: Incoming, filed: Filed
       const warning = await runAlert(cfg, filed.ticket!, incoming);
       if (warning) warnings.push(warning);
     }
-    const who = audience(filed, cfg);
+    const who = audience(filed, cfg, byMaintainer(incoming.envelope, cfg));
     if (!who.sender && !who.submitter && !who.admins) return warnings; // nothing to decode, draft or send
     const domain = replyDomain(cfg, incoming);
     if (!domain) return [...warnings, 'no --domain set: no replies sent'];
@@ -2691,7 +2745,7 @@ export function dryRoute(store: Store, incoming: Incoming) {
       outcome = 'duplicate'; // as fileIntoTicket decides
       if (!copies.same.includes(ticket)) ticket = copies.opened[0];
     } else {
-      outcome = ticketOutcome(routed.action, place, whyAutomatic(incoming.head, incoming.envelope.sender) !== undefined,
+      outcome = ticketOutcome(routed.action, place, staysClosed(incoming.head, incoming.envelope, store.cfg),
         routed.action === 'close' && place === 'open' && closeAllowed(store, ticket, incoming));
     }
   }
@@ -2723,6 +2777,9 @@ export function checkSetup(store: Store, mtaFiles: string[] = MTA_FILES): Findin
   const { cfg } = store;
   const found: Finding[] = [];
   const say = (ok: boolean, text: string) => found.push({ ok, text });
+  const top = statSync(cfg.dir, { throwIfNoEntry: false });
+  // A team: maintainers other than the folder's owner read the tickets through its group.
+  const team = top ? cfg.maintainers.filter((m) => m !== userName(top.uid)) : [];
   const folder = (path: string, what: string) => {
     let st;
     try { st = statSync(path); } catch {
@@ -2735,7 +2792,12 @@ export function checkSetup(store: Store, mtaFiles: string[] = MTA_FILES): Findin
     const writable = (() => { try { accessSync(path, fsc.W_OK | fsc.X_OK); return true; } catch { return false; } })();
     say(writable, writable ? `${what} ${path} is writable` : `${what} ${path} is not writable by this user`);
     // Group search permission alone (710) is fine: it lets the MTA check ticket numbers at SMTP time.
-    if (st.mode & 0o067) say(false, `${what} ${path} is readable by others (mode ${(st.mode & 0o777).toString(8)}): chmod g-rw,o-rwx ${path}`);
+    // A team reads the tickets (750), never the state folder.
+    const groupReads = team.length > 0 && path !== store.state;
+    if (st.mode & (groupReads ? 0o027 : 0o067)) {
+      say(false, `${what} ${path} is readable by others (mode ${(st.mode & 0o777).toString(8)}): chmod ${groupReads ? 'g-w' : 'g-rw'},o-rwx ${path}`);
+    }
+    if (groupReads && (st.mode & 0o050) !== 0o050) say(false, `${what} ${path} does not let the maintainers' group read it: chmod g+rx ${path}`);
   };
   if (!existsSync(cfg.dir)) folder(cfg.dir, 'tickets folder');
   else {
@@ -2744,9 +2806,14 @@ export function checkSetup(store: Store, mtaFiles: string[] = MTA_FILES): Findin
     folder(store.state, 'state folder');
   }
   let loose = 0;
+  let unread = 0;
   for (const row of existsSync(cfg.dir) ? listTicketPaths(store) : []) {
-    const mode = statSync(row.path).mode;
-    if (mode & 0o077) { loose++; if (loose <= 5) say(false, `${row.path} is readable by others: chmod 600 ${row.path}`); }
+    const st = statSync(row.path);
+    if (st.mode & (team.length ? 0o037 : 0o077)) { loose++; if (loose <= 5) say(false, `${row.path} is readable by others: chmod ${team.length ? 640 : 600} ${row.path}`); }
+    if (team.length && (!(st.mode & 0o040) || st.gid !== top!.gid)) {
+      unread++;
+      if (unread <= 5) say(false, `${row.path} is not readable by the maintainers' group: chgrp ${top!.gid} ${row.path} && chmod 640 ${row.path}`);
+    }
     if (row.place === 'open' && existsSync(store.ticketPath(row.n, 'archived'))) say(false, `ticket ${row.n} exists both open and archived`);
   }
   try { accessSync(cfg.sendmail, fsc.X_OK); say(true, `sendmail ${cfg.sendmail} is executable`); } catch {
@@ -2789,7 +2856,21 @@ export function checkSetup(store: Store, mtaFiles: string[] = MTA_FILES): Findin
       } catch { /* released meanwhile */ }
     }
   }
+  if (team.length && top) found.push(...checkTeam(team, top.gid));
   return [...found, ...checkOwnership(store), ...checkMtaSide(store, mtaFiles)];
+}
+
+/** Each maintainer of a team is a user in the tickets folder's group (else they cannot read it). */
+function checkTeam(team: string[], gid: number): Finding[] {
+  const group = dbEntry('/etc/group', 2, String(gid));
+  const name = group?.[0] ?? String(gid);
+  return team.map((login) => {
+    const user = dbEntry('/etc/passwd', 0, login);
+    if (!user) return { ok: false, text: `maintainer ${login} is no user here (getent passwd ${login})` };
+    const member = Number(user[3]) === gid || (group?.[3] ?? '').split(',').includes(login);
+    return member ? { ok: true, text: `maintainer ${login} reads the tickets (group ${name})` }
+      : { ok: false, text: `maintainer ${login} is not in the tickets folder's group ${name}: usermod -aG ${name} ${login}` };
+  });
 }
 
 /** Where an MTA's configuration that may run us lives (Debian's Exim and Postfix). */
@@ -2820,15 +2901,19 @@ function checkOwnership(store: Store): Finding[] {
   };
   walk(store.cfg.dir, 0);
   if (!wrong.length) return [{ ok: true, text: `every file in ${store.cfg.dir} is its owner's (uid ${top.uid}), readable and writable` }];
-  const owner = (() => { try { return userInfoOf(top.uid); } catch { return String(top.uid); } })();
+  const owner = userName(top.uid);
   return [{ ok: false, text: `${wrong.length} file(s) that ${owner}, the owner of ${store.cfg.dir}, cannot read or write or does not own, e.g. ` +
     `${wrong.slice(0, 3).join(', ')}: chown -R ${owner}: ${store.cfg.dir} && chmod -R u+rwX ${store.cfg.dir}` }];
 }
 
 /** A user's name by uid, from /etc/passwd (check runs without spawning getent). */
-function userInfoOf(uid: number): string {
-  const line = readFileSync('/etc/passwd', 'utf8').split('\n').find((l) => l.split(':')[2] === String(uid));
-  return line?.split(':')[0] ?? String(uid);
+const userName = (uid: number): string => dbEntry('/etc/passwd', 2, String(uid))?.[0] ?? String(uid);
+
+/** The fields of the line of /etc/passwd or /etc/group whose field `at` is `value` (check runs without spawning getent). */
+function dbEntry(path: string, at: number, value: string): string[] | undefined {
+  try {
+    return readFileSync(path, 'utf8').split('\n').map((l) => l.split(':')).find((f) => f[at] === value);
+  } catch { return undefined; }
 }
 
 /**
@@ -2869,13 +2954,16 @@ function checkMtaSide(store: Store, files: string[]): Finding[] {
   // An Exim router whose condition looks for our tickets runs at SMTP time as Exim's user.
   const checksNumbers = texts.some(([, text]) => text.includes(`exists{${store.cfg.dir}/`));
   if (checksNumbers) {
-    const group = readFileSync('/etc/group', 'utf8').split('\n').map((l) => l.split(':')).find((g) => g[0] === 'Debian-exim' || g[0] === 'exim');
+    const exim = dbEntry('/etc/passwd', 0, 'Debian-exim') ?? dbEntry('/etc/passwd', 0, 'exim');
+    // Exim's user is in the folder's group: its own (the default setup), or the team's, as a member.
+    const inGroup = (gid: number) => exim !== undefined &&
+      (Number(exim[3]) === gid || (dbEntry('/etc/group', 2, String(gid))?.[3] ?? '').split(',').includes(exim[0]!));
     for (const path of [store.cfg.dir, store.archived]) {
       const st = statSync(path, { throwIfNoEntry: false });
       if (!st) continue;
-      const searchable = (st.mode & 0o001) !== 0 || (group !== undefined && Number(group[2]) === st.gid && (st.mode & 0o010) !== 0);
+      const searchable = (st.mode & 0o001) !== 0 || (inGroup(st.gid) && (st.mode & 0o010) !== 0);
       found.push(searchable ? { ok: true, text: `Exim can look up ticket numbers in ${path}` }
-        : { ok: false, text: `Exim checks ticket numbers at SMTP time but cannot search ${path}: every such address gets 550; chgrp ${group?.[0] ?? 'Debian-exim'} ${path} && chmod 2710 ${path}` });
+        : { ok: false, text: `Exim checks ticket numbers at SMTP time but cannot search ${path}: every such address gets 550; chgrp ${exim?.[0] ?? 'Debian-exim'} ${path} && chmod 2710 ${path} (a team's folder: usermod -aG GROUP ${exim?.[0] ?? 'Debian-exim'} and restart Exim)` });
     }
   }
   return found;
@@ -2928,15 +3016,16 @@ export function muttHooks(store: Store, self: string[]): string {
   const lines = [
     `# ticket-mail hooks for ${dir}, printed by "ticket-mail muttrc"; every ticket gets one folder-hook.`,
     `folder-hook . ${muttString(`reset from; reset editor; reset read_only; macro index,pager ,c "<enter-command>echo 'not a ticket mbox'<enter>" "close this ticket"`)}`,
+    // Every ticket read-only, also one opened after these hooks were printed (",r" gives it the
+    // rest): mutt would write Status: lines into the ticket (its stored messages would no longer
+    // be byte for byte what came in) and rewrite the file under a delivery's feet.
+    `folder-hook ${muttString(`${escapeRegExp(dir)}/(archived/)?[1-9][0-9]*$`)} ${muttString('set read_only=yes')}`,
   ];
   for (const { n } of listTicketPaths(store).sort((a, b) => a.n - b.n)) {
     const address = `${cfg.ticketAddress.replace('N', String(n))}@${domain}`;
     const archived = `${dir}/archived/${n}`;
     const close = `<shell-escape>${command('close', String(n))}<enter><change-folder>${archived}<enter>`;
-    // Read-only: mutt would write Status: lines into the ticket (its stored messages would no
-    // longer be byte for byte what came in) and rewrite the file under a delivery's feet.
     const hook = [
-      'set read_only=yes',
       `set from=${muttString(mailbox(cfg.name, address))}`,
       `set editor=${muttString(`${command('draft', '--cc', address)} %s`)}`,
       `macro index,pager ,c ${muttString(close)} ${muttString(`close ticket ${n}`)}`,
@@ -3093,6 +3182,9 @@ ticket_mail_pipe:
   home_directory = ${inst.home}
   current_directory = ${inst.home}
   path = /usr/local/bin:/usr/bin:/bin
+  # Who handed the message over on this host (the login that ran sendmail, as Exim knows it; empty
+  # for mail from the network, whose ident anyone can claim): a --maintainer's answer from mutt.
+  environment = TICKET_MAIL_LOCAL_USER=\${if def:sender_host_address{}{$sender_ident}}
   # ticket-mail stores what it reads byte for byte: no extra trailing line (the default From_
   # prefix line is fine, ticket-mail drops it).
   message_suffix =
@@ -3341,13 +3433,16 @@ const camelCase = (flag: string) => flag.replace(/-([a-z])/g, (_, c: string) => 
 
 let typed: Record<string, string[]> = {};
 
+/** The settings that are lists: each flag adds one. */
+const REPEATABLE = new Set<string>(['admin', 'maintainer']);
+
 /** Settings from the command line and the config file (or, for setup, which writes it, none), checked. */
 function configFrom(forSetup = false): Config {
   const flags: RawSettings = forSetup ? { dir: INSTALL_DEFAULTS.dir } : {};
   for (const name of SETTING_NAMES) {
     const values = typed[name];
-    // A repeated flag: for anything but --admin the last one wins.
-    if (values) flags[name] = name === 'admin' ? values : values.at(-1);
+    // A repeated flag: for anything but --admin and --maintainer the last one wins.
+    if (values) flags[name] = REPEATABLE.has(name) ? values : values.at(-1);
   }
   return resolveConfig(flags, forSetup ? {} : readConfigFile(configPath()), process.env);
 }
@@ -3368,7 +3463,7 @@ function configPath(): string | undefined {
 const warn = (warning: string) => process.stderr.write(`ticket-mail: ${visible(warning)}\n`);
 
 /** The --recipient and --sender overrides, as typed. */
-const envelopeFlags = () => ({ recipient: typed.recipient?.at(-1), sender: typed.sender?.at(-1) });
+const envelopeFlags = (): EnvelopeFlags => ({ recipient: typed.recipient?.at(-1), sender: typed.sender?.at(-1), localUser: typed.localUser?.at(-1) });
 
 async function runDelivery(afterDelivery?: () => void): Promise<void> {
   try {
@@ -3494,7 +3589,8 @@ function runRoute(cfg: Config, options: Record<string, unknown>): void {
 export function closer(cfg: Config, env: NodeJS.ProcessEnv, domain: string): string {
   const email = env.EMAIL?.trim().toLowerCase();
   if (email && isPlainAddress(email)) return email;
-  const login = (env.USER || env.LOGNAME || '').toLowerCase();
+  // "sudo -u tickets ticket-mail close 3" is bob's close.
+  const login = (env.SUDO_USER || env.USER || env.LOGNAME || '').toLowerCase();
   return cfg.admins.find((a) => a.slice(0, a.lastIndexOf('@')) === login) ?? cfg.admins[0] ?? `${login || 'maintainer'}@${domain}`;
 }
 
@@ -3507,8 +3603,17 @@ async function runTicketCommand(cfg: Config, action: 'close' | 'reopen', ticket:
   if (action === 'reopen' && place === 'open') throw new Error(`ticket ${n} is already open`);
   const domain = cfg.domain ?? 'localhost';
   const recipient = `${(action === 'close' ? cfg.closeAddress : cfg.ticketAddress).replace('N', String(n))}@${domain}`;
-  const author = (typed.as?.at(-1) ?? closer(cfg, process.env, domain)).toLowerCase();
+  const author = (typed.as?.at(-1) ?? closer(cfg, callerEnv, domain)).toLowerCase();
   if (!isPlainAddress(author)) throw new Error(`bad --as address "${printable(author, 80)}"`);
+  // Mail from a robot's address (postmaster@, noreply@) never closes or reopens: not the note either.
+  const robot = whyAutomatic(new Map(), author);
+  if (robot) throw new Error(`the note would come from a ${robot}, whose mail never ${action}s a ticket: give --as a person's address`);
+  if (!writable(cfg.dir)) {
+    // A maintainer of a team reads the tickets; only the pipe's user writes them. A close goes by
+    // mail, which the MTA vouches for (--maintainer); a reopen cannot (their mail keeps a ticket closed).
+    if (action === 'reopen') throw new Error(`only the owner of ${cfg.dir} writes the tickets: sudo -u ${userName(statSync(cfg.dir).uid)} ticket-mail reopen ${n}`);
+    return closeByMail(cfg, n, recipient, Message.of(commandNote(action, n, author, recipient, domain, new Date())));
+  }
   // The maintainer at the shell has the files anyway: the close policy is for mail.
   const store = new Store({ ...cfg, closePolicy: 'anyone' });
   store.ensureFolders();
@@ -3525,6 +3630,23 @@ async function runTicketCommand(cfg: Config, action: 'close' | 'reopen', ticket:
     throw new Error(`ticket ${n} was not ${done}: ${filed.outcome === 'duplicate' ? 'the message on stdin is already filed'
       : `the message on stdin is automatic mail, which never ${action}s a ticket`}`);
   }
+}
+
+const writable = (path: string) => { try { accessSync(path, fsc.W_OK); return true; } catch { return false; } };
+
+/**
+ * A team maintainer's close: the note goes by mail to ticket-N-done@ as they send any mail (the
+ * MTA then says who sent it), and the command waits, for a bound, until the ticket is closed.
+ */
+async function closeByMail(cfg: Config, n: number, recipient: string, note: Message): Promise<void> {
+  const { spawnSync } = await childProcess();
+  const r = spawnSync(cfg.sendmail, ['-oi', '--', recipient], { input: note.first, stdio: ['pipe', 'ignore', 'inherit'], timeout: 60_000 });
+  if (r.error || r.status !== 0) throw new Error(`cannot mail ${recipient}: ${cfg.sendmail} ${r.error ? reason(r.error) : `exited with status ${r.status}`}`);
+  const store = new Store(cfg);
+  // The MTA delivers in the background; a person waits a few seconds, not for ever.
+  for (let waited = 0; waited < 15_000 && store.placeOf(n) !== 'archived'; waited += 100) await new Promise((done) => setTimeout(done, 100));
+  if (store.placeOf(n) !== 'archived') throw new Error(`ticket ${n}: mailed ${recipient}, still open after 15 s (the MTA's log says why)`);
+  print(`ticket ${n}: closed (by mail to ${recipient})\n`);
 }
 
 function runMuttrc(cfg: Config): void {
@@ -3557,6 +3679,9 @@ async function runFlush(cfg: Config): Promise<boolean> {
   return kept === 0;
 }
 
+/** The environment the command was started with, before actAsOwner made it the owner's: who runs it. */
+let callerEnv: NodeJS.ProcessEnv = process.env;
+
 /** A user account as getent(1) tells it (so LDAP and other NSS users count too). */
 async function account(user: string | number): Promise<{ name: string; uid: number; gid: number; home: string } | undefined> {
   const { spawnSync } = await childProcess();
@@ -3565,10 +3690,12 @@ async function account(user: string | number): Promise<{ name: string; uid: numb
   return name && home !== undefined ? { name, uid: Number(uid), gid: Number(gid), home } : undefined;
 }
 
-async function groupId(group: string): Promise<number | undefined> {
+/** A group as getent(1) tells it, by name or gid. */
+async function groupEntryOf(group: string | number): Promise<{ name: string; gid: number; members: string[] } | undefined> {
   const { spawnSync } = await childProcess();
-  const r = spawnSync('getent', ['group', group], { encoding: 'utf8' });
-  return r.status === 0 ? Number(r.stdout.split(':')[2]) : undefined;
+  const r = spawnSync('getent', ['group', String(group)], { encoding: 'utf8' });
+  const [name, , gid, members] = r.status === 0 ? r.stdout.trim().split(':') : [];
+  return name && gid ? { name, gid: Number(gid), members: (members ?? '').split(',').filter(Boolean) } : undefined;
 }
 
 /**
@@ -3588,6 +3715,7 @@ async function actAsOwner(cfg: Config): Promise<void> {
   process.setgroups(groups);
   process.setgid(who.gid);
   process.setuid(who.uid);
+  callerEnv = { ...process.env };
   Object.assign(process.env, { HOME: who.home, USER: who.name, LOGNAME: who.name });
 }
 
@@ -3612,6 +3740,9 @@ export function configFileText(cfg: Config): string {
   "domain": ${JSON.stringify(cfg.domain)},
   // Admins hear of new tickets and of updates, and may close any ticket.
   "admin": ${JSON.stringify(cfg.admins)},
+  // The logins whose mail sent from this host (mutt's answers) is a maintainer's: it notifies no
+  // admin, may close a ticket, and files into a closed ticket without reopening it.
+  "maintainer": ${JSON.stringify(cfg.maintainers)},
   "sendmail": ${JSON.stringify(cfg.sendmail)}
 }
 `;
@@ -3641,23 +3772,48 @@ async function runSetup(cfg: Config, options: Record<string, unknown>): Promise<
   // Exim checks ticket numbers at SMTP time as its own user: its group gets search permission only.
   const mta = String(options.mta ?? (existsSync('/usr/sbin/exim4') ? 'exim' : 'none'));
   if (!['exim', 'postfix', 'none'].includes(mta)) throw new Error('--mta must be exim, postfix or none');
-  const eximGroup = mta === 'exim' ? await groupId('Debian-exim') ?? await groupId('exim') : undefined;
+  const eximUser = mta === 'exim' ? await account('Debian-exim') ?? await account('exim') : undefined;
   const folder = (path: string, gid: number, mode: number) => {
     mkdirSync(path, { recursive: true, mode: 0o700 });
     chownSync(path, who!.uid, gid);
     chmodSync(path, mode);
   };
   if (!existsSync(home)) folder(home, who.gid, 0o700); // an existing HOME is the user's business
+  // A team: maintainers with accounts of their own read the tickets through the tickets user's
+  // group (folders 2750, tickets 0640; ticket-mail makes new tickets so). Exim's user joins that
+  // group for its SMTP-time check. Alone, the folders' group is Exim's, with search only (2710).
+  const team = cfg.maintainers.filter((m) => m !== inst.user);
+  const teamGroup = team.length ? (await groupEntryOf(who.gid))?.name : undefined;
+  if (team.length && !teamGroup) throw new Error(`the group of ${inst.user} (gid ${who.gid}) has no name: a team reads the tickets through it`);
+  for (const login of teamGroup ? [...team, ...(eximUser ? [eximUser.name] : [])] : []) {
+    if (!(await account(login))) throw new Error(`maintainer ${login} is no user here: make the account first (adduser ${login})`);
+    const member = (await groupEntryOf(who.gid))!.members.includes(login) || (await account(login))!.gid === who.gid;
+    if (member) continue;
+    const r = spawnSync('usermod', ['--append', '--groups', teamGroup!, login], { encoding: 'utf8' });
+    if (r.status !== 0) throw new Error(`usermod --append --groups ${teamGroup} ${login} failed: ${(r.stderr || r.error?.message || '').trim()}`);
+    done(`added ${login} to the group ${teamGroup}${login === eximUser?.name ? ' (restart Exim so that it reads with it)' : ' (it takes effect at their next login)'}`);
+  }
   // setgid: archived/, made later by ticket-mail itself, gets the same group.
-  const ticketsMode = eximGroup === undefined ? 0o700 : 0o2710;
-  folder(cfg.dir, eximGroup ?? who.gid, ticketsMode);
-  folder(join(cfg.dir, 'archived'), eximGroup ?? who.gid, ticketsMode);
+  const ticketsMode = teamGroup ? 0o2750 : eximUser === undefined ? 0o700 : 0o2710;
+  const ticketsGroup = teamGroup ? who.gid : eximUser?.gid ?? who.gid;
+  folder(cfg.dir, ticketsGroup, ticketsMode);
+  folder(join(cfg.dir, 'archived'), ticketsGroup, ticketsMode);
   folder(join(cfg.dir, '.ticket-mail'), who.gid, 0o700);
-  done(`folders ${cfg.dir} and ${cfg.dir}/archived (mode ${ticketsMode.toString(8)}${eximGroup === undefined ? '' : ', group search for Exim'}), owned by ${inst.user}; HOME ${home}`);
-  if (existsSync(inst.config)) done(`kept the config file ${inst.config}`);
-  else {
+  done(`folders ${cfg.dir} and ${cfg.dir}/archived (mode ${ticketsMode.toString(8)}${teamGroup ? `, the maintainers' group ${teamGroup} reads them`
+    : eximUser === undefined ? '' : ', group search for Exim'}), owned by ${inst.user}; HOME ${home}`);
+  if (teamGroup) {
+    const tickets = listTicketPaths(new Store(cfg));
+    for (const { path } of tickets) { chownSync(path, who.uid, who.gid); chmodSync(path, 0o640); }
+    if (tickets.length) done(`made the ${tickets.length} existing ticket file(s) readable by the group ${teamGroup}`);
+  }
+  if (existsSync(inst.config)) {
+    done(`kept the config file ${inst.config}`);
+    const listed = readConfigFile(inst.config).maintainer;
+    const missing = cfg.maintainers.filter((m) => !([] as unknown[]).concat(listed ?? []).includes(m));
+    if (missing.length) done(`it does not name ${missing.join(', ')} as maintainer: add ${JSON.stringify(missing)} to its "maintainer" list`);
+  } else {
     mkdirSync(join(inst.config, '..'), { recursive: true, mode: 0o755 });
-    writeFileSync(inst.config, configFileText(cfg), { mode: 0o644, flag: 'wx' });
+    writeFileSync(inst.config, configFileText({ ...cfg, maintainers: [...new Set([inst.user, ...cfg.maintainers])] }), { mode: 0o644, flag: 'wx' });
     done(`wrote the config file ${inst.config}`);
   }
   mkdirSync(join(inst.launcher, '..'), { recursive: true, mode: 0o755 });
@@ -3713,6 +3869,7 @@ const SETTING_HELP: Record<typeof SETTING_NAMES[number] | 'config', [value: stri
   closeAddress: ['form', `Address that closes ticket N (default: ${DEFAULTS.closeAddress})`],
   tag: ['form', `Subject tag naming ticket N (default: ${DEFAULTS.tag})`],
   admin: ['address', 'Admin address: may close any ticket, gets notifications (repeatable; default: none)'],
+  maintainer: ['login', 'Login whose mail sent on this host is a maintainer\'s: it notifies nobody, may close, and keeps a closed ticket closed (repeatable; default: none; needs an MTA that says who sent, see --local-user)'],
   closePolicy: ['policy', `Who may close: submitter (or an admin) | anyone (default: ${DEFAULTS.closePolicy})`],
   unknown: ['mode', `Mail for a ticket that does not exist: file (in DIR/unmatched) | bounce (exit 67) (default: ${DEFAULTS.unknown})`],
   maxSize: ['size', `Largest message accepted (default: ${DEFAULTS.maxSize})`],
@@ -3728,9 +3885,10 @@ const SETTING_HELP: Record<typeof SETTING_NAMES[number] | 'config', [value: stri
   officeDays: ['days', `Office days (default: ${DEFAULTS.officeDays})`],
   config: ['file', `JSON config file; flags win (default: $TICKET_MAIL_CONFIG, else ${INSTALL_DEFAULTS.config} if it exists)`],
 };
-const ENVELOPE_HELP: Record<'recipient' | 'sender', [value: string, description: string]> = {
+const ENVELOPE_HELP: Record<keyof EnvelopeFlags, [value: string, description: string]> = {
   recipient: ['address', 'Envelope recipient (default: from the MTA environment, else the headers)'],
   sender: ['address', 'Envelope sender (default: $SENDER, else the From_ line)'],
+  localUser: ['login', 'Local user who handed the message to the MTA, to know a --maintainer\'s mail (default: $TICKET_MAIL_LOCAL_USER, which the Exim transport sets)'],
 };
 const flag = (name: string, value: string) => `--${name.replace(/[A-Z]/g, (c) => `-${c.toLowerCase()}`)} <${value}>`;
 
@@ -3760,7 +3918,7 @@ export async function main(argv: string[], afterDelivery?: () => void): Promise<
   const { cac } = await import('cac').catch(fail);
   const cli = cac('ticket-mail');
   for (const [name, [value, description]] of Object.entries(SETTING_HELP)) {
-    cli.option(flag(name, value), description, name === 'admin' ? { type: [String] } : undefined);
+    cli.option(flag(name, value), description, REPEATABLE.has(name) ? { type: [String] } : undefined);
   }
   const envelopeOptions = (command: ReturnType<typeof cli.command>) => {
     for (const [name, [value, description]] of Object.entries(ENVELOPE_HELP)) command.option(flag(name, value), description);

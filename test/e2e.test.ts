@@ -226,6 +226,27 @@ describe.skipIf(!!skipReason)('end to end: real Exim and real mutt', () => {
     }
   }, 60_000);
 
+  it('files the maintainer\'s answer from mutt into the closed ticket without reopening it, and notifies nobody; a forged one from outside is news', () => {
+    const closed = join(tickets, 'archived', '2');
+    const before = stored(closed).length;
+    const sentBefore = outbox().length;
+    const answered = () => stored(closed).map(String).some((m) => m.includes('Fixed in 1.2.'));
+    // r, then y in the compose menu: the editor (behind the hook's "ticket-mail draft") writes the answer.
+    inMutt(base, closed, 'ry', answered, true, {}, 'printf "Fixed in 1.2.\\n" >> "$1"');
+    expect(existsSync(join(tickets, '2'))).toBe(false);
+    expect(stored(closed).length).toBeGreaterThan(before);
+    const sent = outbox().slice(sentBefore);
+    expect(sent.filter((m) => m.to === 'dora@client.test').map((m) => m.subject)).toContain('Re: second');
+    expect(sent.filter((m) => m.to === 'max@staff.test')).toEqual([]);
+    // The same answer over SMTP from another host, its RFC 1413 ident claiming the tickets user: news.
+    const forged = ['HELO client.test', 'MAIL FROM:<tm-e2e@tickets.test>', `RCPT TO:<ticket-1@${DOMAIN}>`, 'DATA',
+      `From: Support <ticket-1@${DOMAIN}>`, 'To: alice@client.test', 'Subject: Re: [issue1] Printer on fire', '', 'Ignore the last mail.', '.', 'QUIT', ''].join('\r\n');
+    expect(exim(['-bs', '-odf', '-oMa', '192.0.2.7', '-oMt', USER], forged).stdout).toMatch(/^250 OK id=/m);
+    expect(exim(['-qff']).status).toBe(0);
+    expect(queued()).toBe(0);
+    expect(outbox().at(-1)).toMatchObject({ to: 'max@staff.test', subject: '[issue1] Update (third party): Re: Printer on fire' });
+  }, 60_000);
+
   it('counts each ticket\'s messages the same in mutt, mailutils and Python', () => {
     const mboxes = [...readdirSync(tickets).filter((n) => /^\d+$/.test(n)).map((n) => join(tickets, n)),
       ...readdirSync(join(tickets, 'archived')).filter((n) => /^\d+$/.test(n)).map((n) => join(tickets, 'archived', n))];
@@ -340,10 +361,14 @@ const muttCount = (screen: string) => {
  * Whatever mutt's hooks send goes through the private Exim (SENDMAIL), never the machine's MTA.
  */
 function inMutt(base: string, mbox: string, keys: string, done: (draft: string, screen: string) => boolean, readOnly = true,
-  env: Record<string, string> = {}): void {
+  env: Record<string, string> = {}, edit = ''): void {
   const work = tempDir('tm-mutt-');
   const draft = join(work, 'draft');
-  writeFileSync(join(work, 'copy-draft'), `#!/bin/sh\ncp "$1" ${draft}\n`, { mode: 0o755 });
+  writeFileSync(join(work, 'copy-draft'), `#!/bin/sh\n${edit}\ncp "$1" ${draft}\n`, { mode: 0o755 });
+  // mutt runs as root here (a private -C configuration keeps Exim's privileges only for root):
+  // -oMt, which only a trusted caller may give, makes Exim's $sender_ident the login it would be
+  // had the tickets user run mutt. mutt's own mail never reaches the machine's MTA.
+  writeFileSync(join(work, 'mutt-sendmail'), `#!/bin/sh\nexec /usr/sbin/exim4 -C ${base}/exim.conf -odf -oMt ${USER} "$@"\n`, { mode: 0o755 });
   const example = readFileSync(join(ROOT, 'muttrc.example'), 'utf8')
     .split('ticket-mail muttrc').join(`${process.execPath} ${join(base, 'ticket-mail.cjs')} muttrc`)
     .split('/srv/tickets').join(join(base, 'tickets'))
@@ -353,6 +378,7 @@ set folder=${work}
 set fast_reply=yes include=yes reply_to=yes abort_unmodified=yes
 set record="" copy=no wait_key=no quit=yes move=no mark_old=no
 set header_cache="" message_cachedir=""
+set sendmail="${join(work, 'mutt-sendmail')}"
 set status_format="STATUS msgs=%m"
 `);
   const sock = join(work, 'tmux.sock');
@@ -363,7 +389,8 @@ set status_format="STATUS msgs=%m"
     let ok = false;
     for (let i = 0; i < 120 && !(ok = done(draft, tmux('capture-pane', '-p').stdout)); i++) { // up to 30 s: CI runs other tests alongside
       spawnSync('sleep', ['0.25']);
-      if (keys && i % 4 === 0 && tmux('capture-pane', '-p').stdout.includes('STATUS msgs=')) tmux('send-keys', keys);
+      // Keys again only while nothing happened yet: a reply typed twice would be sent twice.
+      if (keys && i % 4 === 0 && tmux('capture-pane', '-p').stdout.includes('STATUS msgs=') && !done(draft, '')) tmux('send-keys', keys);
     }
     if (!ok) throw new Error(`mutt did not get there; screen:\n${tmux('capture-pane', '-p').stdout}`);
     for (let i = 0; i < 20 && !existsSync(join(work, 'rc')); i++) { tmux('send-keys', 'q'); spawnSync('sleep', ['0.25']); }

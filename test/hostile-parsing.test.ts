@@ -19,11 +19,9 @@ function setup() {
   const outbox = join(dir, 'sent');
   mkdirSync(outbox);
   const settings = ['--dir', tickets, '--domain', 'tickets.example', '--sendmail', FAKE_SENDMAIL, ...ADMINS.flatMap((a) => ['--admin', a])];
-  const timed = (args: string[], message: string | Buffer, env = {}) => {
-    const started = Date.now();
-    const run = deliver([...args, ...settings], message, { FAKE_SENDMAIL_DIR: outbox, ...env });
-    return { ...run, seconds: (Date.now() - started) / 1000 };
-  };
+  // Time is bounded by the test's timeout (a hang fails it); how fast lives in npm run bench,
+  // as a ratio against a plain message of the same size ("floods").
+  const timed = (args: string[], message: string | Buffer, env = {}) => deliver([...args, ...settings], message, { FAKE_SENDMAIL_DIR: outbox, ...env });
   return {
     tickets,
     send: (message: string | Buffer, env = {}, envelope = ['--recipient', 'submit@tickets.example', '--sender', 'alice@customer.example']) =>
@@ -88,14 +86,12 @@ describe('MIME floods of 10 MiB, with admins to notify', () => {
     const message = Buffer.from(FLOOD[name]!(size));
     const run = m.send(message, HEAP_CAP);
     expect(run).toMatchObject({ status: 0, stderr: '' });
-    expect(run.seconds).toBeLessThan(20); // the old code ran out of memory, or took minutes
     expect(m.ticketNames()).toEqual(['1']);
     expect(stored(join(m.tickets, '1'))[0]!.equals(message)).toBe(true);
     expect(m.sent().map((s) => s.recipients[0])).toEqual(['alice@customer.example', ...ADMINS]);
     // `show` decodes each message as the notification did: bounded too.
     const shown = m.cli(['show', '1', '--json'], HEAP_CAP);
     expect(shown.status).toBe(0);
-    expect(shown.seconds).toBeLessThan(20);
     expect(JSON.parse(shown.stdout).messages).toHaveLength(1);
   }, 60_000);
 });
@@ -111,12 +107,10 @@ describe('address floods', () => {
     const message = `${fields}\nSubject: floods\nMessage-ID: <g@customer.example>\n\nHello.\n`;
     const run = m.send(message, {}, ['--sender', 'alice@customer.example']); // our address comes from the headers
     expect(run).toMatchObject({ status: 0, stderr: '' });
-    expect(run.seconds).toBeLessThan(10); // 15-40 s before
     expect(stored(join(m.tickets, '1'))[0]!.toString()).toBe(message);
     expect(m.sent().filter((s) => ADMINS.includes(s.recipients[0]!))).toHaveLength(2);
     const shown = m.cli(['show', '1']);
     expect(shown.status).toBe(0);
-    expect(shown.seconds).toBeLessThan(10);
   }, 60_000);
 
   it('finds our address among 1,000 recipients in the headers when the MTA names none', () => {
