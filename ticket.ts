@@ -2374,6 +2374,39 @@ function withinReplyLimit(store: Store, recipient: string, now: Date): boolean {
 }
 
 /**
+ * `prune`: removes the reply counters with no reply in the hour before `now`; they limit
+ * nothing any more, and one file per address ever answered would pile up. Each counter is read
+ * and removed under the lock withinReplyLimit takes, so a reply being counted meanwhile is never
+ * lost. Nothing else is removed: locks are left to their next taker (who repairs what they
+ * name), and what is not a counter, or not a plain file (a symlink, a FIFO), is left alone and
+ * named in `refused`, never followed.
+ */
+export function pruneReplyCounters(store: Store, now: Date): { removed: number; kept: number; refused: string[] } {
+  const folder = join(store.state, 'replies');
+  const st = lstatSync(folder, { throwIfNoEntry: false });
+  if (!st) return { removed: 0, kept: 0, refused: [] };
+  if (!st.isDirectory()) throw new Error(`${folder} is not a folder`);
+  const counted = { removed: 0, kept: 0, refused: [] as string[] };
+  for (const name of readdirSync(folder)) {
+    if (!/^[0-9a-f]{40}$/.test(name)) continue; // a lock, a lock's hitching post
+    const path = join(folder, name);
+    try {
+      const lock = takeLock(path, store.cfg, () => {});
+      try {
+        if (recentReplies(path, now).length) counted.kept++;
+        else {
+          try { unlinkSync(path); } catch (e) { if (code(e) !== 'ENOENT') throw e; } // another prune's
+          counted.removed++;
+        }
+      } finally { lock.release(); }
+    } catch (e) {
+      counted.refused.push(e instanceof Error && !code(e) ? e.message : `${path}: ${reason(e)}`);
+    }
+  }
+  return counted;
+}
+
+/**
  * The text and attachment list of a message, bounded in memory and time whatever the message:
  * mimeOutline reads its structure, postal-mime decodes only the start of its text parts.
  */
@@ -3113,6 +3146,90 @@ exit 75
 `;
 }
 
+/**
+ * The chores a timer runs, as argument vectors: the node, program and config file the launcher
+ * names, not the launcher itself (it is the MTA's: it hides stdout and turns flush's exit 1,
+ * "mail still kept", into 75 and "cannot run"). Prune comes first: flush's exit 1 is the one
+ * worth a failed unit.
+ */
+const chores = (inst: Installation) => ['prune', 'flush'].map((command) => [inst.node, inst.program, '--config', inst.config, command]);
+
+/**
+ * A word of a systemd command line: quoted when needed, its specifiers (%) doubled, and in an
+ * argument its variables ($) too (systemd expands none in the program's name, and refuses quotes there).
+ */
+const systemdWord = (w: string, i: number) => (/^[\w@+=:,./-]+$/.test(w) ? w
+  : `"${w.replace(/[\\"]/g, '\\$&').replace(i === 0 ? /%/g : /[%$]/g, '$&$&')}"`);
+
+/** ticket-mail-flush.service and .timer: every 10 minutes, as the pipe's user, prune then flush. */
+export function systemdUnits(inst: Installation): { service: string; timer: string } {
+  const [prune, flush] = chores(inst) as [string[], string[]];
+  return {
+    // No NoNewPrivileges= and no ProtectSystem=: sendmail is set-uid or set-gid (Exim's, Postfix's
+    // postdrop) and writes its own queue.
+    service: `# Written by "ticket-mail setup": run that again after moving node or ticket-mail.
+[Unit]
+Description=ticket-mail: prune the reply counters, send the mail kept in the outbox
+After=network.target
+
+[Service]
+Type=oneshot
+User=${inst.user}
+# "-": a counter prune leaves alone (it says which) does not keep the outbox from being sent.
+ExecStartPre=-${prune.map(systemdWord).join(' ')}
+ExecStart=${flush.map(systemdWord).join(' ')}
+`,
+    timer: `# Written by "ticket-mail setup". Start it: systemctl enable --now ticket-mail-flush.timer
+[Unit]
+Description=ticket-mail: send the outbox and prune the reply counters every 10 minutes
+
+[Timer]
+OnBootSec=2min
+OnUnitActiveSec=10min
+
+[Install]
+WantedBy=timers.target
+`,
+  };
+}
+
+/**
+ * /etc/cron.d/ticket-mail, for a machine without systemd: the same chores. cron mails what a job
+ * prints, so only stderr (a real problem) is left; the outbox's state is in "ticket-mail check".
+ */
+export function cronFile(inst: Installation): string {
+  // cron turns an unescaped % into a line break, even within quotes.
+  const command = chores(inst).map((argv) => `${argv.map(shWord).join(' ')} >/dev/null`).join('; ').replace(/%/g, '\\%');
+  return `# Written by "ticket-mail setup": run that again after moving node or ticket-mail.
+# Every 10 minutes: prune the reply counters, send the mail kept in the outbox.
+*/10 * * * * ${inst.user} ${command}
+`;
+}
+
+/**
+ * /etc/logrotate.d/ticket-mail: the audit log, weekly, a year kept. Each delivery opens the log
+ * by name for its one line (audit(), O_APPEND) and closes it, so a rename rotates it: no
+ * copytruncate (which loses what is written between the copy and the truncation), and no create,
+ * as the next delivery makes a new log as the pipe's user, mode 0600. delaycompress: a delivery
+ * that opened the log just before the rename still writes its line into log.1, which must
+ * therefore not be compressed (and removed) until the next rotation. As the pipe's user (su):
+ * root must not move files around in a folder another user writes.
+ */
+export function logrotateSnippet(log: string, user: string, group: string): string {
+  return `# Written by "ticket-mail setup": the audit log of ticket-mail.
+"${log}" {
+\tsu ${user} ${group}
+\tweekly
+\trotate 52
+\tcompress
+\tdelaycompress
+\tmissingok
+\tnotifempty
+\tnocreate
+}
+`;
+}
+
 /** One of these strings, as a regular expression: "(?:a|b)", "(?:a)?" when one is empty. */
 function oneOf(strings: string[]): string {
   const words = [...new Set(strings.filter(Boolean))].map(escapeRegExp);
@@ -3339,7 +3456,8 @@ export function readStdin(maxSize: number, spoolDir: string | undefined): Messag
 /**
  * One line per delivery in .ticket-mail/log, so "where did my mail go?" has an answer. Each
  * field is encoded (encodeToken: no tab, no line break, nothing lost) and at most 1000
- * characters; a longer one is cut and ends in " [cut]".
+ * characters; a longer one is cut and ends in " [cut]". The log is opened for each line, never
+ * held open, and the line is one write(): logrotate's rename rotates it (see logrotateSnippet).
  */
 function audit(store: Store, fields: Array<string | number | undefined>): void {
   const line = fields.map((f) => {
@@ -3679,6 +3797,13 @@ async function runFlush(cfg: Config): Promise<boolean> {
   return kept === 0;
 }
 
+function runPrune(cfg: Config): boolean {
+  const { removed, kept, refused } = pruneReplyCounters(new Store(cfg), new Date());
+  for (const why of refused) warn(`left alone: ${why}`);
+  print(`removed ${removed}, kept ${kept}\n`);
+  return refused.length === 0;
+}
+
 /** The environment the command was started with, before actAsOwner made it the owner's: who runs it. */
 let callerEnv: NodeJS.ProcessEnv = process.env;
 
@@ -3820,7 +3945,32 @@ async function runSetup(cfg: Config, options: Record<string, unknown>): Promise<
   writeFileSync(`${inst.launcher}.new`, launcherScript({ ...inst, home }), { mode: 0o755 });
   renameSync(`${inst.launcher}.new`, inst.launcher);
   done(`wrote the launcher ${inst.launcher} (runs ${inst.node} ${inst.program})`);
+  await writeChores(cfg, inst, String(options.etc ?? '/etc'), done);
   done(`next: add the MTA's side, printed with these paths by "ticket-mail ${mta === 'postfix' ? 'postfix' : 'exim'}-config"; then "ticket-mail check"`);
+}
+
+/**
+ * setup's timer (systemd's, else a cron file) for flush and prune, and the log's rotation,
+ * written under ETC (default /etc). Written anew each time, like the launcher they follow.
+ */
+async function writeChores(cfg: Config, inst: Installation, etc: string, done: (text: string) => void): Promise<void> {
+  const write = (path: string, text: string) => {
+    mkdirSync(join(path, '..'), { recursive: true, mode: 0o755 });
+    writeFileSync(`${path}.new`, text, { mode: 0o644 });
+    renameSync(`${path}.new`, path);
+  };
+  if (existsSync('/run/systemd/system')) {
+    const units = systemdUnits(inst);
+    for (const kind of ['service', 'timer'] as const) write(join(etc, 'systemd', 'system', `ticket-mail-flush.${kind}`), units[kind]);
+    done(`wrote ${join(etc, 'systemd', 'system', 'ticket-mail-flush.{service,timer}')} (prune and flush every 10 minutes; start it: systemctl daemon-reload && systemctl enable --now ticket-mail-flush.timer)`);
+  } else {
+    write(join(etc, 'cron.d', 'ticket-mail'), cronFile(inst));
+    done(`wrote ${join(etc, 'cron.d', 'ticket-mail')} (prune and flush every 10 minutes)`);
+  }
+  const { spawnSync } = await childProcess();
+  const group = spawnSync('id', ['-gn', inst.user], { encoding: 'utf8' }).stdout.trim() || inst.user;
+  write(join(etc, 'logrotate.d', 'ticket-mail'), logrotateSnippet(join(cfg.dir, '.ticket-mail', 'log'), inst.user, group));
+  done(`wrote ${join(etc, 'logrotate.d', 'ticket-mail')} (the audit log, weekly)`);
 }
 
 async function runPostfixConfig(cfg: Config, options: Record<string, unknown>): Promise<void> {
@@ -3943,12 +4093,14 @@ export async function main(argv: string[], afterDelivery?: () => void): Promise<
   cli.command('check', 'Check the setup and say what to fix; exit 1 when something is wrong')
     .option('--mta-config <file>', `Also read this MTA configuration (besides ${MTA_FILES.join(', ')})`, { type: [String] }).action(tool(runCheck));
   cli.command('flush', 'Send the mail kept in the outbox; exit 1 while some remains').action(tool(runFlush));
+  cli.command('prune', 'Remove the reply counters with no reply in the last hour; exit 1 when one is left alone').action(tool(runPrune));
   const installOptions = (command: ReturnType<typeof cli.command>) => command
     .option('--user <name>', `The pipe's user, owner of the tickets folder (default: ${INSTALL_DEFAULTS.user})`)
     .option('--home <dir>', `Its HOME, outside the tickets folder (default: ${INSTALL_DEFAULTS.home})`)
     .option('--launcher <path>', `The pipe command the MTA runs (default: ${INSTALL_DEFAULTS.launcher})`);
-  installOptions(cli.command('setup', `As root: make the pipe's user, the folders, the config file (--config, default ${INSTALL_DEFAULTS.config}) and the launcher`))
+  installOptions(cli.command('setup', `As root: make the pipe's user, the folders, the config file (--config, default ${INSTALL_DEFAULTS.config}), the launcher, the timer for flush and prune, and the log's rotation`))
     .option('--mta <mta>', 'exim | postfix | none: who checks ticket numbers at SMTP time (default: exim when installed)')
+    .option('--etc <dir>', 'Where the timer (systemd/system/, else cron.d/) and logrotate.d/ files go (default: /etc)')
     .action(tool(runSetup, 'setup'));
   installOptions(cli.command('exim-config', 'Print the Exim routers and transport for this installation'))
     .option('--routers', 'Only the routers (for /etc/exim4/conf.d/router/)').option('--transport', 'Only the transport (for /etc/exim4/conf.d/transport/)')
