@@ -59,7 +59,7 @@ describe.skipIf(!!skipReason)('end to end: real Exim and real mutt', () => {
     conf = join(base, 'exim.conf');
     writeFileSync(join(base, 'bin', 'sendmail'), `#!/bin/sh\nexec /usr/sbin/exim4 -C ${conf} -odf "$@"\n`, { mode: 0o755 });
     // The README's set-up, as root, with this test's paths: user, folders, config, launcher.
-    const r = ticketMail(['setup', ...installFlags, '--mta', 'exim', '--dir', tickets, '--domain', DOMAIN,
+    const r = ticketMail(['setup', ...installFlags, '--etc', join(base, 'etc'), '--mta', 'exim', '--dir', tickets, '--domain', DOMAIN,
       '--admin', 'max@staff.test', '--sendmail', join(base, 'bin', 'sendmail')]);
     expect(r.status, r.stderr).toBe(0);
     // A short lock timeout for the deferral test, set where a sysadmin would: in the config file.

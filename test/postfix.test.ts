@@ -140,7 +140,7 @@ describe.skipIf(!!skipReason)('end to end: real Postfix', () => {
     chmodSync(join(base, 'ticket-mail.cjs'), 0o755);
     installFlags = ['--user', USER, '--home', home, '--launcher', join(base, 'bin', 'ticket-mail-deliver'), '--config', config()];
     // The README's set-up, as root. Replies go through the private instance's sendmail.
-    const r = ticketMail(['setup', ...installFlags, '--mta', 'postfix', '--dir', tickets, '--domain', DOMAIN,
+    const r = ticketMail(['setup', ...installFlags, '--etc', join(base, 'etc'), '--mta', 'postfix', '--dir', tickets, '--domain', DOMAIN,
       '--admin', 'max@staff.test', '--sendmail', join(pf, 'bin', 'sendmail')]);
     expect(r.status, r.stderr).toBe(0);
     // What a sysadmin would set in the config file: a short lock timeout (the 75 test), unknown

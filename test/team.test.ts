@@ -48,7 +48,7 @@ describe.skipIf(!!skipReason)('a team of maintainers', () => {
     copyFileSync(BIN, program);
     chmodSync(program, 0o755);
     const r = spawnSync(process.execPath, [program, 'setup', '--user', OWNER, '--home', join(base, 'home'), '--launcher', join(base, 'bin', 'deliver'),
-      '--config', config, '--mta', 'none', '--dir', tickets, '--domain', DOMAIN, '--admin', 'max@staff.test',
+      '--config', config, '--etc', join(base, 'etc'), '--mta', 'none', '--dir', tickets, '--domain', DOMAIN, '--admin', 'max@staff.test',
       '--maintainer', BOB, '--sendmail', FAKE_SENDMAIL], { encoding: 'utf8', env: { PATH: process.env.PATH, TICKET_MAIL_CONFIG: '' } });
     expect(r.status, r.stderr).toBe(0);
     expect(r.stdout).toContain(`added ${BOB} to the group ${OWNER}`);
