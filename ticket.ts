@@ -28,7 +28,7 @@
  * then the I/O shell (stdin, locks, files, exit codes), then the CLI.
  */
 import {
-  accessSync, chmodSync, chownSync, closeSync, existsSync, fstatSync, fsyncSync, ftruncateSync, linkSync, lstatSync, mkdirSync,
+  accessSync, chmodSync, chownSync, closeSync, existsSync, fchmodSync, fchownSync, fstatSync, fsyncSync, ftruncateSync, linkSync, lstatSync, mkdirSync,
   openSync, readFileSync, readSync, readdirSync, realpathSync, renameSync, rmSync, statSync, unlinkSync, writeFileSync, writeSync,
   constants as fsc,
 } from 'node:fs';
@@ -2811,8 +2811,10 @@ export function checkSetup(store: Store, mtaFiles: string[] = MTA_FILES): Findin
   const found: Finding[] = [];
   const say = (ok: boolean, text: string) => found.push({ ok, text });
   const top = statSync(cfg.dir, { throwIfNoEntry: false });
-  // A team: maintainers other than the folder's owner read the tickets through its group.
+  // A team: maintainers other than the folder's owner read the tickets through the owner's group.
   const team = top ? cfg.maintainers.filter((m) => m !== userName(top.uid)) : [];
+  const teamGid = top && Number(dbEntry('/etc/passwd', 2, String(top.uid))?.[3] ?? top.gid);
+  const teamGroup = teamGid === undefined ? '' : dbEntry('/etc/group', 2, String(teamGid))?.[0] ?? String(teamGid);
   const folder = (path: string, what: string) => {
     let st;
     try { st = statSync(path); } catch {
@@ -2826,11 +2828,14 @@ export function checkSetup(store: Store, mtaFiles: string[] = MTA_FILES): Findin
     say(writable, writable ? `${what} ${path} is writable` : `${what} ${path} is not writable by this user`);
     // Group search permission alone (710) is fine: it lets the MTA check ticket numbers at SMTP time.
     // A team reads the tickets (750), never the state folder.
+    // A team reads the tickets (2750; 2751 where Exim searches them as anyone), never the state folder.
     const groupReads = team.length > 0 && path !== store.state;
-    if (st.mode & (groupReads ? 0o027 : 0o067)) {
-      say(false, `${what} ${path} is readable by others (mode ${(st.mode & 0o777).toString(8)}): chmod ${groupReads ? 'g-w' : 'g-rw'},o-rwx ${path}`);
+    if (st.mode & (groupReads ? 0o026 : 0o067)) {
+      say(false, `${what} ${path} is readable by others (mode ${(st.mode & 0o777).toString(8)}): chmod ${groupReads ? 'g-w,o-rw' : 'g-rw,o-rwx'} ${path}`);
     }
-    if (groupReads && (st.mode & 0o050) !== 0o050) say(false, `${what} ${path} does not let the maintainers' group read it: chmod g+rx ${path}`);
+    if (groupReads && (st.gid !== teamGid || (st.mode & 0o050) !== 0o050)) {
+      say(false, `${what} ${path} does not let the maintainers (group ${teamGroup}, the tickets user's) read it: chgrp ${teamGroup} ${path} && chmod g+rx ${path}`);
+    }
   };
   if (!existsSync(cfg.dir)) folder(cfg.dir, 'tickets folder');
   else {
@@ -2843,9 +2848,9 @@ export function checkSetup(store: Store, mtaFiles: string[] = MTA_FILES): Findin
   for (const row of existsSync(cfg.dir) ? listTicketPaths(store) : []) {
     const st = statSync(row.path);
     if (st.mode & (team.length ? 0o037 : 0o077)) { loose++; if (loose <= 5) say(false, `${row.path} is readable by others: chmod ${team.length ? 640 : 600} ${row.path}`); }
-    if (team.length && (!(st.mode & 0o040) || st.gid !== top!.gid)) {
+    if (team.length && (!(st.mode & 0o040) || st.gid !== teamGid)) {
       unread++;
-      if (unread <= 5) say(false, `${row.path} is not readable by the maintainers' group: chgrp ${top!.gid} ${row.path} && chmod 640 ${row.path}`);
+      if (unread <= 5) say(false, `${row.path} is not readable by the maintainers' group: chgrp ${teamGroup} ${row.path} && chmod 640 ${row.path}`);
     }
     if (row.place === 'open' && existsSync(store.ticketPath(row.n, 'archived'))) say(false, `ticket ${row.n} exists both open and archived`);
   }
@@ -2889,21 +2894,35 @@ export function checkSetup(store: Store, mtaFiles: string[] = MTA_FILES): Findin
       } catch { /* released meanwhile */ }
     }
   }
-  if (team.length && top) found.push(...checkTeam(team, top.gid));
+  if (team.length && teamGid !== undefined) found.push(...checkTeam(store, team, teamGid, teamGroup));
   return [...found, ...checkOwnership(store), ...checkMtaSide(store, mtaFiles)];
 }
 
-/** Each maintainer of a team is a user in the tickets folder's group (else they cannot read it). */
-function checkTeam(team: string[], gid: number): Finding[] {
-  const group = dbEntry('/etc/group', 2, String(gid));
-  const name = group?.[0] ?? String(gid);
-  return team.map((login) => {
+/**
+ * A team reads the tickets: each maintainer is a user in the tickets user's group, every folder
+ * above the tickets lets them through, and unmatched mail is theirs to read too.
+ */
+function checkTeam(store: Store, team: string[], gid: number, name: string): Finding[] {
+  const members = (dbEntry('/etc/group', 2, String(gid))?.[3] ?? '').split(',');
+  const found: Finding[] = team.map((login) => {
     const user = dbEntry('/etc/passwd', 0, login);
     if (!user) return { ok: false, text: `maintainer ${login} is no user here (getent passwd ${login})` };
-    const member = Number(user[3]) === gid || (group?.[3] ?? '').split(',').includes(login);
+    const member = Number(user[3]) === gid || members.includes(login);
     return member ? { ok: true, text: `maintainer ${login} reads the tickets (group ${name})` }
-      : { ok: false, text: `maintainer ${login} is not in the tickets folder's group ${name}: usermod -aG ${name} ${login}` };
+      : { ok: false, text: `maintainer ${login} is not in the tickets user's group ${name}: usermod -aG ${name} ${login}` };
   });
+  for (let above = join(realpathSync(store.cfg.dir), '..'); ; above = join(above, '..')) {
+    const st = statSync(above);
+    if (!(st.mode & 0o001) && !(st.gid === gid && st.mode & 0o010)) {
+      found.push({ ok: false, text: `the maintainers cannot reach ${store.cfg.dir}: ${above} does not let them through (chmod o+x ${above})` });
+    }
+    if (above === '/') break;
+  }
+  const unmatched = statSync(join(store.cfg.dir, 'unmatched'), { throwIfNoEntry: false });
+  if (unmatched && (!(unmatched.mode & 0o040) || unmatched.gid !== gid)) {
+    found.push({ ok: false, text: `${join(store.cfg.dir, 'unmatched')} is not readable by the maintainers' group: chgrp ${name} ${join(store.cfg.dir, 'unmatched')} && chmod 640 ${join(store.cfg.dir, 'unmatched')}` });
+  }
+  return found;
 }
 
 /** Where an MTA's configuration that may run us lives (Debian's Exim and Postfix). */
@@ -3052,7 +3071,7 @@ export function muttHooks(store: Store, self: string[]): string {
     // Every ticket read-only, also one opened after these hooks were printed (",r" gives it the
     // rest): mutt would write Status: lines into the ticket (its stored messages would no longer
     // be byte for byte what came in) and rewrite the file under a delivery's feet.
-    `folder-hook ${muttString(`${escapeRegExp(dir)}/(archived/)?[1-9][0-9]*$`)} ${muttString('set read_only=yes')}`,
+    `folder-hook ${muttString(`${escapeRegExp(dir)}/+(archived/+)?([1-9][0-9]*|unmatched)$`)} ${muttString('set read_only=yes')}`,
   ];
   for (const { n } of listTicketPaths(store).sort((a, b) => a.n - b.n)) {
     const address = `${cfg.ticketAddress.replace('N', String(n))}@${domain}`;
@@ -3064,7 +3083,7 @@ export function muttHooks(store: Store, self: string[]): string {
       `macro index,pager ,c ${muttString(close)} ${muttString(`close ticket ${n}`)}`,
     ].join('; ');
     // No leading "^": mutt would read it as its current-mailbox shortcut.
-    lines.push(`folder-hook ${muttString(`${escapeRegExp(dir)}/(archived/)?${n}$`)} ${muttString(hook)}`);
+    lines.push(`folder-hook ${muttString(`${escapeRegExp(dir)}/+(archived/+)?${n}$`)} ${muttString(hook)}`);
   }
   return `${lines.join('\n')}\n`;
 }
@@ -3301,7 +3320,8 @@ ticket_mail_pipe:
   path = /usr/local/bin:/usr/bin:/bin
   # Who handed the message over on this host (the login that ran sendmail, as Exim knows it; empty
   # for mail from the network, whose ident anyone can claim): a --maintainer's answer from mutt.
-  environment = TICKET_MAIL_LOCAL_USER=\${if def:sender_host_address{}{$sender_ident}}
+  # Only a login name passes (a trusted caller's -oMt could hold a ":", which splits this list).
+  environment = TICKET_MAIL_LOCAL_USER=\${if and{{!def:sender_host_address}{match{$sender_ident}{\\N^[A-Za-z_][A-Za-z0-9_.-]*$\\N}}}{$sender_ident}}
   # ticket-mail stores what it reads byte for byte: no extra trailing line (the default From_
   # prefix line is fine, ticket-mail drops it).
   message_suffix =
@@ -3611,7 +3631,8 @@ function tool(run: (cfg: Config, ...args: any[]) => unknown, as: 'owner' | 'call
       if (as === 'owner') await actAsOwner(cfg);
       process.exitCode = (await run(cfg, ...args)) === false ? 1 : 0;
     } catch (e) {
-      warn(e instanceof Error && !(e as NodeJS.ErrnoException).code ? e.message : `error: ${reason(e)}`);
+      const { path, syscall } = (e ?? {}) as NodeJS.ErrnoException;
+      warn(e instanceof Error && !(e as NodeJS.ErrnoException).code ? e.message : `error: ${reason(e)}${path ? ` (${syscall ? `${syscall} ` : ''}${path})` : ''}`);
       process.exitCode = 1;
     }
   };
@@ -3704,12 +3725,17 @@ function runRoute(cfg: Config, options: Record<string, unknown>): void {
  * many tools' way to name one's address), else the admin whose local part is the login name,
  * else the first admin, else login@domain.
  */
-export function closer(cfg: Config, env: NodeJS.ProcessEnv, domain: string): string {
+export function closer(cfg: Config, env: NodeJS.ProcessEnv, domain: string, owner?: string): string {
   const email = env.EMAIL?.trim().toLowerCase();
   if (email && isPlainAddress(email)) return email;
   // "sudo -u tickets ticket-mail close 3" is bob's close.
-  const login = (env.SUDO_USER || env.USER || env.LOGNAME || '').toLowerCase();
-  return cfg.admins.find((a) => a.slice(0, a.lastIndexOf('@')) === login) ?? cfg.admins[0] ?? `${login || 'maintainer'}@${domain}`;
+  const login = env.SUDO_USER || env.USER || env.LOGNAME || '';
+  const admin = cfg.admins.find((a) => a.slice(0, a.lastIndexOf('@')) === login.toLowerCase());
+  if (admin) return admin;
+  // A team's maintainer is named by their login, not taken for the first admin; the tickets user
+  // (or root), nobody in particular, is.
+  const teamMember = cfg.maintainers.includes(login) && login !== owner && isPlainAddress(`${login.toLowerCase()}@${domain}`);
+  return teamMember || !cfg.admins[0] ? `${login.toLowerCase() || 'maintainer'}@${domain}` : cfg.admins[0];
 }
 
 /** `close N` / `reopen N`: the same delivery as by mail, with a note (or stdin) as the message. */
@@ -3721,7 +3747,7 @@ async function runTicketCommand(cfg: Config, action: 'close' | 'reopen', ticket:
   if (action === 'reopen' && place === 'open') throw new Error(`ticket ${n} is already open`);
   const domain = cfg.domain ?? 'localhost';
   const recipient = `${(action === 'close' ? cfg.closeAddress : cfg.ticketAddress).replace('N', String(n))}@${domain}`;
-  const author = (typed.as?.at(-1) ?? closer(cfg, callerEnv, domain)).toLowerCase();
+  const author = (typed.as?.at(-1) ?? closer(cfg, callerEnv, domain, userName(statSync(cfg.dir).uid))).toLowerCase();
   if (!isPlainAddress(author)) throw new Error(`bad --as address "${printable(author, 80)}"`);
   // Mail from a robot's address (postmaster@, noreply@) never closes or reopens: not the note either.
   const robot = whyAutomatic(new Map(), author);
@@ -3730,7 +3756,9 @@ async function runTicketCommand(cfg: Config, action: 'close' | 'reopen', ticket:
     // A maintainer of a team reads the tickets; only the pipe's user writes them. A close goes by
     // mail, which the MTA vouches for (--maintainer); a reopen cannot (their mail keeps a ticket closed).
     if (action === 'reopen') throw new Error(`only the owner of ${cfg.dir} writes the tickets: sudo -u ${userName(statSync(cfg.dir).uid)} ticket-mail reopen ${n}`);
-    return closeByMail(cfg, n, recipient, Message.of(commandNote(action, n, author, recipient, domain, new Date())));
+    if (options.quiet) throw new Error('a close by mail sends the notices delivery sends: --quiet is for the owner of the tickets');
+    const given = process.stdin.isTTY ? undefined : readStdin(cfg.maxSize, tmpdir());
+    return closeByMail(cfg, n, recipient, given?.size ? given : Message.of(commandNote(action, n, author, recipient, domain, new Date())));
   }
   // The maintainer at the shell has the files anyway: the close policy is for mail.
   const store = new Store({ ...cfg, closePolicy: 'anyone' });
@@ -3758,12 +3786,15 @@ const writable = (path: string) => { try { accessSync(path, fsc.W_OK); return tr
  */
 async function closeByMail(cfg: Config, n: number, recipient: string, note: Message): Promise<void> {
   const { spawnSync } = await childProcess();
-  const r = spawnSync(cfg.sendmail, ['-oi', '--', recipient], { input: note.first, stdio: ['pipe', 'ignore', 'inherit'], timeout: 60_000 });
+  const r = spawnSync(cfg.sendmail, ['-oi', '--', recipient], { input: Buffer.concat([...note.chunks()]), stdio: ['pipe', 'ignore', 'inherit'], timeout: 60_000 });
   if (r.error || r.status !== 0) throw new Error(`cannot mail ${recipient}: ${cfg.sendmail} ${r.error ? reason(r.error) : `exited with status ${r.status}`}`);
   const store = new Store(cfg);
   // The MTA delivers in the background; a person waits a few seconds, not for ever.
   for (let waited = 0; waited < 15_000 && store.placeOf(n) !== 'archived'; waited += 100) await new Promise((done) => setTimeout(done, 100));
-  if (store.placeOf(n) !== 'archived') throw new Error(`ticket ${n}: mailed ${recipient}, still open after 15 s (the MTA's log says why)`);
+  if (store.placeOf(n) !== 'archived') {
+    throw new Error(`ticket ${n}: mailed ${recipient}, still open after 15 s: the mail is queued (the MTA's log), or delivery refused the close ` +
+      `(the audit log; is ${callerEnv.USER || 'your login'} in the pipe's "maintainer" list?)`);
+  }
   print(`ticket ${n}: closed (by mail to ${recipient})\n`);
 }
 
@@ -3905,21 +3936,24 @@ async function runSetup(cfg: Config, options: Record<string, unknown>): Promise<
   };
   if (!existsSync(home)) folder(home, who.gid, 0o700); // an existing HOME is the user's business
   // A team: maintainers with accounts of their own read the tickets through the tickets user's
-  // group (folders 2750, tickets 0640; ticket-mail makes new tickets so). Exim's user joins that
-  // group for its SMTP-time check. Alone, the folders' group is Exim's, with search only (2710).
-  const team = cfg.maintainers.filter((m) => m !== inst.user);
+  // group (folders 2750, tickets 0640; ticket-mail makes new tickets so); Exim's SMTP-time check
+  // then searches the folders as anyone (2751: a ticket number's existence, never its mail).
+  // Alone, the folders' group is Exim's, with search only (2710). The team is the one named now
+  // and in the config file already: running setup again as the README says keeps it.
+  const configured = existsSync(inst.config) ? ([] as unknown[]).concat(readConfigFile(inst.config).maintainer ?? []).map(String) : [];
+  const team = [...new Set([...cfg.maintainers, ...configured])].filter((m) => m !== inst.user);
   const teamGroup = team.length ? (await groupEntryOf(who.gid))?.name : undefined;
   if (team.length && !teamGroup) throw new Error(`the group of ${inst.user} (gid ${who.gid}) has no name: a team reads the tickets through it`);
-  for (const login of teamGroup ? [...team, ...(eximUser ? [eximUser.name] : [])] : []) {
+  for (const login of teamGroup ? team : []) {
     if (!(await account(login))) throw new Error(`maintainer ${login} is no user here: make the account first (adduser ${login})`);
     const member = (await groupEntryOf(who.gid))!.members.includes(login) || (await account(login))!.gid === who.gid;
     if (member) continue;
     const r = spawnSync('usermod', ['--append', '--groups', teamGroup!, login], { encoding: 'utf8' });
     if (r.status !== 0) throw new Error(`usermod --append --groups ${teamGroup} ${login} failed: ${(r.stderr || r.error?.message || '').trim()}`);
-    done(`added ${login} to the group ${teamGroup}${login === eximUser?.name ? ' (restart Exim so that it reads with it)' : ' (it takes effect at their next login)'}`);
+    done(`added ${login} to the group ${teamGroup} (it takes effect at their next login)`);
   }
   // setgid: archived/, made later by ticket-mail itself, gets the same group.
-  const ticketsMode = teamGroup ? 0o2750 : eximUser === undefined ? 0o700 : 0o2710;
+  const ticketsMode = teamGroup ? (eximUser === undefined ? 0o2750 : 0o2751) : eximUser === undefined ? 0o700 : 0o2710;
   const ticketsGroup = teamGroup ? who.gid : eximUser?.gid ?? who.gid;
   folder(cfg.dir, ticketsGroup, ticketsMode);
   folder(join(cfg.dir, 'archived'), ticketsGroup, ticketsMode);
@@ -3927,9 +3961,25 @@ async function runSetup(cfg: Config, options: Record<string, unknown>): Promise<
   done(`folders ${cfg.dir} and ${cfg.dir}/archived (mode ${ticketsMode.toString(8)}${teamGroup ? `, the maintainers' group ${teamGroup} reads them`
     : eximUser === undefined ? '' : ', group search for Exim'}), owned by ${inst.user}; HOME ${home}`);
   if (teamGroup) {
-    const tickets = listTicketPaths(new Store(cfg));
-    for (const { path } of tickets) { chownSync(path, who.uid, who.gid); chmodSync(path, 0o640); }
-    if (tickets.length) done(`made the ${tickets.length} existing ticket file(s) readable by the group ${teamGroup}`);
+    // Through a descriptor that followed no link: a ticket the tickets user replaced by a symlink
+    // to /etc/shadow must not make root hand that file over.
+    const paths = [...listTicketPaths(new Store(cfg)).map((t) => t.path), join(cfg.dir, 'unmatched')];
+    let made = 0;
+    for (const path of paths) {
+      let fd;
+      try { fd = openSync(path, fsc.O_RDONLY | fsc.O_NOFOLLOW | fsc.O_NONBLOCK); } catch (e) {
+        if (code(e) !== 'ENOENT') done(`left alone ${path}: ${code(e) === 'ELOOP' ? 'a symlink' : reason(e)} (ticket-mail check says more)`);
+        continue;
+      }
+      try {
+        const st = fstatSync(fd);
+        if (!st.isFile() || st.nlink !== 1) { done(`left alone ${path}: not a plain file`); continue; }
+        fchownSync(fd, who.uid, who.gid);
+        fchmodSync(fd, 0o640);
+        made++;
+      } finally { closeSync(fd); }
+    }
+    if (made) done(`made the ${made} existing ticket file(s) readable by the group ${teamGroup}`);
   }
   if (existsSync(inst.config)) {
     done(`kept the config file ${inst.config}`);
@@ -3938,7 +3988,7 @@ async function runSetup(cfg: Config, options: Record<string, unknown>): Promise<
     if (missing.length) done(`it does not name ${missing.join(', ')} as maintainer: add ${JSON.stringify(missing)} to its "maintainer" list`);
   } else {
     mkdirSync(join(inst.config, '..'), { recursive: true, mode: 0o755 });
-    writeFileSync(inst.config, configFileText({ ...cfg, maintainers: [...new Set([inst.user, ...cfg.maintainers])] }), { mode: 0o644, flag: 'wx' });
+    writeFileSync(inst.config, configFileText({ ...cfg, maintainers: [inst.user, ...team] }), { mode: 0o644, flag: 'wx' });
     done(`wrote the config file ${inst.config}`);
   }
   mkdirSync(join(inst.launcher, '..'), { recursive: true, mode: 0o755 });
@@ -3969,8 +4019,11 @@ async function writeChores(cfg: Config, inst: Installation, etc: string, done: (
   }
   const { spawnSync } = await childProcess();
   const group = spawnSync('id', ['-gn', inst.user], { encoding: 'utf8' }).stdout.trim() || inst.user;
-  write(join(etc, 'logrotate.d', 'ticket-mail'), logrotateSnippet(join(cfg.dir, '.ticket-mail', 'log'), inst.user, group));
-  done(`wrote ${join(etc, 'logrotate.d', 'ticket-mail')} (the audit log, weekly)`);
+  // Unlike the timer, it names no program that may move: a sysadmin's edits (daily, rotate 12) stay.
+  const rotation = join(etc, 'logrotate.d', 'ticket-mail');
+  if (existsSync(rotation)) return done(`kept ${rotation}`);
+  write(rotation, logrotateSnippet(join(cfg.dir, '.ticket-mail', 'log'), inst.user, group));
+  done(`wrote ${rotation} (the audit log, weekly)`);
 }
 
 async function runPostfixConfig(cfg: Config, options: Record<string, unknown>): Promise<void> {
@@ -4019,7 +4072,7 @@ const SETTING_HELP: Record<typeof SETTING_NAMES[number] | 'config', [value: stri
   closeAddress: ['form', `Address that closes ticket N (default: ${DEFAULTS.closeAddress})`],
   tag: ['form', `Subject tag naming ticket N (default: ${DEFAULTS.tag})`],
   admin: ['address', 'Admin address: may close any ticket, gets notifications (repeatable; default: none)'],
-  maintainer: ['login', 'Login whose mail sent on this host is a maintainer\'s: it notifies nobody, may close, and keeps a closed ticket closed (repeatable; default: none; needs an MTA that says who sent, see --local-user)'],
+  maintainer: ['login', 'Login whose mail sent on this host is a maintainer\'s: its answers and closes notify no admin, it may close, and it keeps a closed ticket closed (repeatable; default: none; needs an MTA that says who sent, see --local-user)'],
   closePolicy: ['policy', `Who may close: submitter (or an admin) | anyone (default: ${DEFAULTS.closePolicy})`],
   unknown: ['mode', `Mail for a ticket that does not exist: file (in DIR/unmatched) | bounce (exit 67) (default: ${DEFAULTS.unknown})`],
   maxSize: ['size', `Largest message accepted (default: ${DEFAULTS.maxSize})`],
@@ -4084,7 +4137,7 @@ export async function main(argv: string[], afterDelivery?: () => void): Promise<
     .option('--json', 'JSON for scripts').action(tool(runRoute));
   for (const action of ['close', 'reopen'] as const) {
     cli.command(`${action} <ticket>`, `${action === 'close' ? 'Close' : 'Reopen'} a ticket as mail to its ${action === 'close' ? 'close ' : ''}address would (a message on stdin is filed, else a short note)`)
-      .option('--as <address>', 'Author of the note (default: $EMAIL, else the --admin named like $USER, else the first --admin, else $USER@domain)')
+      .option('--as <address>', 'Author of the note (default: $EMAIL, else the --admin named like $SUDO_USER or $USER, else for a team maintainer LOGIN@domain, else the first --admin)')
       .option('--quiet', 'Send no notices').action(tool((cfg, ticket, options) => runTicketCommand(cfg, action, ticket, options)));
   }
   cli.command('muttrc', 'Print mutt hooks for every ticket: source "ticket-mail muttrc |"').action(tool(runMuttrc, 'caller'));

@@ -7,6 +7,7 @@
 import { describe, expect, it } from 'vitest';
 import { existsSync, mkdirSync } from 'node:fs';
 import { join } from 'node:path';
+import { closer, resolveConfig } from '../ticket.ts';
 import { deliver, FAKE_SENDMAIL, mail, sentMail, stored, tempDir } from './harness.ts';
 
 const DOMAIN = 'tickets.example';
@@ -106,5 +107,18 @@ describe('the maintainer\'s answers', () => {
       const r = deliver(['--dir', join(base, 't'), '--maintainer', bad, '--recipient', `submit@${DOMAIN}`], mail());
       expect([r.status, r.stderr.trim().split('\n')]).toEqual([75, [expect.stringMatching(/^ticket-mail: bad maintainer login "[ -~]*"$/)]]);
     }
+  });
+});
+
+describe('closer: whom a note from close or ,c names', () => {
+  const cfg = resolveConfig({ dir: '/srv/tickets', admin: ['alice@staff.example', 'max@staff.example'], maintainer: ['tickets', 'bob'] }, {}, {});
+  it.each([
+    ['$EMAIL first', { EMAIL: 'Bob.B@Home.example', USER: 'bob' }, 'bob.b@home.example'],
+    ['the admin named like the login', { USER: 'max' }, 'max@staff.example'],
+    ['the sudo caller, not the tickets user sudo made it', { USER: 'tickets', SUDO_USER: 'max' }, 'max@staff.example'],
+    ['a team maintainer by their login, never the first admin', { USER: 'bob' }, 'bob@tickets.example'],
+    ['the tickets user, nobody in particular: the first admin', { USER: 'tickets' }, 'alice@staff.example'],
+  ])('%s', (_, env, expected) => {
+    expect(closer(cfg, env, 'tickets.example', 'tickets')).toBe(expected);
   });
 });

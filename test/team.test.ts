@@ -5,7 +5,7 @@
 // Real users, real processes as those users (runuser), the launcher setup writes. Root only.
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { spawn, spawnSync } from 'node:child_process';
-import { chmodSync, copyFileSync, existsSync, mkdirSync, readdirSync, readFileSync, statSync } from 'node:fs';
+import { chmodSync, copyFileSync, existsSync, mkdirSync, readdirSync, readFileSync, rmSync, statSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { BIN, FAKE_SENDMAIL, mail, stored, tempDir } from './harness.ts';
 
@@ -99,14 +99,40 @@ describe.skipIf(!!skipReason)('a team of maintainers', () => {
       const bad = check();
       expect(bad.status).toBe(1);
       expect(bad.stdout).toMatch(new RegExp(`^FIX +${join(tickets, '1')} is not readable by the maintainers' group: `, 'm'));
-      expect(bad.stdout).toMatch(new RegExp(`^FIX +archived folder ${join(tickets, 'archived')} does not let the maintainers' group read it: chmod g\\+rx`, 'm'));
-      expect(bad.stdout).toMatch(new RegExp(`^FIX +maintainer ${BOB} is not in the tickets folder's group ${OWNER}: usermod -aG ${OWNER} ${BOB}$`, 'm'));
+      expect(bad.stdout).toMatch(new RegExp(`^FIX +archived folder ${join(tickets, 'archived')} does not let the maintainers \\(group ${OWNER}, the tickets user's\\) read it: chgrp ${OWNER} `, 'm'));
+      expect(bad.stdout).toMatch(new RegExp(`^FIX +maintainer ${BOB} is not in the tickets user's group ${OWNER}: usermod -aG ${OWNER} ${BOB}$`, 'm'));
     } finally {
       chmodSync(join(tickets, '1'), 0o640);
       chmodSync(join(tickets, 'archived'), 0o2750);
       sh(`usermod -aG ${OWNER} ${BOB}`);
     }
     expect(check().stdout).not.toMatch(/^FIX .*(readable|group)/m);
+  });
+
+  it('keeps the team when setup runs again without --maintainer, and never hands over what a ticket\'s symlink names', () => {
+    // What the tickets user could plant: a ticket that is a link to a file of root's, an unmatched made before the team.
+    const secret = join(base, 'secret');
+    writeFileSync(secret, 'root only\n', { mode: 0o600 });
+    expect(sh(`runuser -u ${OWNER} -- ln -s ${secret} ${join(tickets, '5')}`).status).toBe(0);
+    chmodSync(join(tickets, 'unmatched'), 0o600);
+    const again = spawnSync(process.execPath, [program, 'setup', '--user', OWNER, '--home', join(base, 'home'), '--launcher', join(base, 'bin', 'deliver'),
+      '--config', config, '--etc', join(base, 'etc'), '--mta', 'none', '--dir', tickets, '--domain', DOMAIN], { encoding: 'utf8', env: { PATH: process.env.PATH, TICKET_MAIL_CONFIG: '' } });
+    expect(again.status, again.stderr).toBe(0);
+    expect(again.stdout).toContain(`left alone ${join(tickets, '5')}: a symlink`);
+    expect([statSync(secret).uid, statSync(secret).mode & 0o777]).toEqual([0, 0o600]);
+    expect(statSync(tickets).mode & 0o7777).toBe(0o2750); // still the team's
+    expect(statSync(join(tickets, 'unmatched')).mode & 0o777).toBe(0o640);
+    rmSync(join(tickets, '5'));
+  });
+
+  it('check says so when a folder above the tickets keeps the maintainers out', () => {
+    // As a HOME of the tickets user's that holds the tickets would be: 0700, its own.
+    sh(`chown ${OWNER} ${base}`);
+    chmodSync(base, 0o700);
+    try {
+      const r = spawnSync(process.execPath, [program, 'check', '--config', config], { encoding: 'utf8', env: { PATH: process.env.PATH } });
+      expect(r.stdout).toMatch(new RegExp(`^FIX +the maintainers cannot reach ${tickets}: ${base} does not let them through \\(chmod o\\+x ${base}\\)$`, 'm'));
+    } finally { sh(`chown root ${base}`); chmodSync(base, 0o755); }
   });
 
   it('closes by mail when a team maintainer runs close: the MTA says who sent it, and delivery closes', async () => {
