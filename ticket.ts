@@ -1926,14 +1926,18 @@ function fileUnmatched(store: Store, index: MessageIndex, incoming: Incoming, wh
   const path = join(store.cfg.dir, 'unmatched');
   const lock = takeLock(path, store.cfg, (intent) => recoverTicketStep(store, intent));
   try {
-    // A copy filed there before (an MTA's retry) is neither filed nor answered again.
-    const copy = index.filings(incoming.idKey).some(({ ticket, at }) => ticket === UNMATCHED && at !== undefined &&
-      storedPrint(path, at) === (incoming.print ??= messagePrint(incoming.message)));
-    if (copy) return { outcome: 'duplicate', ticket: undefined };
+    if (inUnmatched(store, index, incoming)) return { outcome: 'duplicate', ticket: undefined };
     const at = appendDurably(path, recordChunks(incoming.message, incoming.envelope.sender, 'unmatched', incoming.at), lock, incoming.idKey, 'unmatched');
     const warning = noteFiled(index, incoming, UNMATCHED, at, []);
     return { outcome: 'unmatched', ticket: undefined, warning: [`filed in unmatched: ${why}`, warning].filter(Boolean).join('; ') };
   } finally { lock.release(); }
+}
+
+/** Whether this very message is filed in unmatched already (an MTA's retry): it is neither filed nor answered again. */
+function inUnmatched(store: Store, index: MessageIndex, incoming: Incoming): boolean {
+  const path = join(store.cfg.dir, 'unmatched');
+  return index.filings(incoming.idKey).some(({ ticket, at }) => ticket === UNMATCHED && at !== undefined &&
+    storedPrint(path, at) === (incoming.print ??= messagePrint(incoming.message)));
 }
 
 /**
@@ -2670,14 +2674,19 @@ export async function showTicket(store: Store, n: number) {
   return { ticket: n, state: place === 'open' ? 'open' : 'closed', path, messages };
 }
 
-/** What delivering this message would do, for `route`: reads, never writes. */
+/**
+ * What delivering this message would do, for `route`: reads, never writes. It decides as
+ * fileUnmatched, createTicket and fileIntoTicket do, in their order: a retry is a duplicate
+ * (answered by nobody), and with --unknown bounce mail for a missing ticket is bounced (67).
+ */
 export function dryRoute(store: Store, incoming: Incoming) {
   const index = new MessageIndex(store.state);
   const routed = routeIncoming(store, index, incoming);
-  let outcome: Outcome;
+  let outcome: Outcome | 'bounced';
   let ticket: number | undefined;
   let missing: number | undefined;
-  if (routed.action === 'unmatched') outcome = 'unmatched';
+  const unmatched = () => (inUnmatched(store, index, incoming) ? 'duplicate' : 'unmatched');
+  if (routed.action === 'unmatched') outcome = unmatched();
   else if (routed.action === 'create') {
     const [already] = copiesOf(store, index, incoming).same;
     outcome = already === undefined ? 'created' : 'duplicate';
@@ -2686,20 +2695,17 @@ export function dryRoute(store: Store, incoming: Incoming) {
     ticket = routed.ticket;
     const place = store.placeOf(ticket);
     const copies = place && copiesOf(store, index, incoming);
-    if (!copies) { outcome = 'unmatched'; missing = ticket; ticket = undefined; }
-    else if (copies.same.includes(ticket) || copies.opened.length) {
-      outcome = 'duplicate'; // as fileIntoTicket decides
-      if (!copies.same.includes(ticket)) ticket = copies.opened[0];
-    } else {
-      outcome = ticketOutcome(routed.action, place, whyAutomatic(incoming.head, incoming.envelope.sender) !== undefined,
-        routed.action === 'close' && place === 'open' && closeAllowed(store, ticket, incoming));
-    }
+    const mayClose = () => routed.action === 'close' && place === 'open' && closeAllowed(store, routed.ticket, incoming);
+    if (!copies) { missing = ticket; ticket = undefined; outcome = store.cfg.unknown === 'bounce' ? 'bounced' : unmatched(); }
+    else if (!copies.same.includes(ticket) && copies.opened.length) { outcome = 'duplicate'; ticket = copies.opened[0]; }
+    else if (copies.same.includes(ticket)) outcome = mayClose() ? 'closed' : 'duplicate'; // a retried close finishes its move
+    else outcome = ticketOutcome(routed.action, place, whyAutomatic(incoming.head, incoming.envelope.sender) !== undefined, mayClose());
   }
   const domain = replyDomain(store.cfg, incoming);
   // What delivery would send and hold back, the reply limit included (read, never counted).
   const held: Held[] = [];
   const now = new Date();
-  const drafts = !domain ? [] : draftReplies(store, incoming, { outcome, ticket, missing }, domain, now, undefined, undefined, held);
+  const drafts = !domain || outcome === 'bounced' ? [] : draftReplies(store, incoming, { outcome, ticket, missing }, domain, now, undefined, undefined, held);
   const limited = (d: Draft) => d.autoSubmitted === 'auto-replied' && recentReplies(replyCounter(store, d.to), now).length >= store.cfg.replyLimit;
   for (const d of drafts.filter(limited)) held.push({ kind: d.kind, to: d.to, why: replyLimitReached(store.cfg) });
   const replies = drafts.filter((d) => !limited(d)).map((d) => ({ kind: d.kind, to: d.to }));
@@ -3479,7 +3485,7 @@ function runRoute(cfg: Config, options: Record<string, unknown>): void {
     ['recipient', `${r.recipient ?? '(none)'} (from ${r.source})`],
     ['sender', r.sender || '<> (null sender)'],
     ['decision', `${r.route.action}${'ticket' in r.route ? ` ticket ${r.route.ticket}` : ''}${rule}`],
-    ['outcome', `${r.outcome}${r.ticket !== null ? ` (ticket ${r.ticket})` : ''}${r.missing ? ` (ticket ${r.missing} does not exist)` : ''}`],
+    ['outcome', `${r.outcome}${r.ticket !== null ? ` (ticket ${r.ticket})` : ''}${r.missing ? ` (ticket ${r.missing} does not exist${r.outcome === 'bounced' ? ': exit 67' : ''})` : ''}`],
     ['replies', r.replies.map((x) => `${x.kind} to ${x.to}`).join(', ') || 'none'],
     ...(r.held.length ? [['held back', r.held.map((h) => `${h.kind} to ${h.to}: ${h.why}`).join('; ')]] : []),
     ...(r.noAutoReplyBecause ? [['no auto-reply', r.noAutoReplyBecause]] : []),
