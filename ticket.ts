@@ -3449,7 +3449,11 @@ let stdoutWatched = false;
 const print = (text: string) => {
   if (!stdoutWatched) {
     stdoutWatched = true;
-    process.stdout.on('error', (e: NodeJS.ErrnoException) => { if (e.code === 'EPIPE') process.exit(process.exitCode ?? 0); else throw e; });
+    process.stdout.on('error', (e: NodeJS.ErrnoException) => {
+      if (e.code === 'EPIPE') process.exit(process.exitCode ?? 0);
+      process.stderr.write(`ticket-mail: cannot write the output: ${reason(e)}\n`); // a full disk, /dev/full
+      process.exit(1);
+    });
   }
   process.stdout.write(text);
 };

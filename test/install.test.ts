@@ -57,3 +57,12 @@ describe('route predicts what delivery does', () => {
       'bounced/67/0', 'unmatched/0/0', 'duplicate/0/0', 'unmatched/0/0', 'duplicate/0/0', 'closed/0/1', 'duplicate/0/0', 'reopened/0/1']);
   });
 });
+
+describe('output', () => {
+  it('says in one line that it cannot write its output (list > /dev/full), exit 1, no stack trace', () => {
+    const dir = tempDir();
+    expect(deliver(['--dir', dir, '--recipient', `submit@${DOMAIN}`, '--sender', 'a@b.example'], mail()).status).toBe(0);
+    const r = spawnSync('sh', ['-c', 'exec "$0" "$1" list --dir "$2" > /dev/full', process.execPath, BIN, dir], { encoding: 'utf8', env: { PATH: process.env.PATH, TICKET_MAIL_CONFIG: '' } });
+    expect([r.status, r.stderr]).toEqual([1, 'ticket-mail: cannot write the output: ENOSPC\n']);
+  });
+});
