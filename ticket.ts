@@ -3054,7 +3054,7 @@ function addressFormsRegExp(cfg: Config, capture: boolean): string {
 /** The router and transport for Exim 4.96 or newer, with this installation's paths. */
 export function eximSnippet(cfg: Config, inst: Installation): string {
   const domain = cfg.domain ?? 'tickets.example.org';
-  const localParts = `${cfg.submit} : \\N${addressFormsRegExp(cfg, false)}\\N`;
+  const localParts = (anyDigits = false) => `${cfg.submit} : \\N${addressFormsRegExp(cfg, false, anyDigits)}\\N`;
   const number = `\${sg{$local_part}{\\N${addressFormsRegExp(cfg, true)}\\N}{\\$1}}`;
   return `# ticket-mail for Exim 4.96 or newer, printed by "ticket-mail exim-config" for this installation.
 # Debian, split configuration: the routers as /etc/exim4/conf.d/router/350_exim4-config_ticket_mail
@@ -3072,18 +3072,18 @@ export function eximSnippet(cfg: Config, inst: Installation): string {
 ticket_mail:
   driver = accept
   domains = ${domain}
-  local_parts = ${localParts}
+  local_parts = ${localParts()}
   condition = \${if or {{eq{$local_part}{${cfg.submit}}} \\
                        {exists{${cfg.dir}/${number}}} \\
                        {exists{${cfg.dir}/archived/${number}}}}}
   transport = ticket_mail_pipe
 
-# Accepted without an SMTP-time check (a local client, a relay host) but for no ticket: ticket-mail
-# files it in "unmatched" and tells the sender, where Exim would bounce it.
+# Accepted without an SMTP-time check (a local client, a relay host) but for no ticket, or with a bad
+# number (ticket-0, ticket-007): ticket-mail files it in "unmatched", where Exim would bounce it.
 ticket_mail_unchecked:
   driver = accept
   domains = ${domain}
-  local_parts = ${localParts}
+  local_parts = ${localParts(true)}
   verify = false
   transport = ticket_mail_pipe
 
@@ -3113,6 +3113,24 @@ ticket_mail_pipe:
 }
 
 /**
+ * The aliases that take our addresses in local(8)'s form: submit, and for each address form the
+ * part before its first delimiter ("ticket" of ticket-N and ticket-N-done, with "+-"), which must
+ * come before the number; a form without one (tN, N-ticket) cannot be served by an alias.
+ */
+function aliasNames(cfg: Config): string[] {
+  const names = [cfg.submit];
+  for (const form of [cfg.ticketAddress, cfg.closeAddress]) {
+    const alias = /^([a-z0-9._]+)[+-]/.exec(form)?.[1]; // no "N" in it: the delimiter comes before the number
+    if (!alias) {
+      throw new Error(`postfix-config --aliases cannot serve the address form "${form}": local(8) finds an alias by the part ` +
+        'before the first "+" or "-", which must come before the number (ticket-N); use the pipe(8) form, "ticket-mail postfix-config" without --aliases');
+    }
+    names.push(alias);
+  }
+  return [...new Set(names)];
+}
+
+/**
  * The Postfix configuration for this installation: the ticket domain as a relay domain delivered
  * by a pipe(8) service (in mydestination, local(8)'s recipient table would refuse every ticket
  * address), and a policy service that refuses unknown tickets at SMTP time; or, with `aliases`,
@@ -3139,8 +3157,7 @@ ticketpolicy unix -  n       n       -       0       spawn
 # user's own (never in /etc/postfix). ticket-42-done@ finds the alias "ticket" through the "-"
 # delimiter; "+" keeps working for everyone else (a user whose name holds a "-" loses its "+").
 # ---- ${inst.home}/aliases, then as ${inst.user}: postalias ${inst.home}/aliases ----
-${cfg.submit}: "|${inst.launcher}"
-${cfg.ticketAddress.split('N')[0]!.replace(/-$/, '')}: "|${inst.launcher}"
+${aliasNames(cfg).map((name) => `${name}: "|${inst.launcher}"`).join('\n')}
 # ---- main.cf ----
 mydestination = $myhostname, localhost, ${domain}
 alias_maps = hash:/etc/aliases, hash:${inst.home}/aliases
@@ -3556,7 +3573,10 @@ async function runDraft(_cfg: Config, file: unknown): Promise<void> {
 
 function runCheck(cfg: Config, options: Record<string, unknown>): boolean {
   const extra = ([] as unknown[]).concat(options.mtaConfig ?? []).map(String);
-  const findings = checkSetup(new Store(cfg), [...MTA_FILES, ...extra]);
+  let inst: Installation | undefined;
+  let unknown: Finding[] = [];
+  try { inst = installation(cfg, {}); } catch (e) { unknown = [{ ok: false, text: `this installation cannot be read: ${(e as Error).message}` }]; }
+  const findings = [...unknown, ...checkSetup(new Store(cfg), [...MTA_FILES, ...extra], inst)];
   for (const f of findings) print(`${f.ok ? colour(32, 'ok ') : colour(31, 'FIX')}  ${visible(f.text)}\n`);
   return findings.every((f) => f.ok);
 }
