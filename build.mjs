@@ -125,14 +125,19 @@ const buildId = createHash('sha256').update(JSON.stringify(modules)).digest('hex
 function load(source, BUILD, LAZY) {
   const { closeSync, constants, fstatSync, lstatSync, mkdirSync, openSync, readSync, renameSync, writeFileSync } = require('node:fs');
   const { Script } = require('node:vm');
-  // No HOME and no passwd entry (a pipe's environment can be that bare): homedir() throws; no cache then.
-  const home = () => { try { return require('node:os').homedir(); } catch { return '/nonexistent'; } };
-  const dir = `${process.env.XDG_CACHE_HOME || `${home()}/.cache`}/ticket-mail`;
+  // No HOME and no passwd entry (a pipe's environment can be that bare): homedir() throws, and
+  // there is no cache at all, neither read nor written (a made-up home would be made, as root too).
+  const cacheHome = () => {
+    if (process.env.XDG_CACHE_HOME) return process.env.XDG_CACHE_HOME;
+    try { const home = require('node:os').homedir(); return home ? `${home}/.cache` : undefined; } catch { return undefined; }
+  };
+  const dir = cacheHome()?.concat('/ticket-mail');
   const ours = (stat) => stat.uid === process.getuid?.() && (stat.mode & 0o022) === 0;
   const loaded = {};
   const unsaved = [];
   const cacheFile = (name) => `${dir}/${BUILD}-${name}-${process.version}-${process.arch}.v8`;
   const readCache = (name) => {
+    if (!dir) return undefined;
     try {
       const fd = openSync(cacheFile(name), constants.O_RDONLY | constants.O_NOFOLLOW);
       try {
@@ -159,7 +164,7 @@ function load(source, BUILD, LAZY) {
   }
   // Called after a delivery, so that the functions a delivery runs are in the cache compiled.
   const saveCaches = () => {
-    if (!unsaved.length) return;
+    if (!unsaved.length || !dir) return;
     try {
       mkdirSync(dir, { recursive: true, mode: 0o700 });
       if (!ours(lstatSync(dir))) return; // a folder someone else could write to, or a symlink

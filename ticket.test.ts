@@ -1373,10 +1373,17 @@ mkdir /etc/ticket-mail
 printf '// the commented config setup writes\\n{ "dir": "${dir}", "domain": "tickets.example", "sendmail": "${FAKE_SENDMAIL}" }\\n' > /etc/ticket-mail/config.json
 printf 'From: a@b.example\\nSubject: found\\nMessage-ID: <cfg@b.example>\\n\\nhi\\n' | env -i PATH=/usr/bin:/bin "$0" "$1" --recipient submit@tickets.example --sender a@b.example
 env -i PATH=/usr/bin:/bin "$0" "$1" list`;
+    const build = /, "([0-9a-f]{16})", \["cac"/.exec(readFileSync(join(import.meta.dirname, 'dist', 'ticket-mail.cjs'), 'utf8'))![1]!;
+    const cache = '/nonexistent/.cache/ticket-mail';
+    const cacheUnderNonexistent = () => (existsSync(cache) ? readdirSync(cache) : [])
+      .filter((name) => name.startsWith(build)).map((name) => `${name} ${statSync(join(cache, name)).mtimeMs}`);
+    const before = cacheUnderNonexistent();
     const r = spawnSync('unshare', ['-m', '--propagation', 'private', 'sh', '-c', script, process.execPath, join(import.meta.dirname, 'dist', 'ticket-mail.cjs')], { encoding: 'utf8' });
     expect(r.status, r.stderr).toBe(0);
     expect(r.stdout).toMatch(/^1 +open +1 .*a@b\.example +found$/m);
     expect(existsSync('/etc/ticket-mail/config.json') && readFileSync('/etc/ticket-mail/config.json', 'utf8').includes(dir)).toBe(false);
+    // No HOME is no code cache: nothing of this build is written under a made-up home (/nonexistent, as root).
+    expect(cacheUnderNonexistent()).toEqual(before);
   });
 
   it('has the launcher pass 0, 65, 67 and 75 on, and turn a program that cannot run into 75 and one sentence', () => {

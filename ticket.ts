@@ -29,7 +29,7 @@
  */
 import {
   accessSync, chmodSync, chownSync, closeSync, existsSync, fchmodSync, fchownSync, fstatSync, fsyncSync, ftruncateSync, linkSync, lstatSync, mkdirSync,
-  openSync, readFileSync, readSync, readdirSync, realpathSync, renameSync, rmSync, statSync, unlinkSync, writeFileSync, writeSync,
+  openSync, readFileSync, readSync, readdirSync, readlinkSync, realpathSync, renameSync, rmSync, statSync, unlinkSync, writeFileSync, writeSync,
   constants as fsc,
 } from 'node:fs';
 import { hostname, tmpdir } from 'node:os';
@@ -142,7 +142,7 @@ const LOGIN = /^[a-z_][a-z0-9_.-]{0,31}\$?$/i;
  */
 export function resolveConfig(flags: RawSettings, file: Record<string, unknown>, env: NodeJS.ProcessEnv): Config {
   for (const key of Object.keys(file)) {
-    if (!(SETTING_NAMES as readonly string[]).includes(key)) throw temporary(`config file: unknown setting "${key}"`);
+    if (!(SETTING_NAMES as readonly string[]).includes(key) && key !== INSTALLATION_KEY) throw temporary(`config file: unknown setting "${key}"`);
   }
   const pick = (key: keyof RawSettings) => flags[key] ?? file[key];
   const text = (key: keyof RawSettings, fallback?: string): string | undefined => {
@@ -1973,10 +1973,7 @@ function fileUnmatched(store: Store, index: MessageIndex, incoming: Incoming, wh
   const path = join(store.cfg.dir, 'unmatched');
   const lock = takeLock(path, store.cfg, (intent) => recoverTicketStep(store, intent));
   try {
-    // A copy filed there before (an MTA's retry) is neither filed nor answered again.
-    const copy = index.filings(incoming.idKey).some(({ ticket, at }) => ticket === UNMATCHED && at !== undefined &&
-      storedPrint(path, at) === (incoming.print ??= messagePrint(incoming.message)));
-    if (copy) return { outcome: 'duplicate', ticket: undefined };
+    if (inUnmatched(store, index, incoming)) return { outcome: 'duplicate', ticket: undefined };
     const created = !exists(path);
     const at = appendDurably(path, recordChunks(incoming.message, incoming.envelope.sender, 'unmatched', incoming.at), lock, incoming.idKey, 'unmatched');
     const warning = noteFiled(index, incoming, UNMATCHED, at, []);
@@ -1984,6 +1981,13 @@ function fileUnmatched(store: Store, index: MessageIndex, incoming: Incoming, wh
     if (created) try { chmodSync(path, store.ticketMode()); } catch { /* see above */ }
     return { outcome: 'unmatched', ticket: undefined, warning: [`filed in unmatched: ${why}`, warning].filter(Boolean).join('; ') };
   } finally { lock.release(); }
+}
+
+/** Whether this very message is filed in unmatched already (an MTA's retry): it is neither filed nor answered again. */
+function inUnmatched(store: Store, index: MessageIndex, incoming: Incoming): boolean {
+  const path = join(store.cfg.dir, 'unmatched');
+  return index.filings(incoming.idKey).some(({ ticket, at }) => ticket === UNMATCHED && at !== undefined &&
+    storedPrint(path, at) === (incoming.print ??= messagePrint(incoming.message)));
 }
 
 /**
@@ -2757,14 +2761,19 @@ export async function showTicket(store: Store, n: number) {
   return { ticket: n, state: place === 'open' ? 'open' : 'closed', path, messages };
 }
 
-/** What delivering this message would do, for `route`: reads, never writes. */
+/**
+ * What delivering this message would do, for `route`: reads, never writes. It decides as
+ * fileUnmatched, createTicket and fileIntoTicket do, in their order: a retry is a duplicate
+ * (answered by nobody), and with --unknown bounce mail for a missing ticket is bounced (67).
+ */
 export function dryRoute(store: Store, incoming: Incoming) {
   const index = new MessageIndex(store.state);
   const routed = routeIncoming(store, index, incoming);
-  let outcome: Outcome;
+  let outcome: Outcome | 'bounced';
   let ticket: number | undefined;
   let missing: number | undefined;
-  if (routed.action === 'unmatched') outcome = 'unmatched';
+  const unmatched = () => (inUnmatched(store, index, incoming) ? 'duplicate' : 'unmatched');
+  if (routed.action === 'unmatched') outcome = unmatched();
   else if (routed.action === 'create') {
     const [already] = copiesOf(store, index, incoming).same;
     outcome = already === undefined ? 'created' : 'duplicate';
@@ -2773,20 +2782,17 @@ export function dryRoute(store: Store, incoming: Incoming) {
     ticket = routed.ticket;
     const place = store.placeOf(ticket);
     const copies = place && copiesOf(store, index, incoming);
-    if (!copies) { outcome = 'unmatched'; missing = ticket; ticket = undefined; }
-    else if (copies.same.includes(ticket) || copies.opened.length) {
-      outcome = 'duplicate'; // as fileIntoTicket decides
-      if (!copies.same.includes(ticket)) ticket = copies.opened[0];
-    } else {
-      outcome = ticketOutcome(routed.action, place, staysClosed(incoming.head, incoming.envelope, store.cfg),
-        routed.action === 'close' && place === 'open' && closeAllowed(store, ticket, incoming));
-    }
+    const mayClose = () => routed.action === 'close' && place === 'open' && closeAllowed(store, routed.ticket, incoming);
+    if (!copies) { missing = ticket; ticket = undefined; outcome = store.cfg.unknown === 'bounce' ? 'bounced' : unmatched(); }
+    else if (!copies.same.includes(ticket) && copies.opened.length) { outcome = 'duplicate'; ticket = copies.opened[0]; }
+    else if (copies.same.includes(ticket)) outcome = mayClose() ? 'closed' : 'duplicate'; // a retried close finishes its move
+    else outcome = ticketOutcome(routed.action, place, staysClosed(incoming.head, incoming.envelope, store.cfg), mayClose());
   }
   const domain = replyDomain(store.cfg, incoming);
   // What delivery would send and hold back, the reply limit included (read, never counted).
   const held: Held[] = [];
   const now = new Date();
-  const drafts = !domain ? [] : draftReplies(store, incoming, { outcome, ticket, missing }, domain, now, undefined, undefined, held);
+  const drafts = !domain || outcome === 'bounced' ? [] : draftReplies(store, incoming, { outcome, ticket, missing }, domain, now, undefined, undefined, held);
   const limited = (d: Draft) => d.autoSubmitted === 'auto-replied' && recentReplies(replyCounter(store, d.to), now).length >= store.cfg.replyLimit;
   for (const d of drafts.filter(limited)) held.push({ kind: d.kind, to: d.to, why: replyLimitReached(store.cfg) });
   const replies = drafts.filter((d) => !limited(d)).map((d) => ({ kind: d.kind, to: d.to }));
@@ -2806,7 +2812,7 @@ function lastNumberPreview(store: Store): number {
 export interface Finding { ok: boolean; text: string }
 
 /** Checks a setup: folders, permissions, sendmail, domain and admins, state, locks. */
-export function checkSetup(store: Store, mtaFiles: string[] = MTA_FILES): Finding[] {
+export function checkSetup(store: Store, mtaFiles: string[] = MTA_FILES, inst?: Installation): Finding[] {
   const { cfg } = store;
   const found: Finding[] = [];
   const say = (ok: boolean, text: string) => found.push({ ok, text });
@@ -2846,7 +2852,8 @@ export function checkSetup(store: Store, mtaFiles: string[] = MTA_FILES): Findin
   let loose = 0;
   let unread = 0;
   for (const row of existsSync(cfg.dir) ? listTicketPaths(store) : []) {
-    const st = statSync(row.path);
+    const st = lstatSync(row.path, { throwIfNoEntry: false });
+    if (!st || st.isSymbolicLink()) continue; // a link is checkLinks' finding: chmod would follow it
     if (st.mode & (team.length ? 0o037 : 0o077)) { loose++; if (loose <= 5) say(false, `${row.path} is readable by others: chmod ${team.length ? 640 : 600} ${row.path}`); }
     if (team.length && (!(st.mode & 0o040) || st.gid !== teamGid)) {
       unread++;
@@ -2862,12 +2869,12 @@ export function checkSetup(store: Store, mtaFiles: string[] = MTA_FILES): Findin
   if (existsSync(store.state)) {
     const counter = join(store.state, 'last-ticket');
     if (existsSync(counter)) {
-      const last = parseTicketNumber(readFileSync(counter, 'latin1').trim());
+      const last = parseTicketNumber((() => { try { return readFileSync(counter, 'latin1').trim(); } catch { return ''; } })());
       const highest = Math.max(0, ...listTicketPaths(store).map((r) => r.n));
       say(last !== undefined && last >= highest, last === undefined ? `${counter} is damaged: delete it (it is rebuilt from the tickets)`
         : last >= highest ? `ticket counter at ${last}` : `${counter} says ${last} but ticket ${highest} exists: delete it (it is rebuilt)`);
     }
-    for (const name of readdirSync(store.state)) {
+    for (const name of (() => { try { return readdirSync(store.state); } catch { return []; } })()) {
       if (/^new-\d+$/.test(name)) say(false, `leftover ${join(store.state, name)} from an interrupted delivery: remove it`);
       if (name.startsWith(ASIDE)) say(false, `${join(store.state, name)} was the outbox, but not a regular file (moved aside, its mail kept in a new outbox): look at it, then remove it`);
     }
@@ -2875,8 +2882,8 @@ export function checkSetup(store: Store, mtaFiles: string[] = MTA_FILES): Findin
     const box = lstatSync(outbox, { throwIfNoEntry: false });
     if (box && !box.isFile()) say(false, `${outbox} is not a regular file: the next delivery or flush moves it aside`);
     else {
-      const waiting = box ? readMbox(readFileSync(outbox)).length : 0;
-      say(waiting === 0, waiting ? `${waiting} message(s) wait in the outbox: run ticket-mail flush` : 'outbox empty');
+      const waiting = box ? (() => { try { return readMbox(readFileSync(outbox)).length; } catch { return NaN; } })() : 0;
+      say(waiting === 0, Number.isNaN(waiting) ? `cannot read ${outbox}` : waiting ? `${waiting} message(s) wait in the outbox: run ticket-mail flush` : 'outbox empty');
     }
   }
   for (const folderPath of [cfg.dir, store.archived, store.state]) {
@@ -2894,8 +2901,43 @@ export function checkSetup(store: Store, mtaFiles: string[] = MTA_FILES): Findin
       } catch { /* released meanwhile */ }
     }
   }
-  if (team.length && teamGid !== undefined) found.push(...checkTeam(store, team, teamGid, teamGroup));
-  return [...found, ...checkOwnership(store), ...checkMtaSide(store, mtaFiles)];
+  if (team.length && teamGid !== undefined) found.push(...safely('the team', () => checkTeam(store, team, teamGid, teamGroup)));
+  return [...found, ...safely(store.cfg.dir, () => checkOwnership(store)), ...safely(store.cfg.dir, () => checkLinks(store)),
+    ...safely('the MTA side', () => checkMtaSide(store, mtaFiles, inst))];
+}
+
+/** A check that cannot finish is a finding too: check never dies on what it reads. */
+function safely(what: string, check: () => Finding[]): Finding[] {
+  try { return check(); } catch (e) {
+    const { path } = e as NodeJS.ErrnoException;
+    return [{ ok: false, text: `cannot check ${what}: ${reason(e)}${path ? ` (${path})` : ''}` }];
+  }
+}
+
+/**
+ * No symbolic link anywhere in the tickets tree: deliveries never follow one (a ticket that is a
+ * link defers its mail for ever, ELOOP; an archived/ on another filesystem cannot take a closed
+ * ticket, EXDEV), and a chmod or chown advised for one would act on what it names.
+ */
+function checkLinks(store: Store): Finding[] {
+  const links: string[] = [];
+  let seen = 0;
+  const walk = (path: string) => {
+    let names: string[] = [];
+    try { names = readdirSync(path); } catch { return; } // checkOwnership says so
+    for (const name of names) {
+      if (++seen > 200_000) return; // the same bound as checkOwnership's
+      const child = join(path, name);
+      const st = lstatSync(child, { throwIfNoEntry: false });
+      if (st?.isSymbolicLink()) links.push(child);
+      else if (st?.isDirectory()) walk(child);
+    }
+  };
+  if (lstatSync(store.cfg.dir, { throwIfNoEntry: false })) walk(store.cfg.dir);
+  if (!links.length) return [{ ok: true, text: `no symbolic links in ${store.cfg.dir}` }];
+  const named = (link: string) => { try { return `${link} -> ${readlinkSync(link)}`; } catch { return link; } };
+  return [{ ok: false, text: `${links.length} symbolic link(s) in ${store.cfg.dir}, e.g. ${links.slice(0, 3).map(named).join(', ')}: ` +
+    'ticket-mail never follows one, and mail for it defers for ever; put the file or folder itself there (mv), never chmod or chown through the link' }];
 }
 
 /**
@@ -2973,11 +3015,11 @@ function dbEntry(path: string, at: number, value: string): string[] | undefined 
  * node and program too), and an Exim router that checks ticket numbers at SMTP time can search
  * both folders as Exim's user (without it every ticket-N@, or every closed ticket, gets 550).
  */
-function checkMtaSide(store: Store, files: string[]): Finding[] {
+function checkMtaSide(store: Store, files: string[], inst?: Installation): Finding[] {
   const found: Finding[] = [];
   const texts: Array<[string, string]> = [];
   const collect = (path: string, depth = 0) => {
-    const st = statSync(path, { throwIfNoEntry: false });
+    const st = (() => { try { return statSync(path, { throwIfNoEntry: false }); } catch { return undefined; } })();
     if (st?.isDirectory() && depth < 3) {
       try { for (const name of readdirSync(path)) collect(join(path, name), depth + 1); } catch { /* unreadable: not ours to judge */ }
     } else if (st?.isFile() && st.size < 4 << 20) {
@@ -2985,12 +3027,13 @@ function checkMtaSide(store: Store, files: string[]): Finding[] {
     }
   };
   for (const file of files) collect(file);
+  const ours = (command: string, line: string) => /ticket-mail/.test(line) || command === inst?.launcher;
   const commands = new Set<string>();
   for (const [, text] of texts) {
     // Exim's "command = ...", Postfix's "argv=...", an alias's "|..." that run ticket-mail.
     for (const m of text.matchAll(/(?:^\s*command\s*=\s*|\bargv=|"\|\s*)(\/[^\s"]+)/gm)) {
       const line = text.slice(m.index, text.indexOf('\n', m.index));
-      if (/ticket-mail/.test(line)) commands.add(m[1]!);
+      if (ours(m[1]!, line)) commands.add(m[1]!);
     }
   }
   for (const command of commands) {
@@ -2998,9 +3041,10 @@ function checkMtaSide(store: Store, files: string[]): Finding[] {
     if (!runs(command)) { found.push({ ok: false, text: `the MTA runs ${command}, which is missing or not executable: mail for tickets is deferred (ticket-mail setup writes it)` }); continue; }
     const script = (() => { try { return readFileSync(command, 'utf8').slice(0, 4096); } catch { return ''; } })();
     const named = [...script.matchAll(/^(node|program)=(\S+)$/gm)].map((m) => [m[1]!, m[2]!.replace(/^'(.*)'$/, '$1')] as const);
-    const missing = named.filter(([, path]) => !exists(path));
+    const missing = named.map(([what, path]) => [what, path, unusable(path, what === 'node' ? fsc.X_OK : fsc.R_OK)] as const).filter(([, , why]) => why);
     found.push(missing.length
-      ? { ok: false, text: `the MTA's launcher ${command} names ${missing.map(([what, path]) => `${what} ${path}`).join(' and ')}, which does not exist: run ticket-mail setup again` }
+      ? { ok: false, text: `the MTA's launcher ${command} names ${missing.map(([what, path, why]) => `${what} ${path}, which ${why}`).join(', and ')}: mail for tickets is deferred; ` +
+        (missing.every(([, , why]) => why === 'does not exist') ? 'run ticket-mail setup again' : 'put ticket-mail where the pipe\'s user can read it, then run ticket-mail setup again') }
       : { ok: true, text: `the MTA runs ${command}${named.length ? ` (${named.map(([, p]) => p).join(' ')})` : ''}` });
   }
   // An Exim router whose condition looks for our tickets runs at SMTP time as Exim's user.
@@ -3016,6 +3060,129 @@ function checkMtaSide(store: Store, files: string[]): Finding[] {
       const searchable = (st.mode & 0o001) !== 0 || (inGroup(st.gid) && (st.mode & 0o010) !== 0);
       found.push(searchable ? { ok: true, text: `Exim can look up ticket numbers in ${path}` }
         : { ok: false, text: `Exim checks ticket numbers at SMTP time but cannot search ${path}: every such address gets 550; chgrp ${exim?.[0] ?? 'Debian-exim'} ${path} && chmod 2710 ${path} (a team's folder: usermod -aG GROUP ${exim?.[0] ?? 'Debian-exim'} and restart Exim)` });
+    }
+  }
+  return [...found, ...checkEximLookups(store, texts), ...checkAliasMaps(texts, ours, inst), ...(inst ? checkInstallation(inst, texts, commands, ours) : [])];
+}
+
+/**
+ * Why the user check runs as (the tickets folder's owner, as the pipe) cannot use a path a
+ * launcher names, if it cannot. Never throws: a program under /root is a finding, not a crash.
+ */
+function unusable(path: string, mode: number): string | undefined {
+  try { accessSync(path, mode); return undefined; } catch (e) {
+    if (code(e) === 'ENOENT' || code(e) === 'ENOTDIR') return 'does not exist';
+    const uid = process.getuid?.() ?? -1;
+    const who = userName(uid);
+    return `${who} (uid ${uid}, as whom check runs) cannot ${mode === fsc.X_OK ? 'run' : 'read'} (${reason(e)})`;
+  }
+}
+
+/** Exim's user: its uid and every group it is in (from /etc/passwd and /etc/group). */
+function eximAccount(): { name: string; uid: number; gids: Set<number> } | undefined {
+  const passwd = readFileSync('/etc/passwd', 'utf8').split('\n').map((l) => l.split(':'));
+  const user = passwd.find((p) => p[0] === 'Debian-exim') ?? passwd.find((p) => p[0] === 'exim');
+  if (!user) return undefined;
+  const gids = new Set([Number(user[3])]);
+  for (const g of readFileSync('/etc/group', 'utf8').split('\n').map((l) => l.split(':'))) {
+    if (g[3]?.split(',').includes(user[0]!)) gids.add(Number(g[2]));
+  }
+  return { name: user[0]!, uid: Number(user[2]), gids };
+}
+
+/**
+ * Exim's SMTP-time lookup of ticket numbers: each router that does it looks in the tickets
+ * folder of this config, and Exim's user can reach that folder through every parent (one
+ * closed parent, and every ticket address gets 550).
+ */
+function checkEximLookups(store: Store, texts: Array<[string, string]>): Finding[] {
+  const found: Finding[] = [];
+  const dir = store.cfg.dir.replace(/(.)\/+$/, '$1');
+  let looksHere = false;
+  for (const [file, text] of texts) {
+    const folders = new Set([...text.matchAll(/exists\{([^{}$\s]+?)\/(?:archived\/)?\$\{sg\{\$local_part\}/g)].map((m) => m[1]!));
+    for (const folder of folders) {
+      if (folder === dir) { looksHere = true; continue; }
+      found.push({ ok: false, text: `an Exim router in ${file} looks up ticket numbers in ${folder}, but the tickets are in ${dir}: ` +
+        'the ticket addresses get 550; print the routers again with ticket-mail exim-config' });
+    }
+  }
+  const exim = looksHere ? eximAccount() : undefined;
+  if (!exim) return found;
+  for (let parent = join(dir, '..'), child = dir; parent !== child; child = parent, parent = join(parent, '..')) {
+    let st;
+    try { st = statSync(parent); } catch (e) { found.push({ ok: false, text: `cannot tell whether Exim can reach ${dir}: ${parent}: ${reason(e)}` }); break; }
+    const bit = st.uid === exim.uid ? 0o100 : exim.gids.has(st.gid) ? 0o010 : 0o001;
+    if (!(st.mode & bit)) {
+      found.push({ ok: false, text: `Exim checks ticket numbers at SMTP time but its user ${exim.name} cannot reach ${dir}: ${parent} ` +
+        `(mode ${(st.mode & 0o7777).toString(8)}) is closed to it, and every ticket address gets 550; chmod o+x ${parent}` });
+    }
+  }
+  return found;
+}
+
+/**
+ * An alias map's pipe runs as the map's owner (Postfix's local(8); a root-owned map's as
+ * nobody, who cannot write the tickets folder: the mail defers for ever). The README's remedy
+ * is an alias map of the tickets user's own.
+ */
+function checkAliasMaps(texts: Array<[string, string]>, ours: (command: string, line: string) => boolean, inst?: Installation): Finding[] {
+  const found: Finding[] = [];
+  for (const [file, text] of texts) {
+    for (const m of text.matchAll(/^([^#\s:]+)[ \t]*:[ \t]*"?\|[ \t]*(\/[^\s"]+).*$/gm)) {
+      if (!ours(m[2]!, m[0])) continue;
+      const map = ['.db', '.lmdb', '.cdb', ''].map((ext) => file + ext).find((path) => existsSync(path))!;
+      const owner = (() => { try { return statSync(map).uid; } catch { return undefined; } })();
+      if (owner === undefined) continue;
+      const runsAs = owner === 0 ? 'nobody' : userName(owner);
+      const user = inst?.user ?? INSTALL_DEFAULTS.user;
+      found.push(runsAs === user ? { ok: true, text: `the alias ${m[1]} in ${file} runs ${m[2]} as ${user}` }
+        : { ok: false, text: `the alias ${m[1]} in ${file} runs ${m[2]} as ${runsAs}${owner === 0 ? ' (Postfix runs a root-owned map\'s commands as nobody)' : ''}, ` +
+          `not as ${user}: mail for tickets defers for ever; use an alias map of ${user}'s own, as "ticket-mail postfix-config --aliases" prints` });
+    }
+  }
+  return found;
+}
+
+/**
+ * The MTA side against this installation (the config file's record of it): Exim's transport and
+ * Postfix's service run its launcher as its user (with its HOME), and the launcher reads the
+ * config file check read.
+ */
+function checkInstallation(inst: Installation, texts: Array<[string, string]>, commands: Set<string>,
+  ours: (command: string, line: string) => boolean): Finding[] {
+  const found: Finding[] = [];
+  const differs = (what: string, where: string, theirs: string, mine: string) => found.push({ ok: false,
+    text: `${where} has ${what} ${theirs || '(none)'}, but this installation's is ${mine} (${inst.config}): print it again with ticket-mail exim-config or postfix-config` });
+  for (const [file, text] of texts) {
+    // Exim: a transport is a "name:" line and its indented settings.
+    for (const block of text.split(/^(?=[A-Za-z0-9_-]+:[ \t]*$)/m)) {
+      const setting = (name: string) => new RegExp(`^[ \\t]+${name}[ \\t]*=[ \\t]*(\\S*)`, 'm').exec(block)?.[1] ?? '';
+      const command = setting('command');
+      if (!/^[ \t]+driver[ \t]*=[ \t]*pipe\b/m.test(block) || !command || !ours(command, block)) continue;
+      const where = `Exim's transport ${block.slice(0, block.indexOf(':'))} in ${file}`;
+      const before = found.length;
+      if (command !== inst.launcher) differs('the command', where, command, inst.launcher);
+      if (setting('user') !== inst.user) differs('the user', where, setting('user'), inst.user);
+      if (setting('home_directory') !== inst.home) differs('the home_directory', where, setting('home_directory'), inst.home);
+      if (found.length === before) found.push({ ok: true, text: `${where} runs ${inst.launcher} as ${inst.user}, HOME ${inst.home}` });
+    }
+    // Postfix's master.cf: a service is a line and its indented continuation lines.
+    for (const entry of text.replace(/\n[ \t]+/g, ' ').split('\n')) {
+      const argv = /\bargv=(\S+)/.exec(entry)?.[1];
+      if (!argv || !ours(argv, entry)) continue;
+      const where = `Postfix's service ${entry.split(/\s/)[0]} in ${file}`;
+      const user = /\buser=([^\s:]+)/.exec(entry)?.[1] ?? '';
+      if (user !== inst.user) differs('the user', where, user, inst.user);
+      if (!/ postfix-policy\b/.test(entry) && argv !== inst.launcher) differs('the command', where, argv, inst.launcher);
+    }
+  }
+  for (const launcher of commands) {
+    const script = (() => { try { return readFileSync(launcher, 'utf8').slice(0, 4096); } catch { return ''; } })();
+    const config = /^errors=.* --config ('(?:[^']|'\\'')*'|\S+)/m.exec(script)?.[1]?.replace(/^'(.*)'$/, '$1').replace(/'\\''/g, "'");
+    if (config !== undefined && config !== inst.config) {
+      found.push({ ok: false, text: `the launcher ${launcher} reads the config file ${config}, but check read ${inst.config}: ` +
+        `check that one (--config ${config}), or run ticket-mail setup --config ${inst.config} again` });
     }
   }
   return found;
@@ -3260,9 +3427,11 @@ function oneOf(strings: string[]): string {
 /**
  * The local parts of our ticket and close addresses as one anchored regular expression; with
  * `capture`, its group 1 is the ticket number (what is around it is checked by local_parts).
+ * With `anyDigits`, a bad number too (ticket-0, ticket-007, ten digits), which ticket-mail files
+ * in unmatched.
  */
-function addressFormsRegExp(cfg: Config, capture: boolean): string {
-  const digits = '[1-9][0-9]{0,8}';
+function addressFormsRegExp(cfg: Config, capture: boolean, anyDigits = false): string {
+  const digits = anyDigits ? '[0-9]+' : '[1-9][0-9]{0,8}';
   const [tb, ta] = cfg.ticketAddress.split('N') as [string, string];
   const [cb, ca] = cfg.closeAddress.split('N') as [string, string];
   if (capture) return `^${oneOf([tb, cb])}(${digits})${oneOf([ta, ca])}$`;
@@ -3273,7 +3442,7 @@ function addressFormsRegExp(cfg: Config, capture: boolean): string {
 /** The router and transport for Exim 4.96 or newer, with this installation's paths. */
 export function eximSnippet(cfg: Config, inst: Installation): string {
   const domain = cfg.domain ?? 'tickets.example.org';
-  const localParts = `${cfg.submit} : \\N${addressFormsRegExp(cfg, false)}\\N`;
+  const localParts = (anyDigits = false) => `${cfg.submit} : \\N${addressFormsRegExp(cfg, false, anyDigits)}\\N`;
   const number = `\${sg{$local_part}{\\N${addressFormsRegExp(cfg, true)}\\N}{\\$1}}`;
   return `# ticket-mail for Exim 4.96 or newer, printed by "ticket-mail exim-config" for this installation.
 # Debian, split configuration: the routers as /etc/exim4/conf.d/router/350_exim4-config_ticket_mail
@@ -3291,18 +3460,18 @@ export function eximSnippet(cfg: Config, inst: Installation): string {
 ticket_mail:
   driver = accept
   domains = ${domain}
-  local_parts = ${localParts}
+  local_parts = ${localParts()}
   condition = \${if or {{eq{$local_part}{${cfg.submit}}} \\
                        {exists{${cfg.dir}/${number}}} \\
                        {exists{${cfg.dir}/archived/${number}}}}}
   transport = ticket_mail_pipe
 
-# Accepted without an SMTP-time check (a local client, a relay host) but for no ticket: ticket-mail
-# files it in "unmatched" and tells the sender, where Exim would bounce it.
+# Accepted without an SMTP-time check (a local client, a relay host) but for no ticket, or with a bad
+# number (ticket-0, ticket-007): ticket-mail files it in "unmatched", where Exim would bounce it.
 ticket_mail_unchecked:
   driver = accept
   domains = ${domain}
-  local_parts = ${localParts}
+  local_parts = ${localParts(true)}
   verify = false
   transport = ticket_mail_pipe
 
@@ -3336,6 +3505,24 @@ ticket_mail_pipe:
 }
 
 /**
+ * The aliases that take our addresses in local(8)'s form: submit, and for each address form the
+ * part before its first delimiter ("ticket" of ticket-N and ticket-N-done, with "+-"), which must
+ * come before the number; a form without one (tN, N-ticket) cannot be served by an alias.
+ */
+function aliasNames(cfg: Config): string[] {
+  const names = [cfg.submit];
+  for (const form of [cfg.ticketAddress, cfg.closeAddress]) {
+    const alias = /^([a-z0-9._]+)[+-]/.exec(form)?.[1]; // no "N" in it: the delimiter comes before the number
+    if (!alias) {
+      throw new Error(`postfix-config --aliases cannot serve the address form "${form}": local(8) finds an alias by the part ` +
+        'before the first "+" or "-", which must come before the number (ticket-N); use the pipe(8) form, "ticket-mail postfix-config" without --aliases');
+    }
+    names.push(alias);
+  }
+  return [...new Set(names)];
+}
+
+/**
  * The Postfix configuration for this installation: the ticket domain as a relay domain delivered
  * by a pipe(8) service (in mydestination, local(8)'s recipient table would refuse every ticket
  * address), and a policy service that refuses unknown tickets at SMTP time; or, with `aliases`,
@@ -3362,8 +3549,7 @@ ticketpolicy unix -  n       n       -       0       spawn
 # user's own (never in /etc/postfix). ticket-42-done@ finds the alias "ticket" through the "-"
 # delimiter; "+" keeps working for everyone else (a user whose name holds a "-" loses its "+").
 # ---- ${inst.home}/aliases, then as ${inst.user}: postalias ${inst.home}/aliases ----
-${cfg.submit}: "|${inst.launcher}"
-${cfg.ticketAddress.split('N')[0]!.replace(/-$/, '')}: "|${inst.launcher}"
+${aliasNames(cfg).map((name) => `${name}: "|${inst.launcher}"`).join('\n')}
 # ---- main.cf ----
 mydestination = $myhostname, localhost, ${domain}
 alias_maps = hash:/etc/aliases, hash:${inst.home}/aliases
@@ -3677,7 +3863,11 @@ let stdoutWatched = false;
 const print = (text: string) => {
   if (!stdoutWatched) {
     stdoutWatched = true;
-    process.stdout.on('error', (e: NodeJS.ErrnoException) => { if (e.code === 'EPIPE') process.exit(process.exitCode ?? 0); else throw e; });
+    process.stdout.on('error', (e: NodeJS.ErrnoException) => {
+      if (e.code === 'EPIPE') process.exit(process.exitCode ?? 0);
+      process.stderr.write(`ticket-mail: cannot write the output: ${reason(e)}\n`); // a full disk, /dev/full
+      process.exit(1);
+    });
   }
   process.stdout.write(text);
 };
@@ -3713,7 +3903,7 @@ function runRoute(cfg: Config, options: Record<string, unknown>): void {
     ['recipient', `${r.recipient ?? '(none)'} (from ${r.source})`],
     ['sender', r.sender || '<> (null sender)'],
     ['decision', `${r.route.action}${'ticket' in r.route ? ` ticket ${r.route.ticket}` : ''}${rule}`],
-    ['outcome', `${r.outcome}${r.ticket !== null ? ` (ticket ${r.ticket})` : ''}${r.missing ? ` (ticket ${r.missing} does not exist)` : ''}`],
+    ['outcome', `${r.outcome}${r.ticket !== null ? ` (ticket ${r.ticket})` : ''}${r.missing ? ` (ticket ${r.missing} does not exist${r.outcome === 'bounced' ? ': exit 67' : ''})` : ''}`],
     ['replies', r.replies.map((x) => `${x.kind} to ${x.to}`).join(', ') || 'none'],
     ...(r.held.length ? [['held back', r.held.map((h) => `${h.kind} to ${h.to}: ${h.why}`).join('; ')]] : []),
     ...(r.noAutoReplyBecause ? [['no auto-reply', r.noAutoReplyBecause]] : []),
@@ -3817,7 +4007,10 @@ async function runDraft(_cfg: Config, file: unknown): Promise<void> {
 
 function runCheck(cfg: Config, options: Record<string, unknown>): boolean {
   const extra = ([] as unknown[]).concat(options.mtaConfig ?? []).map(String);
-  const findings = checkSetup(new Store(cfg), [...MTA_FILES, ...extra]);
+  let inst: Installation | undefined;
+  let unknown: Finding[] = [];
+  try { inst = installation(cfg, {}); } catch (e) { unknown = [{ ok: false, text: `this installation cannot be read: ${(e as Error).message}` }]; }
+  const findings = [...unknown, ...checkSetup(new Store(cfg), [...MTA_FILES, ...extra], inst)];
   for (const f of findings) print(`${f.ok ? colour(32, 'ok ') : colour(31, 'FIX')}  ${visible(f.text)}\n`);
   return findings.every((f) => f.ok);
 }
@@ -3875,23 +4068,91 @@ async function actAsOwner(cfg: Config): Promise<void> {
   Object.assign(process.env, { HOME: who.home, USER: who.name, LOGNAME: who.name });
 }
 
-/** The installation's paths: setup's options, else the defaults; node and this program as they run now. */
-function installation(options: Record<string, unknown>): Installation {
-  const pick = (name: 'user' | 'home' | 'launcher') => String(options[name] ?? INSTALL_DEFAULTS[name]);
-  return {
-    user: pick('user'), home: pick('home'), launcher: pick('launcher'),
-    config: typed.config?.at(-1) ?? INSTALL_DEFAULTS.config,
+/**
+ * The installation's paths: the options, else what setup recorded in the config file, else the
+ * defaults; node and this program as they run now. Each must go into an MTA's configuration as
+ * it is, or it is refused.
+ */
+function installation(cfg: Config, options: Record<string, unknown>): Installation {
+  const config = configPath() ?? INSTALL_DEFAULTS.config;
+  const recorded = recordedInstallation(statSync(config, { throwIfNoEntry: false }) ? config : undefined);
+  // A repeated option: the last one wins, as for the settings.
+  const pick = (name: 'user' | 'home' | 'launcher') => String(([] as unknown[]).concat(options[name] ?? []).at(-1) ?? recorded[name] ?? INSTALL_DEFAULTS[name]);
+  return mtaSafe({
+    user: pick('user'), home: pick('home'), launcher: pick('launcher'), config,
     node: process.execPath, program: realpathSync(process.argv[1]!),
-  };
+  }, cfg.dir);
+}
+
+/** The config file's record of the installation, which setup writes: exim-config, postfix-config and check read it back. */
+const INSTALLATION_KEY = 'installation';
+
+function recordedInstallation(path: string | undefined): Partial<Pick<Installation, 'user' | 'home' | 'launcher'>> {
+  const recorded = readConfigFile(path)[INSTALLATION_KEY];
+  if (recorded === undefined) return {};
+  const fields: Array<[string, unknown]> = recorded && typeof recorded === 'object' && !Array.isArray(recorded) ? Object.entries(recorded) : [['', 0]];
+  if (fields.some(([k, v]) => !['user', 'home', 'launcher'].includes(k) || typeof v !== 'string')) {
+    throw new Error(`config file ${path}: "${INSTALLATION_KEY}" must hold the strings user, home and launcher`);
+  }
+  return recorded as Partial<Installation>;
+}
+
+const installationLine = (inst: Pick<Installation, 'user' | 'home' | 'launcher'>) =>
+  `  ${JSON.stringify(INSTALLATION_KEY)}: ${JSON.stringify({ user: inst.user, home: inst.home, launcher: inst.launcher })},`;
+
+/**
+ * Records the installation in an existing config file, as its one "installation" line (made
+ * the object's first member, or replaced); the rest of the file stays as its owner wrote it.
+ * Returns whether anything changed.
+ */
+function recordInstallation(path: string, inst: Installation): boolean {
+  const now = recordedInstallation(path);
+  if (now.user === inst.user && now.home === inst.home && now.launcher === inst.launcher) return false;
+  const text = readFileSync(path, 'utf8');
+  const ours = /^[ \t]*"installation"[ \t]*:.*$/m;
+  // After the object's "{", wherever it is (a hand-written file may hold it all on one line).
+  const updated = ours.test(text) ? text.replace(ours, installationLine(inst))
+    : text.replace(/^((?:[ \t]*(?:\/\/.*)?\n)*[ \t]*\{)/, `$1\n${installationLine(inst)}\n`);
+  const st = statSync(path);
+  const aside = `${path}.new`;
+  writeFileSync(aside, updated, { mode: st.mode & 0o7777 });
+  try {
+    chownSync(aside, st.uid, st.gid);
+    const back = recordedInstallation(aside);
+    if (back.user !== inst.user || back.home !== inst.home || back.launcher !== inst.launcher) throw new Error('not recorded');
+  } catch {
+    rmSync(aside, { force: true });
+    throw new Error(`cannot record this installation in ${path}: add this line after its "{": ${installationLine(inst)}`);
+  }
+  renameSync(aside, path);
+  return true;
+}
+
+/** What an MTA's configuration can hold as it is: Exim expands "$" and "{" in a router, and a space ends a word in all of them. */
+const MTA_SAFE_PATH = /^\/[A-Za-z0-9._/+-]*$/;
+const MTA_SAFE_NAME = /^[A-Za-z0-9_][A-Za-z0-9._-]{0,31}$/;
+
+function mtaSafe(inst: Installation, dir: string): Installation {
+  const paths = [['the tickets folder', dir], ['--home', inst.home], ['--launcher', inst.launcher], ['--config', inst.config],
+    ['node', inst.node], ['the program', inst.program]] as const;
+  for (const [what, path] of paths) {
+    if (!MTA_SAFE_PATH.test(path)) {
+      throw new Error(`${what} "${path.slice(0, 200)}" cannot go into the MTA's configuration as it is: use an absolute path of letters, digits and . _ / + - only`);
+    }
+  }
+  if (!MTA_SAFE_NAME.test(inst.user)) throw new Error(`--user "${printable(inst.user, 40)}" is not a user name the MTA's configuration can hold`);
+  return inst;
 }
 
 /** The commented config file setup writes. */
-export function configFileText(cfg: Config): string {
+export function configFileText(cfg: Config, inst: Pick<Installation, 'user' | 'home' | 'launcher'>): string {
   return `// ticket-mail's settings: read by the MTA's pipe (through the launcher) and by every
 // maintainer command (ticket-mail list, show, close, ...), which find this file without flags.
 // Any option of "ticket-mail --help" can be set here under its camel-case name, e.g.
 // "closePolicy": "anyone"; a flag on the command line wins. Lines starting with // are comments.
 {
+  // Where setup put the pipe's user, its HOME and the launcher: exim-config, postfix-config and check read it.
+${installationLine(inst)}
   "dir": ${JSON.stringify(cfg.dir)},
   "domain": ${JSON.stringify(cfg.domain)},
   // Admins hear of new tickets and of updates, and may close any ticket.
@@ -3905,6 +4166,45 @@ export function configFileText(cfg: Config): string {
 }
 
 /**
+ * One of setup's folders, made if missing, then given its owner and mode, never through a
+ * symbolic link: the tickets user can replace archived/ with a link to /etc, and setup, run
+ * again as root, would hand /etc over. Nor below a folder someone but root can change (they
+ * could swap a folder on the way for a link); the folder's own parent may be the user's.
+ */
+function setupFolder(path: string, uid: number, gid: number, mode: number): void {
+  const parent = join(path, '..');
+  const ancestors = (from: string) => {
+    const list: string[] = [];
+    for (let p = from, up = join(p, '..'); ; p = up, up = join(up, '..')) { list.push(p); if (up === p) return list; }
+  };
+  const real = (() => { try { return realpathSync(parent); } catch { return undefined; } })();
+  for (const folder of new Set([...ancestors(parent), ...(real ? ancestors(real) : [])])) {
+    const st = statSync(folder, { throwIfNoEntry: false });
+    if (!st) continue; // made below, by root
+    const othersWrite = (st.mode & 0o022) !== 0 && (st.mode & 0o1000) === 0; // a sticky folder (/tmp) keeps root's entries root's
+    const owner = folder === parent || folder === real ? [0, uid] : [0];
+    if (!owner.includes(st.uid) || othersWrite) {
+      throw new Error(`setup will not make or chown ${path}: ${folder} can be changed by ${othersWrite ? 'others than its owner' : `uid ${st.uid}`} ` +
+        `(mode ${(st.mode & 0o7777).toString(8)}), who could put a link on the way; use a path only root can change`);
+    }
+  }
+  const link = new Error(`${path} is a symbolic link: setup gives a folder its owner and mode, never what a link names (remove the link, or give the real path)`);
+  if (lstatSync(path, { throwIfNoEntry: false })?.isSymbolicLink()) throw link;
+  mkdirSync(path, { recursive: true, mode: 0o700 });
+  let fd;
+  try { fd = openSync(path, fsc.O_RDONLY | fsc.O_DIRECTORY | fsc.O_NOFOLLOW); } catch (e) {
+    // A link put there since: O_DIRECTORY with O_NOFOLLOW says ENOTDIR for it (Linux), ELOOP elsewhere.
+    if (code(e) === 'ELOOP' || lstatSync(path, { throwIfNoEntry: false })?.isSymbolicLink()) throw link;
+    if (code(e) === 'ENOTDIR') throw new Error(`${path} is not a folder`);
+    throw e;
+  }
+  try {
+    fchownSync(fd, uid, gid);
+    fchmodSync(fd, mode);
+  } finally { closeSync(fd); }
+}
+
+/**
  * `setup`, as root: the pipe's user with a HOME outside the tickets folder, the folders with
  * the permissions the MTA's SMTP-time check needs, the config file, and the launcher. Safe to
  * run again: what exists is kept (the launcher is rewritten, as node or the program may move).
@@ -3912,7 +4212,7 @@ export function configFileText(cfg: Config): string {
 async function runSetup(cfg: Config, options: Record<string, unknown>): Promise<void> {
   if (process.getuid?.() !== 0) throw new Error('setup makes a user, folders and files under /etc: run it as root');
   if (!cfg.domain) throw new Error('setup needs --domain (the mail domain of the ticket addresses)');
-  const inst = installation(options);
+  const inst = installation(cfg, options);
   const { spawnSync } = await childProcess();
   const done = (text: string) => print(`${text}\n`);
   let who = await account(inst.user);
@@ -3924,16 +4224,23 @@ async function runSetup(cfg: Config, options: Record<string, unknown>): Promise<
     done(`made user ${inst.user}`);
   }
   if (who.home !== inst.home) done(`user ${inst.user} exists with HOME ${who.home}: keeping it`);
+  const unreachable = (paths: Array<[what: string, path: string, test: '-r' | '-x']>) => {
+    // As that user, the way the pipe will run: a folder closed to it anywhere on the way (/root) is found too.
+    for (const [what, path, test] of paths) {
+      const r = spawnSync('runuser', ['-u', inst.user, '--', 'test', test, path], { encoding: 'utf8' });
+      if (r.status !== 0) {
+        throw new Error(`${inst.user}, the pipe's user, cannot ${test === '-x' ? 'run' : 'read'} ${what} ${path}${r.error ? ` (runuser: ${r.error.message})` : ''}: ` +
+          'every delivery would be deferred; put it where that user can reach it (e.g. npm install -g, or dist/ticket-mail.cjs under /opt), then run setup again');
+      }
+    }
+  };
+  unreachable([['node', inst.node, '-x'], ['the program', inst.program, '-r']]);
   const home = who.home;
   // Exim checks ticket numbers at SMTP time as its own user: its group gets search permission only.
   const mta = String(options.mta ?? (existsSync('/usr/sbin/exim4') ? 'exim' : 'none'));
   if (!['exim', 'postfix', 'none'].includes(mta)) throw new Error('--mta must be exim, postfix or none');
   const eximUser = mta === 'exim' ? await account('Debian-exim') ?? await account('exim') : undefined;
-  const folder = (path: string, gid: number, mode: number) => {
-    mkdirSync(path, { recursive: true, mode: 0o700 });
-    chownSync(path, who!.uid, gid);
-    chmodSync(path, mode);
-  };
+  const folder = (path: string, gid: number, mode: number) => setupFolder(path, who!.uid, gid, mode);
   if (!existsSync(home)) folder(home, who.gid, 0o700); // an existing HOME is the user's business
   // A team: maintainers with accounts of their own read the tickets through the tickets user's
   // group (folders 2750, tickets 0640; ticket-mail makes new tickets so); Exim's SMTP-time check
@@ -3982,19 +4289,20 @@ async function runSetup(cfg: Config, options: Record<string, unknown>): Promise<
     if (made) done(`made the ${made} existing ticket file(s) readable by the group ${teamGroup}`);
   }
   if (existsSync(inst.config)) {
-    done(`kept the config file ${inst.config}`);
+    done(`kept the config file ${inst.config}${recordInstallation(inst.config, { ...inst, home }) ? ' (recorded this installation in it)' : ''}`);
     const listed = readConfigFile(inst.config).maintainer;
     const missing = cfg.maintainers.filter((m) => !([] as unknown[]).concat(listed ?? []).includes(m));
     if (missing.length) done(`it does not name ${missing.join(', ')} as maintainer: add ${JSON.stringify(missing)} to its "maintainer" list`);
   } else {
     mkdirSync(join(inst.config, '..'), { recursive: true, mode: 0o755 });
-    writeFileSync(inst.config, configFileText({ ...cfg, maintainers: [inst.user, ...team] }), { mode: 0o644, flag: 'wx' });
+    writeFileSync(inst.config, configFileText({ ...cfg, maintainers: [inst.user, ...team] }, { ...inst, home }), { mode: 0o644, flag: 'wx' });
     done(`wrote the config file ${inst.config}`);
   }
   mkdirSync(join(inst.launcher, '..'), { recursive: true, mode: 0o755 });
   writeFileSync(`${inst.launcher}.new`, launcherScript({ ...inst, home }), { mode: 0o755 });
   renameSync(`${inst.launcher}.new`, inst.launcher);
   done(`wrote the launcher ${inst.launcher} (runs ${inst.node} ${inst.program})`);
+  unreachable([['the launcher', inst.launcher, '-x'], ['the config file', inst.config, '-r']]);
   await writeChores(cfg, inst, String(options.etc ?? '/etc'), done);
   done(`next: add the MTA's side, printed with these paths by "ticket-mail ${mta === 'postfix' ? 'postfix' : 'exim'}-config"; then "ticket-mail check"`);
 }
@@ -4027,7 +4335,7 @@ async function writeChores(cfg: Config, inst: Installation, etc: string, done: (
 }
 
 async function runPostfixConfig(cfg: Config, options: Record<string, unknown>): Promise<void> {
-  const inst = installation(options);
+  const inst = installation(cfg, options);
   print(postfixSnippet(cfg, { ...inst, home: (await account(inst.user))?.home ?? inst.home }, !!options.aliases));
 }
 
@@ -4053,7 +4361,7 @@ async function runPostfixPolicy(cfg: Config): Promise<void> {
 }
 
 async function runEximConfig(cfg: Config, options: Record<string, unknown>): Promise<void> {
-  const inst = installation(options);
+  const inst = installation(cfg, options);
   const snippet = eximSnippet(cfg, { ...inst, home: (await account(inst.user))?.home ?? inst.home });
   const transport = snippet.indexOf('# ---- transport');
   // Debian's split configuration wants the routers and the transport in files of their own.

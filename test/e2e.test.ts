@@ -127,6 +127,19 @@ describe.skipIf(!!skipReason)('end to end: real Exim and real mutt', () => {
     expect(queued()).toBe(0);
   });
 
+  it('files a local client\'s mail for a bad ticket number (ticket-007@, ticket-0@, ten digits) in unmatched: nothing bounces', () => {
+    const unmatched = join(tickets, 'unmatched');
+    const before = stored(unmatched).length;
+    const locals = ['ticket-007', 'ticket-0', 'ticket-1234567890', 'ticket-007-done'];
+    for (const local of locals) {
+      expect(submit('carol@client.test', `${local}@${DOMAIN}`, mail({ from: 'carol@client.test', subject: `bad ${local}` })).status).toBe(0);
+      expect(mainlog()).toMatch(new RegExp(`=> ${local} <${local}@tickets\\.test> .*R=ticket_mail_unchecked T=ticket_mail_pipe`));
+    }
+    expect(stored(unmatched).slice(before).map((m) => /^Subject: (.*)$/m.exec(String(m))?.[1])).toEqual(locals.map((l) => `bad ${l}`));
+    expect(outbox().filter((m) => /Mail delivery failed|undeliverable/i.test(m.text))).toEqual([]);
+    expect(queued()).toBe(0);
+  });
+
   it.each([
     ['missing (a wrong path, an upgrade in progress)', (program: string) => rmSync(program)],
     ['damaged (a syntax error)', (program: string) => writeFileSync(program, 'this is not ( javascript')],
