@@ -1,7 +1,7 @@
 // Test harness: runs the built program the way an MTA does (a child process, the message
 // on stdin, the outcome in the exit status) and reads back what it stored.
 import { spawn, spawnSync } from 'node:child_process';
-import { mkdtempSync, readFileSync, readdirSync, existsSync } from 'node:fs';
+import { chmodSync, copyFileSync, mkdtempSync, readFileSync, readdirSync, existsSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join, resolve } from 'node:path';
 import { readMbox } from '../ticket.ts';
@@ -107,3 +107,23 @@ export function sentMail(dir: string): Sent[] {
     return { args, text, headers, recipients: args.slice(args.indexOf('--') + 1) };
   });
 }
+
+/**
+ * The built program and the fake sendmail where any user can run them: tests that run them as
+ * another user (runuser, a setup's pipe user) must not depend on where the checkout lies (a
+ * clean clone under mktemp -d is 0700, and everyone but root is kept out of it).
+ */
+export const readableCopies = (() => {
+  let copies: { bin: string; sendmail: string } | undefined;
+  return () => {
+    if (copies) return copies;
+    const dir = tempDir('tm-public-');
+    chmodSync(dir, 0o755);
+    copies = { bin: join(dir, 'ticket-mail.cjs'), sendmail: join(dir, 'fake-sendmail') };
+    copyFileSync(BIN, copies.bin);
+    copyFileSync(FAKE_SENDMAIL, copies.sendmail);
+    chmodSync(copies.bin, 0o755);
+    chmodSync(copies.sendmail, 0o755);
+    return copies;
+  };
+})();

@@ -10,7 +10,7 @@ import {
 import { hostname, userInfo } from 'node:os';
 import { join } from 'node:path';
 import { Installation, MessageIndex, cronFile, logrotateSnippet, readMbox, systemdUnits } from '../ticket.ts';
-import { BIN, FAKE_SENDMAIL, PRIVATE_ENV, ROOT, deliver, deliverAsync, mail, sentMail, tempDir } from './harness.ts';
+import { BIN, PRIVATE_ENV, ROOT, deliver, deliverAsync, mail, readableCopies, sentMail, tempDir } from './harness.ts';
 
 const sh = (command: string, env: NodeJS.ProcessEnv = PRIVATE_ENV) => spawnSync('/bin/sh', ['-c', command], { encoding: 'utf8', env });
 const has = (tool: string) => sh(`command -v ${tool}`).status === 0;
@@ -59,9 +59,9 @@ function installed() {
   chmodSync(sent, 0o777);
   if (isRoot) chownSync(tickets, UID, -1);
   const config = join(base, 'config.json');
-  writeFileSync(config, JSON.stringify({ dir: tickets, domain: 'tickets.example', sendmail: FAKE_SENDMAIL }), { mode: 0o644 });
+  writeFileSync(config, JSON.stringify({ dir: tickets, domain: 'tickets.example', sendmail: readableCopies().sendmail }), { mode: 0o644 });
   const state = join(tickets, '.ticket-mail');
-  const inst: Installation = { user: USER, home: '/nonexistent', launcher: join(base, 'unused'), config, node: process.execPath, program: BIN };
+  const inst: Installation = { user: USER, home: '/nonexistent', launcher: join(base, 'unused'), config, node: process.execPath, program: readableCopies().bin };
   /** A delivery as the MTA runs it (as root it becomes the folder's owner, USER). */
   const send = (from: string, message: string, args: string[] = []) =>
     deliver(['--config', config, '--recipient', 'submit@tickets.example', '--sender', from, ...args], message, { FAKE_SENDMAIL_DIR: sent });
@@ -150,10 +150,10 @@ describe.skipIf(!isRoot)('setup', () => {
     const t = installed();
     const etc = join(t.base, 'etc');
     const launcher = join(t.base, 'bin', 'ticket-mail-deliver');
-    const r = spawnSync(process.execPath, [BIN, 'setup', '--user', USER, '--launcher', launcher, '--config', t.config, '--etc', etc,
+    const r = spawnSync(process.execPath, [readableCopies().bin, 'setup', '--user', USER, '--launcher', launcher, '--config', t.config, '--etc', etc,
       '--mta', 'none', '--dir', t.tickets, '--domain', 'tickets.example'], { encoding: 'utf8', env: PRIVATE_ENV });
     expect(r.status, r.stderr).toBe(0);
-    const inst = { ...t.inst, launcher, program: realpathSync(BIN) };
+    const inst = { ...t.inst, launcher, program: realpathSync(readableCopies().bin) };
     const systemd = existsSync('/run/systemd/system');
     const expected: Array<[string, string]> = [
       ...(systemd ? [['systemd/system/ticket-mail-flush.service', systemdUnits(inst).service], ['systemd/system/ticket-mail-flush.timer', systemdUnits(inst).timer]] as Array<[string, string]>

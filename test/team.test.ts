@@ -7,7 +7,7 @@ import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { spawn, spawnSync } from 'node:child_process';
 import { chmodSync, copyFileSync, existsSync, mkdirSync, readdirSync, readFileSync, rmSync, statSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
-import { BIN, FAKE_SENDMAIL, mail, stored, tempDir } from './harness.ts';
+import { BIN, mail, readableCopies, stored, tempDir } from './harness.ts';
 
 const OWNER = 'tm-team';
 const BOB = 'tm-team-bob';
@@ -49,7 +49,7 @@ describe.skipIf(!!skipReason)('a team of maintainers', () => {
     chmodSync(program, 0o755);
     const r = spawnSync(process.execPath, [program, 'setup', '--user', OWNER, '--home', join(base, 'home'), '--launcher', join(base, 'bin', 'deliver'),
       '--config', config, '--etc', join(base, 'etc'), '--mta', 'none', '--dir', tickets, '--domain', DOMAIN, '--admin', 'max@staff.test',
-      '--maintainer', BOB, '--sendmail', FAKE_SENDMAIL], { encoding: 'utf8', env: { PATH: process.env.PATH, TICKET_MAIL_CONFIG: '' } });
+      '--maintainer', BOB, '--sendmail', readableCopies().sendmail], { encoding: 'utf8', env: { PATH: process.env.PATH, TICKET_MAIL_CONFIG: '' } });
     expect(r.status, r.stderr).toBe(0);
     expect(r.stdout).toContain(`added ${BOB} to the group ${OWNER}`);
   });
@@ -145,10 +145,13 @@ describe.skipIf(!!skipReason)('a team of maintainers', () => {
     command.stderr.on('data', (d) => { out += d; });
     const exited = new Promise<number | null>((done) => command.on('close', done));
     let sent: string | undefined;
-    while (!sent) {
+    let gone = false;
+    void exited.then(() => { gone = true; });
+    while (!sent && !gone) {
       sent = readdirSync(spool()).find((n) => n.endsWith('.eml') && readFileSync(join(spool(), n.replace(/\.eml$/, '.args')), 'utf8').includes(`ticket-1-done@${DOMAIN}`));
       if (!sent) await new Promise((done) => setTimeout(done, 50));
     }
+    if (!sent) throw new Error(`close exited without mailing: ${out}`);
     await new Promise((done) => setTimeout(done, 50)); // the fake writes .args first, then the message
     const args = readFileSync(join(spool(), sent.replace(/\.eml$/, '.args')), 'utf8').trim().split('\n');
     expect(args).toEqual(['-oi', '--', `ticket-1-done@${DOMAIN}`]); // the sender is the MTA's to say: the caller's login
