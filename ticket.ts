@@ -1856,7 +1856,8 @@ export class MessageIndex {
       });
     } catch (e) {
       if (code(e) === 'ENOENT') return [];
-      throw temporary(`cannot read the message index: ${reason(e)}`);
+      const where = code(e) ? ` (${(e as NodeJS.ErrnoException).path ?? path}, as uid ${process.getuid?.()})` : ''; // "EACCES" alone helps nobody
+      throw temporary(`cannot read the message index${where}: ${reason(e)}`);
     }
   }
   /** The tickets that have filed a message under this key, whatever its content (for threading). */
@@ -2866,7 +2867,11 @@ export function checkSetup(store: Store, mtaFiles: string[] = MTA_FILES, inst?: 
   }
   say(!!cfg.domain, cfg.domain ? `domain ${cfg.domain}` : 'no --domain set: replies take the domain the mail came to, and header fallback accepts any domain');
   say(cfg.admins.length > 0, cfg.admins.length ? `admins ${cfg.admins.join(', ')}` : 'no --admin set: nobody is notified of new tickets, and only submitters may close');
-  if (existsSync(store.state)) {
+  const stateReadable = (() => { try { accessSync(store.state, fsc.R_OK | fsc.X_OK); return true; } catch { return false; } })();
+  if (existsSync(store.state) && !stateReadable) {
+    // A team's maintainer: the state folder is the tickets user's alone.
+    say(false, `cannot read the state folder ${store.state} as uid ${process.getuid?.()}: run check as its owner (${top ? userName(top.uid) : 'the tickets user'}) or as root`);
+  } else if (existsSync(store.state)) {
     const counter = join(store.state, 'last-ticket');
     if (existsSync(counter)) {
       const last = parseTicketNumber((() => { try { return readFileSync(counter, 'latin1').trim(); } catch { return ''; } })());
@@ -3051,7 +3056,7 @@ function checkMtaSide(store: Store, files: string[], inst?: Installation): Findi
   const checksNumbers = texts.some(([, text]) => text.includes(`exists{${store.cfg.dir}/`));
   if (checksNumbers) {
     const exim = dbEntry('/etc/passwd', 0, 'Debian-exim') ?? dbEntry('/etc/passwd', 0, 'exim');
-    // Exim's user is in the folder's group: its own (the default setup), or the team's, as a member.
+    // Exim's user is in the folder's group (its own, the default setup), or searches as anyone (a team's).
     const inGroup = (gid: number) => exim !== undefined &&
       (Number(exim[3]) === gid || (dbEntry('/etc/group', 2, String(gid))?.[3] ?? '').split(',').includes(exim[0]!));
     for (const path of [store.cfg.dir, store.archived]) {
@@ -3059,7 +3064,9 @@ function checkMtaSide(store: Store, files: string[], inst?: Installation): Findi
       if (!st) continue;
       const searchable = (st.mode & 0o001) !== 0 || (inGroup(st.gid) && (st.mode & 0o010) !== 0);
       found.push(searchable ? { ok: true, text: `Exim can look up ticket numbers in ${path}` }
-        : { ok: false, text: `Exim checks ticket numbers at SMTP time but cannot search ${path}: every such address gets 550; chgrp ${exim?.[0] ?? 'Debian-exim'} ${path} && chmod 2710 ${path} (a team's folder: usermod -aG GROUP ${exim?.[0] ?? 'Debian-exim'} and restart Exim)` });
+        : { ok: false, text: `Exim checks ticket numbers at SMTP time but cannot search ${path}: every such address gets 550; ` +
+          // A team's folder (group read) keeps its group and lets Exim search as anyone, as setup makes it.
+          ((st.mode & 0o040) ? `chmod o+x ${path}` : `chgrp ${exim?.[0] ?? 'Debian-exim'} ${path} && chmod 2710 ${path}`) });
     }
   }
   return [...found, ...checkEximLookups(store, texts), ...checkAliasMaps(texts, ours, inst), ...(inst ? checkInstallation(inst, texts, commands, ours) : [])];
@@ -3710,13 +3717,15 @@ const VERSION = typeof TICKET_MAIL_VERSION === 'string' ? TICKET_MAIL_VERSION : 
  */
 function readConfigFile(path: string | undefined): Record<string, unknown> {
   if (!path) return {};
+  let text;
+  try { text = readFileSync(path, 'utf8'); } catch (e) { throw temporary(`cannot read config file ${path}: ${reason(e)}`); }
+  try { return parseConfigText(text); } catch (e) { throw temporary(`cannot read config file ${path}: ${(e as Error).message}`); }
+}
+
+function parseConfigText(text: string): Record<string, unknown> {
   let parsed: unknown;
-  try {
-    parsed = JSON.parse(readFileSync(path, 'utf8').replace(/^[ \t]*\/\/.*$/gm, ''));
-  } catch (e) {
-    throw temporary(`cannot read config file ${path}: ${e instanceof SyntaxError ? 'not valid JSON' : reason(e)}`);
-  }
-  if (!parsed || typeof parsed !== 'object' || Array.isArray(parsed)) throw temporary(`config file ${path} must hold a JSON object`);
+  try { parsed = JSON.parse(text.replace(/^[ \t]*\/\/.*$/gm, '')); } catch { throw new Error('not valid JSON'); }
+  if (!parsed || typeof parsed !== 'object' || Array.isArray(parsed)) throw new Error('must hold a JSON object');
   return parsed as Record<string, unknown>;
 }
 
@@ -4109,22 +4118,22 @@ function recordInstallation(path: string, inst: Installation): boolean {
   const now = recordedInstallation(path);
   if (now.user === inst.user && now.home === inst.home && now.launcher === inst.launcher) return false;
   const text = readFileSync(path, 'utf8');
-  const ours = /^[ \t]*"installation"[ \t]*:.*$/m;
-  // After the object's "{", wherever it is (a hand-written file may hold it all on one line).
-  const updated = ours.test(text) ? text.replace(ours, installationLine(inst))
-    : text.replace(/^((?:[ \t]*(?:\/\/.*)?\n)*[ \t]*\{)/, `$1\n${installationLine(inst)}\n`);
-  const st = statSync(path);
-  const aside = `${path}.new`;
-  writeFileSync(aside, updated, { mode: st.mode & 0o7777 });
-  try {
-    chownSync(aside, st.uid, st.gid);
-    const back = recordedInstallation(aside);
-    if (back.user !== inst.user || back.home !== inst.home || back.launcher !== inst.launcher) throw new Error('not recorded');
-  } catch {
-    rmSync(aside, { force: true });
-    throw new Error(`cannot record this installation in ${path}: add this line after its "{": ${installationLine(inst)}`);
+  // Its member is replaced where it is (an object without braces inside, on one line or several);
+  // else it becomes the first member, after the object's "{" (a file may hold all on one line).
+  const ours = /"installation"[ \t\r\n]*:[ \t\r\n]*\{[^{}]*\}/;
+  const member = installationLine(inst).trim().replace(/,$/, '');
+  const updated = ours.test(text) ? text.replace(ours, () => member)
+    : text.replace(/^((?:[ \t]*(?:\/\/.*)?\r?\n)*[ \t]*\{)/, `$1\n  ${member},\n`);
+  // Nothing but the record may change: what the file says otherwise is its owner's.
+  const before = JSON.stringify({ ...readConfigFile(path), [INSTALLATION_KEY]: undefined });
+  const after = (() => { try { return parseConfigText(updated); } catch { return undefined; } })();
+  const recorded = after?.[INSTALLATION_KEY] as Partial<Installation> | undefined;
+  if (!after || JSON.stringify({ ...after, [INSTALLATION_KEY]: undefined }) !== before ||
+    recorded?.user !== inst.user || recorded?.home !== inst.home || recorded?.launcher !== inst.launcher) {
+    throw new Error(`cannot record this installation in ${path} without touching the rest: make its "${INSTALLATION_KEY}" member ${member.replace(/^"installation": /, '')}`);
   }
-  renameSync(aside, path);
+  const st = statSync(path);
+  writeRootFile(path, updated, st.mode & 0o7777, { uid: st.uid, gid: st.gid });
   return true;
 }
 
@@ -4171,7 +4180,11 @@ ${installationLine(inst)}
  * again as root, would hand /etc over. Nor below a folder someone but root can change (they
  * could swap a folder on the way for a link); the folder's own parent may be the user's.
  */
-function setupFolder(path: string, uid: number, gid: number, mode: number): void {
+/**
+ * Refuses a path root is about to make or change below a folder someone else could change
+ * (they could put a link on the way). `parentOwner`: a uid that may own the path's own parent.
+ */
+function refuseChangeableAbove(path: string, parentOwner = 0): void {
   const parent = join(path, '..');
   const ancestors = (from: string) => {
     const list: string[] = [];
@@ -4182,12 +4195,35 @@ function setupFolder(path: string, uid: number, gid: number, mode: number): void
     const st = statSync(folder, { throwIfNoEntry: false });
     if (!st) continue; // made below, by root
     const othersWrite = (st.mode & 0o022) !== 0 && (st.mode & 0o1000) === 0; // a sticky folder (/tmp) keeps root's entries root's
-    const owner = folder === parent || folder === real ? [0, uid] : [0];
+    const owner = folder === parent || folder === real ? [0, parentOwner] : [0];
     if (!owner.includes(st.uid) || othersWrite) {
-      throw new Error(`setup will not make or chown ${path}: ${folder} can be changed by ${othersWrite ? 'others than its owner' : `uid ${st.uid}`} ` +
+      throw new Error(`setup will not make or change ${path}: ${folder} can be changed by ${othersWrite ? 'others than its owner' : `uid ${st.uid}`} ` +
         `(mode ${(st.mode & 0o7777).toString(8)}), who could put a link on the way; use a path only root can change`);
     }
   }
+}
+
+/**
+ * A file setup writes as root (the launcher, the config file, the timer): below folders only root
+ * can change, written beside its place through a descriptor that followed no link, then renamed.
+ */
+function writeRootFile(path: string, text: string, mode: number, owner?: { uid: number; gid: number }): void {
+  refuseChangeableAbove(path);
+  mkdirSync(join(path, '..'), { recursive: true, mode: 0o755 });
+  const aside = `${path}.new`;
+  rmSync(aside, { force: true }); // a leftover, or a link: unlinked, never followed
+  const fd = openSync(aside, fsc.O_WRONLY | fsc.O_CREAT | fsc.O_EXCL | fsc.O_NOFOLLOW, mode);
+  try {
+    writeAll(fd, Buffer.from(text));
+    if (owner) fchownSync(fd, owner.uid, owner.gid);
+    fchmodSync(fd, mode); // past the umask
+    fsyncSync(fd);
+  } finally { closeSync(fd); }
+  renameSync(aside, path);
+}
+
+function setupFolder(path: string, uid: number, gid: number, mode: number): void {
+  refuseChangeableAbove(path, uid);
   const link = new Error(`${path} is a symbolic link: setup gives a folder its owner and mode, never what a link names (remove the link, or give the real path)`);
   if (lstatSync(path, { throwIfNoEntry: false })?.isSymbolicLink()) throw link;
   mkdirSync(path, { recursive: true, mode: 0o700 });
@@ -4294,13 +4330,10 @@ async function runSetup(cfg: Config, options: Record<string, unknown>): Promise<
     const missing = cfg.maintainers.filter((m) => !([] as unknown[]).concat(listed ?? []).includes(m));
     if (missing.length) done(`it does not name ${missing.join(', ')} as maintainer: add ${JSON.stringify(missing)} to its "maintainer" list`);
   } else {
-    mkdirSync(join(inst.config, '..'), { recursive: true, mode: 0o755 });
-    writeFileSync(inst.config, configFileText({ ...cfg, maintainers: [inst.user, ...team] }, { ...inst, home }), { mode: 0o644, flag: 'wx' });
+    writeRootFile(inst.config, configFileText({ ...cfg, maintainers: [inst.user, ...team] }, { ...inst, home }), 0o644);
     done(`wrote the config file ${inst.config}`);
   }
-  mkdirSync(join(inst.launcher, '..'), { recursive: true, mode: 0o755 });
-  writeFileSync(`${inst.launcher}.new`, launcherScript({ ...inst, home }), { mode: 0o755 });
-  renameSync(`${inst.launcher}.new`, inst.launcher);
+  writeRootFile(inst.launcher, launcherScript({ ...inst, home }), 0o755);
   done(`wrote the launcher ${inst.launcher} (runs ${inst.node} ${inst.program})`);
   unreachable([['the launcher', inst.launcher, '-x'], ['the config file', inst.config, '-r']]);
   await writeChores(cfg, inst, String(options.etc ?? '/etc'), done);
@@ -4312,11 +4345,7 @@ async function runSetup(cfg: Config, options: Record<string, unknown>): Promise<
  * written under ETC (default /etc). Written anew each time, like the launcher they follow.
  */
 async function writeChores(cfg: Config, inst: Installation, etc: string, done: (text: string) => void): Promise<void> {
-  const write = (path: string, text: string) => {
-    mkdirSync(join(path, '..'), { recursive: true, mode: 0o755 });
-    writeFileSync(`${path}.new`, text, { mode: 0o644 });
-    renameSync(`${path}.new`, path);
-  };
+  const write = (path: string, text: string) => writeRootFile(path, text, 0o644);
   if (existsSync('/run/systemd/system')) {
     const units = systemdUnits(inst);
     for (const kind of ['service', 'timer'] as const) write(join(etc, 'systemd', 'system', `ticket-mail-flush.${kind}`), units[kind]);

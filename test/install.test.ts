@@ -73,7 +73,9 @@ describe.skipIf(!isRoot)('setup as root, and what exim-config, postfix-config an
   let base = '';
   let program = '';
   /** The one copied file, as the pipe runs it: the user it runs as cannot see the checkout's temp dirs. */
-  const run = (args: string[]) => spawnSync(process.execPath, [program, ...args], { encoding: 'utf8', env: { PATH: process.env.PATH, TICKET_MAIL_CONFIG: '' } });
+  // setup writes its timer and logrotate files under the test's own folder (--etc), never /etc.
+  const run = (args: string[]) => spawnSync(process.execPath, [program, ...args, ...(args[0] === 'setup' ? ['--etc', join(base, 'etc')] : [])],
+    { encoding: 'utf8', env: { PATH: process.env.PATH, TICKET_MAIL_CONFIG: '' } });
   const paths = (name: string) => {
     const root = join(base, name);
     mkdirSync(root, { mode: 0o755 });
@@ -139,7 +141,7 @@ describe.skipIf(!isRoot)('setup as root, and what exim-config, postfix-config an
     mkdirSync(hidden, { mode: 0o700 });
     const copy = join(hidden, 'ticket-mail.cjs');
     writeFileSync(copy, readFileSync(BIN), { mode: 0o755 });
-    const refused = spawnSync(process.execPath, [copy, 'setup', ...p.flags, '--mta', 'exim', '--dir', p.dir, '--domain', DOMAIN], { encoding: 'utf8', env: { PATH: process.env.PATH, TICKET_MAIL_CONFIG: '' } });
+    const refused = spawnSync(process.execPath, [copy, 'setup', ...p.flags, '--etc', join(base, 'etc'), '--mta', 'exim', '--dir', p.dir, '--domain', DOMAIN], { encoding: 'utf8', env: { PATH: process.env.PATH, TICKET_MAIL_CONFIG: '' } });
     expect(refused.status).toBe(1);
     expect(refused.stderr).toMatch(new RegExp(`^ticket-mail: ${USER}, the pipe's user, cannot read the program ${copy}: every delivery would be deferred`));
     expect(existsSync(p.dir)).toBe(false); // refused before anything was made
@@ -260,12 +262,60 @@ describe.skipIf(!isRoot)('setup as root, and what exim-config, postfix-config an
     sh(`chown nobody ${theirs}`);
     const r = setup(p, ['--dir', join(theirs, 'tickets')]);
     expect(r.status).toBe(1);
-    expect(r.stderr).toMatch(new RegExp(`^ticket-mail: setup will not make or chown ${join(theirs, 'tickets')}: ${theirs} can be changed by uid \\d+ \\(mode 755\\)`));
+    expect(r.stderr).toMatch(new RegExp(`^ticket-mail: setup will not make or change ${join(theirs, 'tickets')}: ${theirs} can be changed by uid \\d+ \\(mode 755\\)`));
     expect(existsSync(join(theirs, 'tickets'))).toBe(false);
     chmodSync(theirs, 0o777);
     sh(`chown root ${theirs}`);
     expect(setup(p, ['--dir', join(theirs, 'tickets')]).stderr).toMatch(/can be changed by others than its owner \(mode 777\)/);
   });
+  it('writes its files as root through no link the tickets user planted, and only below folders root alone can change', () => {
+    const p = paths('planted');
+    expect(setup(p).status).toBe(0);
+    const victim = join(base, 'victim');
+    writeFileSync(victim, 'root only\n', { mode: 0o600 });
+    // A leftover ".new" that is a link to root's file: unlinked, never written through.
+    symlinkSync(victim, join(p.root, 'bin', 'deliver.new'));
+    symlinkSync(victim, join(p.root, 'etc', 'config.json.new'));
+    const again = setup(p, ['--launcher', join(p.root, 'bin', 'deliver2')]);
+    expect(again.status, again.stderr).toBe(0);
+    expect([readFileSync(victim, 'utf8'), statSync(victim).uid, statSync(victim).mode & 0o777]).toEqual(['root only\n', 0, 0o600]);
+    // The config file or launcher in a folder of the tickets user's (its HOME): refused, nothing written.
+    const home = sh(`getent passwd ${USER} | cut -d: -f6`).stdout.trim(); // the user's, made by the first setup
+    expect(statSync(home).uid).toBe(Number(sh(`id -u ${USER}`).stdout.trim()));
+    const r = run(['setup', ...p.flags.slice(0, -2), '--config', join(home, 'config.json'), '--mta', 'exim', '--dir', p.dir, '--domain', DOMAIN]);
+    expect([r.status, r.stderr]).toEqual([1, expect.stringMatching(new RegExp(`^ticket-mail: setup will not make or change ${home}/config\\.json: ${home} can be changed by uid \\d+`))]);
+    expect(existsSync(join(home, 'config.json'))).toBe(false);
+  });
+
+  it('records the installation in a hand-written config file without touching the rest, or says exactly what to write', () => {
+    const p = paths('handwritten');
+    expect(setup(p).status).toBe(0);
+    const write = (text: string) => writeFileSync(p.config, text);
+    const settings = () => JSON.parse(readFileSync(p.config, 'utf8').replace(/^[ \t]*\/\/.*$/gm, ''));
+    const moved = ['--launcher', join(p.root, 'bin', 'moved')];
+    // One line holding everything (jq -c), the record among the rest: all of it kept.
+    write(`{"installation": {"user": "${USER}", "home": "/old", "launcher": "/old/deliver"}, "dir": "${p.dir}", "domain": "${DOMAIN}", "admin": "max@tickets.example"}\n`);
+    let r = setup(p, moved);
+    expect(r.status, r.stderr).toBe(0);
+    expect(settings()).toMatchObject({ dir: p.dir, domain: DOMAIN, admin: 'max@tickets.example', installation: { launcher: join(p.root, 'bin', 'moved') } });
+    // The record as the last member, on a line of its own (no comma to add).
+    write(`// mine\r\n{\r\n  "dir": "${p.dir}",\r\n  "domain": "${DOMAIN}",\r\n  "installation": {"user": "${USER}", "home": "/old", "launcher": "/old"}\r\n}\r\n`);
+    r = setup(p, moved);
+    expect(r.status, r.stderr).toBe(0);
+    expect(settings()).toMatchObject({ dir: p.dir, domain: DOMAIN, installation: { launcher: join(p.root, 'bin', 'moved') } });
+    // Spread over lines (jq .): replaced where it is.
+    write(`{\n  "dir": "${p.dir}",\n  "installation": {\n    "user": "${USER}",\n    "home": "/old",\n    "launcher": "/old"\n  },\n  "domain": "${DOMAIN}"\n}\n`);
+    r = setup(p, moved);
+    expect(r.status, r.stderr).toBe(0);
+    expect(settings()).toMatchObject({ dir: p.dir, domain: DOMAIN, installation: { launcher: join(p.root, 'bin', 'moved') } });
+    // Where it cannot be added without breaking the file: left as it is; the error gives the exact member to write.
+    const empty = '{}\n';
+    write(empty);
+    r = run(['setup', ...p.flags, '--mta', 'exim', '--dir', p.dir, '--domain', DOMAIN, ...moved.slice(0, 0), '--launcher', join(p.root, 'bin', 'moved2')]);
+    expect([r.status, r.stderr]).toEqual([1, expect.stringMatching(/^ticket-mail: cannot record this installation in .* without touching the rest: make its "installation" member \{"user":/)]);
+    expect(readFileSync(p.config, 'utf8')).toBe(empty);
+  });
+
 });
 
 describe('postfix-config --aliases', () => {
