@@ -3771,13 +3771,19 @@ const REPEATABLE = new Set<string>(['admin', 'maintainer']);
 
 /** Settings from the command line and the config file (or, for setup, which writes it, none), checked. */
 function configFrom(forSetup = false): Config {
-  const flags: RawSettings = forSetup ? { dir: INSTALL_DEFAULTS.dir } : {};
+  const flags: RawSettings = {};
   for (const name of SETTING_NAMES) {
     const values = typed[name];
     // A repeated flag: for anything but --admin and --maintainer the last one wins.
     if (values) flags[name] = REPEATABLE.has(name) ? values : values.at(-1);
   }
-  return resolveConfig(flags, forSetup ? {} : readConfigFile(configPath()), process.env);
+  // setup, run again (as the README says, after moving node), keeps what the config file it wrote
+  // says (flags win: the tickets folder, the domain, the team) and checks it as the pipe will; it
+  // makes the default folder only when neither names one.
+  const setupFile = typed.config?.at(-1) ?? INSTALL_DEFAULTS.config;
+  const file = readConfigFile(forSetup ? (existsSync(setupFile) ? setupFile : undefined) : configPath());
+  if (forSetup && flags.dir === undefined && file.dir === undefined) flags.dir = INSTALL_DEFAULTS.dir;
+  return resolveConfig(flags, file, process.env);
 }
 
 /**
@@ -4283,8 +4289,7 @@ async function runSetup(cfg: Config, options: Record<string, unknown>): Promise<
   // then searches the folders as anyone (2751: a ticket number's existence, never its mail).
   // Alone, the folders' group is Exim's, with search only (2710). The team is the one named now
   // and in the config file already: running setup again as the README says keeps it.
-  const configured = existsSync(inst.config) ? ([] as unknown[]).concat(readConfigFile(inst.config).maintainer ?? []).map(String) : [];
-  const team = [...new Set([...cfg.maintainers, ...configured])].filter((m) => m !== inst.user);
+  const team = cfg.maintainers.filter((m) => m !== inst.user); // the config file's too (configFrom)
   const teamGroup = team.length ? (await groupEntryOf(who.gid))?.name : undefined;
   if (team.length && !teamGroup) throw new Error(`the group of ${inst.user} (gid ${who.gid}) has no name: a team reads the tickets through it`);
   for (const login of teamGroup ? team : []) {

@@ -109,15 +109,16 @@ describe.skipIf(!!skipReason)('a team of maintainers', () => {
     expect(check().stdout).not.toMatch(/^FIX .*(readable|group)/m);
   });
 
-  it('keeps the team when setup runs again without --maintainer, and never hands over what a ticket\'s symlink names', () => {
+  it('keeps the team (and the folder, the domain) when setup runs again with only --config, and never hands over what a ticket\'s symlink names', () => {
     // What the tickets user could plant: a ticket that is a link to a file of root's, an unmatched made before the team.
     const secret = join(base, 'secret');
     writeFileSync(secret, 'root only\n', { mode: 0o600 });
     expect(sh(`runuser -u ${OWNER} -- ln -s ${secret} ${join(tickets, '5')}`).status).toBe(0);
     chmodSync(join(tickets, 'unmatched'), 0o600);
     const again = spawnSync(process.execPath, [program, 'setup', '--user', OWNER, '--home', join(base, 'home'), '--launcher', join(base, 'bin', 'deliver'),
-      '--config', config, '--etc', join(base, 'etc'), '--mta', 'none', '--dir', tickets, '--domain', DOMAIN], { encoding: 'utf8', env: { PATH: process.env.PATH, TICKET_MAIL_CONFIG: '' } });
-    expect(again.status, again.stderr).toBe(0);
+      '--config', config, '--etc', join(base, 'etc'), '--mta', 'none'], { encoding: 'utf8', env: { PATH: process.env.PATH, TICKET_MAIL_CONFIG: '' } });
+    expect(again.status, again.stderr).toBe(0); // the tickets folder and the domain come from the config file
+    expect(again.stdout).toContain(`folders ${tickets} and ${tickets}/archived (mode 2750`);
     expect(again.stdout).toContain(`left alone ${join(tickets, '5')}: a symlink`);
     expect([statSync(secret).uid, statSync(secret).mode & 0o777]).toEqual([0, 0o600]);
     expect(statSync(tickets).mode & 0o7777).toBe(0o2750); // still the team's
