@@ -244,8 +244,9 @@ describe.skipIf(!!skipReason)('end to end: real Exim and real mutt', () => {
     const before = stored(closed).length;
     const sentBefore = outbox().length;
     const answered = () => stored(closed).map(String).some((m) => m.includes('Fixed in 1.2.'));
-    // r, then y in the compose menu: the editor (behind the hook's "ticket-mail draft") writes the answer.
-    inMutt(base, closed, 'ry', answered, true, {}, 'printf "Fixed in 1.2.\\n" >> "$1"');
+    // r; the editor (behind the hook's "ticket-mail draft") writes the answer; y once the compose
+    // menu shows (mutt drops what was typed ahead while the editor ran).
+    inMutt(base, closed, 'r', answered, true, {}, 'printf "Fixed in 1.2.\\n" >> "$1"', [[/y:Send/, 'y']]);
     expect(existsSync(join(tickets, '2'))).toBe(false);
     expect(stored(closed).length).toBeGreaterThan(before);
     const sent = outbox().slice(sentBefore);
@@ -374,7 +375,7 @@ const muttCount = (screen: string) => {
  * Whatever mutt's hooks send goes through the private Exim (SENDMAIL), never the machine's MTA.
  */
 function inMutt(base: string, mbox: string, keys: string, done: (draft: string, screen: string) => boolean, readOnly = true,
-  env: Record<string, string> = {}, edit = ''): void {
+  env: Record<string, string> = {}, edit = '', answers: Array<[RegExp, string]> = []): void {
   const work = tempDir('tm-mutt-');
   const draft = join(work, 'draft');
   writeFileSync(join(work, 'copy-draft'), `#!/bin/sh\n${edit}\ncp "$1" ${draft}\n`, { mode: 0o755 });
@@ -403,7 +404,10 @@ set status_format="STATUS msgs=%m"
     for (let i = 0; i < 120 && !(ok = done(draft, tmux('capture-pane', '-p').stdout)); i++) { // up to 30 s: CI runs other tests alongside
       spawnSync('sleep', ['0.25']);
       // Keys again only while nothing happened yet: a reply typed twice would be sent twice.
-      if (keys && i % 4 === 0 && tmux('capture-pane', '-p').stdout.includes('STATUS msgs=') && !done(draft, '')) tmux('send-keys', keys);
+      const screen = tmux('capture-pane', '-p').stdout;
+      if (keys && i % 4 === 0 && screen.includes('STATUS msgs=') && !done(draft, '')) tmux('send-keys', keys);
+      // A screen that asks (the compose menu): its answer, each time it shows.
+      for (const [asks, key] of answers) if (asks.test(screen) && !done(draft, '')) tmux('send-keys', key);
     }
     if (!ok) throw new Error(`mutt did not get there; screen:\n${tmux('capture-pane', '-p').stdout}`);
     for (let i = 0; i < 20 && !existsSync(join(work, 'rc')); i++) { tmux('send-keys', 'q'); spawnSync('sleep', ['0.25']); }
