@@ -334,6 +334,22 @@ export function addresses(value: string | undefined): readonly string[] {
   return found;
 }
 
+/**
+ * The first mailbox of a From (or To) field as a person should see it: its name (decoded, at most
+ * 60 characters) and always its address in full, so that neither a long name nor a name that
+ * looks like an address ("support@bank.example" <x@evil.example>) hides where the mail came from.
+ * A field with no address is shown decoded, shortened. The parser would drop a control character
+ * ("<a^[b@x>" would give "ab@x", an address the mail never named): each is U+FFFD to it.
+ */
+export function shownMailbox(value: string | undefined): string {
+  const bounded = (value ?? '').slice(0, MAX_ADDRESS_FIELD).replace(/\r?\n/g, ' ');
+  const first = addressParser(bounded.replace(/[\x00-\x08\x0a-\x1f\x7f-\x9f]/g, '\ufffd'), { flatten: true })[0];
+  const address = first && 'address' in first ? headerSafe(first.address ?? '', 254) : '';
+  if (!address) return headerSafe(decodeWords(bounded), 80);
+  const name = headerSafe(decodeWords(first!.name ?? '').replace(/\ufffd/g, ' '), 60); // each control a space, as headerSafe makes it
+  return name ? `${name} <${address}>` : address;
+}
+
 /** A robot's mailbox: a bounce's, a list's (RFC 2142, RFC 3834 section 2) or one nobody reads. */
 const isRobotAddress = (address: string) =>
   /^(mailer-daemon|postmaster|no-?reply|do-?not-?reply|.*-request|owner-.*)$/.test(address.slice(0, address.lastIndexOf('@')).toLowerCase());
@@ -761,6 +777,48 @@ export function* quoteChunks(chunks: Iterable<Buffer>): Generator<Buffer> {
     }
     if (copied < data.length) yield data.subarray(copied);
   }
+  if (held.length) yield held;
+}
+
+/**
+ * mboxrd un-quoting, streamed (the inverse of quoteChunks; chunks begin at a line start): every
+ * line matching /^>+From / loses one '>'. A line's run of '>' is counted, not held, until what
+ * follows it is known, so that a hostile line of a million '>' costs no memory.
+ */
+export function* unquoteChunks(chunks: Iterable<Buffer>): Generator<Buffer> {
+  let lineStart = true;
+  let run = 0; // '>' seen at the start of the current line, not yet given out
+  let held = Buffer.alloc(0); // after the run, a prefix of "From " cut by the chunk's end
+  const gts = function* (n: number) { for (; n > 0; n -= 4096) yield Buffer.alloc(Math.min(n, 4096), 0x3e); };
+  for (const chunk of chunks) {
+    const data = held.length ? Buffer.concat([held, chunk]) : chunk;
+    held = Buffer.alloc(0);
+    let copied = 0;
+    let i = 0;
+    while (i < data.length) {
+      if (lineStart && (run || data[i] === 0x3e)) { // else the usual line, passed on as it is
+        if (i > copied) yield data.subarray(copied, i);
+        while (i < data.length && data[i] === 0x3e) { run++; i++; }
+        copied = i;
+        const rest = data.length - i;
+        if (rest === 0) break; // the run goes on in the next chunk
+        if (rest < FROM_.length && data.subarray(i).equals(FROM_.subarray(0, rest))) {
+          held = Buffer.from(data.subarray(i)); // copied: the caller may reuse its buffer
+          copied = data.length;
+          break;
+        }
+        yield* gts(data.subarray(i, i + FROM_.length).equals(FROM_) ? run - 1 : run);
+        run = 0;
+      }
+      lineStart = false;
+      const nl = data.indexOf(LF, i);
+      if (nl < 0) break;
+      i = nl + 1;
+      lineStart = true;
+    }
+    if (copied < data.length) yield data.subarray(copied);
+  }
+  yield* gts(run);
   if (held.length) yield held;
 }
 
@@ -1358,8 +1416,9 @@ export function mimeValue(text: string): { value: string; params: Map<string, st
 export interface Outline {
   texts: Array<{ html: boolean; bytes: Buffer }>; // each a small message: the part's own type and encoding, then its body
   cut: boolean;                                   // text was left out: more is in the ticket
-  attachments: Array<{ name: string; size: number }>;
+  attachments: Array<{ name: string; size: number; type: string }>;
   unlisted: number;                               // attachments past MAX_LISTED, counted only
+  kept?: { type: string; charset: string; bytes: Buffer }; // the attachment asked for, decoded
 }
 
 const MAX_LISTED = 100;
@@ -1382,7 +1441,10 @@ interface OutlinePart {
   text?: { html: boolean; pieces: Buffer[] };
   encoding: 'base64' | 'quoted-printable' | 'plain';
   name: string;
+  type: string;
+  charset: string;
   size: number;               // decoded bytes so far
+  kept?: Buffer[];            // the body as it came, when this is the attachment asked for
   run: number;                // base64 characters since the last padding
 }
 
@@ -1393,16 +1455,18 @@ interface OutlinePart {
  * decoding. Why not postal-mime on the whole message: it keeps two Blob parts per body line
  * (1.7 GB and seconds per MiB of empty lines), and parts, base64 paddings and nested messages
  * cost it likewise. Chunks may be views of a reused buffer: whatever is kept is copied.
+ * `keep` asks for attachment number `keep` (from 1, in order, listed or not) decoded whole.
  */
-export function mimeOutline(chunks: Iterable<Buffer>): Outline {
+export function mimeOutline(chunks: Iterable<Buffer>, keep = 0): Outline {
   const outline: Outline = { texts: [], cut: false, attachments: [], unlisted: 0 };
   // Each byte's class in base64 text: 1 data, 2 padding, 0 skipped (line ends, junk). Made here: start-up pays nothing.
   const base64Class = Uint8Array.from({ length: 256 }, (_, b) => (b === 0x3d ? 2 : /[A-Za-z0-9+/]/.test(String.fromCharCode(b)) ? 1 : 0));
   const boundaries: Array<{ marker: Buffer; digest: boolean }> = []; // "--boundary" of each open multipart, innermost last
   let textBytes = 0;
   let textLines = 0;
+  let attachmentCount = 0;
   const newPart = (digest: boolean): OutlinePart =>
-    ({ head: [], headSize: 0, digest, body: 'skip', encoding: 'plain', name: '', size: 0, run: 0 });
+    ({ head: [], headSize: 0, digest, body: 'skip', encoding: 'plain', name: '', type: '', charset: '', size: 0, run: 0 });
   let part = newPart(false);
   /** The header is read: what the part is, and how its body is read. */
   const startBody = () => {
@@ -1426,6 +1490,9 @@ export function mimeOutline(chunks: Iterable<Buffer>): Outline {
       textLines += 3;
     } else {
       part.body = 'attachment';
+      part.type = type.value;
+      part.charset = type.params.get('charset') ?? '';
+      if (++attachmentCount === keep) part.kept = [];
       part.name = headerSafe(decodeWords(mimeValue(field(head, 'content-disposition') ?? '').params.get('filename') || type.params.get('name') || ''), 100) ||
         type.value || 'unnamed';
     }
@@ -1434,8 +1501,9 @@ export function mimeOutline(chunks: Iterable<Buffer>): Outline {
     if (part.head) startBody();
     if (part.text) outline.texts.push({ html: part.text.html, bytes: Buffer.concat(part.text.pieces) });
     if (part.body !== 'attachment') return;
+    if (part.kept) outline.kept = { type: part.type, charset: part.charset, bytes: decodeBody(Buffer.concat(part.kept), part.encoding) };
     if (outline.attachments.length >= MAX_LISTED) outline.unlisted++;
-    else outline.attachments.push({ name: part.name, size: part.size + (part.encoding === 'base64' ? base64Bytes(part.run) : 0) });
+    else outline.attachments.push({ name: part.name, size: part.size + (part.encoding === 'base64' ? base64Bytes(part.run) : 0), type: part.type });
   };
   /**
    * One line, or a piece of a longer one (`start` and `end` say which): buf[from, to). Indices,
@@ -1476,6 +1544,7 @@ export function mimeOutline(chunks: Iterable<Buffer>): Outline {
       textBytes += bytes.length;
       if (end) textLines++;
     } else if (part.body === 'attachment') {
+      part.kept?.push(end ? Buffer.concat([bytes, NEWLINE]) : Buffer.from(bytes));
       if (part.encoding === 'plain') part.size += length + (end ? 1 : 0);
       else if (part.encoding === 'base64') {
         for (let i = 0; i < length; i++) {
@@ -1517,6 +1586,18 @@ export function mimeOutline(chunks: Iterable<Buffer>): Outline {
 }
 
 const NEWLINE = Buffer.from('\n');
+
+/**
+ * A MIME body decoded from its transfer encoding (as postal-mime decodes it: junk in base64
+ * skipped). Its last line break is the boundary's (RFC 2046), not the content's.
+ */
+function decodeBody(raw: Buffer, encoding: OutlinePart['encoding']): Buffer {
+  const body = raw.subarray(0, raw.length - (raw.at(-1) === LF ? (raw.at(-2) === 0x0d ? 2 : 1) : 0));
+  if (encoding === 'base64') return Buffer.from(body.toString('latin1'), 'base64');
+  if (encoding === 'plain') return body;
+  return Buffer.from(body.toString('latin1').replace(/[ \t]*\r?\n/g, '\n').replace(/=\n/g, '')
+    .replace(/=([0-9A-Fa-f]{2})/g, (_, hex: string) => String.fromCharCode(parseInt(hex, 16))), 'latin1');
+}
 
 /** RFC 5322 date in UTC, e.g. "Sat, 28 Nov 2026 04:00:57 +0000". */
 export function rfc5322Date(d: Date): string {
@@ -2412,29 +2493,36 @@ export function pruneReplyCounters(store: Store, now: Date): { removed: number; 
 }
 
 /**
- * The text and attachment list of a message, bounded in memory and time whatever the message:
- * mimeOutline reads its structure, postal-mime decodes only the start of its text parts.
+ * The text of a message and its attachments, bounded in memory and time whatever the message:
+ * mimeOutline reads its structure, postal-mime decodes only the kept start of its text parts
+ * (reflowing format=flowed). Plain text when there is any, else the HTML parts as text.
  */
+export async function messageText(message: Message): Promise<Outline & { text: string }> {
+  const outline = mimeOutline(message.chunks());
+  const html = !outline.texts.some((t) => !t.html); // plain text if any, as postal-mime's text
+  let text = '';
+  const parts = outline.texts.filter((t) => t.html === html);
+  if (parts.length) {
+    const { default: PostalMime } = await import('postal-mime'); // the full parser: only here
+    const decoded: string[] = [];
+    for (const part of parts) {
+      const email = await PostalMime.parse(part.bytes, { attachmentEncoding: 'arraybuffer' });
+      decoded.push((html ? email.html : email.text) ?? '');
+    }
+    text = (html ? htmlToText(decoded.join('\n')) : decoded.join('\n')).trim();
+  }
+  return { ...outline, text };
+}
+
+/** What a reply's summary shows of a message: its first 4,000 characters of text and its attachments. */
 async function summarize(message: Message): Promise<Summary> {
   const MAX_TEXT = 4000;
   try {
-    const outline = mimeOutline(message.chunks());
-    const html = !outline.texts.some((t) => !t.html); // plain text if any, as postal-mime's text
-    let text = '';
-    const parts = outline.texts.filter((t) => t.html === html);
-    if (parts.length) {
-      const { default: PostalMime } = await import('postal-mime'); // the full parser: only here
-      const decoded: string[] = [];
-      for (const part of parts) {
-        const email = await PostalMime.parse(part.bytes, { attachmentEncoding: 'arraybuffer' });
-        decoded.push((html ? email.html : email.text) ?? '');
-      }
-      text = (html ? htmlToText(decoded.join('\n')) : decoded.join('\n')).trim();
-    }
-    const rest = outline.cut ? 'more' : text.length > MAX_TEXT ? `${text.length - MAX_TEXT} more characters` : undefined;
+    const { text, cut, attachments, unlisted } = await messageText(message);
+    const rest = cut ? 'more' : text.length > MAX_TEXT ? `${text.length - MAX_TEXT} more characters` : undefined;
     return {
       text: rest ? `${text.slice(0, MAX_TEXT)}\n[... ${rest} in the ticket]` : text,
-      attachments: outline.attachments, unlisted: outline.unlisted,
+      attachments: attachments.map(({ name, size }) => ({ name, size })), unlisted,
     };
   } catch {
     return { text: '(the message could not be decoded: read it in the ticket)', attachments: [], unlisted: 0 };
@@ -2647,8 +2735,11 @@ function tailBefore(fd: number, size: number): Buffer {
   return buf;
 }
 
-/** The tickets, newest activity first. A cache keeps it fast; it is checked against each file. */
-export function listTickets(store: Store, which: 'open' | 'closed' | 'all'): TicketRow[] {
+/**
+ * The tickets, newest activity first. A cache keeps it fast; it is checked against each file, and
+ * written back only with `saveCache` (the viewer reads it, never writes into the tickets folder).
+ */
+export function listTickets(store: Store, which: 'open' | 'closed' | 'all', saveCache = true): TicketRow[] {
   const cachePath = join(store.state, 'list-cache.json');
   let cache: Record<string, CacheEntry> = {};
   try { cache = JSON.parse(readFileSync(cachePath, 'utf8')); } catch { /* none yet, or unreadable: rebuild */ }
@@ -2669,7 +2760,7 @@ export function listTickets(store: Store, which: 'open' | 'closed' | 'all'): Tic
         lastActivity: new Date(entry.mtimeMs).toISOString() });
     }
   }
-  if (JSON.stringify(fresh) !== JSON.stringify(cache)) {
+  if (saveCache && JSON.stringify(fresh) !== JSON.stringify(cache)) {
     try { // the cache is a convenience: a folder we may not write just means no cache
       writeFileDurably(`${cachePath}.new`, JSON.stringify(fresh));
       renameSync(`${cachePath}.new`, cachePath);
@@ -2695,51 +2786,63 @@ function ticketEntry(path: string, cached: CacheEntry | undefined): CacheEntry |
     return {
       ...stamp,
       tail: tailPrint(bytes ?? tailBefore(fd, st.size)),
-      submitter: headerSafe(decodeWords(head && field(head, 'from') || ''), 60),
+      submitter: shownMailbox(head && field(head, 'from')),
       subject: head ? headerSafe(decodedSubject(head), 100) : '',
       messages: count,
     };
   } finally { closeSync(fd); }
 }
 
-/** One ticket's thread at a glance, for `show`. */
-/**
- * The messages of an mbox we wrote, one at a time, in bounded memory: each as a Message whose
- * first MiB (to a line's end) is un-quoted in memory and whose rest stays in the file as stored
- * (mboxrd-quoted: what a summary reads of it, the MIME structure and base64, is the same). A
- * message is valid until the next is taken.
- */
-export function* mboxMessages(fd: number): Generator<{ note: string; message: Message }> {
-  const size = fstatSync(fd).size;
+/** Where each record of an mbox starts: at 0 and after every LF followed by "From ", in bytes [0, size). */
+export function mboxStarts(fd: number, size: number): number[] {
   const starts = [0];
   for (const { bytes, pos } of fileRange(fd, 0, size, 6)) {
     for (let i = bytes.indexOf('\nFrom '); i >= 0; i = bytes.indexOf('\nFrom ', i + 1)) {
       if (pos + i + 1 > starts.at(-1)!) starts.push(pos + i + 1);
     }
   }
+  return starts;
+}
+
+/**
+ * The record in bytes [start, end) of an mbox we wrote, in bounded memory: a Message whose first
+ * MiB (to a line's end) is un-quoted in memory and whose rest stays in the file as stored
+ * (mboxrd-quoted: what a summary reads of it, the MIME structure and base64, is the same;
+ * unquoteChunks gives the bytes that came in). Undefined for what is no record (the start of a
+ * file another program wrote oddly). Valid while the fd is open.
+ */
+export function mboxRecordAt(fd: number, start: number, end: number): { note: string; message: Message } | undefined {
+  const head = Buffer.alloc(Math.min(end - start, Message.IN_MEMORY + 4096));
+  readSync(fd, head, 0, head.length, start);
+  if (!head.subarray(0, 5).equals(FROM_)) return undefined;
+  const afterFromLine = head.indexOf(LF) + 1;
+  const ours = head.subarray(afterFromLine, afterFromLine + OUR_HEADER.length + 2).toString('latin1') === `${OUR_HEADER}: `;
+  const noteEnd = ours ? head.indexOf(LF, afterFromLine) + 1 : afterFromLine;
+  if (afterFromLine === 0 || noteEnd === 0) return undefined;
+  const note = head.toString('latin1', afterFromLine + OUR_HEADER.length + 2, noteEnd - 1);
+  const bodyEnd = end - 1 - (note.endsWith('; no-final-newline') ? 1 : 0);
+  const bodyStart = start + noteEnd;
+  const inMemory = Math.min(bodyEnd - bodyStart, Message.IN_MEMORY);
+  let cut = inMemory; // to a line's end, so that un-quoting sees whole lines
+  if (bodyStart + inMemory < bodyEnd) cut = head.lastIndexOf(LF, noteEnd + inMemory - 1) + 1 - noteEnd || inMemory;
+  const first = Buffer.from(head.subarray(noteEnd, noteEnd + cut).toString('latin1').replace(/(?<=^|\n)>(>*From )/g, '$1'), 'latin1');
+  const rest = bodyEnd - bodyStart - cut;
+  const last = Buffer.alloc(1);
+  if (rest > 0) readSync(fd, last, 0, 1, bodyEnd - 1);
+  return { note: note.replace(/; no-final-newline$/, ''), message: new Message(first, rest > 0 ? { fd, start: bodyStart + cut, size: rest, last: last[0]! } : undefined) };
+}
+
+/** The messages of an mbox we wrote, one at a time (mboxRecordAt); each is valid until the next is taken. */
+export function* mboxMessages(fd: number): Generator<{ note: string; message: Message }> {
+  const size = fstatSync(fd).size;
+  const starts = mboxStarts(fd, size);
   for (const [i, start] of starts.entries()) {
-    const end = starts[i + 1] ?? size;
-    const head = Buffer.alloc(Math.min(end - start, Message.IN_MEMORY + 4096));
-    readSync(fd, head, 0, head.length, start);
-    if (!head.subarray(0, 5).equals(FROM_)) continue; // the start of a file another program wrote oddly
-    const afterFromLine = head.indexOf(LF) + 1;
-    const ours = head.subarray(afterFromLine, afterFromLine + OUR_HEADER.length + 2).toString('latin1') === `${OUR_HEADER}: `;
-    const noteEnd = ours ? head.indexOf(LF, afterFromLine) + 1 : afterFromLine;
-    if (afterFromLine === 0 || noteEnd === 0) continue;
-    const note = head.toString('latin1', afterFromLine + OUR_HEADER.length + 2, noteEnd - 1);
-    const bodyEnd = end - 1 - (note.endsWith('; no-final-newline') ? 1 : 0);
-    const bodyStart = start + noteEnd;
-    const inMemory = Math.min(bodyEnd - bodyStart, Message.IN_MEMORY);
-    let cut = inMemory; // to a line's end, so that un-quoting sees whole lines
-    if (bodyStart + inMemory < bodyEnd) cut = head.lastIndexOf(LF, noteEnd + inMemory - 1) + 1 - noteEnd || inMemory;
-    const first = Buffer.from(head.subarray(noteEnd, noteEnd + cut).toString('latin1').replace(/(?<=^|\n)>(>*From )/g, '$1'), 'latin1');
-    const rest = bodyEnd - bodyStart - cut;
-    const last = Buffer.alloc(1);
-    if (rest > 0) readSync(fd, last, 0, 1, bodyEnd - 1);
-    yield { note: note.replace(/; no-final-newline$/, ''), message: new Message(first, rest > 0 ? { fd, start: bodyStart + cut, size: rest, last: last[0]! } : undefined) };
+    const record = mboxRecordAt(fd, start, starts[i + 1] ?? size);
+    if (record) yield record;
   }
 }
 
+/** One ticket's thread at a glance, for `show`. */
 export async function showTicket(store: Store, n: number) {
   const place = store.placeOf(n);
   if (!place) throw new Error(`ticket ${n} does not exist`);
@@ -2752,7 +2855,7 @@ export async function showTicket(store: Store, n: number) {
       const summary = await summarize(message);
       messages.push({
         date: head && field(head, 'date') || '',
-        from: headerSafe(decodeWords(head && field(head, 'from') || ''), 80),
+        from: shownMailbox(head && field(head, 'from')),
         subject: head ? headerSafe(decodedSubject(head), 100) : '',
         text: summary.text.split('\n').map((l) => l.trim()).filter(Boolean).slice(0, 3),
         attachments: summary.attachments.map((a) => a.name),

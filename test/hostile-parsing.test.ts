@@ -157,7 +157,7 @@ describe('the bounds, unit by unit', () => {
     for (const eol of ['\n', '\r\n']) {
       const raw = Buffer.from(`From: a@b.example\nMIME-Version: 1.0\n${cases[name]}`.replace(/\n/g, eol));
       const full = await PostalMime.parse(raw, { attachmentEncoding: 'arraybuffer' });
-      const expected = full.attachments.map((a) => ({ name: a.filename ?? a.mimeType, size: (a.content as ArrayBuffer).byteLength }));
+      const expected = full.attachments.map((a) => ({ name: a.filename ?? a.mimeType, size: (a.content as ArrayBuffer).byteLength, type: a.mimeType }));
       expect(expected.length).toBeGreaterThan(0);
       for (const size of [7, 97, raw.length]) {
         const chunks = Array.from({ length: Math.ceil(raw.length / size) }, (_, i) => raw.subarray(i * size, (i + 1) * size));
