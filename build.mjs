@@ -29,6 +29,8 @@ const LAZY = {
   'postal-mime': "module.exports = require('postal-mime');",
   // The two header functions ticket.ts imports statically (see lazyOutside).
   'postal-mime-headers': "export { addressParser, decodeWords } from 'postal-mime';",
+  // The history viewer (serve, cgi): ticket.ts's readers come from the core already loaded.
+  viewer: "export * from './viewer.ts';",
 };
 
 /** One module as a CommonJS function expression, the wrapper Node itself would add. */
@@ -60,12 +62,21 @@ export const decodeWords = (...args) => headers().decodeWords(...args);`;
 const lazyOutside = {
   name: 'lazy-outside',
   setup(build) {
+    build.onResolve({ filter: /^\.\/viewer\.ts$/ }, () => ({ path: 'viewer', external: true }));
     build.onResolve({ filter: /^(cac|mimetext|postal-mime)$/ }, (args) => {
       if (args.kind === 'dynamic-import') return { path: args.path, external: true };
       return args.path === 'postal-mime' ? { path: args.path, namespace: 'header-shim' } : undefined;
     });
     build.onLoad({ filter: /.*/, namespace: 'header-shim' }, () => ({ contents: HEADER_SHIM, loader: 'js' }));
     build.onResolve({ filter: /^postal-mime-headers$/ }, (args) => ({ path: args.path, external: true }));
+  },
+};
+
+/** The viewer's import of ticket.ts is the core module, loaded once: the readers are not copied into it. */
+const coreOutside = {
+  name: 'core-outside',
+  setup(build) {
+    build.onResolve({ filter: /^\.\/ticket\.ts$/ }, (args) => (args.importer.endsWith('viewer.ts') ? { path: 'core', external: true } : undefined));
   },
 };
 
@@ -104,15 +115,15 @@ const stubs = {
 
 const modules = {
   core: await bundle({
-    // Only main is exported: the rest of ticket.ts's exports are for its tests.
-    stdin: { contents: "export { main } from './ticket.ts';", resolveDir: '.', loader: 'ts' },
+    // Everything ticket.ts exports: main for the loader, the readers for the viewer.
+    stdin: { contents: "export * from './ticket.ts';", resolveDir: '.', loader: 'ts' },
     plugins: [lazyOutside],
     // import.meta.url only decides whether ticket.ts runs as a script; here the loader calls main.
     define: { TICKET_MAIL_VERSION: JSON.stringify(version), 'import.meta.url': 'undefined' },
   }),
 };
 for (const [name, contents] of Object.entries(LAZY)) {
-  modules[name] = await bundle({ stdin: { contents, resolveDir: '.', loader: 'js' }, plugins: [stubs, byName] });
+  modules[name] = await bundle({ stdin: { contents, resolveDir: '.', loader: name === 'viewer' ? 'ts' : 'js' }, plugins: [stubs, byName, coreOutside] });
 }
 const buildId = createHash('sha256').update(JSON.stringify(modules)).digest('hex').slice(0, 16);
 
@@ -148,7 +159,7 @@ function load(source, BUILD, LAZY) {
     } catch { /* no cache yet */ }
     return undefined;
   };
-  const ourRequire = (id) => (LAZY.includes(id) ? run(id) : require(id));
+  const ourRequire = (id) => (id === 'core' || LAZY.includes(id) ? run(id) : require(id));
   function run(name) {
     if (loaded[name]) return loaded[name].exports;
     try {
@@ -198,7 +209,7 @@ writeFileSync('dist/bin/ticket-mail.cjs', `${header}(${load})((name) => require(
 // (the core, the header functions, mimetext: 74 KB) is plain text, and what only the
 // maintainer's commands and admin notifications load (cac, the full MIME parser: 92 KB)
 // travels compressed (brotli, base64: 34 KB).
-const COMPRESSED = ['cac', 'postal-mime'];
+const COMPRESSED = ['cac', 'postal-mime', 'viewer'];
 const plain = Object.fromEntries(Object.entries(modules).filter(([name]) => !COMPRESSED.includes(name)));
 const packed = Object.fromEntries(COMPRESSED.map((name) => [name, brotliCompressSync(modules[name]).toString('base64')]));
 writeFileSync('dist/ticket-mail.cjs', `${header}const MODULES = ${JSON.stringify(plain, null, 0)};

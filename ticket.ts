@@ -335,20 +335,25 @@ export function addresses(value: string | undefined): readonly string[] {
 }
 
 /**
- * The first mailbox of a From (or To) field as a person should see it: its name (decoded, at most
- * 60 characters) and always its address in full, so that neither a long name nor a name that
- * looks like an address ("support@bank.example" <x@evil.example>) hides where the mail came from.
- * A field with no address is shown decoded, shortened. The parser would drop a control character
+ * The mailboxes of an address field as a person should see them: each name (decoded, at most 60
+ * characters) and always its address in full, so that neither a long name nor a name that looks
+ * like an address ("support@bank.example" <x@evil.example>) hides where the mail came from. A
+ * field with no address is shown decoded, shortened. The parser would drop a control character
  * ("<a^[b@x>" would give "ab@x", an address the mail never named): each is U+FFFD to it.
+ * `clean` makes each name and address one bounded line (headerSafe: controls and bidi gone).
  */
-export function shownMailbox(value: string | undefined): string {
+export function shownMailboxes(value: string | undefined, clean: (text: string, max: number) => string = headerSafe): string[] {
   const bounded = (value ?? '').slice(0, MAX_ADDRESS_FIELD).replace(/\r?\n/g, ' ');
-  const first = addressParser(bounded.replace(/[\x00-\x08\x0a-\x1f\x7f-\x9f]/g, '\ufffd'), { flatten: true })[0];
-  const address = first && 'address' in first ? headerSafe(first.address ?? '', 254) : '';
-  if (!address) return headerSafe(decodeWords(bounded), 80);
-  const name = headerSafe(decodeWords(first!.name ?? '').replace(/\ufffd/g, ' '), 60); // each control a space, as headerSafe makes it
-  return name ? `${name} <${address}>` : address;
+  const shown = addressParser(bounded.replace(/[\x00-\x08\x0a-\x1f\x7f-\x9f]/g, '\ufffd'), { flatten: true }).flatMap((mailbox) => {
+    const address = 'address' in mailbox ? clean(mailbox.address ?? '', 254) : '';
+    const name = clean(decodeWords(mailbox.name ?? '').replace(/\ufffd/g, ' '), 60); // each control a space, as headerSafe makes it
+    return !address ? [] : name ? [`${name} <${address}>`] : [address];
+  });
+  return shown.length || !bounded.trim() ? shown : [clean(decodeWords(bounded), 80)];
 }
+
+/** The first mailbox of a From field, as shownMailboxes shows it ('' for none). */
+export const shownMailbox = (value: string | undefined): string => shownMailboxes(value)[0] ?? '';
 
 /** A robot's mailbox: a bounce's, a list's (RFC 2142, RFC 3834 section 2) or one nobody reads. */
 const isRobotAddress = (address: string) =>
@@ -4480,6 +4485,14 @@ async function runPostfixConfig(cfg: Config, options: Record<string, unknown>): 
  * `postfix-policy`: Postfix's spawn(8) runs it for each SMTP connection, requests on stdin until
  * EOF. A lookup that fails answers 451 (the client retries), never a wrong 550.
  */
+async function runPasswordHash(_cfg: Config, name: unknown): Promise<void> {
+  const user = String(name ?? '');
+  if (!/^[^:\s]{1,64}$/.test(user)) throw new Error('a user name is 1 to 64 characters, without ":" or spaces');
+  const password = readFileSync(0, 'utf8').replace(/\r?\n$/, '');
+  if (password.length < 8) throw new Error('the password on stdin must have at least 8 characters');
+  print(`${user}:${(await import('./viewer.ts')).hashPassword(password)}\n`);
+}
+
 async function runPostfixPolicy(cfg: Config): Promise<void> {
   const store = new Store(cfg);
   const { createInterface } = await import('node:readline');
@@ -4607,6 +4620,17 @@ export async function main(argv: string[], afterDelivery?: () => void): Promise<
     .option('--aliases', 'The local(8) form, through an alias map of the tickets user\'s own, instead of pipe(8)')
     .action(tool(runPostfixConfig, 'caller'));
   cli.command('postfix-policy', 'Postfix policy service (run by spawn(8)): refuses unknown tickets at SMTP time').action(tool(runPostfixPolicy));
+  // The history viewer is its own module (viewer.ts), loaded only by these commands.
+  cli.command('serve', 'Serve every ticket read-only to a browser (the history viewer); on 127.0.0.1 unless --token-file or --users')
+    .option('--listen <host:port>', 'Where to listen (default: 127.0.0.1:8025; another address needs --token-file or --users)')
+    .option('--token-file <file>', 'A file holding a secret token: sent as "Authorization: Bearer", or opened once as ?token= for a cookie')
+    .option('--users <file>', 'HTTP Basic users, one NAME:HASH line each (ticket-mail password-hash NAME)')
+    .option('--host-name <name>', 'A name the viewer is reached by besides 127.0.0.1 and localhost (a proxy\'s); repeatable', { type: [String] })
+    .action(tool(async (cfg, options) => (await import('./viewer.ts')).serve(cfg, options)));
+  cli.command('cgi', 'Answer one CGI request with the viewer\'s pages (the web server authenticates: REMOTE_USER)')
+    .action(tool(async (cfg) => (await import('./viewer.ts')).cgi(cfg)));
+  cli.command('password-hash <name>', 'Read a password on stdin; print the line for serve --users')
+    .action(tool(runPasswordHash, 'caller'));
   cli.help();
   cli.version(VERSION);
   const options = [...cli.globalCommand.options, ...cli.commands.flatMap((c) => c.options)];

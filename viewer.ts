@@ -1,0 +1,850 @@
+/*
+ * ticket-mail's history viewer: every ticket readable in a browser, read-only, as `ticket-mail
+ * serve` (a small HTTP server) or `ticket-mail cgi` (the same pages under a web server).
+ *
+ * Its threat model is not the delivery's: every byte of every message is a stranger's, and here
+ * it meets a browser, in the maintainer's session. So (public-inbox is the model):
+ * - Mail HTML is never rendered: an HTML-only message is shown as text (htmlToText). There is no
+ *   JavaScript at all, and every response forbids it (CSP default-src 'none'), so even a mistake
+ *   in escaping runs nothing and loads nothing (no tracking pixel can tell a sender it was read).
+ * - Every value goes into a page through one `html` template that escapes it, and shows control
+ *   and bidi characters as visible marks (visible()), each mail value isolated in <bdi>.
+ * - No response header is copied from mail: an attachment is text/plain (text/*) or an
+ *   application/octet-stream download, its name rebuilt from a safe alphabet.
+ * - Routes are anchored patterns matched against the raw request path; a file path is made only
+ *   from a parsed, range-checked ticket number, never from the URL's text.
+ * - Read-only: it never writes into the tickets folder and never takes a lock. A record being
+ *   appended under a lock is left out until it is complete.
+ * It reuses ticket.ts's readers (mbox records, the list cache, MIME outline and text, the index).
+ */
+import { createHash, randomBytes, scryptSync, timingSafeEqual } from 'node:crypto';
+import { closeSync, fstatSync, openSync, readFileSync, readSync, statSync, constants as fsc } from 'node:fs';
+import type { IncomingMessage, ServerResponse } from 'node:http';
+import {
+  type Config, type Message, type TicketRow, MessageIndex, Store, decodedSubject, field, headEnd, headerSafe, listTickets,
+  mboxRecordAt, mboxStarts, messageIds, messageText, mimeOutline, parseHead, parseTicketNumber, shownMailboxes,
+  unquoteChunks, visible,
+} from './ticket.ts';
+
+declare global { interface String { toWellFormed(): string } } // ES2024; Node 20 and Bun have it
+
+// ---------------------------------------------------------------------------------------
+// Requests and replies: what both modes (serve, cgi) hand to handle() and write out
+// ---------------------------------------------------------------------------------------
+
+export interface Request {
+  method: string;
+  target: string;              // the raw request path below the viewer's base, with its query
+  host?: string;               // the Host header (serve mode checks it)
+  authorization?: string;
+  cookie?: string;
+  remoteUser?: string;         // CGI: who the web server authenticated
+}
+
+export type Body = string | Buffer | AsyncIterable<Buffer | string>;
+/** `release`: called once the body is written or dropped (it closes the ticket a streamed body reads). */
+export interface Reply { status: number; headers: Record<string, string>; body?: Body; release?: () => void }
+
+/** Who may read (checked once, before routing: the feed and the mbox included). */
+export type Access =
+  | { kind: 'loopback' }                                   // serve on 127.0.0.1 without secrets: the Host check guards it
+  | { kind: 'web-server' }                                 // cgi: the web server authenticates (REMOTE_USER)
+  | { kind: 'secrets'; token?: Buffer; users?: Map<string, PasswordHash> };
+
+export interface Viewer {
+  store: Store;
+  base: string;                // '' or the CGI's SCRIPT_NAME, e.g. /tickets
+  access: Access;
+  hosts?: Set<string>;         // Host header values accepted (serve mode)
+}
+
+/** Every response: no script, no remote anything, no framing, no sniffing, no caching of private mail. */
+const SECURITY_HEADERS = {
+  'Content-Security-Policy': "default-src 'none'; style-src 'self'; img-src 'self'; base-uri 'none'; form-action 'none'; frame-ancestors 'none'",
+  'X-Content-Type-Options': 'nosniff',
+  'Referrer-Policy': 'no-referrer',
+  'Cache-Control': 'no-store',
+  'Cross-Origin-Opener-Policy': 'same-origin',
+  'Cross-Origin-Resource-Policy': 'same-origin',
+  'X-Frame-Options': 'DENY',
+};
+
+const STATUS_TEXT: Record<number, string> = {
+  200: 'OK', 300: 'Multiple Choices', 301: 'Moved Permanently', 302: 'Found', 303: 'See Other', 400: 'Bad Request',
+  401: 'Unauthorized', 403: 'Forbidden', 404: 'Not Found', 405: 'Method Not Allowed', 421: 'Misdirected Request',
+  500: 'Internal Server Error', 503: 'Service Unavailable',
+};
+
+// ---------------------------------------------------------------------------------------
+// HTML: one template that escapes every value
+// ---------------------------------------------------------------------------------------
+
+/** Markup we made; anything else put into a page is text. */
+class Markup { constructor(readonly text: string) {} toString() { return this.text; } }
+
+const ESCAPES: Record<string, string> = { '&': '&amp;', '<': '&lt;', '>': '&gt;', '"': '&quot;', "'": '&#39;' };
+const escapeText = (text: string) => text.replace(/[&<>"']/g, (c) => ESCAPES[c]!);
+
+/**
+ * html`...${value}...`: each value is escaped and its control and bidi characters shown as marks
+ * (visible()), unless it is Markup (another html`` result); arrays are joined; undefined, null
+ * and false give nothing. Lone surrogates (an HTML entity in mail can make one) become U+FFFD.
+ */
+export function html(strings: TemplateStringsArray, ...values: unknown[]): Markup {
+  const fill = (value: unknown): string => {
+    if (value instanceof Markup) return value.text;
+    if (Array.isArray(value)) return value.map(fill).join('');
+    if (value === undefined || value === null || value === false) return '';
+    return escapeText(visible(String(value).toWellFormed()));
+  };
+  return new Markup(strings.reduce((out, s, i) => out + fill(values[i - 1]) + s));
+}
+
+/**
+ * A header value from mail on one line, at most `max` characters, its controls and bidi
+ * characters kept: html`` shows them as marks ("<U+202E>gnp.exe", never "exe.png").
+ */
+const oneLine = (text: string, max: number) => [...text.replace(/[\r\n]+[ \t]*/g, ' ').trim()].slice(0, max).join('');
+
+/** A value from mail: isolated, so that its right-to-left text cannot reorder ours. */
+const mailValue = (text: string) => html`<bdi>${text}</bdi>`;
+
+const STYLE = `:root{color-scheme:light dark;--fg:#1b1b1b;--bg:#fff;--dim:#666;--line:#ddd;--quote:#2a6b2a;--link:#0645ad}
+@media (prefers-color-scheme:dark){:root{--fg:#e6e6e6;--bg:#141414;--dim:#9a9a9a;--line:#333;--quote:#8fc98f;--link:#8ab4f8}}
+body{margin:0 auto;max-width:60rem;padding:0 1rem 3rem;font:16px/1.45 system-ui,sans-serif;color:var(--fg);background:var(--bg)}
+a{color:var(--link)}nav{display:flex;gap:1rem;flex-wrap:wrap;padding:.75rem 0;border-bottom:1px solid var(--line)}
+table{border-collapse:collapse;width:100%}th,td{text-align:left;padding:.3rem .5rem;border-bottom:1px solid var(--line);vertical-align:top}
+td.n,th.n{text-align:right;white-space:nowrap}.dim,dt{color:var(--dim)}
+article{border-bottom:1px solid var(--line);padding:1rem 0}article h2{font-size:1.05rem;margin:0 0 .5rem}
+dl{display:grid;grid-template-columns:max-content 1fr;gap:0 .75rem;margin:0 0 .75rem}dd{margin:0;overflow-wrap:anywhere}
+pre{font:14px/1.4 ui-monospace,monospace;white-space:pre-wrap;overflow-wrap:anywhere;margin:0}
+.q{color:var(--quote)}details{margin:.25rem 0}summary{color:var(--dim);cursor:pointer}
+ul.files{margin:.5rem 0;padding-left:1.25rem}.pages{display:flex;gap:1rem;margin:1rem 0}
+`;
+
+/** A page: semantic, one stylesheet, a viewport for phones, nothing else loaded. */
+function page(viewer: Viewer, title: string, body: Markup, status = 200): Reply {
+  const b = viewer.base;
+  const text = html`<!DOCTYPE html>
+<html lang="en"><head><meta charset="utf-8"><meta name="viewport" content="width=device-width, initial-scale=1">
+<title>${title}</title><link rel="stylesheet" href="${b}/style.css">
+<link rel="alternate" type="application/atom+xml" title="Tickets" href="${b}/new.atom"></head>
+<body><nav aria-label="Tickets"><a href="${b}/">Open tickets</a><a href="${b}/archived/">Closed tickets</a><a href="${b}/new.atom">Feed</a></nav>
+<main>
+${body}
+</main></body></html>
+`;
+  return { status, headers: { 'Content-Type': 'text/html; charset=utf-8' }, body: text.text };
+}
+
+const notFound = (viewer: Viewer, what = 'There is nothing here.') => page(viewer, 'Not found', html`<h1>Not found</h1><p>${what}</p>`, 404);
+
+/** A date we are sure of (a file's time), absolute: pages get saved and read later. */
+const shownDate = (ms: number) => new Date(ms).toISOString().replace('T', ' ').replace(/:\d\d\.\d+Z$/, ' UTC');
+
+// ---------------------------------------------------------------------------------------
+// Reading a ticket without its lock
+// ---------------------------------------------------------------------------------------
+
+export interface Snapshot { fd: number; place: 'open' | 'archived'; size: number }
+
+/** What a lock of ours says is being appended to that file: the size before the append. */
+function appendInProgress(lockPath: string, relative: string): number | 'none' | 'other' {
+  let text;
+  try {
+    const fd = openSync(lockPath, fsc.O_RDONLY | fsc.O_NOFOLLOW | fsc.O_NONBLOCK);
+    try { text = readFileSync(fd, 'latin1').slice(0, 1000); } finally { closeSync(fd); }
+  } catch { return 'none'; }
+  if (!text.startsWith('ticket-mail ')) return 'other'; // mutt's, or another program's: it may be rewriting the file
+  const append = / append (\S+) (\d{1,15}) \S+\n?$/.exec(text);
+  return append && append[1] === relative ? Number(append[2]) : Number.NaN; // NaN: ours, but no append under way
+}
+
+const pause = (ms: number) => new Promise((done) => setTimeout(done, ms));
+
+/**
+ * Ticket N opened read-only (never through a symlink), wherever it is now (a ticket may move to
+ * archived/ between two requests, or while we look), with the size up to which its records are
+ * complete: a record being appended under our lock is left out. How: the file's size Z, then
+ * its lock. An append under way started at S: Z >= S means [0, S) is complete (the appender
+ * holds the lock, so every earlier append is done); Z < S means another append finished in
+ * between: look again. No append under way and the size still Z: [0, Z) is complete, since an
+ * append that was under way at Z would have grown the file since. Another program's lock (mutt
+ * rewriting the file) is waited out for a while; then 'busy'.
+ */
+export async function openTicket(store: Store, n: number): Promise<Snapshot | 'busy' | undefined> {
+  for (let attempt = 0; attempt < 40; attempt++) {
+    let opened: { fd: number; place: 'open' | 'archived' } | undefined;
+    for (const place of ['open', 'archived', 'open'] as const) { // open, else archived, else it was reopened meanwhile
+      try { opened = { fd: openSync(store.ticketPath(n, place), fsc.O_RDONLY | fsc.O_NOFOLLOW), place }; break; } catch { /* not there */ }
+    }
+    if (!opened) return undefined;
+    const { fd, place } = opened;
+    let keep = false;
+    try {
+      if (!fstatSync(fd).isFile()) return undefined;
+      const size = fstatSync(fd).size;
+      const lock = appendInProgress(`${store.ticketPath(n, place)}.lock`, place === 'open' ? `${n}` : `archived/${n}`);
+      if (typeof lock === 'number' && !Number.isNaN(lock) && size >= lock) { keep = true; return { fd, place, size: lock }; }
+      if (lock !== 'other' && !(typeof lock === 'number' && !Number.isNaN(lock)) && fstatSync(fd).size === size) {
+        keep = true;
+        return { fd, place, size };
+      }
+    } finally { if (!keep) closeSync(fd); }
+    await pause(attempt < 10 ? 10 : 50);
+  }
+  return 'busy';
+}
+
+/** The records of a snapshot: [start, end) of each, numbered from 1 (the K of /N/K/...). */
+const recordRanges = (snap: Snapshot) => {
+  const starts = mboxStarts(snap.fd, snap.size);
+  return starts.map((start, i) => ({ start, end: starts[i + 1] ?? snap.size }));
+};
+
+// ---------------------------------------------------------------------------------------
+// Pages
+// ---------------------------------------------------------------------------------------
+
+const LIST_PAGE = 50;
+const TICKET_PAGE = 200; // messages; a longer ticket is paged, never read whole into one page
+const FEED_ENTRIES = 25;
+const QUOTE_FOLD = 6;    // a quoted run of more lines than this is folded
+
+function ticketList(viewer: Viewer, which: 'open' | 'closed', after: string | undefined): Reply {
+  const rows = listTickets(viewer.store, which, false);
+  // The cursor is the last row shown (its activity and number): the next page starts after it in
+  // the same order, so arriving mail never shifts a page under the reader (no page numbers).
+  const cursor = after === undefined ? undefined : /^(\d{1,15})-(\d{1,9})$/.exec(after);
+  if (after !== undefined && !cursor) return notFound(viewer);
+  const sortKey = (r: TicketRow) => [Date.parse(r.lastActivity), r.ticket] as const;
+  const start = !cursor ? 0 : rows.findIndex((r) => {
+    const [at, n] = sortKey(r);
+    const [cAt, cN] = [Number(cursor[1]), Number(cursor[2])];
+    return at < cAt || (at === cAt && n < cN);
+  });
+  const shown = start < 0 ? [] : rows.slice(start, start + LIST_PAGE);
+  const last = shown.at(-1);
+  const more = last && start + LIST_PAGE < rows.length;
+  const self = which === 'open' ? '/' : '/archived/';
+  const title = which === 'open' ? 'Open tickets' : 'Closed tickets';
+  return page(viewer, title, html`<h1>${title}</h1>
+${shown.length ? html`<table><thead><tr><th class="n">#</th><th>Subject</th><th>Submitter</th><th class="n">Messages</th><th>Last activity</th><th>State</th></tr></thead><tbody>
+${shown.map((r) => html`<tr><td class="n"><a href="${viewer.base}/${r.ticket}/">${r.ticket}</a></td><td><a href="${viewer.base}/${r.ticket}/">${mailValue(r.subject || '(no subject)')}</a></td><td>${mailValue(r.submitter)}</td><td class="n">${r.messages}</td><td>${shownDate(Date.parse(r.lastActivity))}</td><td>${r.state}</td></tr>
+`)}</tbody></table>` : html`<p>No ${which} tickets${cursor ? ' after these' : ''}.</p>`}
+${more ? html`<p class="pages"><a rel="next" href="${viewer.base}${self}?after=${sortKey(last).join('-')}">Older activity</a></p>` : false}`);
+}
+
+/** The From_, our note and the head of a record, parsed. */
+function recordHead(message: Message) {
+  const head = parseHead(message.first.subarray(0, headEnd(message.first)).toString('utf8')) ?? new Map<string, string[]>();
+  return { head, messageId: messageIds(field(head, 'message-id'))[0] };
+}
+
+/** The stable anchor of a message: from its Message-ID, as public-inbox makes it. */
+const idAnchor = (messageId: string) => `m${createHash('sha1').update(messageId).digest('hex')}`;
+
+/** The page of a ticket that holds message K. */
+const pageOf = (k: number) => Math.floor((k - 1) / TICKET_PAGE) + 1;
+const pageQuery = (p: number) => (p > 1 ? `?page=${p}` : '');
+
+async function ticketPage(viewer: Viewer, n: number, pageParam: string | undefined): Promise<Reply> {
+  const p = pageParam === undefined ? 1 : /^[1-9]\d{0,5}$/.test(pageParam) ? Number(pageParam) : 0;
+  if (!p) return notFound(viewer);
+  const snap = await openTicket(viewer.store, n);
+  if (snap === 'busy') return busy(viewer);
+  if (!snap) return notFound(viewer, `There is no ticket ${n}.`);
+  try {
+    const ranges = recordRanges(snap);
+    const pages = Math.max(1, Math.ceil(ranges.length / TICKET_PAGE));
+    if (p > pages) return notFound(viewer);
+    const articles: Markup[] = [];
+    let subject = '';
+    for (let k = (p - 1) * TICKET_PAGE + 1; k <= Math.min(ranges.length, p * TICKET_PAGE); k++) {
+      const record = mboxRecordAt(snap.fd, ranges[k - 1]!.start, ranges[k - 1]!.end);
+      if (!record) continue;
+      articles.push(await messageArticle(viewer, n, k, record.message));
+    }
+    { // the ticket's subject is its first message's
+      const first = ranges.length ? mboxRecordAt(snap.fd, ranges[0]!.start, ranges[0]!.end) : undefined;
+      if (first) subject = oneLine(decodedSubject(recordHead(first.message).head), 200);
+    }
+    const b = `${viewer.base}/${n}`;
+    const cfg = viewer.store.cfg;
+    const mailto = (form: string, re: boolean) => {
+      const address = `${form.replace('N', String(n))}@${cfg.domain}`;
+      const tag = cfg.tag.replace('N', String(n));
+      const wanted = `${re ? 'Re: ' : ''}${subject.includes(tag) ? '' : `${tag} `}${subject}`;
+      return `mailto:${address}?subject=${encodeURIComponent(wanted)}`;
+    };
+    const pageLinks = pages > 1 ? html`<p class="pages">${p > 1 ? html`<a rel="prev" href="${b}/${pageQuery(p - 1)}">Earlier messages</a>` : false}
+<span class="dim">Messages ${(p - 1) * TICKET_PAGE + 1}-${Math.min(ranges.length, p * TICKET_PAGE)} of ${ranges.length}</span>
+${p < pages ? html`<a rel="next" href="${b}/?page=${p + 1}">Later messages</a>` : false}</p>` : false;
+    return page(viewer, `#${n} ${subject}`, html`<h1>Ticket ${n}: ${mailValue(subject || '(no subject)')}</h1>
+<p class="dim">${snap.place === 'open' ? 'Open' : 'Closed'}, ${ranges.length} message${ranges.length === 1 ? '' : 's'}.
+${cfg.domain ? html`<a href="${mailto(cfg.ticketAddress, true)}">Write to the ticket</a> · <a href="${mailto(cfg.closeAddress, true)}">Close it by mail</a> ·` : false}
+<a href="${b}/mbox">mbox</a> · <a href="${b}/mbox.gz">mbox.gz</a> · <a href="${b}/new.atom">feed</a></p>
+${pageLinks}
+${articles}
+${pageLinks}`);
+  } finally { closeSync(snap.fd); }
+}
+
+const busy = (viewer: Viewer): Reply => {
+  const reply = page(viewer, 'Busy', html`<h1>Busy</h1><p>Another program (mutt?) holds this ticket's lock. Try again in a moment.</p>`, 503);
+  reply.headers['Retry-After'] = '5';
+  return reply;
+};
+
+/** One message: its head fields (decoded, then escaped), its text and its attachments. */
+async function messageArticle(viewer: Viewer, n: number, k: number, message: Message): Promise<Markup> {
+  const { head, messageId } = recordHead(message);
+  let body: Markup;
+  let files: Markup = html``;
+  try {
+    const { text, cut, attachments, unlisted } = await messageText(message);
+    body = html`${mailText(text)}${cut ? html`<p class="dim">The rest of the text is in the <a href="${viewer.base}/${n}/${k}/raw">raw message</a>.</p>` : false}`;
+    if (attachments.length) {
+      files = html`<ul class="files">${attachments.map((a, i) => html`<li><a href="${viewer.base}/${n}/${k}/${i + 1}/${linkName(a.name)}">${mailValue(a.name)}</a> <span class="dim">(${mailValue(a.type)}, ${size(a.size)})</span></li>`)}${unlisted ? html`<li class="dim">and ${unlisted} more (in the raw message)</li>` : false}</ul>`;
+    }
+  } catch {
+    body = html`<p class="dim">This message could not be decoded: read the <a href="${viewer.base}/${n}/${k}/raw">raw message</a>.</p>`;
+  }
+  const row = (name: string, values: string[]) => (values.length ? html`<dt>${name}</dt><dd>${values.map((v, i) => html`${i ? ', ' : ''}${mailValue(v)}`)}</dd>` : false);
+  const from = field(head, 'from');
+  return html`<article id="${k}">
+${messageId ? html`<span id="${idAnchor(messageId)}"></span>` : false}<h2><a href="#${k}">${k}.</a> ${mailValue(oneLine(decodedSubject(head), 300) || '(no subject)')}</h2>
+<dl>${row('From', from === undefined ? [] : [shownMailboxes(from, oneLine)[0] ?? '(none)'])}${row('To', shownMailboxes(field(head, 'to'), oneLine))}${row('Cc', shownMailboxes(field(head, 'cc'), oneLine))}${row('Date', [oneLine(field(head, 'date') ?? '', 100)].filter(Boolean))}</dl>
+${body}${files}<p class="dim"><a href="${viewer.base}/${n}/${k}/raw">raw</a></p>
+</article>
+`;
+}
+
+const size = (bytes: number) => (bytes < 1024 ? `${bytes} bytes` : bytes < 1 << 20 ? `${(bytes / 1024).toFixed(1)} KiB` : `${(bytes / (1 << 20)).toFixed(1)} MiB`);
+
+/**
+ * A message's text: <pre> runs, quoted runs (lines starting ">") styled, and long ones folded in
+ * <details> (no script needed). Each line's URLs linked.
+ */
+function mailText(text: string): Markup {
+  const lines = text.split('\n');
+  const blocks: Markup[] = [];
+  for (let i = 0; i < lines.length;) {
+    const quoted = /^[ \t]*>/.test(lines[i]!);
+    let j = i;
+    while (j < lines.length && /^[ \t]*>/.test(lines[j]!) === quoted) j++;
+    const run = html`${lines.slice(i, j).map((line, at) => html`${at ? '\n' : ''}${textLine(line)}`)}`;
+    if (!quoted) blocks.push(html`<pre>${run}</pre>`);
+    else if (j - i <= QUOTE_FOLD) blocks.push(html`<pre class="q">${run}</pre>`);
+    else blocks.push(html`<details><summary>${j - i} quoted lines</summary><pre class="q">${run}</pre></details>`);
+    i = j;
+  }
+  return html`${blocks}`;
+}
+
+/**
+ * URLs in text: found in the raw line (never in what escaping made of it), the text around
+ * them escaped, each linked only when it parses as http, https or mailto, its href the escaped
+ * text itself. Characters a URL cannot hold end it: spaces, quotes, angle brackets, controls, bidi.
+ */
+const URL_TEXT = /\b(?:https?:\/\/|mailto:)[^\s<>"'`\x00-\x1f\x7f-\x9f\u061c\u200e\u200f\u2028\u2029\u202a-\u202e\u2066-\u2069]+/gi;
+function textLine(line: string): Markup {
+  const parts: Markup[] = [];
+  let at = 0;
+  for (const m of line.matchAll(URL_TEXT)) {
+    let url = m[0].replace(/[.,;:!?)\]}]+$/, '');
+    if (url.endsWith(')') === false && m[0].slice(url.length).startsWith(')') && url.includes('(')) url += ')'; // (see https://x/a_(b))
+    let linked = false;
+    try { linked = ['http:', 'https:', 'mailto:'].includes(new URL(url).protocol); } catch { /* not a URL */ }
+    if (!linked) continue;
+    parts.push(html`${tabbed(line.slice(at, m.index))}<a href="${url}" rel="nofollow noreferrer">${url}</a>`);
+    at = m.index + url.length;
+  }
+  parts.push(tabbed(line.slice(at)));
+  return html`${parts}`;
+}
+
+/** Text whose tabs stay tabs (visible() makes a tab a space; in mail text it aligns columns). */
+const tabbed = (text: string) => html`${text.split('\t').map((piece, i) => html`${i ? new Markup('\t') : ''}${piece}`)}`;
+
+/** An attachment's name in its URL: only the route's safe alphabet (the route ignores it anyway). */
+const linkName = (name: string) => name.replace(/[^A-Za-z0-9._-]+/g, '_').replace(/^[._]+/, '').slice(0, 80) || 'attachment';
+
+// ---------------------------------------------------------------------------------------
+// Raw bytes: a message, a ticket's mbox, an attachment
+// ---------------------------------------------------------------------------------------
+
+/** A checked charset for a text/plain response, or none. */
+const checkedCharset = (charset: string | undefined) =>
+  (charset && /^[A-Za-z0-9][A-Za-z0-9_.:-]{0,39}$/.test(charset) ? `; charset=${charset}` : '');
+
+/** The charset a message's top-level Content-Type names. */
+function messageCharset(head: Map<string, string[]>): string | undefined {
+  return /;\s*charset\s*=\s*"?([^";\s]+)/i.exec(field(head, 'content-type') ?? '')?.[1];
+}
+
+/**
+ * RFC 6266 Content-Disposition for a name from mail: an ASCII fallback of a safe alphabet and
+ * the name itself as filename* (RFC 5987), with controls, bidi controls, slashes, backslashes
+ * and quotes removed first (headerSafe already turned controls into spaces and dropped bidi).
+ */
+export function disposition(kind: 'inline' | 'attachment', name: string, fallback: string): string {
+  const clean = headerSafe(name, 150).replace(/[\u061c\u200e\u200f\\/"]/g, '').replace(/^[.\s]+/, '').trim();
+  const ascii = clean.replace(/[^A-Za-z0-9._ -]+/g, '_').replace(/^[._ ]+/, '').slice(0, 100) || fallback;
+  const encoded = encodeURIComponent(clean || fallback).replace(/['()*]/g, (c) => `%${c.charCodeAt(0).toString(16).toUpperCase()}`);
+  return `${kind}; filename="${ascii}"; filename*=UTF-8''${encoded}`;
+}
+
+/** One record of ticket N, read under the snapshot's bounds. */
+async function withRecord(viewer: Viewer, n: number, k: number, use: (message: Message, snap: Snapshot) => Reply | Promise<Reply>): Promise<Reply> {
+  const snap = await openTicket(viewer.store, n);
+  if (snap === 'busy') return busy(viewer);
+  if (!snap) return notFound(viewer, `There is no ticket ${n}.`);
+  let streamed = false;
+  try {
+    const range = recordRanges(snap)[k - 1];
+    const record = range && mboxRecordAt(snap.fd, range.start, range.end);
+    if (!record) return notFound(viewer, `Ticket ${n} has no message ${k}.`);
+    const reply = await use(record.message, snap);
+    streamed = typeof reply.body === 'object' && !Buffer.isBuffer(reply.body);
+    if (streamed) reply.release = () => closeSync(snap.fd);
+    return reply;
+  } finally { if (!streamed) closeSync(snap.fd); }
+}
+
+/** Iterable chunks copied as they come (the readers' pieces are views of one reused buffer). */
+async function* copied(chunks: Iterable<Buffer>): AsyncGenerator<Buffer> {
+  for (const chunk of chunks) yield Buffer.from(chunk);
+}
+
+/** Message K as the MTA delivered it: the mboxrd quoting undone, byte for byte. */
+function rawMessage(viewer: Viewer, n: number, k: number): Promise<Reply> {
+  return withRecord(viewer, n, k, (message) => ({
+    status: 200,
+    headers: {
+      'Content-Type': `text/plain${checkedCharset(messageCharset(recordHead(message).head))}`,
+      'Content-Disposition': `inline; filename="ticket-${n}-message-${k}.eml.txt"`,
+    },
+    // The first MiB is un-quoted already; the rest is read from the file as stored.
+    body: copied((function* () { yield message.first; if (message.spool) yield* unquoteChunks(message.skip(message.first.length).chunks()); })()),
+  }));
+}
+
+/** The ticket's mbox, byte for byte (its complete records), streamed; gzipped on request. */
+async function ticketMbox(viewer: Viewer, n: number, gzip: boolean): Promise<Reply> {
+  const snap = await openTicket(viewer.store, n);
+  if (snap === 'busy') return busy(viewer);
+  if (!snap) return notFound(viewer, `There is no ticket ${n}.`);
+  const bytes = (function* () {
+    const buf = Buffer.allocUnsafe(1 << 20);
+    for (let pos = 0; pos < snap.size;) {
+      const got = readSync(snap.fd, buf, 0, Math.min(buf.length, snap.size - pos), pos);
+      if (got === 0) return;
+      yield buf.subarray(0, got);
+      pos += got;
+    }
+  })();
+  const stream = copied(bytes);
+  return {
+    status: 200,
+    headers: {
+      'Content-Type': gzip ? 'application/gzip' : 'application/mbox',
+      'Content-Disposition': `attachment; filename="ticket-${n}.mbox${gzip ? '.gz' : ''}"`,
+      ...(gzip ? {} : { 'Content-Length': String(snap.size) }),
+    },
+    body: gzip ? await gzipped(stream) : stream,
+    release: () => closeSync(snap.fd),
+  };
+}
+
+/** node:stream and node:zlib are loaded only for a gzipped download (every CGI request would pay for them). */
+async function gzipped(stream: AsyncIterable<Buffer>): Promise<AsyncIterable<Buffer>> {
+  const [{ Readable }, { createGzip }] = await Promise.all([import('node:stream'), import('node:zlib')]);
+  return Readable.from(stream).pipe(createGzip());
+}
+
+/**
+ * Attachment A of message K, decoded. Never the sender's Content-Type: text/* is text/plain
+ * (inline), everything else an application/octet-stream download. So no HTML, SVG, XML or PDF
+ * from mail ever opens in the viewer's origin.
+ */
+function attachment(viewer: Viewer, n: number, k: number, a: number): Promise<Reply> {
+  return withRecord(viewer, n, k, (message) => {
+    const outline = mimeOutline(message.chunks(), a);
+    const kept = outline.kept;
+    const listed = outline.attachments[a - 1];
+    if (!kept) return notFound(viewer, `Message ${k} of ticket ${n} has no attachment ${a}.`);
+    const text = kept.type.startsWith('text/');
+    const name = listed?.name ?? '';
+    const fallback = `ticket-${n}-${k}-${a}.${text ? 'txt' : 'bin'}`;
+    return {
+      status: 200,
+      headers: {
+        'Content-Type': text ? `text/plain${checkedCharset(kept.charset)}` : 'application/octet-stream',
+        'Content-Disposition': disposition(text ? 'inline' : 'attachment', name, fallback),
+        'Content-Length': String(kept.bytes.length),
+      },
+      body: kept.bytes,
+    };
+  });
+}
+
+// ---------------------------------------------------------------------------------------
+// Permalinks and feeds
+// ---------------------------------------------------------------------------------------
+
+/** /m/MESSAGE-ID: the ticket and anchor that hold it, through the Message-ID index. */
+async function byMessageId(viewer: Viewer, encoded: string): Promise<Reply> {
+  let id;
+  try { id = decodeURIComponent(encoded).replace(/^<(.*)>$/, '$1'); } catch { return notFound(viewer); }
+  if (messageIds(`<${id}>`)[0] !== id) return notFound(viewer, 'That is not a Message-ID.');
+  const filings = new MessageIndex(viewer.store.state).filings(MessageIndex.key(id)).filter((f) => f.ticket > 0);
+  const places: Array<{ n: number; k: number | undefined }> = [];
+  for (const { ticket, at } of filings) {
+    if (places.some((p) => p.n === ticket)) continue;
+    const snap = await openTicket(viewer.store, ticket);
+    if (!snap || snap === 'busy') { if (snap === 'busy') places.push({ n: ticket, k: undefined }); continue; }
+    try {
+      const k = at === undefined ? -1 : mboxStarts(snap.fd, snap.size).indexOf(at);
+      places.push({ n: ticket, k: k < 0 ? undefined : k + 1 });
+    } finally { closeSync(snap.fd); }
+  }
+  const href = (p: { n: number; k: number | undefined }) => `${viewer.base}/${p.n}/${p.k ? `${pageQuery(pageOf(p.k))}#${p.k}` : ''}`;
+  if (!places.length) return notFound(viewer, 'No ticket holds that Message-ID.');
+  if (places.length === 1) return { status: 302, headers: { Location: href(places[0]!) } };
+  // A reused ID (a stranger's, filed under someone else's too): the reader chooses.
+  return page(viewer, 'Several tickets', html`<h1>Several tickets hold this Message-ID</h1>
+<ul>${places.map((p) => html`<li><a href="${href(p)}">Ticket ${p.n}${p.k ? `, message ${p.k}` : ''}</a></li>`)}</ul>`, 300);
+}
+
+/** Text for XML 1.0: the controls it forbids, even as references, removed; the rest escaped. */
+const xmlText = (text: string) => escapeText(visible(text.toWellFormed()).replace(/[\x00-\x08\x0b\x0c\x0e-\x1f\ufffe\uffff]/g, ''));
+
+/** A urn:uuid from a name (as public-inbox makes its entry ids: SHA-1 of the Message-ID). */
+function uuidOf(name: string): string {
+  const h = createHash('sha1').update(name).digest('hex');
+  return `urn:uuid:${h.slice(0, 8)}-${h.slice(8, 12)}-5${h.slice(13, 16)}-${((parseInt(h[16]!, 16) & 3) | 8).toString(16)}${h.slice(17, 20)}-${h.slice(20, 32)}`;
+}
+
+interface FeedEntry { id: string; title: string; updated: number; author: string; href: string; summary: string }
+
+/** A feed entry for one record. */
+async function entryOf(viewer: Viewer, n: number, k: number, message: Message, updated: number): Promise<FeedEntry> {
+  const { head, messageId } = recordHead(message);
+  let summary = '';
+  try { summary = (await messageText(message)).text.slice(0, 600); } catch { /* the title says enough */ }
+  return {
+    id: uuidOf(messageId ?? `ticket ${n} message ${k} in ${viewer.store.cfg.dir}`),
+    title: `[#${n}] ${oneLine(decodedSubject(head), 200) || '(no subject)'}`,
+    updated, author: shownMailboxes(field(head, 'from'), oneLine)[0] ?? '(unknown)', href: `${n}/${pageQuery(pageOf(k))}#${k}`, summary,
+  };
+}
+
+/** Atom (RFC 4287), well-formed whatever the mail held. hrefs are relative to the feed's own URL. */
+function atom(title: string, feedId: string, self: string, entries: FeedEntry[]): Reply {
+  const date = (ms: number) => new Date(ms).toISOString();
+  const x = xmlText;
+  const text = `<?xml version="1.0" encoding="utf-8"?>
+<feed xmlns="http://www.w3.org/2005/Atom">
+<title>${x(title)}</title>
+<id>${feedId}</id>
+<updated>${date(Math.max(0, ...entries.map((e) => e.updated)))}</updated>
+<link rel="self" href="${x(self)}"/>
+${entries.map((e) => `<entry>
+<id>${e.id}</id>
+<title>${x(e.title)}</title>
+<updated>${date(e.updated)}</updated>
+<author><name>${x(e.author)}</name></author>
+<link rel="alternate" type="text/html" href="${x(e.href)}"/>
+<summary type="text">${e.summary.split('\n').map(x).join('\n')}</summary>
+</entry>
+`).join('')}</feed>
+`;
+  return { status: 200, headers: { 'Content-Type': 'application/atom+xml; charset=utf-8' }, body: text };
+}
+
+/** The start of the last record in [0, size), found from the end. */
+function lastRecordStart(fd: number, size: number): number {
+  const buf = Buffer.alloc(64 * 1024 + 6);
+  for (let end = size; end > 0;) {
+    const from = Math.max(0, end - 64 * 1024);
+    const got = readSync(fd, buf, 0, Math.min(buf.length, size - from), from);
+    const at = buf.subarray(0, got).lastIndexOf('\nFrom ', end - from - 1);
+    if (at >= 0) return from + at + 1;
+    end = from;
+  }
+  return 0;
+}
+
+/** /new.atom: the tickets with the newest activity, each with its latest message. */
+async function newFeed(viewer: Viewer): Promise<Reply> {
+  const rows = listTickets(viewer.store, 'all', false).slice(0, FEED_ENTRIES);
+  const entries: FeedEntry[] = [];
+  for (const row of rows) {
+    const snap = await openTicket(viewer.store, row.ticket);
+    if (!snap || snap === 'busy') continue;
+    try {
+      const start = lastRecordStart(snap.fd, snap.size);
+      const record = mboxRecordAt(snap.fd, start, snap.size);
+      if (!record) continue;
+      const k = mboxStarts(snap.fd, snap.size).indexOf(start) + 1;
+      entries.push(await entryOf(viewer, row.ticket, k, record.message, Date.parse(row.lastActivity)));
+    } finally { closeSync(snap.fd); }
+  }
+  const cfg = viewer.store.cfg;
+  return atom(`${cfg.name} tickets${cfg.domain ? ` at ${cfg.domain}` : ''}`, uuidOf(`ticket-mail feed ${cfg.dir}`), 'new.atom', entries);
+}
+
+/** /N/new.atom: the ticket's latest messages, newest first. */
+async function ticketFeed(viewer: Viewer, n: number): Promise<Reply> {
+  const snap = await openTicket(viewer.store, n);
+  if (snap === 'busy') return busy(viewer);
+  if (!snap) return notFound(viewer, `There is no ticket ${n}.`);
+  try {
+    const ranges = recordRanges(snap);
+    const updated = fstatSync(snap.fd).mtimeMs;
+    const entries: FeedEntry[] = [];
+    for (let k = ranges.length; k >= 1 && entries.length < FEED_ENTRIES; k--) {
+      const record = mboxRecordAt(snap.fd, ranges[k - 1]!.start, ranges[k - 1]!.end);
+      // Entries are relative to /N/new.atom: "N/#K" would be /N/N/.
+      if (record) entries.push({ ...(await entryOf(viewer, n, k, record.message, updated)), href: `./${pageQuery(pageOf(k))}#${k}` });
+    }
+    const subject = entries.at(-1)?.title ?? `[#${n}]`;
+    return atom(`Ticket ${n}: ${subject.replace(/^\[#\d+\] /, '')}`, uuidOf(`ticket-mail feed ${viewer.store.cfg.dir} ${n}`), 'new.atom', entries);
+  } finally { closeSync(snap.fd); }
+}
+
+// ---------------------------------------------------------------------------------------
+// Who may read
+// ---------------------------------------------------------------------------------------
+
+/** A line of the --users file: NAME:scrypt:N:r:p:SALT:HASH (base64), made by "ticket-mail password-hash". */
+export interface PasswordHash { N: number; r: number; p: number; salt: Buffer; hash: Buffer }
+
+const SCRYPT = { N: 1 << 15, r: 8, p: 1 };
+
+export function hashPassword(password: string): string {
+  const salt = randomBytes(16);
+  const hash = scryptSync(password, salt, 32, { ...SCRYPT, maxmem: 64 << 20 });
+  return `scrypt:${SCRYPT.N}:${SCRYPT.r}:${SCRYPT.p}:${salt.toString('base64')}:${hash.toString('base64')}`;
+}
+
+export function parseUsers(text: string, path: string): Map<string, PasswordHash> {
+  const users = new Map<string, PasswordHash>();
+  for (const [i, line] of text.split('\n').entries()) {
+    if (!line.trim() || line.startsWith('#')) continue;
+    const m = /^([^:\s]{1,64}):scrypt:(\d{1,8}):(\d{1,3}):(\d{1,3}):([A-Za-z0-9+/=]{8,100}):([A-Za-z0-9+/=]{40,100})$/.exec(line.trim());
+    if (!m) throw new Error(`${path} line ${i + 1} is not NAME:scrypt:... (make the hash with "ticket-mail password-hash")`);
+    users.set(m[1]!, { N: Number(m[2]), r: Number(m[3]), p: Number(m[4]), salt: Buffer.from(m[5]!, 'base64'), hash: Buffer.from(m[6]!, 'base64') });
+  }
+  if (!users.size) throw new Error(`${path} names no user`);
+  return users;
+}
+
+const digest = (text: string | Buffer) => createHash('sha256').update(text).digest();
+/** Equal, in time that tells nothing of where they differ (both are hashed to one length first). */
+const sameSecret = (a: string | Buffer, b: Buffer) => timingSafeEqual(digest(a), digest(b));
+
+/** The cookie a token is exchanged for: derived from the token, so the cookie is not the token. */
+const COOKIE = 'ticket_mail';
+const cookieValue = (token: Buffer) => createHash('sha256').update('ticket-mail cookie ').update(token).digest('hex');
+
+/** Basic credentials checked, each distinct header once per process (scrypt costs ~100 ms on purpose). */
+const verified = new Map<string, boolean>();
+function basicUser(users: Map<string, PasswordHash>, authorization: string): boolean {
+  const key = digest(authorization).toString('hex');
+  const known = verified.get(key);
+  if (known !== undefined) return known;
+  const decoded = Buffer.from(authorization.slice(6).trim(), 'base64').toString('utf8');
+  const colon = decoded.indexOf(':');
+  const user = colon > 0 ? users.get(decoded.slice(0, colon)) : undefined;
+  const password = decoded.slice(colon + 1);
+  const hash = user ?? { ...SCRYPT, salt: Buffer.alloc(16), hash: Buffer.alloc(32) }; // an unknown name costs the same
+  let ok = false;
+  try { ok = timingSafeEqual(scryptSync(password, hash.salt, hash.hash.length, { N: hash.N, r: hash.r, p: hash.p, maxmem: 256 << 20 }), hash.hash) && !!user; } catch { ok = false; }
+  if (verified.size > 1000) verified.clear();
+  verified.set(key, ok);
+  return ok;
+}
+
+/** undefined: may read; else the reply that refuses. */
+function refusal(viewer: Viewer, req: Request, path: string, query: URLSearchParams): Reply | undefined {
+  const { access } = viewer;
+  if (access.kind === 'loopback') return undefined;
+  if (access.kind === 'web-server') {
+    return req.remoteUser ? undefined : page(viewer, 'Forbidden', html`<h1>Forbidden</h1><p>The web server must authenticate the reader (REMOTE_USER is not set): see the README's CGI recipe.</p>`, 403);
+  }
+  const auth = req.authorization ?? '';
+  if (access.token && /^Bearer /i.test(auth) && sameSecret(auth.slice(7).trim(), access.token)) return undefined;
+  if (access.users && /^Basic /i.test(auth) && basicUser(access.users, auth)) return undefined;
+  const cookie = /(?:^|;\s*)ticket_mail=([0-9a-f]{64})(?:;|$)/.exec(req.cookie ?? '')?.[1];
+  if (access.token && cookie && sameSecret(cookie, Buffer.from(cookieValue(access.token)))) return undefined;
+  const offered = query.get('token');
+  if (access.token && offered !== null && sameSecret(offered, access.token)) {
+    // Exchanged once for a cookie, and the URL that held it replaced: it stays in no history or log.
+    query.delete('token');
+    const rest = query.toString();
+    return {
+      status: 303,
+      headers: {
+        Location: `${viewer.base}${path}${rest ? `?${rest}` : ''}`,
+        'Set-Cookie': `${COOKIE}=${cookieValue(access.token)}; Path=${viewer.base || '/'}; HttpOnly; SameSite=Strict`,
+      },
+    };
+  }
+  const reply = page(viewer, 'Sign in', html`<h1>Sign in</h1><p>This viewer needs ${access.users ? 'a user name and password' : 'its token (open ?token=... once)'}.</p>`, 401);
+  reply.headers['WWW-Authenticate'] = access.users ? 'Basic realm="ticket-mail", charset="UTF-8"' : 'Bearer realm="ticket-mail"';
+  return reply;
+}
+
+// ---------------------------------------------------------------------------------------
+// The handler both modes share
+// ---------------------------------------------------------------------------------------
+
+const N = '([1-9][0-9]{0,8})';        // a ticket number, as parseTicketNumber takes it
+const K = '([1-9][0-9]{0,5})';        // a message's position
+const ROUTES: Array<[RegExp, (viewer: Viewer, m: RegExpExecArray, query: URLSearchParams) => Reply | Promise<Reply>]> = [
+  [/^\/$/, (v, _, q) => ticketList(v, 'open', q.get('after') ?? undefined)],
+  [/^\/archived\/$/, (v, _, q) => ticketList(v, 'closed', q.get('after') ?? undefined)],
+  [/^\/style\.css$/, () => ({ status: 200, headers: { 'Content-Type': 'text/css; charset=utf-8' }, body: STYLE })],
+  [/^\/new\.atom$/, (v) => newFeed(v)],
+  [/^\/m\/([^/]{1,1000})\/?$/, (v, m) => byMessageId(v, m[1]!)],
+  [new RegExp(`^/${N}/$`), (v, m, q) => ticketPage(v, ticket(m[1]), q.get('page') ?? undefined)],
+  [new RegExp(`^/${N}$`), (v, m) => ({ status: 301, headers: { Location: `${v.base}/${ticket(m[1])}/` } })],
+  [new RegExp(`^/${N}/mbox$`), (v, m) => ticketMbox(v, ticket(m[1]), false)],
+  [new RegExp(`^/${N}/mbox\\.gz$`), (v, m) => ticketMbox(v, ticket(m[1]), true)],
+  [new RegExp(`^/${N}/new\\.atom$`), (v, m) => ticketFeed(v, ticket(m[1]))],
+  [new RegExp(`^/${N}/${K}/raw$`), (v, m) => rawMessage(v, ticket(m[1]), Number(m[2]))],
+  [new RegExp(`^/${N}/${K}/([1-9][0-9]{0,3})/[A-Za-z0-9._-]{0,100}$`), (v, m) => attachment(v, ticket(m[1]), Number(m[2]), Number(m[3]))],
+];
+const ticket = (digits: string | undefined) => parseTicketNumber(digits ?? '')!; // the route's pattern is parseTicketNumber's
+
+/** One request, answered: status, headers and body; never a stack trace. */
+export async function handle(viewer: Viewer, req: Request): Promise<Reply> {
+  const reply = await answer(viewer, req).catch((e: unknown) => {
+    process.stderr.write(`ticket-mail: viewer: ${visible(String((e as Error)?.message ?? e)).slice(0, 500)}\n`);
+    return page(viewer, 'Error', html`<h1>Something went wrong</h1><p>The error is in the server's log.</p>`, 500);
+  });
+  reply.headers = { ...reply.headers, ...SECURITY_HEADERS };
+  if (req.method === 'HEAD') {
+    delete reply.body;
+    reply.release?.();
+    delete reply.release;
+  }
+  return reply;
+}
+
+async function answer(viewer: Viewer, req: Request): Promise<Reply> {
+  if (req.method !== 'GET' && req.method !== 'HEAD') {
+    const reply = page(viewer, 'Method not allowed', html`<h1>Method not allowed</h1><p>This viewer only reads.</p>`, 405);
+    reply.headers.Allow = 'GET, HEAD';
+    return reply;
+  }
+  // DNS rebinding: a page of evil.example resolved to 127.0.0.1 reaches us with its own Host.
+  if (viewer.hosts && !viewer.hosts.has((req.host ?? '').toLowerCase())) {
+    return page(viewer, 'Misdirected', html`<h1>Misdirected request</h1><p>This viewer does not answer to that host name.</p>`, 421);
+  }
+  const q = req.target.indexOf('?');
+  const path = q < 0 ? req.target : req.target.slice(0, q);
+  const query = new URLSearchParams(q < 0 ? '' : req.target.slice(q + 1));
+  const refused = refusal(viewer, req, path, query);
+  if (refused) return refused;
+  for (const [pattern, route] of ROUTES) {
+    const m = pattern.exec(path);
+    if (m) return route(viewer, m, query);
+  }
+  return notFound(viewer);
+}
+
+// ---------------------------------------------------------------------------------------
+// The two modes
+// ---------------------------------------------------------------------------------------
+
+/** Writes a reply's body with back-pressure, stopping when the reader goes away; then releases it. */
+async function writeBody(out: NodeJS.WritableStream & { destroyed?: boolean }, reply: Reply): Promise<void> {
+  const { body } = reply;
+  try {
+    if (body === undefined) return;
+    if (typeof body === 'string' || Buffer.isBuffer(body)) { out.write(body); return; }
+    for await (const chunk of body) {
+      if (out.destroyed) return;
+      if (!out.write(chunk)) {
+        await new Promise<void>((done) => {
+          const resume = () => { out.off('drain', resume); out.off('close', resume); done(); };
+          out.on('drain', resume);
+          out.on('close', resume);
+        });
+      }
+    }
+  } finally { reply.release?.(); }
+}
+
+export interface ServeOptions { listen?: string; tokenFile?: string; users?: string; hostName?: string[] }
+
+const isLoopback = (host: string) => host === 'localhost' || /^127\.\d+\.\d+\.\d+$/.test(host) || host === '::1';
+
+/** `ticket-mail serve`: node:http (Bun has it too) over the same --dir/config as everything else. */
+export async function serve(cfg: Config, options: ServeOptions): Promise<void> {
+  const [{ createServer }, { isIP }] = await Promise.all([import('node:http'), import('node:net')]);
+  const listen = /^(?:\[([0-9a-f:.]+)\]|([^:[\]]+)):(\d{1,5})$/i.exec(options.listen ?? '127.0.0.1:8025');
+  if (!listen || Number(listen[3]) > 65535 || (listen[1] !== undefined && isIP(listen[1]) !== 6)) {
+    throw new Error(`--listen wants HOST:PORT or [IPV6]:PORT, not "${visible(options.listen ?? '')}"`);
+  }
+  const host = listen[1] ?? listen[2]!;
+  const secrets: Extract<Access, { kind: 'secrets' }> = { kind: 'secrets' };
+  if (options.tokenFile) {
+    const token = readFileSync(options.tokenFile, 'utf8').trim();
+    if (token.length < 16 || /\s/.test(token)) throw new Error(`${options.tokenFile}: the token must be one word of at least 16 characters (e.g. openssl rand -hex 24)`);
+    secrets.token = Buffer.from(token);
+  }
+  if (options.users) secrets.users = parseUsers(readFileSync(options.users, 'utf8'), options.users);
+  const guarded = secrets.token !== undefined || secrets.users !== undefined;
+  if (!isLoopback(host) && !guarded) {
+    throw new Error(`refusing to serve customer mail on ${host} without authentication: give --token-file or --users (or listen on 127.0.0.1 and use ssh -L)`);
+  }
+  const store = new Store(cfg);
+  statSync(cfg.dir); // a missing tickets folder is said now, not on the first request
+  const viewer: Viewer = { store, base: '', access: guarded ? secrets : { kind: 'loopback' } };
+  const server = createServer((req: IncomingMessage, res: ServerResponse) => {
+    void (async () => {
+      const target = req.url ?? '';
+      const reply = target.startsWith('/')
+        ? await handle(viewer, { method: req.method ?? '', target, host: req.headers.host, authorization: req.headers.authorization, cookie: req.headers.cookie })
+        : await handle(viewer, { method: req.method ?? '', target: '/\0', host: req.headers.host }); // an absolute-form target: a 404
+      res.writeHead(reply.status, reply.headers);
+      await writeBody(res, reply);
+      res.end();
+    })().catch((e: unknown) => { res.destroy(); process.stderr.write(`ticket-mail: viewer: ${visible(String((e as Error)?.message ?? e)).slice(0, 300)}\n`); });
+  });
+  await new Promise<void>((done, failed) => { server.once('error', failed); server.listen(Number(listen[3]), host, done); });
+  const address = server.address();
+  const port = typeof address === 'object' && address ? address.port : Number(listen[3]);
+  const shownHost = host.includes(':') ? `[${host}]` : host;
+  if (isLoopback(host) || options.hostName?.length) {
+    viewer.hosts = new Set([...(isLoopback(host) ? [`127.0.0.1:${port}`, `localhost:${port}`, `[::1]:${port}`, `${shownHost}:${port}`] : []),
+      ...(options.hostName ?? []).flatMap((name) => [name.toLowerCase(), `${name.toLowerCase()}:${port}`])]);
+  }
+  process.stdout.write(`ticket-mail: serving ${cfg.dir} read-only at http://${shownHost}:${port}/${guarded ? ' (authentication required)' : ''}\n`);
+  await new Promise<void>((done) => {
+    for (const signal of ['SIGINT', 'SIGTERM'] as const) process.once(signal, () => { server.close(); server.closeAllConnections(); done(); });
+  });
+}
+
+/**
+ * `ticket-mail cgi`: one request from the CGI environment (RFC 3875), answered on stdout. The
+ * raw path is REQUEST_URI below SCRIPT_NAME when the server passes it (PATH_INFO is decoded:
+ * "%2F" in a Message-ID would be a slash), else PATH_INFO. The web server authenticates.
+ */
+export async function cgi(cfg: Config, env: NodeJS.ProcessEnv = process.env): Promise<void> {
+  const script = env.SCRIPT_NAME ?? '';
+  const base = /^(\/[A-Za-z0-9._~-]+)*$/.test(script) ? script : '';
+  const uri = env.REQUEST_URI;
+  const target = uri?.startsWith(`${script}/`) && script === base
+    ? uri.slice(script.length)
+    : `${encodeURI(env.PATH_INFO || '/')}${env.QUERY_STRING ? `?${env.QUERY_STRING}` : ''}`;
+  const viewer: Viewer = { store: new Store(cfg), base, access: { kind: 'web-server' } };
+  const reply = await handle(viewer, { method: env.REQUEST_METHOD ?? 'GET', target, remoteUser: env.REMOTE_USER || undefined });
+  const head = [`Status: ${reply.status} ${STATUS_TEXT[reply.status] ?? ''}`, ...Object.entries(reply.headers).map(([k, v]) => `${k}: ${v}`)];
+  process.stdout.write(`${head.join('\r\n')}\r\n\r\n`);
+  await writeBody(process.stdout, reply);
+}
