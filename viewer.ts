@@ -811,6 +811,8 @@ export async function serve(cfg: Config, options: ServeOptions): Promise<void> {
       const reply = target.startsWith('/')
         ? await handle(viewer, { method: req.method ?? '', target, host: req.headers.host, authorization: req.headers.authorization, cookie: req.headers.cookie })
         : await handle(viewer, { method: req.method ?? '', target: '/\0', host: req.headers.host }); // an absolute-form target: a 404
+      // The access log: method, path and status; never the query (a ?token= would stay in it).
+      process.stdout.write(`${visible(`${req.method} ${target.split('?')[0]!.slice(0, 300)}`)} ${reply.status}\n`);
       res.writeHead(reply.status, reply.headers);
       await writeBody(res, reply);
       res.end();
