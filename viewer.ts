@@ -22,7 +22,7 @@ import { closeSync, fstatSync, openSync, readFileSync, readSync, statSync, const
 import type { IncomingMessage, ServerResponse } from 'node:http';
 import {
   type Config, type Message, type TicketRow, MessageIndex, Store, decodedSubject, field, headEnd, headerSafe, listTickets,
-  mboxRecordAt, mboxStarts, messageIds, messageText, mimeOutline, parseHead, parseTicketNumber, shownMailboxes,
+  mboxRecordAt, mboxStarts, messageIds, messageText, mimeOutline, mimeValue, parseHead, parseTicketNumber, shownMailboxes,
   unquoteChunks, visible,
 } from './ticket.ts';
 
@@ -333,7 +333,7 @@ function mailText(text: string): Markup {
     const quoted = /^[ \t]*>/.test(lines[i]!);
     let j = i;
     while (j < lines.length && /^[ \t]*>/.test(lines[j]!) === quoted) j++;
-    const run = html`${lines.slice(i, j).map((line, at) => html`${at ? '\n' : ''}${textLine(line)}`)}`;
+    const run = html`${lines.slice(i, j).map((line, at) => html`${at ? LINE_BREAK : ''}${textLine(line)}`)}`;
     if (!quoted) blocks.push(html`<pre>${run}</pre>`);
     else if (j - i <= QUOTE_FOLD) blocks.push(html`<pre class="q">${run}</pre>`);
     else blocks.push(html`<details><summary>${j - i} quoted lines</summary><pre class="q">${run}</pre></details>`);
@@ -364,6 +364,8 @@ function textLine(line: string): Markup {
   return html`${parts}`;
 }
 
+const LINE_BREAK = new Markup('\n'); // ours: a line break as a value would be shown as ^J
+
 /** Text whose tabs stay tabs (visible() makes a tab a space; in mail text it aligns columns). */
 const tabbed = (text: string) => html`${text.split('\t').map((piece, i) => html`${i ? new Markup('\t') : ''}${piece}`)}`;
 
@@ -379,9 +381,7 @@ const checkedCharset = (charset: string | undefined) =>
   (charset && /^[A-Za-z0-9][A-Za-z0-9_.:-]{0,39}$/.test(charset) ? `; charset=${charset}` : '');
 
 /** The charset a message's top-level Content-Type names. */
-function messageCharset(head: Map<string, string[]>): string | undefined {
-  return /;\s*charset\s*=\s*"?([^";\s]+)/i.exec(field(head, 'content-type') ?? '')?.[1];
-}
+const messageCharset = (head: Map<string, string[]>) => mimeValue(field(head, 'content-type') ?? '').params.get('charset');
 
 /**
  * RFC 6266 Content-Disposition for a name from mail: an ASCII fallback of a safe alphabet and
