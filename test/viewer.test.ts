@@ -5,11 +5,13 @@
 import { describe, expect, it } from 'vitest';
 import { spawnSync } from 'node:child_process';
 import { appendFileSync, chmodSync, readFileSync, readdirSync, renameSync, statSync, unlinkSync, writeFileSync } from 'node:fs';
+import { type IncomingHttpHeaders, request } from 'node:http';
 import { gunzipSync } from 'node:zlib';
 import { join } from 'node:path';
 import { Store, mboxRecord, resolveConfig } from '../ticket.ts';
 import { type Access, type Reply, type Request, disposition, handle, hashPassword, html, parseUsers } from '../viewer.ts';
 import { deliver, FAKE_SENDMAIL, mail, tempDir } from './harness.ts';
+import { startServe } from './web.ts';
 
 /** A tickets folder filled by deliveries, and a viewer over it. */
 function setup(access: Access = { kind: 'loopback' }, hosts?: Set<string>) {
@@ -398,5 +400,114 @@ describe('read-only', () => {
     const pending = t.get('/1/mbox');
     setTimeout(() => unlinkSync(`${path}.lock`), 0);
     expect((await pending).status).toBe(200);
+  });
+});
+
+/** A GET over real HTTP with the Host header we choose (fetch may not set it). */
+function httpGet(url: string, headers: Record<string, string> = {}): Promise<{ status: number; headers: IncomingHttpHeaders; text: string }> {
+  return new Promise((done, failed) => {
+    const req = request(url, { headers }, (res) => {
+      let text = '';
+      res.on('data', (d) => { text += d; });
+      res.on('end', () => done({ status: res.statusCode!, headers: res.headers, text }));
+    });
+    req.on('error', failed);
+    req.end();
+  });
+}
+
+describe('serve and cgi, run as the built program', () => {
+  it('serve: loopback by default, the Host checked, stopped by SIGTERM; another address only with authentication', async () => {
+    const t = setup();
+    t.send('submit@tickets.example', mail({ subject: 'served' }));
+    const server = await startServe(['--dir', t.tickets, '--domain', 'tickets.example', '--listen', '127.0.0.1:0']);
+    try {
+      expect(server.line).toMatch(/^ticket-mail: serving .* read-only at http:\/\/127\.0\.0\.1:\d+\/$/);
+      const ok = await httpGet(`${server.url}1/`);
+      expect(ok.status).toBe(200);
+      expect(ok.headers['content-security-policy']).toMatch(/^default-src 'none'/);
+      expect(ok.text).toContain('<bdi>served</bdi>');
+      const port = new URL(server.url).port;
+      expect((await httpGet(`${server.url}1/`, { Host: `localhost:${port}` })).status).toBe(200);
+      const rebound = await httpGet(`${server.url}1/mbox`, { Host: `evil.example:${port}` });
+      expect(rebound.status).toBe(421);
+      expect(rebound.text).not.toContain('served');
+      expect(server.output()).toMatch(/^GET \/1\/mbox 421$/m);
+    } finally {
+      expect(await server.stop()).toMatchObject({ code: 0 });
+    }
+    for (const listen of ['0.0.0.0:0', '[::]:0', '192.0.2.1:0']) {
+      const r = deliver(['--dir', t.tickets, 'serve', '--listen', listen], '');
+      expect(r.status, listen).toBe(1);
+      expect(r.stderr).toMatch(/^ticket-mail: refusing to serve customer mail on .* without authentication: give --token-file or --users .*\n$/);
+    }
+    expect(deliver(['--dir', t.tickets, 'serve', '--listen', 'nonsense'], '').stderr).toMatch(/^ticket-mail: --listen wants HOST:PORT/);
+  });
+
+  it('serve --token-file: the token once in a URL becomes a cookie, and never reaches the log', async () => {
+    const t = setup();
+    t.send('submit@tickets.example', mail({ subject: 'secret' }));
+    const token = 'f00dfeed0123456789abcdef';
+    const tokenFile = join(t.tickets, '..', 'token');
+    writeFileSync(tokenFile, `${token}\n`, { mode: 0o600 });
+    const short = join(t.tickets, '..', 'short');
+    writeFileSync(short, 'abc\n');
+    expect(deliver(['--dir', t.tickets, 'serve', '--token-file', short], '').stderr).toMatch(/the token must be one word of at least 16 characters/);
+    const server = await startServe(['--dir', t.tickets, '--listen', '127.0.0.1:0', '--token-file', tokenFile]);
+    try {
+      expect((await httpGet(`${server.url}1/`)).status).toBe(401);
+      const exchange = await httpGet(`${server.url}1/?token=${token}`);
+      expect(exchange).toMatchObject({ status: 303, headers: { location: '/1/' } });
+      const cookie = exchange.headers['set-cookie']![0]!.split(';')[0]!;
+      const page = await httpGet(`${server.url}1/`, { Cookie: cookie });
+      expect(page.status).toBe(200);
+      expect(page.text).toContain('<bdi>secret</bdi>');
+      expect((await httpGet(`${server.url}1/`, { Authorization: `Bearer ${token}` })).status).toBe(200);
+      expect(server.output()).toMatch(/^GET \/1\/ 303$/m);
+      expect(server.output()).not.toContain(token);
+    } finally { await server.stop(); }
+  });
+
+  it('password-hash makes the --users line serve checks HTTP Basic against', async () => {
+    const t = setup();
+    t.send('submit@tickets.example', mail({ subject: 'basic' }));
+    const made = deliver(['password-hash', 'alice'], 'correct horse battery\n');
+    expect(made).toMatchObject({ status: 0, stderr: '' });
+    expect(made.stdout).toMatch(/^alice:scrypt:32768:8:1:[A-Za-z0-9+/=]+:[A-Za-z0-9+/=]+\n$/);
+    expect(deliver(['password-hash', 'alice'], 'short\n').stderr).toMatch(/at least 8 characters/);
+    const usersFile = join(t.tickets, '..', 'users');
+    writeFileSync(usersFile, made.stdout, { mode: 0o600 });
+    const server = await startServe(['--dir', t.tickets, '--listen', '127.0.0.1:0', '--users', usersFile]);
+    try {
+      const basic = (password: string) => ({ Authorization: `Basic ${Buffer.from(`alice:${password}`).toString('base64')}` });
+      const refused = await httpGet(`${server.url}1/`);
+      expect(refused).toMatchObject({ status: 401, headers: { 'www-authenticate': 'Basic realm="ticket-mail", charset="UTF-8"' } });
+      expect((await httpGet(`${server.url}1/`, basic('wrong horse battery'))).status).toBe(401);
+      expect((await httpGet(`${server.url}1/`, basic('correct horse battery'))).status).toBe(200);
+    } finally { await server.stop(); }
+  });
+
+  it('cgi: one request from the CGI environment; the raw REQUEST_URI routes, links carry SCRIPT_NAME, no REMOTE_USER is refused', () => {
+    const t = setup();
+    t.send('submit@tickets.example', mail({ subject: 'cgi', id: 'a/b@x' }));
+    const cgi = (env: NodeJS.ProcessEnv) => {
+      const r = deliver(['--dir', t.tickets, '--domain', 'tickets.example', 'cgi'], '', { REQUEST_METHOD: 'GET', SCRIPT_NAME: '/tickets', REMOTE_USER: 'alice', ...env });
+      expect(r.stderr).toBe('');
+      const [head, ...body] = r.stdout.split('\r\n\r\n');
+      return { head: head!.split('\r\n'), body: body.join('\r\n') };
+    };
+    const page = cgi({ REQUEST_URI: '/tickets/1/', PATH_INFO: '/1/' });
+    expect(page.head[0]).toBe('Status: 200 OK');
+    expect(page.head).toContain('Content-Type: text/html; charset=utf-8');
+    expect(page.head).toContain('X-Content-Type-Options: nosniff');
+    expect(page.body).toContain('<link rel="stylesheet" href="/tickets/style.css">');
+    expect(page.body).toContain('<a href="/tickets/1/1/raw">raw</a>');
+    // PATH_INFO is decoded by the web server ("%2F" became "/"); REQUEST_URI is the raw path.
+    const permalink = cgi({ REQUEST_URI: '/tickets/m/a%2Fb@x', PATH_INFO: '/m/a/b@x' });
+    expect(permalink.head).toEqual(expect.arrayContaining(['Status: 302 Found', 'Location: /tickets/1/#1']));
+    expect(cgi({ REQUEST_URI: '/tickets/1/%2e%2e/', PATH_INFO: '/' }).head[0]).toBe('Status: 404 Not Found');
+    expect(cgi({ PATH_INFO: '/1/1/raw', QUERY_STRING: '' }).head[0]).toBe('Status: 200 OK'); // no REQUEST_URI: PATH_INFO
+    expect(cgi({ REQUEST_URI: '/tickets/1/', REMOTE_USER: '' }).head[0]).toBe('Status: 403 Forbidden');
+    expect(cgi({ REQUEST_URI: '/tickets/1/', REQUEST_METHOD: 'POST' }).head).toEqual(expect.arrayContaining(['Status: 405 Method Not Allowed', 'Allow: GET, HEAD']));
   });
 });
