@@ -148,14 +148,22 @@ const shownDate = (ms: number) => new Date(ms).toISOString().replace('T', ' ').r
 
 export interface Snapshot { fd: number; place: 'open' | 'archived'; size: number }
 
-/** What a lock of ours says is being appended to that file: the size before the append. */
-function appendInProgress(lockPath: string, relative: string): number | 'none' | 'other' {
+/**
+ * What a lock of ours says is being appended to that file: the size before the append. Another
+ * program's lock is 'other', unless it is older than --stale-lock (a crashed mutt's: deliveries
+ * take such a lock over too).
+ */
+function appendInProgress(lockPath: string, relative: string, staleSeconds: number): number | 'none' | 'other' {
   let text;
+  let age;
   try {
     const fd = openSync(lockPath, fsc.O_RDONLY | fsc.O_NOFOLLOW | fsc.O_NONBLOCK);
-    try { text = readFileSync(fd, 'latin1').slice(0, 1000); } finally { closeSync(fd); }
+    try {
+      age = Date.now() - fstatSync(fd).mtimeMs;
+      text = readFileSync(fd, 'latin1').slice(0, 1000);
+    } finally { closeSync(fd); }
   } catch { return 'none'; }
-  if (!text.startsWith('ticket-mail ')) return 'other'; // mutt's, or another program's: it may be rewriting the file
+  if (!text.startsWith('ticket-mail ')) return age > staleSeconds * 1000 ? 'none' : 'other'; // mutt's, or another program's: it may be rewriting the file
   const append = / append (\S+) (\d{1,15}) \S+\n?$/.exec(text);
   return append && append[1] === relative ? Number(append[2]) : Number.NaN; // NaN: ours, but no append under way
 }
@@ -184,7 +192,7 @@ export async function openTicket(store: Store, n: number): Promise<Snapshot | 'b
     try {
       if (!fstatSync(fd).isFile()) return undefined;
       const size = fstatSync(fd).size;
-      const lock = appendInProgress(`${store.ticketPath(n, place)}.lock`, place === 'open' ? `${n}` : `archived/${n}`);
+      const lock = appendInProgress(`${store.ticketPath(n, place)}.lock`, place === 'open' ? `${n}` : `archived/${n}`, store.cfg.staleLock);
       if (typeof lock === 'number' && !Number.isNaN(lock) && size >= lock) { keep = true; return { fd, place, size: lock }; }
       if (lock !== 'other' && !(typeof lock === 'number' && !Number.isNaN(lock)) && fstatSync(fd).size === size) {
         keep = true;

@@ -4,7 +4,7 @@
 // read-only promise (nothing in the tickets folder changes, a half-appended record is left out).
 import { describe, expect, it } from 'vitest';
 import { spawnSync } from 'node:child_process';
-import { appendFileSync, chmodSync, readFileSync, readdirSync, renameSync, statSync, unlinkSync, writeFileSync } from 'node:fs';
+import { appendFileSync, chmodSync, readFileSync, readdirSync, renameSync, statSync, unlinkSync, utimesSync, writeFileSync } from 'node:fs';
 import { type IncomingHttpHeaders, request } from 'node:http';
 import { gunzipSync } from 'node:zlib';
 import { join } from 'node:path';
@@ -396,6 +396,11 @@ describe('read-only', () => {
     writeFileSync(`${path}.lock`, '12345\n');
     const busy = await t.get('/1/');
     expect(busy).toMatchObject({ status: 503, headers: { 'Retry-After': '5' } });
+    // A lock older than --stale-lock is a crashed program's: no longer waited for.
+    const old = new Date(Date.now() - 601_000);
+    utimesSync(`${path}.lock`, old, old);
+    expect((await t.get('/1/')).status).toBe(200);
+    writeFileSync(`${path}.lock`, '12345\n');
     // Released while a request waits: that request gets the file (its first look saw the lock).
     const pending = t.get('/1/mbox');
     setTimeout(() => unlinkSync(`${path}.lock`), 0);
