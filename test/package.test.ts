@@ -6,6 +6,7 @@ import { spawnSync } from 'node:child_process';
 import { chmodSync, copyFileSync, existsSync, lstatSync, mkdirSync, mkdtempSync, readFileSync, readdirSync, rmSync, symlinkSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { BIN, ROOT, deliver, mail, PRIVATE_ENV, stored, tempDir } from './harness.ts';
+import { startServer } from './web.ts';
 
 /** Installs an npm package once into a cache under node_modules; returns the path of its binary. */
 function toolFromNpm(spec: string, bin: string): { path?: string; why?: string } {
@@ -37,8 +38,8 @@ describe('packaging', () => {
     // The npm bin is dist/bin/ticket-mail.cjs with its modules beside it; dist/ticket-mail.cjs is
     // the same build in one file. Everything is bundled: installing fetches nothing more.
     expect(files).toEqual(['LICENSE', 'README.md', 'dist/bin/cac.js', 'dist/bin/core.js', 'dist/bin/mimetext.js',
-      'dist/bin/postal-mime-headers.js', 'dist/bin/postal-mime.js', 'dist/bin/ticket-mail.cjs', 'dist/ticket-mail.1', 'dist/ticket-mail.cjs', 'doc/internals.md', 'doc/mail.md', 'doc/performance.md', 'exim.conf.example', 'muttrc.example',
-      'package.json', 'ticket.ts']);
+      'dist/bin/postal-mime-headers.js', 'dist/bin/postal-mime.js', 'dist/bin/ticket-mail.cjs', 'dist/bin/viewer.js', 'dist/ticket-mail.1', 'dist/ticket-mail.cjs', 'doc/internals.md', 'doc/mail.md', 'doc/performance.md', 'exim.conf.example', 'muttrc.example',
+      'package.json', 'ticket.ts', 'viewer.ts']);
     expect(JSON.parse(readFileSync(join(ROOT, 'package.json'), 'utf8')).dependencies).toBeUndefined();
   });
 
@@ -78,6 +79,23 @@ describe('packaging', () => {
     if (!bun.path) { console.log(`skipped: ${bun.why}`); return ctx.skip(); }
     deliversWith([bun.path, join(ROOT, 'ticket.ts')], ROOT);
     deliversWith([bun.path, BIN], ROOT); // and the single file
+  }, 300_000);
+
+  it('serves the history viewer under Bun (its node:http), from the source and the single file', async (ctx) => {
+    const bun = toolFromNpm('bun', '.bin/bun');
+    if (!bun.path) { console.log(`skipped: ${bun.why}`); return ctx.skip(); }
+    const dir = join(tempDir(), 'tickets');
+    expect(deliver(['--dir', dir, '--recipient', 'submit@tickets.example', '--sender', 'a@b.example'], mail({ subject: 'under <Bun>' })).status).toBe(0);
+    for (const program of [join(ROOT, 'ticket.ts'), BIN]) {
+      const server = await startServer(bun.path, [program, '--dir', dir, 'serve', '--listen', '127.0.0.1:0'], PRIVATE_ENV);
+      try {
+        const page = await fetch(`${server.url}1/`);
+        expect(page.status).toBe(200);
+        expect(page.headers.get('content-security-policy')).toMatch(/^default-src 'none'/);
+        expect(await page.text()).toContain('<bdi>under &lt;Bun&gt;</bdi>');
+        expect(Buffer.from(await (await fetch(`${server.url}1/mbox`)).arrayBuffer()).equals(readFileSync(join(dir, '1')))).toBe(true);
+      } finally { await server.stop(); }
+    }
   }, 300_000);
 });
 
