@@ -148,12 +148,15 @@ const shownDate = (ms: number) => new Date(ms).toISOString().replace('T', ' ').r
 
 export interface Snapshot { fd: number; place: 'open' | 'archived'; size: number }
 
+/** A ticket's lock: none, ours (appending from a size, or doing something else), or another program's. */
+type LockState = { holder: 'none' } | { holder: 'us'; appendingFrom: number | undefined } | { holder: 'other' };
+
 /**
- * What a lock of ours says is being appended to that file: the size before the append. Another
- * program's lock is 'other', unless it is older than --stale-lock (a crashed mutt's: deliveries
- * take such a lock over too).
+ * The state of a ticket's lock. Ours names the step under way: an append records the size before
+ * it. Another program's lock older than --stale-lock is a crashed one's (deliveries take such a
+ * lock over too): none.
  */
-function appendInProgress(lockPath: string, relative: string, staleSeconds: number): number | 'none' | 'other' {
+function lockState(lockPath: string, relative: string, staleSeconds: number): LockState {
   let text;
   let age;
   try {
@@ -162,10 +165,10 @@ function appendInProgress(lockPath: string, relative: string, staleSeconds: numb
       age = Date.now() - fstatSync(fd).mtimeMs;
       text = readFileSync(fd, 'latin1').slice(0, 1000);
     } finally { closeSync(fd); }
-  } catch { return 'none'; }
-  if (!text.startsWith('ticket-mail ')) return age > staleSeconds * 1000 ? 'none' : 'other'; // mutt's, or another program's: it may be rewriting the file
+  } catch { return { holder: 'none' }; }
+  if (!text.startsWith('ticket-mail ')) return { holder: age > staleSeconds * 1000 ? 'none' : 'other' }; // mutt may be rewriting the file
   const append = / append (\S+) (\d{1,15}) \S+\n?$/.exec(text);
-  return append && append[1] === relative ? Number(append[2]) : Number.NaN; // NaN: ours, but no append under way
+  return { holder: 'us', appendingFrom: append && append[1] === relative ? Number(append[2]) : undefined };
 }
 
 const pause = (ms: number) => new Promise((done) => setTimeout(done, ms));
@@ -192,9 +195,11 @@ export async function openTicket(store: Store, n: number): Promise<Snapshot | 'b
     try {
       if (!fstatSync(fd).isFile()) return undefined;
       const size = fstatSync(fd).size;
-      const lock = appendInProgress(`${store.ticketPath(n, place)}.lock`, place === 'open' ? `${n}` : `archived/${n}`, store.cfg.staleLock);
-      if (typeof lock === 'number' && !Number.isNaN(lock) && size >= lock) { keep = true; return { fd, place, size: lock }; }
-      if (lock !== 'other' && !(typeof lock === 'number' && !Number.isNaN(lock)) && fstatSync(fd).size === size) {
+      const lock = lockState(`${store.ticketPath(n, place)}.lock`, place === 'open' ? `${n}` : `archived/${n}`, store.cfg.staleLock);
+      const appendingFrom = lock.holder === 'us' ? lock.appendingFrom : undefined;
+      if (appendingFrom !== undefined) {
+        if (size >= appendingFrom) { keep = true; return { fd, place, size: appendingFrom }; }
+      } else if (lock.holder !== 'other' && fstatSync(fd).size === size) {
         keep = true;
         return { fd, place, size };
       }
