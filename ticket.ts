@@ -1514,6 +1514,17 @@ export function mimeOutline(chunks: Iterable<Buffer>, keep = 0): Outline {
    * One line, or a piece of a longer one (`start` and `end` say which): buf[from, to). Indices,
    * not a subarray per line: on a flood of empty lines the allocation would cost most of the time.
    */
+  /** An attachment's base64 characters in buf[from, to), counted into its decoded size (a padding ends a run). */
+  const countBase64 = (buf: Buffer, from: number, to: number) => {
+    let { run, size } = part; // locals: this runs for every byte of an attachment
+    for (let i = from; i < to; i++) {
+      const kind = base64Class[buf[i]!];
+      if (kind === 1) run++;
+      else if (kind === 2) { size += base64Bytes(run); run = 0; }
+    }
+    part.run = run;
+    part.size = size;
+  };
   const piece = (buf: Buffer, from: number, to: number, start: boolean, end: boolean) => {
     let stop = to;
     if (end) while (stop > from && buf[stop - 1] === 0x0d) stop--; // as postal-mime: trailing CRs are the line end's
@@ -1541,23 +1552,18 @@ export function mimeOutline(chunks: Iterable<Buffer>, keep = 0): Outline {
       else if (start && part.headSize < PART_HEAD) { part.head.push(buf.toString('utf8', from, stop)); part.headSize += length; }
       return;
     }
-    const bytes = buf.subarray(from, to);
-    const line = buf.subarray(from, stop);
     if (part.body === 'text') {
+      const bytes = buf.subarray(from, to);
       if (textBytes + bytes.length > TEXT_BYTES || textLines >= TEXT_LINES) { outline.cut = true; part.body = 'skip'; return; }
       part.text!.pieces.push(end ? Buffer.concat([bytes, NEWLINE]) : Buffer.from(bytes));
       textBytes += bytes.length;
       if (end) textLines++;
     } else if (part.body === 'attachment') {
-      part.kept?.push(end ? Buffer.concat([bytes, NEWLINE]) : Buffer.from(bytes));
+      if (part.kept) part.kept.push(end ? Buffer.concat([buf.subarray(from, to), NEWLINE]) : Buffer.from(buf.subarray(from, to)));
       if (part.encoding === 'plain') part.size += length + (end ? 1 : 0);
-      else if (part.encoding === 'base64') {
-        for (let i = 0; i < length; i++) {
-          const kind = base64Class[line[i]!];
-          if (kind === 1) part.run++;
-          else if (kind === 2) { part.size += base64Bytes(part.run); part.run = 0; }
-        }
-      } else {
+      else if (part.encoding === 'base64') countBase64(buf, from, stop);
+      else {
+        const line = buf.subarray(from, stop);
         const soft = end && length > 0 && line[length - 1] === 0x3d;
         const data = soft ? length - 1 : length;
         let escapes = 0;
@@ -1573,6 +1579,14 @@ export function mimeOutline(chunks: Iterable<Buffer>, keep = 0): Outline {
   let start = true;
   for (const chunk of chunks) {
     for (let at = 0; at < chunk.length;) {
+      // Most of a large message is a base64 attachment: its whole lines up to the next one that
+      // could be a boundary (one starting "-") are counted in one run, not line by line. Line
+      // ends and CRs are no base64 characters, so the count is the same.
+      if (start && !carry.length && part.body === 'attachment' && part.encoding === 'base64' && !part.kept && chunk[at] !== 0x2d) {
+        const dash = chunk.indexOf('\n-', at);
+        const until = dash >= 0 ? dash + 1 : chunk.lastIndexOf(LF) + 1;
+        if (until > at) { countBase64(chunk, at, until); at = until; continue; }
+      }
       const nl = chunk.indexOf(LF, at);
       let buf = chunk;
       let from = at;
@@ -2830,7 +2844,10 @@ export function mboxRecordAt(fd: number, start: number, end: number): { note: st
   const inMemory = Math.min(bodyEnd - bodyStart, Message.IN_MEMORY);
   let cut = inMemory; // to a line's end, so that un-quoting sees whole lines
   if (bodyStart + inMemory < bodyEnd) cut = head.lastIndexOf(LF, noteEnd + inMemory - 1) + 1 - noteEnd || inMemory;
-  const first = Buffer.from(head.subarray(noteEnd, noteEnd + cut).toString('latin1').replace(/(?<=^|\n)>(>*From )/g, '$1'), 'latin1');
+  // Un-quoting touches only lines ">From ", ">>From "...: a record without one (nearly all, and
+  // every base64 body) is taken as it is, not run through a regular expression a MiB long.
+  const stored = head.subarray(noteEnd, noteEnd + cut);
+  const first = stored.includes('>From ') ? Buffer.from(stored.toString('latin1').replace(/(?<=^|\n)>(>*From )/g, '$1'), 'latin1') : stored;
   const rest = bodyEnd - bodyStart - cut;
   const last = Buffer.alloc(1);
   if (rest > 0) readSync(fd, last, 0, 1, bodyEnd - 1);
