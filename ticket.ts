@@ -3867,24 +3867,26 @@ function fail(e: unknown): never {
 /**
  * Each --option's values as typed. cac turns values that look like numbers into numbers
  * ("" becomes 0, "007" becomes 7), which would corrupt an empty --sender or a local part;
- * our option values are text, so they are read again from the command line. `plain`: every
- * argument was one of `takesValue` with its value (nothing for cac to explain).
+ * our option values are text, so they are read again from the command line. `rest`: the
+ * arguments that are none of `takesValue` (a command, another flag); `plain`: each of these
+ * options came with its value, and there was no "--".
  */
-export function typedOptions(args: string[], takesValue: Set<string>): { values: Record<string, string[]>; plain: boolean } {
+export function typedOptions(args: string[], takesValue: Set<string>): { values: Record<string, string[]>; plain: boolean; rest: string[] } {
   const values: Record<string, string[]> = {};
+  const rest: string[] = []; // what is not one of these options: a command, another flag
   let plain = true;
   for (let i = 0; i < args.length; i++) {
-    if (args[i] === '--') return { values, plain: false };
+    if (args[i] === '--') return { values, plain: false, rest };
     const m = /^--([a-z][a-z-]*)(?:=([\s\S]*))?$/.exec(args[i]!);
     const name = m && camelCase(m[1]!);
-    if (!name || !takesValue.has(name)) { plain = false; continue; }
+    if (!name || !takesValue.has(name)) { rest.push(args[i]!); continue; }
     const value = m[2] ?? args[++i];
     // "--dir --domain x" lacks a value (cac explains); "--sender -bob@x" does not: an MTA
     // passing an address that begins with "-" must not have its mail deferred for ever.
     if (value === undefined || (m[2] === undefined && value.startsWith('--'))) plain = false;
     if (value !== undefined) (values[name] ??= []).push(value);
   }
-  return { values, plain };
+  return { values, plain, rest };
 }
 
 const camelCase = (flag: string) => flag.replace(/-([a-z])/g, (_, c: string) => c.toUpperCase());
@@ -4577,19 +4579,39 @@ const flag = (name: string, value: string) => `--${name.replace(/[A-Z]/g, (c) =>
  */
 export function plainDelivery(args: string[]): Record<string, string[]> | undefined {
   const names = new Set([...Object.keys(SETTING_HELP), ...Object.keys(ENVELOPE_HELP)]);
-  const { values, plain } = typedOptions(args[0] === 'deliver' ? args.slice(1) : args, names);
-  return plain ? values : undefined;
+  const { values, plain, rest } = typedOptions(args[0] === 'deliver' ? args.slice(1) : args, names);
+  return plain && !rest.length ? values : undefined;
 }
 
 /**
- * Runs the command line. `afterDelivery` runs once a message is filed (the built file's
- * loader saves V8's compiled code for the next delivery there).
+ * `cgi` with nothing but settings, or undefined (cac explains the rest): the web server runs it
+ * for every page a reader opens, so it starts as a delivery does, without cac.
  */
-export async function main(argv: string[], afterDelivery?: () => void): Promise<void> {
+export function plainCgi(args: string[]): Record<string, string[]> | undefined {
+  const { values, plain, rest } = typedOptions(args, new Set(Object.keys(SETTING_HELP)));
+  return plain && rest.length === 1 && rest[0] === 'cgi' ? values : undefined;
+}
+
+/** One CGI page; then the code cache of the modules it compiled (the viewer, the MIME parser), for the next page. */
+async function runCgi(cfg: Config, saveCaches?: (withCore?: boolean) => void): Promise<void> {
+  await (await import('./viewer.ts')).cgi(cfg);
+  saveCaches?.(false); // the core's cache stays the deliveries': compiled as a delivery runs it
+}
+
+/**
+ * Runs the command line. `saveCaches` is the built file's loader saving V8's compiled code for
+ * the next run: called once a message is filed, and once a CGI page is written.
+ */
+export async function main(argv: string[], saveCaches?: (withCore?: boolean) => void): Promise<void> {
   const plain = plainDelivery(argv.slice(2));
   if (plain) {
     typed = plain;
-    return runDelivery(afterDelivery);
+    return runDelivery(saveCaches);
+  }
+  const cgiSettings = plainCgi(argv.slice(2));
+  if (cgiSettings) {
+    typed = cgiSettings;
+    return tool((cfg) => runCgi(cfg, saveCaches))();
   }
   // The maintainer's commands, --help, and mistakes. A missing module is a broken installation:
   // like the delivery's own modules, it defers (fail: 75), never bounces.
@@ -4602,8 +4624,8 @@ export async function main(argv: string[], afterDelivery?: () => void): Promise<
     for (const [name, [value, description]] of Object.entries(ENVELOPE_HELP)) command.option(flag(name, value), description);
     return command;
   };
-  envelopeOptions(cli.command('', 'Deliver one message read on stdin')).action(() => runDelivery(afterDelivery));
-  envelopeOptions(cli.command('deliver', 'Deliver one message read on stdin (the default command)')).action(() => runDelivery(afterDelivery));
+  envelopeOptions(cli.command('', 'Deliver one message read on stdin')).action(() => runDelivery(saveCaches));
+  envelopeOptions(cli.command('deliver', 'Deliver one message read on stdin (the default command)')).action(() => runDelivery(saveCaches));
   cli.command('list', 'List tickets, newest activity first')
     .option('--closed', 'Closed tickets only').option('--all', 'Open and closed tickets').option('--json', 'JSON for scripts')
     .action(tool(runList));
@@ -4645,7 +4667,7 @@ export async function main(argv: string[], afterDelivery?: () => void): Promise<
     .option('--host-name <name>', 'A name the viewer is reached by besides 127.0.0.1 and localhost (a proxy\'s); repeatable', { type: [String] })
     .action(tool(async (cfg, options) => (await import('./viewer.ts')).serve(cfg, options)));
   cli.command('cgi', 'Answer one CGI request with the viewer\'s pages (the web server authenticates: REMOTE_USER)')
-    .action(tool(async (cfg) => (await import('./viewer.ts')).cgi(cfg)));
+    .action(tool((cfg) => runCgi(cfg, saveCaches)));
   cli.command('password-hash <name>', 'Read a password on stdin; print the line for serve --users')
     .action(tool(runPasswordHash, 'caller'));
   cli.help();
