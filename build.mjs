@@ -173,13 +173,15 @@ function load(source, BUILD, LAZY) {
       throw new Error(`cannot load ${name} (${e?.message ?? e})`);
     }
   }
-  // Called after a delivery, so that the functions a delivery runs are in the cache compiled.
-  const saveCaches = () => {
+  // Called after a delivery, so that the functions a delivery runs are in the cache compiled; and
+  // after a CGI page without the core (withCore false): the core's cache is the deliveries'.
+  const saveCaches = (withCore = true) => {
     if (!unsaved.length || !dir) return;
     try {
       mkdirSync(dir, { recursive: true, mode: 0o700 });
       if (!ours(lstatSync(dir))) return; // a folder someone else could write to, or a symlink
       for (const [name, script] of unsaved) {
+        if (name === 'core' && !withCore) continue;
         const temporary = `${cacheFile(name)}.${process.pid}`;
         writeFileSync(temporary, script.createCachedData(), { mode: 0o600, flag: 'wx' });
         renameSync(temporary, cacheFile(name));

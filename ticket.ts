@@ -1514,6 +1514,32 @@ export function mimeOutline(chunks: Iterable<Buffer>, keep = 0): Outline {
    * One line, or a piece of a longer one (`start` and `end` say which): buf[from, to). Indices,
    * not a subarray per line: on a flood of empty lines the allocation would cost most of the time.
    */
+  /** An attachment's base64 characters in buf[from, to), counted into its decoded size (a padding ends a run). */
+  const countBase64 = (buf: Buffer, from: number, to: number) => {
+    let { run, size } = part; // locals: this runs for every byte of an attachment
+    for (let i = from; i < to; i++) {
+      const kind = base64Class[buf[i]!];
+      if (kind === 1) run++;
+      else if (kind === 2) { size += base64Bytes(run); run = 0; }
+    }
+    part.run = run;
+    part.size = size;
+  };
+  /**
+   * The same over whole lines of base64, in native code where it can (a split, a regular
+   * expression): a loop per byte runs interpreted in a short process, as a CGI page is, at
+   * ~100 ns a byte. Lines with anything else (junk postal-mime skips) take the loop.
+   */
+  const countBase64Lines = (buf: Buffer, from: number, to: number) => {
+    const text = buf.toString('latin1', from, to);
+    if (/[^A-Za-z0-9+/=\r\n]/.test(text)) return countBase64(buf, from, to);
+    text.split('=').forEach((run, i) => {
+      if (i) { part.size += base64Bytes(part.run); part.run = 0; }
+      let ends = run.split('\n').length - 1;
+      for (let cr = run.indexOf('\r'); cr >= 0; cr = run.indexOf('\r', cr + 1)) ends++;
+      part.run += run.length - ends;
+    });
+  };
   const piece = (buf: Buffer, from: number, to: number, start: boolean, end: boolean) => {
     let stop = to;
     if (end) while (stop > from && buf[stop - 1] === 0x0d) stop--; // as postal-mime: trailing CRs are the line end's
@@ -1541,23 +1567,18 @@ export function mimeOutline(chunks: Iterable<Buffer>, keep = 0): Outline {
       else if (start && part.headSize < PART_HEAD) { part.head.push(buf.toString('utf8', from, stop)); part.headSize += length; }
       return;
     }
-    const bytes = buf.subarray(from, to);
-    const line = buf.subarray(from, stop);
     if (part.body === 'text') {
+      const bytes = buf.subarray(from, to);
       if (textBytes + bytes.length > TEXT_BYTES || textLines >= TEXT_LINES) { outline.cut = true; part.body = 'skip'; return; }
       part.text!.pieces.push(end ? Buffer.concat([bytes, NEWLINE]) : Buffer.from(bytes));
       textBytes += bytes.length;
       if (end) textLines++;
     } else if (part.body === 'attachment') {
-      part.kept?.push(end ? Buffer.concat([bytes, NEWLINE]) : Buffer.from(bytes));
+      if (part.kept) part.kept.push(end ? Buffer.concat([buf.subarray(from, to), NEWLINE]) : Buffer.from(buf.subarray(from, to)));
       if (part.encoding === 'plain') part.size += length + (end ? 1 : 0);
-      else if (part.encoding === 'base64') {
-        for (let i = 0; i < length; i++) {
-          const kind = base64Class[line[i]!];
-          if (kind === 1) part.run++;
-          else if (kind === 2) { part.size += base64Bytes(part.run); part.run = 0; }
-        }
-      } else {
+      else if (part.encoding === 'base64') countBase64(buf, from, stop);
+      else {
+        const line = buf.subarray(from, stop);
         const soft = end && length > 0 && line[length - 1] === 0x3d;
         const data = soft ? length - 1 : length;
         let escapes = 0;
@@ -1573,6 +1594,14 @@ export function mimeOutline(chunks: Iterable<Buffer>, keep = 0): Outline {
   let start = true;
   for (const chunk of chunks) {
     for (let at = 0; at < chunk.length;) {
+      // Most of a large message is a base64 attachment: its whole lines up to the next one that
+      // could be a boundary (one starting "-") are counted in one run, not line by line. Line
+      // ends and CRs are no base64 characters, so the count is the same.
+      if (start && !carry.length && part.body === 'attachment' && part.encoding === 'base64' && !part.kept && chunk[at] !== 0x2d) {
+        const dash = chunk.indexOf('\n-', at);
+        const until = dash >= 0 ? dash + 1 : chunk.lastIndexOf(LF) + 1;
+        if (until > at) { countBase64Lines(chunk, at, until); at = until; continue; }
+      }
       const nl = chunk.indexOf(LF, at);
       let buf = chunk;
       let from = at;
@@ -2830,7 +2859,10 @@ export function mboxRecordAt(fd: number, start: number, end: number): { note: st
   const inMemory = Math.min(bodyEnd - bodyStart, Message.IN_MEMORY);
   let cut = inMemory; // to a line's end, so that un-quoting sees whole lines
   if (bodyStart + inMemory < bodyEnd) cut = head.lastIndexOf(LF, noteEnd + inMemory - 1) + 1 - noteEnd || inMemory;
-  const first = Buffer.from(head.subarray(noteEnd, noteEnd + cut).toString('latin1').replace(/(?<=^|\n)>(>*From )/g, '$1'), 'latin1');
+  // Un-quoting touches only lines ">From ", ">>From "...: a record without one (nearly all, and
+  // every base64 body) is taken as it is, not run through a regular expression a MiB long.
+  const stored = head.subarray(noteEnd, noteEnd + cut);
+  const first = stored.includes('>From ') ? Buffer.from(stored.toString('latin1').replace(/(?<=^|\n)>(>*From )/g, '$1'), 'latin1') : stored;
   const rest = bodyEnd - bodyStart - cut;
   const last = Buffer.alloc(1);
   if (rest > 0) readSync(fd, last, 0, 1, bodyEnd - 1);
@@ -3850,24 +3882,26 @@ function fail(e: unknown): never {
 /**
  * Each --option's values as typed. cac turns values that look like numbers into numbers
  * ("" becomes 0, "007" becomes 7), which would corrupt an empty --sender or a local part;
- * our option values are text, so they are read again from the command line. `plain`: every
- * argument was one of `takesValue` with its value (nothing for cac to explain).
+ * our option values are text, so they are read again from the command line. `rest`: the
+ * arguments that are none of `takesValue` (a command, another flag); `plain`: each of these
+ * options came with its value, and there was no "--".
  */
-export function typedOptions(args: string[], takesValue: Set<string>): { values: Record<string, string[]>; plain: boolean } {
+export function typedOptions(args: string[], takesValue: Set<string>): { values: Record<string, string[]>; plain: boolean; rest: string[] } {
   const values: Record<string, string[]> = {};
+  const rest: string[] = []; // what is not one of these options: a command, another flag
   let plain = true;
   for (let i = 0; i < args.length; i++) {
-    if (args[i] === '--') return { values, plain: false };
+    if (args[i] === '--') return { values, plain: false, rest };
     const m = /^--([a-z][a-z-]*)(?:=([\s\S]*))?$/.exec(args[i]!);
     const name = m && camelCase(m[1]!);
-    if (!name || !takesValue.has(name)) { plain = false; continue; }
+    if (!name || !takesValue.has(name)) { rest.push(args[i]!); continue; }
     const value = m[2] ?? args[++i];
     // "--dir --domain x" lacks a value (cac explains); "--sender -bob@x" does not: an MTA
     // passing an address that begins with "-" must not have its mail deferred for ever.
     if (value === undefined || (m[2] === undefined && value.startsWith('--'))) plain = false;
     if (value !== undefined) (values[name] ??= []).push(value);
   }
-  return { values, plain };
+  return { values, plain, rest };
 }
 
 const camelCase = (flag: string) => flag.replace(/-([a-z])/g, (_, c: string) => c.toUpperCase());
@@ -4560,19 +4594,39 @@ const flag = (name: string, value: string) => `--${name.replace(/[A-Z]/g, (c) =>
  */
 export function plainDelivery(args: string[]): Record<string, string[]> | undefined {
   const names = new Set([...Object.keys(SETTING_HELP), ...Object.keys(ENVELOPE_HELP)]);
-  const { values, plain } = typedOptions(args[0] === 'deliver' ? args.slice(1) : args, names);
-  return plain ? values : undefined;
+  const { values, plain, rest } = typedOptions(args[0] === 'deliver' ? args.slice(1) : args, names);
+  return plain && !rest.length ? values : undefined;
 }
 
 /**
- * Runs the command line. `afterDelivery` runs once a message is filed (the built file's
- * loader saves V8's compiled code for the next delivery there).
+ * `cgi` with nothing but settings, or undefined (cac explains the rest): the web server runs it
+ * for every page a reader opens, so it starts as a delivery does, without cac.
  */
-export async function main(argv: string[], afterDelivery?: () => void): Promise<void> {
+export function plainCgi(args: string[]): Record<string, string[]> | undefined {
+  const { values, plain, rest } = typedOptions(args, new Set(Object.keys(SETTING_HELP)));
+  return plain && rest.length === 1 && rest[0] === 'cgi' ? values : undefined;
+}
+
+/** One CGI page; then the code cache of the modules it compiled (the viewer, the MIME parser), for the next page. */
+async function runCgi(cfg: Config, saveCaches?: (withCore?: boolean) => void): Promise<void> {
+  await (await import('./viewer.ts')).cgi(cfg);
+  saveCaches?.(false); // the core's cache stays the deliveries': compiled as a delivery runs it
+}
+
+/**
+ * Runs the command line. `saveCaches` is the built file's loader saving V8's compiled code for
+ * the next run: called once a message is filed, and once a CGI page is written.
+ */
+export async function main(argv: string[], saveCaches?: (withCore?: boolean) => void): Promise<void> {
   const plain = plainDelivery(argv.slice(2));
   if (plain) {
     typed = plain;
-    return runDelivery(afterDelivery);
+    return runDelivery(saveCaches);
+  }
+  const cgiSettings = plainCgi(argv.slice(2));
+  if (cgiSettings) {
+    typed = cgiSettings;
+    return tool((cfg) => runCgi(cfg, saveCaches))();
   }
   // The maintainer's commands, --help, and mistakes. A missing module is a broken installation:
   // like the delivery's own modules, it defers (fail: 75), never bounces.
@@ -4585,8 +4639,8 @@ export async function main(argv: string[], afterDelivery?: () => void): Promise<
     for (const [name, [value, description]] of Object.entries(ENVELOPE_HELP)) command.option(flag(name, value), description);
     return command;
   };
-  envelopeOptions(cli.command('', 'Deliver one message read on stdin')).action(() => runDelivery(afterDelivery));
-  envelopeOptions(cli.command('deliver', 'Deliver one message read on stdin (the default command)')).action(() => runDelivery(afterDelivery));
+  envelopeOptions(cli.command('', 'Deliver one message read on stdin')).action(() => runDelivery(saveCaches));
+  envelopeOptions(cli.command('deliver', 'Deliver one message read on stdin (the default command)')).action(() => runDelivery(saveCaches));
   cli.command('list', 'List tickets, newest activity first')
     .option('--closed', 'Closed tickets only').option('--all', 'Open and closed tickets').option('--json', 'JSON for scripts')
     .action(tool(runList));
@@ -4628,7 +4682,7 @@ export async function main(argv: string[], afterDelivery?: () => void): Promise<
     .option('--host-name <name>', 'A name the viewer is reached by besides 127.0.0.1 and localhost (a proxy\'s); repeatable', { type: [String] })
     .action(tool(async (cfg, options) => (await import('./viewer.ts')).serve(cfg, options)));
   cli.command('cgi', 'Answer one CGI request with the viewer\'s pages (the web server authenticates: REMOTE_USER)')
-    .action(tool(async (cfg) => (await import('./viewer.ts')).cgi(cfg)));
+    .action(tool((cfg) => runCgi(cfg, saveCaches)));
   cli.command('password-hash <name>', 'Read a password on stdin; print the line for serve --users')
     .action(tool(runPasswordHash, 'caller'));
   cli.help();

@@ -1,0 +1,104 @@
+// What the viewer's speed-ups (bench/bench.mjs measures them; doc/performance.md says why) keep
+// the same. The CGI program starts as a delivery does, for the web server runs it for every page
+// a reader opens: it parses its command line without cac, and it saves V8's code cache of the
+// modules it compiled (the viewer, the MIME parser) for the next page, but never the core's,
+// which is compiled as a delivery runs it. The readers' fast paths for large tickets (a record
+// with nothing to un-quote taken as read, base64 lines counted in native code) give what the
+// slow paths gave.
+import { describe, expect, it } from 'vitest';
+import { closeSync, openSync, readdirSync, statSync, writeFileSync } from 'node:fs';
+import { join } from 'node:path';
+import PostalMime from 'postal-mime';
+import { mboxRecord, mboxRecordAt, mboxStarts, mimeOutline, plainCgi } from '../ticket.ts';
+import { deliver, tempDir } from './harness.ts';
+
+describe('the CGI program starts without cac', () => {
+  it('takes the settings and the command cgi, before or after them', () => {
+    expect(plainCgi(['--dir', '/t', '--domain=x.example', 'cgi'])).toEqual({ dir: ['/t'], domain: ['x.example'] });
+    expect(plainCgi(['cgi', '--config', '/etc/ticket-mail/config.json'])).toEqual({ config: ['/etc/ticket-mail/config.json'] });
+  });
+  it.each([
+    [['cgi', '--help']], [['--dir', 'cgi']], [['--dir', '/t', 'cgi', 'extra']], [['cgi', 'cgi']], [['list']], [[]], [['--dir', '--domain', 'cgi']],
+    [['--', 'cgi']], [['cgi', '--sender', 'a@b.example']], [['--bogus', 'x', 'cgi']],
+  ])('leaves %j to cac, which explains it or runs another command', (args) => {
+    expect(plainCgi(args)).toBeUndefined();
+  });
+});
+
+describe('the CGI program\'s code cache', () => {
+  /** The modules whose code cache `cache` holds, each with its file's mtime. */
+  const cached = (cache: string) => Object.fromEntries(readdirSync(join(cache, 'ticket-mail')).map((file) => [
+    file.replace(/^[0-9a-f]{16}-/, '').replace(`-${process.version}-${process.arch}.v8`, ''), statSync(join(cache, 'ticket-mail', file)).mtimeMs]));
+
+  it('a page saves the viewer\'s and the MIME parser\'s, not the core\'s; cac never loads; the next page reads them', () => {
+    const dir = tempDir();
+    const delivered = deliver(['--dir', dir, '--domain', 'tickets.example', '--recipient', 'submit@tickets.example', '--sender', 'alice@customer.example'],
+      'From: Alice <alice@customer.example>\nSubject: the printer\nMessage-ID: <startup@customer.example>\n\nIt prints blank pages.\n', { XDG_CACHE_HOME: tempDir() });
+    expect(delivered).toMatchObject({ status: 0, stderr: '' });
+    const cache = tempDir(); // the CGI's own, empty: what it saves is what it compiled
+    const page = () => deliver(['--dir', dir, '--domain', 'tickets.example', 'cgi'], '',
+      { XDG_CACHE_HOME: cache, REQUEST_METHOD: 'GET', SCRIPT_NAME: '/tickets', PATH_INFO: '/1/', REQUEST_URI: '/tickets/1/', REMOTE_USER: 'alice' });
+    const first = page();
+    expect(first).toMatchObject({ status: 0, stderr: '' });
+    expect(first.stdout).toMatch(/^Status: 200 OK\r\n/);
+    expect(first.stdout).toContain('It prints blank pages.'); // the MIME parser decoded the text
+    expect(first.stdout).toContain('mailto:ticket-1@tickets.example'); // the settings were read
+    const saved = cached(cache);
+    expect(Object.keys(saved)).toEqual(expect.arrayContaining(['viewer', 'postal-mime']));
+    expect(saved).not.toHaveProperty('core'); // a delivery's to make
+    expect(saved).not.toHaveProperty('cac');
+    const second = page();
+    expect(second.stdout).toBe(first.stdout);
+    expect(cached(cache)).toEqual(saved); // read, not made again
+  });
+});
+
+describe('the readers\' fast paths', () => {
+  it('a record is un-quoted exactly when it holds quoted From lines, within its first MiB and past it', () => {
+    const at = new Date(Date.UTC(2026, 2, 2));
+    const head = 'From: Alice <alice@customer.example>\nSubject: s\n\n';
+    const messages = [
+      `${head}Nothing to un-quote; >From only inside a line, and > From with a space.\n`,
+      `${head}From the start\n>From quoted once\n>>From twice\nthe end\n`,
+      `${head}${'x'.repeat(70)}\n`.repeat(16_000) + 'From past the first MiB\n', // 1.1 MiB: the rest stays in the file
+      `${head}From early\n${`${'y'.repeat(70)}\n`.repeat(16_000)}>From late\n`,
+    ].map((text) => Buffer.from(text));
+    const file = join(tempDir(), 'mbox');
+    writeFileSync(file, Buffer.concat(messages.map((m) => mboxRecord(m, 'alice@customer.example', 'ticket 1', at))));
+    const fd = openSync(file, 'r');
+    try {
+      const size = statSync(file).size;
+      const starts = mboxStarts(fd, size);
+      expect(starts).toHaveLength(messages.length);
+      const back = starts.map((start, i) => {
+        const { message } = mboxRecordAt(fd, start, starts[i + 1] ?? size)!;
+        return Buffer.concat([...message.chunks()].map((chunk) => Buffer.from(chunk)));
+      });
+      // The first MiB un-quoted in memory, the rest as stored (mboxrd-quoted: unquoteChunks' to undo).
+      expect(back[0]!.toString()).toBe(messages[0]!.toString());
+      expect(back[1]!.toString()).toBe(messages[1]!.toString());
+      expect(back[2]!.toString()).toBe(messages[2]!.toString().replace(/\nFrom past/, '\n>From past'));
+      expect(back[3]!.toString()).toBe(messages[3]!.toString().replace(/\n>From late/, '\n>>From late'));
+    } finally { closeSync(fd); }
+  });
+
+  // Base64 with what postal-mime skips (spaces, tabs, "*", a line of "-" that is no boundary),
+  // paddings mid-body, CRLF: each attachment's size as the full parser decodes it, in any chunking.
+  const junk = (b64: string) => b64.replace(/(.{10})(.{20})/g, '$1 \t$2').replace(/.{60}/g, '$&*\n').replace(/(\n[^\n]*){40}\n/g, '$&---\n');
+  const body = (seed: number, n: number) => Buffer.from(Array.from({ length: n }, (_, i) => (i * 37 + seed) % 256)).toString('base64');
+  it.each([['clean lines', (b: string) => b.replace(/.{76}/g, '$&\n')], ['junk among them', junk], ['paddings mid-body', (b: string) => `${b.slice(0, 4000)}==\n${b.slice(4000).replace(/.{76}/g, '$&\n')}`]])(
+    'sizes base64 attachments with %s as postal-mime decodes them, LF or CRLF, in any chunking', async (_, lines) => {
+      for (const eol of ['\n', '\r\n']) {
+        const part = (name: string, data: string) => `--b\nContent-Type: application/octet-stream; name=${name}\nContent-Transfer-Encoding: base64\n\n${data}\n`;
+        const raw = Buffer.from(`From: a@b.example\nMIME-Version: 1.0\nContent-Type: multipart/mixed; boundary=b\n\n--b\n\ntext\n${
+          part('one.bin', lines(body(1, 30_000)))}${part('two.bin', lines(body(2, 777)))}--b--\n`.replace(/\n/g, eol));
+        const full = await PostalMime.parse(raw, { attachmentEncoding: 'arraybuffer' });
+        const expected = full.attachments.map((a) => ({ name: a.filename, size: (a.content as ArrayBuffer).byteLength, type: a.mimeType }));
+        expect(expected.map((a) => a.name)).toEqual(['one.bin', 'two.bin']);
+        for (const size of [7, 97, 4096, raw.length]) {
+          const chunks = Array.from({ length: Math.ceil(raw.length / size) }, (_, i) => raw.subarray(i * size, (i + 1) * size));
+          expect(mimeOutline(chunks).attachments).toEqual(expected);
+        }
+      }
+    });
+});
