@@ -511,7 +511,11 @@ async function byMessageId(viewer: Viewer, encoded: string): Promise<Reply> {
   let id;
   try { id = decodeURIComponent(encoded).replace(/^<(.*)>$/, '$1'); } catch { return notFound(viewer); }
   if (messageIds(`<${id}>`)[0] !== id) return notFound(viewer, 'That is not a Message-ID.');
-  const filings = new MessageIndex(viewer.store.state).filings(MessageIndex.key(id)).filter((f) => f.ticket > 0);
+  // The delivery keys a message by its ID, or by its whole Message-ID field when that is not one
+  // plain <id> once comments are set aside: "(1)" inside an ID reads as a comment, so
+  // <alert(1)@x> is filed under the key of "<alert(1)@x>".
+  const index = new MessageIndex(viewer.store.state);
+  const filings = [id, `<${id}>`].flatMap((name) => index.filings(MessageIndex.key(name))).filter((f) => f.ticket > 0);
   const places: Array<{ n: number; k: number | undefined }> = [];
   for (const { ticket, at } of filings) {
     if (places.some((p) => p.n === ticket)) continue;
