@@ -288,7 +288,8 @@ async function ticketPage(viewer: Viewer, n: number, pageParam: string | undefin
       const address = `${form.replace('N', String(n))}@${cfg.domain}`;
       const tag = cfg.tag.replace('N', String(n));
       const wanted = `${re ? 'Re: ' : ''}${subject.includes(tag) ? '' : `${tag} `}${subject}`;
-      return `mailto:${address}?subject=${encodeURIComponent(wanted)}`;
+      // The subject becomes a header of the maintainer's mail: without the controls and bidi overrides its text may hold.
+      return `mailto:${address}?subject=${encodeURIComponent(headerSafe(wanted, 300))}`;
     };
     const pageLinks = pages > 1 ? html`<p class="pages">${p > 1 ? html`<a rel="prev" href="${b}/${pageQuery(p - 1)}">Earlier messages</a>` : false}
 <span class="dim">Messages ${(p - 1) * TICKET_PAGE + 1}-${Math.min(ranges.length, p * TICKET_PAGE)} of ${ranges.length}</span>
