@@ -347,7 +347,9 @@ function mailText(text: string): Markup {
     const quoted = /^[ \t]*>/.test(lines[i]!);
     let j = i;
     while (j < lines.length && /^[ \t]*>/.test(lines[j]!) === quoted) j++;
-    const run = html`${lines.slice(i, j).map((line, at) => html`${at ? LINE_BREAK : ''}${textLine(line)}`)}`;
+    // The HTML parser drops a line break right after <pre>: a run that starts with an empty line
+    // (the one after a quote) gets one more, or that line would vanish.
+    const run = html`${lines[i] === '' ? LINE_BREAK : ''}${lines.slice(i, j).map((line, at) => html`${at ? LINE_BREAK : ''}${textLine(line)}`)}`;
     if (!quoted) blocks.push(html`<pre>${run}</pre>`);
     else if (j - i <= QUOTE_FOLD) blocks.push(html`<pre class="q">${run}</pre>`);
     else blocks.push(html`<details><summary>${j - i} quoted lines</summary><pre class="q">${run}</pre></details>`);
