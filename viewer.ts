@@ -288,7 +288,8 @@ async function ticketPage(viewer: Viewer, n: number, pageParam: string | undefin
       const address = `${form.replace('N', String(n))}@${cfg.domain}`;
       const tag = cfg.tag.replace('N', String(n));
       const wanted = `${re ? 'Re: ' : ''}${subject.includes(tag) ? '' : `${tag} `}${subject}`;
-      return `mailto:${address}?subject=${encodeURIComponent(wanted)}`;
+      // The subject becomes a header of the maintainer's mail: without the controls and bidi overrides its text may hold.
+      return `mailto:${address}?subject=${encodeURIComponent(headerSafe(wanted, 300))}`;
     };
     const pageLinks = pages > 1 ? html`<p class="pages">${p > 1 ? html`<a rel="prev" href="${b}/${pageQuery(p - 1)}">Earlier messages</a>` : false}
 <span class="dim">Messages ${(p - 1) * TICKET_PAGE + 1}-${Math.min(ranges.length, p * TICKET_PAGE)} of ${ranges.length}</span>
@@ -346,7 +347,9 @@ function mailText(text: string): Markup {
     const quoted = /^[ \t]*>/.test(lines[i]!);
     let j = i;
     while (j < lines.length && /^[ \t]*>/.test(lines[j]!) === quoted) j++;
-    const run = html`${lines.slice(i, j).map((line, at) => html`${at ? LINE_BREAK : ''}${textLine(line)}`)}`;
+    // The HTML parser drops a line break right after <pre>: a run that starts with an empty line
+    // (the one after a quote) gets one more, or that line would vanish.
+    const run = html`${lines[i] === '' ? LINE_BREAK : ''}${lines.slice(i, j).map((line, at) => html`${at ? LINE_BREAK : ''}${textLine(line)}`)}`;
     if (!quoted) blocks.push(html`<pre>${run}</pre>`);
     else if (j - i <= QUOTE_FOLD) blocks.push(html`<pre class="q">${run}</pre>`);
     else blocks.push(html`<details><summary>${j - i} quoted lines</summary><pre class="q">${run}</pre></details>`);
@@ -511,7 +514,11 @@ async function byMessageId(viewer: Viewer, encoded: string): Promise<Reply> {
   let id;
   try { id = decodeURIComponent(encoded).replace(/^<(.*)>$/, '$1'); } catch { return notFound(viewer); }
   if (messageIds(`<${id}>`)[0] !== id) return notFound(viewer, 'That is not a Message-ID.');
-  const filings = new MessageIndex(viewer.store.state).filings(MessageIndex.key(id)).filter((f) => f.ticket > 0);
+  // The delivery keys a message by its ID, or by its whole Message-ID field when that is not one
+  // plain <id> once comments are set aside: "(1)" inside an ID reads as a comment, so
+  // <alert(1)@x> is filed under the key of "<alert(1)@x>".
+  const index = new MessageIndex(viewer.store.state);
+  const filings = [id, `<${id}>`].flatMap((name) => index.filings(MessageIndex.key(name))).filter((f) => f.ticket > 0);
   const places: Array<{ n: number; k: number | undefined }> = [];
   for (const { ticket, at } of filings) {
     if (places.some((p) => p.n === ticket)) continue;
