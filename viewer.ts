@@ -846,11 +846,26 @@ export async function serve(cfg: Config, options: ServeOptions): Promise<void> {
 }
 
 /**
+ * Reads the request body CONTENT_LENGTH announces, and drops it: the viewer takes none. Unread,
+ * it turned the 405 to a POST into fcgiwrap's 502: fcgiwrap writes the whole body into our stdin
+ * before it reads a byte of the answer, and a body larger than the pipe never fits.
+ */
+async function dropBody(env: NodeJS.ProcessEnv): Promise<void> {
+  let left = Number(env.CONTENT_LENGTH);
+  if (!(left > 0)) return;
+  for await (const chunk of process.stdin) {
+    left -= (chunk as Buffer).length;
+    if (left <= 0) break;
+  }
+}
+
+/**
  * `ticket-mail cgi`: one request from the CGI environment (RFC 3875), answered on stdout. The
  * raw path is REQUEST_URI below SCRIPT_NAME when the server passes it (PATH_INFO is decoded:
  * "%2F" in a Message-ID would be a slash), else PATH_INFO. The web server authenticates.
  */
 export async function cgi(cfg: Config, env: NodeJS.ProcessEnv = process.env): Promise<void> {
+  await dropBody(env);
   const script = env.SCRIPT_NAME ?? '';
   const base = /^(\/[A-Za-z0-9._~-]+)*$/.test(script) ? script : '';
   const uri = env.REQUEST_URI;

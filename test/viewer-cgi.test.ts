@@ -66,10 +66,16 @@ function unitSettings(text: string): Map<string, string[]> {
 
 interface Answer { status: number; headers: Record<string, string>; body: Buffer; text: string }
 
-function http(base: string, path: string, options: { method?: string; headers?: Record<string, string>; body?: Buffer | string } = {}): Promise<Answer> {
+/**
+ * `body` as a string: sent with its Content-Length (Node's client sends a GET's without one, and
+ * the server reads it as the next request); as an array: in those chunks, Transfer-Encoding: chunked.
+ */
+function http(base: string, path: string, options: { method?: string; headers?: Record<string, string>; body?: string | string[] } = {}): Promise<Answer> {
   const url = new URL(base);
   return new Promise((done, failed) => {
-    const req = request({ host: url.hostname, port: url.port, path, method: options.method ?? 'GET', headers: options.headers }, (res) => {
+    const { body } = options;
+    const framing = typeof body === 'string' ? { 'Content-Length': String(Buffer.byteLength(body)) } : body ? { 'Transfer-Encoding': 'chunked' } : {};
+    const req = request({ host: url.hostname, port: url.port, path, method: options.method ?? 'GET', headers: { ...framing, ...options.headers } }, (res) => {
       const chunks: Buffer[] = [];
       res.on('data', (d: Buffer) => chunks.push(d));
       res.on('end', () => {
@@ -78,7 +84,12 @@ function http(base: string, path: string, options: { method?: string; headers?: 
       });
     });
     req.on('error', failed);
-    req.end(options.body);
+    if (Array.isArray(body)) {
+      for (const chunk of body) req.write(chunk);
+      req.end();
+    } else {
+      req.end(body);
+    }
   });
 }
 
@@ -255,7 +266,7 @@ describe.skipIf(!!cgiMissing || !isRoot)('the viewer as a CGI program under ngin
   });
 
   /** GET (or another method) of a path below the viewer's base, through nginx and as the same user's serve. */
-  const both = async (path: string, options: { method?: string; body?: string } = {}) => {
+  const both = async (path: string, options: { method?: string; body?: string | string[] } = {}) => {
     const cgiBase = new URL(cgi.url).pathname.replace(/\/$/, ''); // /tickets
     const [viaCgi, viaServe] = await Promise.all([
       http(cgi.url, `${cgiBase}${path}`, { ...options, headers: ALICE }),
@@ -379,6 +390,16 @@ describe.skipIf(!!cgiMissing || !isRoot)('the viewer as a CGI program under ngin
       expect(head.viaCgi.body.length).toBe(0);
       expect(head.viaCgi.headers['content-type']).toBe(get.viaCgi.headers['content-type']);
       expect(viewerHeaders(head.viaCgi)).toEqual(viewerHeaders(head.viaServe));
+    }
+  });
+
+  it('a request body more than a pipe holds (with a length, or chunked) is read and dropped: POST still gets 405 and GET its page, never fcgiwrap\'s 502', async () => {
+    const big = 'y'.repeat(256 * 1024); // fcgiwrap writes it all into the program's stdin before reading its answer
+    for (const [method, body, status] of [['POST', big, 405], ['POST', [big, big], 405], ['GET', big, 200], ['GET', [big], 200], ['DELETE', [big], 405]] as const) {
+      const { viaCgi, viaServe } = await both('/1/', { method, body: body as string | string[] });
+      expect(viaCgi.status, `${method} ${cgi.log()}`).toBe(status);
+      expect(viaServe.status).toBe(status);
+      expect(viaCgi.text.replaceAll('="/tickets/', '="/')).toBe(viaServe.text);
     }
   });
 
