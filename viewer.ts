@@ -187,7 +187,11 @@ export async function openTicket(store: Store, n: number): Promise<Snapshot | 'b
   for (let attempt = 0; attempt < 40; attempt++) {
     let opened: { fd: number; place: 'open' | 'archived' } | undefined;
     for (const place of ['open', 'archived', 'open'] as const) { // open, else archived, else it was reopened meanwhile
-      try { opened = { fd: openSync(store.ticketPath(n, place), fsc.O_RDONLY | fsc.O_NOFOLLOW), place }; break; } catch { /* not there */ }
+      try { opened = { fd: openSync(store.ticketPath(n, place), fsc.O_RDONLY | fsc.O_NOFOLLOW), place }; break; } catch (e) {
+        // Not there, or a symlink (never followed). Anything else (EACCES: the viewer runs as a
+        // user who may not read the tickets) is an error to say, not "there is no ticket N".
+        if (!['ENOENT', 'ENOTDIR', 'ELOOP'].includes((e as NodeJS.ErrnoException).code ?? '')) throw e;
+      }
     }
     if (!opened) return undefined;
     const { fd, place } = opened;

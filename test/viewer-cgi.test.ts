@@ -204,6 +204,7 @@ function tree(dir: string): Record<string, string> {
 
 describe.skipIf(!!cgiMissing || !isRoot)('the viewer as a CGI program under nginx and fcgiwrap, set up as doc/viewer.md says', () => {
   const USER = `tm-hcgi-${process.pid}`;
+  const OTHER = `tm-hcgi-${process.pid}-o`; // a user who does not own the tickets
   let root = '';
   let tickets = '';
   let before: Record<string, string> = {};
@@ -216,7 +217,7 @@ describe.skipIf(!!cgiMissing || !isRoot)('the viewer as a CGI program under ngin
   const id = (flag: string, user: string) => Number(sh(`id ${flag} ${user}`).stdout.trim());
 
   beforeAll(async () => {
-    for (const user of [USER]) {
+    for (const user of [USER, OTHER]) {
       const made = sh(`useradd --system --user-group --no-create-home --shell /usr/sbin/nologin ${user}`);
       expect(made.status, made.stderr).toBe(0);
     }
@@ -261,7 +262,7 @@ describe.skipIf(!!cgiMissing || !isRoot)('the viewer as a CGI program under ngin
 
   afterAll(async () => {
     for (const server of servers) await server.stop();
-    for (const user of [USER]) sh(`userdel ${user} 2>/dev/null`);
+    for (const user of [USER, OTHER]) sh(`userdel ${user} 2>/dev/null`);
     if (root) sh(`rm -rf ${root}`);
   });
 
@@ -456,6 +457,19 @@ describe.skipIf(!!cgiMissing || !isRoot)('the viewer as a CGI program under ngin
     const open = await startCgiServer(withOther({ ...recipe, fcgiwrapArgs: [] }));
     servers.push(open);
     expect((await http(open.url, '/other/')).text).toBe(`ran as ${USER}\n`);
+  });
+
+  it('fcgiwrap as a user who does not own the tickets: every page is a 500 that shows nothing of them (never "no ticket N"), the reason in the log', async () => {
+    const server = await startCgiServer({ ...recipe, runAs: OTHER });
+    servers.push(server);
+    for (const path of ['/', '/archived/', '/1/', '/2/', '/1/1/raw', '/1/mbox', '/1/mbox.gz', '/1/2/1/report.pdf', '/m/fire%2F1@customer.example', '/new.atom', '/1/new.atom']) {
+      const r = await http(server.url, `/tickets${path}`, { headers: ALICE });
+      expect(`${path} ${r.status}`, server.log()).toBe(`${path} 500`);
+      expect(r.headers).toMatchObject(SECURITY);
+      expect(r.text).toContain('Something went wrong');
+      expect(r.text).not.toMatch(/Printer on fire|Cannot log in|^From /m);
+    }
+    expect(server.log()).toMatch(new RegExp(`EACCES: permission denied, open '${tickets}/1'`));
   });
 
   it('read-only: after every request above, the tickets folder is as the deliveries left it (no write, no lock, no chmod), files 0600 and folders 0700', () => {
