@@ -873,9 +873,12 @@ export async function cgi(cfg: Config, env: NodeJS.ProcessEnv = process.env): Pr
   const script = env.SCRIPT_NAME ?? '';
   const base = /^(\/[A-Za-z0-9._~-]+)*$/.test(script) ? script : '';
   const uri = env.REQUEST_URI;
+  // Else PATH_INFO (no REQUEST_URI; a rewrite), or the base itself. An empty PATH_INFO with a
+  // REQUEST_URI elsewhere is not "/": nginx sets none when its split pattern fails (%0A in the path).
+  const pathInfo = uri === undefined || env.PATH_INFO || uri.split('?')[0] === script;
   const target = uri?.startsWith(`${script}/`) && script === base
     ? uri.slice(script.length)
-    : `${encodeURI(env.PATH_INFO || '/')}${env.QUERY_STRING ? `?${env.QUERY_STRING}` : ''}`;
+    : pathInfo ? `${encodeURI(env.PATH_INFO || '/')}${env.QUERY_STRING ? `?${env.QUERY_STRING}` : ''}` : '/\0';
   const viewer: Viewer = { store: new Store(cfg), base, access: { kind: 'web-server' } };
   const reply = await handle(viewer, { method: env.REQUEST_METHOD ?? 'GET', target, remoteUser: env.REMOTE_USER || undefined });
   const head = [`Status: ${reply.status} ${STATUS_TEXT[reply.status] ?? ''}`, ...Object.entries(reply.headers).map(([k, v]) => `${k}: ${v}`)];

@@ -375,6 +375,19 @@ describe.skipIf(!!cgiMissing || !isRoot)('the viewer as a CGI program under ngin
     expect((await http(cgi.url, '/tickets/m/fire-2@customer.example/', { headers: ALICE })).headers.location).toBe('/tickets/1/#2');
   });
 
+  it('what cgi routes when REQUEST_URI is not below SCRIPT_NAME: PATH_INFO (a rewrite), the base itself (Apache\'s ScriptAlias), else nothing', () => {
+    const status = (env: NodeJS.ProcessEnv) => {
+      const r = deliver(['--config', join(root, 'config.json'), 'cgi'], '', { REQUEST_METHOD: 'GET', REMOTE_USER: 'alice', ...env });
+      expect(r.status, r.stderr).toBe(0);
+      return r.stdout.split('\r\n')[0];
+    };
+    expect(status({ SCRIPT_NAME: '/tickets', REQUEST_URI: '/support/1/', PATH_INFO: '/1/' })).toBe('Status: 200 OK');
+    expect(status({ SCRIPT_NAME: '/tickets', REQUEST_URI: '/tickets' })).toBe('Status: 200 OK');
+    expect(status({ SCRIPT_NAME: '/tickets', REQUEST_URI: '/tickets?after=0-0', QUERY_STRING: 'after=0-0' })).toBe('Status: 200 OK');
+    // nginx on /tickets/%0a/: its split pattern failed, SCRIPT_NAME is the decoded path, PATH_INFO empty.
+    expect(status({ SCRIPT_NAME: '/tickets/\n/', REQUEST_URI: '/tickets/%0a/', PATH_INFO: '' })).toBe('Status: 404 Not Found');
+  });
+
   it('methods: POST, PUT and DELETE get 405; HEAD the GET\'s headers without a body', async () => {
     for (const [method, body] of [['POST', 'x=1'], ['PUT', ''], ['DELETE', '']] as const) {
       const { viaCgi, viaServe } = await both('/1/', { method, body });
@@ -413,6 +426,8 @@ describe.skipIf(!!cgiMissing || !isRoot)('the viewer as a CGI program under ngin
     ['/tickets/%2e%2e/config.json', 404], ['/tickets/1/%2e%2e/%2e%2e/config.json', 404],
     ['/tickets/..%2f..%2f..%2f..%2f..%2fetc/passwd', 400], ['/tickets/1/../../../../../etc/passwd', 400],
     ['/tickets/m/..%2f..%2f1', 404],
+    // A line break where nginx's split pattern wants "/": it sets no PATH_INFO, and SCRIPT_NAME is the whole decoded path.
+    ['/tickets/%0a/', 404], ['/tickets/%0A1/', 404], ['/tickets/1%0a/mbox', 404], ['/tickets/%0d%0a?after=0-0', 404], ['/tickets/1/%0a', 404],
   ];
   it.each(TRAVERSALS)('%s: %d, nothing of a ticket or of a file outside', async (path, status) => {
     const r = await http(cgi.url, path, { headers: ALICE });
