@@ -456,22 +456,22 @@ describe.skipIf(!!cgiMissing || !isRoot)('the viewer as a CGI program under ngin
     }
   });
 
-  it("fcgiwrap's -p runs the wrapper and nothing else; without it, any program a location names would run as the tickets user", async () => {
-    const other = join(root, 'other.cgi');
-    writeFileSync(other, '#!/bin/sh\nprintf "Status: 200 OK\\r\\nContent-Type: text/plain\\r\\n\\r\\nran as %s\\n" "$(id -un)"\n', { mode: 0o755 });
-    const withOther = (options: CgiOptions): CgiOptions => ({
+  it("fcgiwrap's -p runs the wrapper and nothing else; without it, whoever reaches the socket runs /bin/sh as the tickets user", async () => {
+    // Another location on the same socket stands for anything that can connect to it (www-data).
+    const withShell = (options: CgiOptions): CgiOptions => ({
       ...options,
-      location: (paths) => `${recipe.location!(paths)}location /other/ {\n  include /etc/nginx/fastcgi_params;\n  fastcgi_param SCRIPT_FILENAME ${other};\n  fastcgi_pass unix:${paths.socket};\n}\n`,
+      location: (paths) => `${recipe.location!(paths)}location /shell/ {\n  include /etc/nginx/fastcgi_params;\n  fastcgi_param SCRIPT_FILENAME /bin/sh;\n  fastcgi_pass unix:${paths.socket};\n}\n`,
     });
-    const restricted = await startCgiServer(withOther(recipe));
+    const commands = "printf 'Status: 200 OK\\r\\nContent-Type: text/plain\\r\\n\\r\\n'; id -un";
+    const restricted = await startCgiServer(withShell(recipe));
     servers.push(restricted);
-    const refused = await http(restricted.url, '/other/');
+    const refused = await http(restricted.url, '/shell/', { method: 'POST', body: commands });
     expect(refused.status).toBe(403);
     expect(refused.text).toBe('403 Forbidden\r\n'); // fcgiwrap's, as doc/viewer.md describes it
-    // The control: the same fcgiwrap without -p runs it.
-    const open = await startCgiServer(withOther({ ...recipe, fcgiwrapArgs: [] }));
+    // The control: the same fcgiwrap without -p runs the shell, with the request body as its script.
+    const open = await startCgiServer(withShell({ ...recipe, fcgiwrapArgs: [] }));
     servers.push(open);
-    expect((await http(open.url, '/other/')).text).toBe(`ran as ${USER}\n`);
+    expect((await http(open.url, '/shell/', { method: 'POST', body: commands })).text).toBe(`${USER}\n`);
   });
 
   it('fcgiwrap as a user who does not own the tickets: every page is a 500 that shows nothing of them (never "no ticket N"), the reason in the log', async () => {
