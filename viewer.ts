@@ -187,7 +187,11 @@ export async function openTicket(store: Store, n: number): Promise<Snapshot | 'b
   for (let attempt = 0; attempt < 40; attempt++) {
     let opened: { fd: number; place: 'open' | 'archived' } | undefined;
     for (const place of ['open', 'archived', 'open'] as const) { // open, else archived, else it was reopened meanwhile
-      try { opened = { fd: openSync(store.ticketPath(n, place), fsc.O_RDONLY | fsc.O_NOFOLLOW), place }; break; } catch { /* not there */ }
+      try { opened = { fd: openSync(store.ticketPath(n, place), fsc.O_RDONLY | fsc.O_NOFOLLOW), place }; break; } catch (e) {
+        // Not there, or a symlink (never followed). Anything else (EACCES: the viewer runs as a
+        // user who may not read the tickets) is an error to say, not "there is no ticket N".
+        if (!['ENOENT', 'ENOTDIR', 'ELOOP'].includes((e as NodeJS.ErrnoException).code ?? '')) throw e;
+      }
     }
     if (!opened) return undefined;
     const { fd, place } = opened;
@@ -853,17 +857,35 @@ export async function serve(cfg: Config, options: ServeOptions): Promise<void> {
 }
 
 /**
+ * Reads the request body CONTENT_LENGTH announces, and drops it: the viewer takes none. Unread,
+ * it turned the 405 to a POST into fcgiwrap's 502: fcgiwrap writes the whole body into our stdin
+ * before it reads a byte of the answer, and a body larger than the pipe never fits.
+ */
+async function dropBody(env: NodeJS.ProcessEnv): Promise<void> {
+  let left = Number(env.CONTENT_LENGTH);
+  if (!(left > 0)) return;
+  for await (const chunk of process.stdin) {
+    left -= (chunk as Buffer).length;
+    if (left <= 0) break;
+  }
+}
+
+/**
  * `ticket-mail cgi`: one request from the CGI environment (RFC 3875), answered on stdout. The
  * raw path is REQUEST_URI below SCRIPT_NAME when the server passes it (PATH_INFO is decoded:
  * "%2F" in a Message-ID would be a slash), else PATH_INFO. The web server authenticates.
  */
 export async function cgi(cfg: Config, env: NodeJS.ProcessEnv = process.env): Promise<void> {
+  await dropBody(env);
   const script = env.SCRIPT_NAME ?? '';
   const base = /^(\/[A-Za-z0-9._~-]+)*$/.test(script) ? script : '';
   const uri = env.REQUEST_URI;
+  // Else PATH_INFO (no REQUEST_URI; a rewrite), or the base itself. An empty PATH_INFO with a
+  // REQUEST_URI elsewhere is not "/": nginx sets none when its split pattern fails (%0A in the path).
+  const pathInfo = uri === undefined || env.PATH_INFO || uri.split('?')[0] === script;
   const target = uri?.startsWith(`${script}/`) && script === base
     ? uri.slice(script.length)
-    : `${encodeURI(env.PATH_INFO || '/')}${env.QUERY_STRING ? `?${env.QUERY_STRING}` : ''}`;
+    : pathInfo ? `${encodeURI(env.PATH_INFO || '/')}${env.QUERY_STRING ? `?${env.QUERY_STRING}` : ''}` : '/\0';
   const viewer: Viewer = { store: new Store(cfg), base, access: { kind: 'web-server' } };
   const reply = await handle(viewer, { method: env.REQUEST_METHOD ?? 'GET', target, remoteUser: env.REMOTE_USER || undefined });
   const head = [`Status: ${reply.status} ${STATUS_TEXT[reply.status] ?? ''}`, ...Object.entries(reply.headers).map(([k, v]) => `${k}: ${v}`)];

@@ -38,7 +38,7 @@ describe('packaging', () => {
     // The npm bin is dist/bin/ticket-mail.cjs with its modules beside it; dist/ticket-mail.cjs is
     // the same build in one file. Everything is bundled: installing fetches nothing more.
     expect(files).toEqual(['LICENSE', 'README.md', 'dist/bin/cac.js', 'dist/bin/core.js', 'dist/bin/mimetext.js',
-      'dist/bin/postal-mime-headers.js', 'dist/bin/postal-mime.js', 'dist/bin/ticket-mail.cjs', 'dist/bin/viewer.js', 'dist/ticket-mail.1', 'dist/ticket-mail.cjs', 'doc/internals.md', 'doc/mail.md', 'doc/performance.md', 'exim.conf.example', 'muttrc.example',
+      'dist/bin/postal-mime-headers.js', 'dist/bin/postal-mime.js', 'dist/bin/ticket-mail.cjs', 'dist/bin/viewer.js', 'dist/ticket-mail.1', 'dist/ticket-mail.cjs', 'doc/internals.md', 'doc/mail.md', 'doc/performance.md', 'doc/viewer.md', 'exim.conf.example', 'muttrc.example',
       'package.json', 'ticket.ts', 'viewer.ts']);
     expect(JSON.parse(readFileSync(join(ROOT, 'package.json'), 'utf8')).dependencies).toBeUndefined();
   });

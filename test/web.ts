@@ -86,6 +86,13 @@ export interface CgiOptions {
   users?: Record<string, string>;
   /** The OS user fcgiwrap, and so the program, runs as (default: the current user). */
   runAs?: string;
+  /** More fcgiwrap options, e.g. ['-p', script] (only that program may run). */
+  fcgiwrapArgs?: string[];
+  /**
+   * The location blocks in place of the built-in /tickets/ one (a recipe's own, as a site has
+   * it), given the paths of this instance's htpasswd file and fcgiwrap socket.
+   */
+  location?: (paths: { htpasswd: string; socket: string }) => string;
 }
 
 export interface CgiServer {
@@ -171,7 +178,7 @@ async function startFcgiwrap(fcgiwrap: string, dir: string, options: CgiOptions)
     const canRun = spawnSync(SETPRIV, [...as, '--', 'test', '-x', options.script], { env: { PATH: SYSTEM_PATH }, encoding: 'utf8' });
     if (canRun.status !== 0) throw new Error(`${options.runAs} cannot run ${options.script} (a parent folder closed to it? see readableCopies) ${canRun.stderr.trim()}`);
   }
-  const fcgi = run(fcgiwrap, ['-s', `unix:${socket}`], env, as);
+  const fcgi = run(fcgiwrap, ['-s', `unix:${socket}`, ...options.fcgiwrapArgs ?? []], env, as);
   try {
     await poll('fcgiwrap', fcgi, () => new Promise<true | undefined>((done) => {
       const probe = connect(socket, () => { probe.destroy(); done(true); });
@@ -199,7 +206,7 @@ async function startNginx(nginx: string, dir: string, socket: string, options: C
   const token = randomBytes(12).toString('hex');
   for (let attempt = 1; ; attempt++) {
     const port = await freePort();
-    writeFileSync(join(dir, 'nginx.conf'), nginxConf(dir, port, socket, token, options.script, users.length > 0));
+    writeFileSync(join(dir, 'nginx.conf'), nginxConf(dir, port, socket, token, options, users.length > 0));
     // -e: the log nginx opens before reading its config would be the machine's /var/log/nginx/error.log.
     const server = run(nginx, ['-p', `${dir}/`, '-c', join(dir, 'nginx.conf'), '-e', join(dir, 'error.log')], { PATH: SYSTEM_PATH });
     try {
@@ -215,8 +222,15 @@ async function startNginx(nginx: string, dir: string, socket: string, options: C
   }
 }
 
-function nginxConf(dir: string, port: number, socket: string, token: string, script: string, auth: boolean): string {
+function nginxConf(dir: string, port: number, socket: string, token: string, options: CgiOptions, auth: boolean): string {
   const isRoot = process.getuid?.() === 0;
+  const location = options.location?.({ htpasswd: join(dir, 'htpasswd'), socket }) ?? `location /tickets/ {
+${auth ? `  auth_basic "tickets";\n  auth_basic_user_file ${dir}/htpasswd;\n` : ''}  fastcgi_split_path_info ^(/tickets)(/.*)$;
+  include /etc/nginx/fastcgi_params;
+  fastcgi_param SCRIPT_FILENAME ${options.script};
+  fastcgi_param PATH_INFO $fastcgi_path_info;
+  fastcgi_pass unix:${socket};
+}`;
   return `# A private nginx for one test: every path below ${dir}.
 daemon off;
 master_process on;
@@ -235,13 +249,7 @@ http {
   server {
     listen 127.0.0.1:${port};
     location ^~ ${HARNESS_PATH} { return 200 '${token}'; }
-    location /tickets/ {
-${auth ? `      auth_basic "tickets";\n      auth_basic_user_file ${dir}/htpasswd;\n` : ''}      fastcgi_split_path_info ^(/tickets)(/.*)$;
-      include /etc/nginx/fastcgi_params;
-      fastcgi_param SCRIPT_FILENAME ${script};
-      fastcgi_param PATH_INFO $fastcgi_path_info;
-      fastcgi_pass unix:${socket};
-    }
+${location.replace(/^/gm, '    ')}
     location / { return 404; }
   }
 }
