@@ -341,12 +341,21 @@ export function addresses(value: string | undefined): readonly string[] {
  * field with no address is shown decoded, shortened. The parser would drop a control character
  * ("<a^[b@x>" would give "ab@x", an address the mail never named): each is U+FFFD to it.
  * `clean` makes each name and address one bounded line (headerSafe: controls and bidi gone).
+ * Encoded words are decoded after parsing, each a placeholder to the parser: a ";" or ":" in one
+ * is text, not the end of a group. Shown, a field is read to its first 4 KiB (the parser is
+ * super-linear on nested groups), up to a comma.
  */
 export function shownMailboxes(value: string | undefined, clean: (text: string, max: number) => string = headerSafe): string[] {
-  const bounded = (value ?? '').slice(0, MAX_ADDRESS_FIELD).replace(/\r?\n/g, ' ');
-  const shown = addressParser(bounded.replace(/[\x00-\x08\x0a-\x1f\x7f-\x9f]/g, '\ufffd'), { flatten: true }).flatMap((mailbox) => {
-    const address = 'address' in mailbox ? clean(mailbox.address ?? '', 254) : '';
-    const name = clean(decodeWords(mailbox.name ?? '').replace(/\ufffd/g, ' '), 60); // each control a space, as headerSafe makes it
+  const SHOWN_FIELD = 4096;
+  const whole = (value ?? '').replace(/\r?\n/g, ' ');
+  const bounded = whole.length <= SHOWN_FIELD ? whole : whole.slice(0, whole.lastIndexOf(',', SHOWN_FIELD) + 1 || SHOWN_FIELD);
+  const words: string[] = [];
+  const salt = Math.random().toString(36).slice(2, 10); // a placeholder the mail cannot write ahead
+  const placeholders = bounded.replace(/=\?[^?\s]+\?[bqBQ]\?[^?\s]*\?=/g, (word) => `ew${salt}x${words.push(word) - 1}x`);
+  const restored = (text: string) => text.replace(new RegExp(`ew${salt}x(\\d+)x`, 'g'), (_, i: string) => words[Number(i)]!);
+  const shown = addressParser(placeholders.replace(/[\x00-\x08\x0a-\x1f\x7f-\x9f]/g, '\ufffd'), { flatten: true }).flatMap((mailbox) => {
+    const address = 'address' in mailbox ? clean(restored(mailbox.address ?? ''), 254) : ''; // as written: never decoded
+    const name = clean(decodeWords(restored(mailbox.name ?? '')).replace(/\ufffd/g, ' '), 60); // each control a space, as headerSafe makes it
     return !address ? [] : name ? [`${name} <${address}>`] : [address];
   });
   return shown.length || !bounded.trim() ? shown : [clean(decodeWords(bounded), 80)];
@@ -786,12 +795,12 @@ export function* quoteChunks(chunks: Iterable<Buffer>): Generator<Buffer> {
 }
 
 /**
- * mboxrd un-quoting, streamed (the inverse of quoteChunks; chunks begin at a line start): every
- * line matching /^>+From / loses one '>'. A line's run of '>' is counted, not held, until what
- * follows it is known, so that a hostile line of a million '>' costs no memory.
+ * mboxrd un-quoting, streamed (the inverse of quoteChunks; the chunks begin at a line start, or
+ * within a line): every line matching /^>+From / loses one '>'. A line's run of '>' is counted,
+ * not held, until what follows it is known, so that a hostile line of a million '>' costs no memory.
  */
-export function* unquoteChunks(chunks: Iterable<Buffer>): Generator<Buffer> {
-  let lineStart = true;
+export function* unquoteChunks(chunks: Iterable<Buffer>, atLineStart = true): Generator<Buffer> {
+  let lineStart = atLineStart;
   let run = 0; // '>' seen at the start of the current line, not yet given out
   let held = Buffer.alloc(0); // after the run, a prefix of "From " cut by the chunk's end
   const gts = function* (n: number) { for (; n > 0; n -= 4096) yield Buffer.alloc(Math.min(n, 4096), 0x3e); };
@@ -833,8 +842,11 @@ export function* unquoteChunks(chunks: Iterable<Buffer>): Generator<Buffer> {
  */
 export class Message {
   static readonly IN_MEMORY = 1 << 20;
-  /** `spool`: the rest, bytes [start, start + size) of a file (an unlinked spool file, or a stored mbox). */
-  constructor(readonly first: Buffer, readonly spool?: { fd: number; start?: number; size: number; last: number }) {}
+  /**
+   * `spool`: the rest, bytes [start, start + size) of a file (an unlinked spool file, or a stored
+   * mbox: then `quoted`, mboxrd-quoted from a line start or from within a line).
+   */
+  constructor(readonly first: Buffer, readonly spool?: { fd: number; start?: number; size: number; last: number; quoted?: 'line-start' | 'mid-line' }) {}
   static of(bytes: Buffer): Message { return new Message(bytes); }
   get size(): number { return this.first.length + (this.spool?.size ?? 0); }
   get endsWithNewline(): boolean { return (this.spool ? this.spool.last : this.first[this.first.length - 1]) === LF; }
@@ -844,13 +856,17 @@ export class Message {
   *chunks(): Generator<Buffer> {
     if (this.first.length) yield this.first;
     if (!this.spool) return;
-    const buf = Buffer.allocUnsafe(Message.IN_MEMORY);
-    for (let pos = 0; pos < this.spool.size;) {
-      const got = readSync(this.spool.fd, buf, 0, Math.min(buf.length, this.spool.size - pos), (this.spool.start ?? 0) + pos);
-      if (got === 0) throw new Error('the spooled message was cut short');
-      yield buf.subarray(0, got);
-      pos += got;
-    }
+    const { fd, start = 0, size, quoted } = this.spool;
+    const stored = (function* () {
+      const buf = Buffer.allocUnsafe(Message.IN_MEMORY);
+      for (let pos = 0; pos < size;) {
+        const got = readSync(fd, buf, 0, Math.min(buf.length, size - pos), start + pos);
+        if (got === 0) throw new Error('the spooled message was cut short');
+        yield buf.subarray(0, got);
+        pos += got;
+      }
+    })();
+    yield* quoted ? unquoteChunks(stored, quoted === 'line-start') : stored;
   }
 }
 
@@ -1423,7 +1439,7 @@ export interface Outline {
   cut: boolean;                                   // text was left out: more is in the ticket
   attachments: Array<{ name: string; size: number; type: string }>;
   unlisted: number;                               // attachments past MAX_LISTED, counted only
-  kept?: { type: string; charset: string; bytes: Buffer }; // the attachment asked for, decoded
+  kept?: { type: string; charset: string };      // the attachment asked for (its bytes: outlineParts)
 }
 
 const MAX_LISTED = 100;
@@ -1449,7 +1465,7 @@ interface OutlinePart {
   type: string;
   charset: string;
   size: number;               // decoded bytes so far
-  kept?: Buffer[];            // the body as it came, when this is the attachment asked for
+  decoder?: BodyDecoder;      // when this is the attachment asked for
   run: number;                // base64 characters since the last padding
 }
 
@@ -1460,9 +1476,21 @@ interface OutlinePart {
  * decoding. Why not postal-mime on the whole message: it keeps two Blob parts per body line
  * (1.7 GB and seconds per MiB of empty lines), and parts, base64 paddings and nested messages
  * cost it likewise. Chunks may be views of a reused buffer: whatever is kept is copied.
- * `keep` asks for attachment number `keep` (from 1, in order, listed or not) decoded whole.
+ * More than MAX_PARTS parts (a flood of empty ones costs per part) end the reading of structure.
  */
-export function mimeOutline(chunks: Iterable<Buffer>, keep = 0): Outline {
+export function mimeOutline(chunks: Iterable<Buffer>): Outline {
+  const reading = outlineParts(chunks, 0);
+  for (;;) { const r = reading.next(); if (r.done) return r.value; }
+}
+
+const MAX_PARTS = 10_000;
+
+/**
+ * mimeOutline, giving out attachment number `keep` (from 1, in order, listed or not) decoded as
+ * it is read: at most one chunk's worth is held (a 100 MB attachment is streamed).
+ */
+export function* outlineParts(chunks: Iterable<Buffer>, keep: number): Generator<Buffer, Outline> {
+  const decoded: Buffer[] = []; // of the chunk being read
   const outline: Outline = { texts: [], cut: false, attachments: [], unlisted: 0 };
   // Each byte's class in base64 text: 1 data, 2 padding, 0 skipped (line ends, junk). Made here: start-up pays nothing.
   const base64Class = Uint8Array.from({ length: 256 }, (_, b) => (b === 0x3d ? 2 : /[A-Za-z0-9+/]/.test(String.fromCharCode(b)) ? 1 : 0));
@@ -1470,8 +1498,11 @@ export function mimeOutline(chunks: Iterable<Buffer>, keep = 0): Outline {
   let textBytes = 0;
   let textLines = 0;
   let attachmentCount = 0;
-  const newPart = (digest: boolean): OutlinePart =>
-    ({ head: [], headSize: 0, digest, body: 'skip', encoding: 'plain', name: '', type: '', charset: '', size: 0, run: 0 });
+  let parts = 0;
+  const newPart = (digest: boolean): OutlinePart => {
+    if (++parts === MAX_PARTS) { boundaries.length = 0; outline.cut = true; } // the rest is one part's body
+    return { head: [], headSize: 0, digest, body: 'skip', encoding: 'plain', name: '', type: '', charset: '', size: 0, run: 0 };
+  };
   let part = newPart(false);
   /** The header is read: what the part is, and how its body is read. */
   const startBody = () => {
@@ -1497,7 +1528,7 @@ export function mimeOutline(chunks: Iterable<Buffer>, keep = 0): Outline {
       part.body = 'attachment';
       part.type = type.value;
       part.charset = type.params.get('charset') ?? '';
-      if (++attachmentCount === keep) part.kept = [];
+      if (++attachmentCount === keep) part.decoder = bodyDecoder(part.encoding);
       part.name = headerSafe(decodeWords(mimeValue(field(head, 'content-disposition') ?? '').params.get('filename') || type.params.get('name') || ''), 100) ||
         type.value || 'unnamed';
     }
@@ -1506,7 +1537,7 @@ export function mimeOutline(chunks: Iterable<Buffer>, keep = 0): Outline {
     if (part.head) startBody();
     if (part.text) outline.texts.push({ html: part.text.html, bytes: Buffer.concat(part.text.pieces) });
     if (part.body !== 'attachment') return;
-    if (part.kept) outline.kept = { type: part.type, charset: part.charset, bytes: decodeBody(Buffer.concat(part.kept), part.encoding) };
+    if (part.decoder) { decoded.push(part.decoder.end()); outline.kept = { type: part.type, charset: part.charset }; }
     if (outline.attachments.length >= MAX_LISTED) outline.unlisted++;
     else outline.attachments.push({ name: part.name, size: part.size + (part.encoding === 'base64' ? base64Bytes(part.run) : 0), type: part.type });
   };
@@ -1574,7 +1605,7 @@ export function mimeOutline(chunks: Iterable<Buffer>, keep = 0): Outline {
       textBytes += bytes.length;
       if (end) textLines++;
     } else if (part.body === 'attachment') {
-      if (part.kept) part.kept.push(end ? Buffer.concat([buf.subarray(from, to), NEWLINE]) : Buffer.from(buf.subarray(from, to)));
+      if (part.decoder) decoded.push(part.decoder.push(buf.subarray(from, to), end));
       if (part.encoding === 'plain') part.size += length + (end ? 1 : 0);
       else if (part.encoding === 'base64') countBase64(buf, from, stop);
       else {
@@ -1597,7 +1628,7 @@ export function mimeOutline(chunks: Iterable<Buffer>, keep = 0): Outline {
       // Most of a large message is a base64 attachment: its whole lines up to the next one that
       // could be a boundary (one starting "-") are counted in one run, not line by line. Line
       // ends and CRs are no base64 characters, so the count is the same.
-      if (start && !carry.length && part.body === 'attachment' && part.encoding === 'base64' && !part.kept && chunk[at] !== 0x2d) {
+      if (start && !carry.length && part.body === 'attachment' && part.encoding === 'base64' && !part.decoder && chunk[at] !== 0x2d) {
         const dash = chunk.indexOf('\n-', at);
         const until = dash >= 0 ? dash + 1 : chunk.lastIndexOf(LF) + 1;
         if (until > at) { countBase64Lines(chunk, at, until); at = until; continue; }
@@ -1613,24 +1644,69 @@ export function mimeOutline(chunks: Iterable<Buffer>, keep = 0): Outline {
       start = true;
       at = nl + 1;
     }
+    for (const bytes of decoded.splice(0)) if (bytes.length) yield bytes;
   }
   if (carry.length || !start) piece(carry, 0, carry.length, start, true);
   endPart();
+  for (const bytes of decoded.splice(0)) if (bytes.length) yield bytes;
   return outline;
 }
 
 const NEWLINE = Buffer.from('\n');
 
+interface BodyDecoder {
+  /** One line of the body, or a piece of a longer one (`end`: the line ends here); gives what it decodes to so far. */
+  push(line: Buffer, end: boolean): Buffer;
+  end(): Buffer;
+}
+
 /**
- * A MIME body decoded from its transfer encoding (as postal-mime decodes it: junk in base64
- * skipped). Its last line break is the boundary's (RFC 2046), not the content's.
+ * A MIME body decoded from its transfer encoding as it is read, as postal-mime decodes it (junk
+ * in base64 skipped, each padded run decoded on its own). Its last line break is the boundary's
+ * (RFC 2046), not the content's: a line break is given out only once more follows it.
  */
-function decodeBody(raw: Buffer, encoding: OutlinePart['encoding']): Buffer {
-  const body = raw.subarray(0, raw.length - (raw.at(-1) === LF ? (raw.at(-2) === 0x0d ? 2 : 1) : 0));
-  if (encoding === 'base64') return Buffer.from(body.toString('latin1'), 'base64');
-  if (encoding === 'plain') return body;
-  return Buffer.from(body.toString('latin1').replace(/[ \t]*\r?\n/g, '\n').replace(/=\n/g, '')
-    .replace(/=([0-9A-Fa-f]{2})/g, (_, hex: string) => String.fromCharCode(parseInt(hex, 16))), 'latin1');
+function bodyDecoder(encoding: OutlinePart['encoding']): BodyDecoder {
+  if (encoding === 'base64') {
+    let carry = ''; // base64 characters of an unfinished quartet
+    return {
+      push(line) {
+        const text = carry + line.toString('latin1').replace(/[^A-Za-z0-9+/=]+/g, '');
+        const whole = text.length - (text.length % 4);
+        carry = text.slice(whole);
+        const out: Buffer[] = [];
+        let from = 0;
+        for (let eq = text.indexOf('='); eq >= 0 && eq < whole; eq = text.indexOf('=', from)) { // a padding ends a run
+          const end = eq - (eq % 4) + 4;
+          out.push(Buffer.from(text.slice(from, end), 'base64'));
+          from = end;
+        }
+        out.push(Buffer.from(text.slice(from, whole), 'base64'));
+        return Buffer.concat(out);
+      },
+      end: () => Buffer.from(carry, 'base64'),
+    };
+  }
+  let lineBreak: Buffer = Buffer.alloc(0); // held until more follows it
+  const hex = (h: string) => String.fromCharCode(parseInt(h, 16));
+  return {
+    push(line, end) {
+      let text = line;
+      let eol = end ? NEWLINE : Buffer.alloc(0);
+      if (encoding === 'quoted-printable') {
+        const latin1 = line.toString('latin1').replace(/[ \t\r]+$/, end ? '' : '$&');
+        const soft = end && latin1.endsWith('=');
+        text = Buffer.from((soft ? latin1.slice(0, -1) : latin1).replace(/=([0-9A-Fa-f]{2})/g, (_, h: string) => hex(h)), 'latin1');
+        if (soft) eol = Buffer.alloc(0);
+      } else if (end && line.at(-1) === 0x0d) { // plain: a CR before the line's end is the line break's
+        text = line.subarray(0, -1);
+        eol = Buffer.from('\r\n');
+      }
+      const out = Buffer.concat([lineBreak, text]);
+      lineBreak = eol;
+      return out;
+    },
+    end: () => Buffer.alloc(0),
+  };
 }
 
 /** RFC 5322 date in UTC, e.g. "Sat, 28 Nov 2026 04:00:57 +0000". */
@@ -2829,21 +2905,24 @@ function ticketEntry(path: string, cached: CacheEntry | undefined): CacheEntry |
 
 /** Where each record of an mbox starts: at 0 and after every LF followed by "From ", in bytes [0, size). */
 export function mboxStarts(fd: number, size: number): number[] {
-  const starts = [0];
+  const first = Buffer.alloc(Math.min(5, size));
+  readSync(fd, first, 0, first.length, 0);
+  // Bytes before the first "From " line (a file another program wrote oddly) are no record.
+  const starts = first.equals(FROM_) ? [0] : [-1];
   for (const { bytes, pos } of fileRange(fd, 0, size, 6)) {
     for (let i = bytes.indexOf('\nFrom '); i >= 0; i = bytes.indexOf('\nFrom ', i + 1)) {
       if (pos + i + 1 > starts.at(-1)!) starts.push(pos + i + 1);
     }
   }
-  return starts;
+  return starts[0] === -1 ? starts.slice(1) : starts;
 }
 
 /**
  * The record in bytes [start, end) of an mbox we wrote, in bounded memory: a Message whose first
- * MiB (to a line's end) is un-quoted in memory and whose rest stays in the file as stored
- * (mboxrd-quoted: what a summary reads of it, the MIME structure and base64, is the same;
- * unquoteChunks gives the bytes that came in). Undefined for what is no record (the start of a
- * file another program wrote oddly). Valid while the fd is open.
+ * MiB (to a line's end) is un-quoted in memory and whose rest is read from the file and un-quoted
+ * as it is read: its chunks are the bytes that came in. Undefined for what is no record. The
+ * blank line that ends a record is the mbox's, not the message's; a last record another program
+ * wrote without one loses nothing. Valid while the fd is open.
  */
 export function mboxRecordAt(fd: number, start: number, end: number): { note: string; message: Message } | undefined {
   const head = Buffer.alloc(Math.min(end - start, Message.IN_MEMORY + 4096));
@@ -2854,7 +2933,10 @@ export function mboxRecordAt(fd: number, start: number, end: number): { note: st
   const noteEnd = ours ? head.indexOf(LF, afterFromLine) + 1 : afterFromLine;
   if (afterFromLine === 0 || noteEnd === 0) return undefined;
   const note = head.toString('latin1', afterFromLine + OUR_HEADER.length + 2, noteEnd - 1);
-  const bodyEnd = end - 1 - (note.endsWith('; no-final-newline') ? 1 : 0);
+  const ending = Buffer.alloc(2);
+  readSync(fd, ending, 0, 2, Math.max(start, end - 2));
+  const separator = ending[0] === LF && ending[1] === LF ? 1 : 0;
+  const bodyEnd = end - separator - (separator && note.endsWith('; no-final-newline') ? 1 : 0);
   const bodyStart = start + noteEnd;
   const inMemory = Math.min(bodyEnd - bodyStart, Message.IN_MEMORY);
   let cut = inMemory; // to a line's end, so that un-quoting sees whole lines
@@ -2866,7 +2948,8 @@ export function mboxRecordAt(fd: number, start: number, end: number): { note: st
   const rest = bodyEnd - bodyStart - cut;
   const last = Buffer.alloc(1);
   if (rest > 0) readSync(fd, last, 0, 1, bodyEnd - 1);
-  return { note: note.replace(/; no-final-newline$/, ''), message: new Message(first, rest > 0 ? { fd, start: bodyStart + cut, size: rest, last: last[0]! } : undefined) };
+  const quoted = head[noteEnd + cut - 1] === LF ? 'line-start' : 'mid-line'; // where the rest begins
+  return { note: note.replace(/; no-final-newline$/, ''), message: new Message(first, rest > 0 ? { fd, start: bodyStart + cut, size: rest, last: last[0]!, quoted } : undefined) };
 }
 
 /** The messages of an mbox we wrote, one at a time (mboxRecordAt); each is valid until the next is taken. */

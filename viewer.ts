@@ -22,8 +22,8 @@ import { closeSync, fstatSync, openSync, readFileSync, readSync, statSync, const
 import type { IncomingMessage, ServerResponse } from 'node:http';
 import {
   type Config, type Message, type TicketRow, MessageIndex, Store, decodedSubject, field, headEnd, headerSafe, listTickets,
-  mboxRecordAt, mboxStarts, messageIds, messageText, mimeOutline, mimeValue, parseHead, parseTicketNumber, shownMailboxes,
-  unquoteChunks, visible,
+  mboxRecordAt, mboxStarts, messageIds, messageText, mimeValue, outlineParts, parseHead, parseTicketNumber, shownMailboxes,
+  visible,
 } from './ticket.ts';
 
 declare global { interface String { toWellFormed(): string } } // ES2024; Node 20 and Bun have it
@@ -445,8 +445,7 @@ function rawMessage(viewer: Viewer, n: number, k: number): Promise<Reply> {
       'Content-Type': `text/plain${checkedCharset(messageCharset(recordHead(message).head))}`,
       'Content-Disposition': `inline; filename="ticket-${n}-message-${k}.eml.txt"`,
     },
-    // The first MiB is un-quoted already; the rest is read from the file as stored.
-    body: copied((function* () { yield message.first; if (message.spool) yield* unquoteChunks(message.skip(message.first.length).chunks()); })()),
+    body: copied(message.chunks()),
   }));
 }
 
@@ -472,15 +471,21 @@ async function ticketMbox(viewer: Viewer, n: number, gzip: boolean): Promise<Rep
       'Content-Disposition': `attachment; filename="ticket-${n}.mbox${gzip ? '.gz' : ''}"`,
       ...(gzip ? {} : { 'Content-Length': String(snap.size) }),
     },
-    body: gzip ? await gzipped(stream) : stream,
+    body: gzip ? gzipped(stream) : stream,
     release: () => closeSync(snap.fd),
   };
 }
 
-/** node:stream and node:zlib are loaded only for a gzipped download (every CGI request would pay for them). */
-async function gzipped(stream: AsyncIterable<Buffer>): Promise<AsyncIterable<Buffer>> {
-  const [{ Readable }, { createGzip }] = await Promise.all([import('node:stream'), import('node:zlib')]);
-  return Readable.from(stream).pipe(createGzip());
+/**
+ * A body gzipped as it is read. Nothing starts before the first read (a HEAD request reads
+ * none, and its ticket is closed at once); a reader that stops early stops the source.
+ * node:stream and node:zlib are loaded only here (every CGI request would pay for them).
+ */
+async function* gzipped(stream: AsyncIterable<Buffer>): AsyncGenerator<Buffer> {
+  const [{ Readable, pipeline }, { createGzip }] = await Promise.all([import('node:stream'), import('node:zlib')]);
+  const gzip = createGzip();
+  pipeline(Readable.from(stream), gzip, () => { /* an error ends the reading below */ });
+  yield* gzip;
 }
 
 /**
@@ -490,7 +495,12 @@ async function gzipped(stream: AsyncIterable<Buffer>): Promise<AsyncIterable<Buf
  */
 function attachment(viewer: Viewer, n: number, k: number, a: number): Promise<Reply> {
   return withRecord(viewer, n, k, (message) => {
-    const outline = mimeOutline(message.chunks(), a);
+    // Read once for its type and size (the response's headers), then again as it is sent.
+    let length = 0;
+    const reading = outlineParts(message.chunks(), a);
+    let read;
+    while (!(read = reading.next()).done) length += read.value.length;
+    const outline = read.value;
     const kept = outline.kept;
     const listed = outline.attachments[a - 1];
     if (!kept) return notFound(viewer, `Message ${k} of ticket ${n} has no attachment ${a}.`);
@@ -502,9 +512,9 @@ function attachment(viewer: Viewer, n: number, k: number, a: number): Promise<Re
       headers: {
         'Content-Type': text ? `text/plain${checkedCharset(kept.charset)}` : 'application/octet-stream',
         'Content-Disposition': disposition(text ? 'inline' : 'attachment', name, fallback),
-        'Content-Length': String(kept.bytes.length),
+        'Content-Length': String(length),
       },
-      body: kept.bytes,
+      body: (async function* () { yield* outlineParts(message.chunks(), a); })(),
     };
   });
 }
