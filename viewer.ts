@@ -17,7 +17,7 @@
  *   appended under a lock is left out until it is complete.
  * It reuses ticket.ts's readers (mbox records, the list cache, MIME outline and text, the index).
  */
-import { createHash, randomBytes, scryptSync, timingSafeEqual } from 'node:crypto';
+import { createHash, randomBytes, scrypt, scryptSync, timingSafeEqual } from 'node:crypto';
 import { closeSync, fstatSync, openSync, readFileSync, readSync, statSync, constants as fsc } from 'node:fs';
 import type { IncomingMessage, ServerResponse } from 'node:http';
 import {
@@ -38,7 +38,10 @@ export interface Request {
   host?: string;               // the Host header (serve mode checks it)
   authorization?: string;
   cookie?: string;
-  remoteUser?: string;         // CGI: who the web server authenticated
+  remoteUser?: string;         // CGI: who the web server authenticated (with AUTH_TYPE set: see cgi())
+  fetchSite?: string;          // Sec-Fetch-Site, Sec-Fetch-Mode: who asks, and how (the browser says)
+  fetchMode?: string;
+  peerUid?: number;            // serve on loopback: the account that opened the connection
 }
 
 export type Body = string | Buffer | AsyncIterable<Buffer | string>;
@@ -47,7 +50,7 @@ export interface Reply { status: number; headers: Record<string, string>; body?:
 
 /** Who may read (checked once, before routing: the feed and the mbox included). */
 export type Access =
-  | { kind: 'loopback' }                                   // serve on 127.0.0.1 without secrets: the Host check guards it
+  | { kind: 'loopback'; uids: Set<number> }               // serve on 127.0.0.1 without secrets: only these accounts (and the Host check)
   | { kind: 'web-server' }                                 // cgi: the web server authenticates (REMOTE_USER)
   | { kind: 'secrets'; token?: Buffer; users?: Map<string, PasswordHash> };
 
@@ -321,7 +324,8 @@ async function messageArticle(viewer: Viewer, n: number, k: number, message: Mes
   let files: Markup = html``;
   try {
     const { text, cut, attachments, unlisted } = await messageText(message);
-    body = html`${mailText(text)}${cut ? html`<p class="dim">The rest of the text is in the <a href="${viewer.base}/${n}/${k}/raw">raw message</a>.</p>` : false}`;
+    const { shown, cut: long } = mailText(text);
+    body = html`${shown}${cut || long ? html`<p class="dim">The rest of the text is in the <a href="${viewer.base}/${n}/${k}/raw">raw message</a>.</p>` : false}`;
     if (attachments.length) {
       files = html`<ul class="files">${attachments.map((a, i) => html`<li><a href="${viewer.base}/${n}/${k}/${i + 1}/${linkName(a.name)}">${mailValue(a.name)}</a> <span class="dim">(${mailValue(a.type)}, ${size(a.size)})</span></li>`)}${unlisted ? html`<li class="dim">and ${unlisted} more (in the raw message)</li>` : false}</ul>`;
     }
@@ -342,24 +346,39 @@ const size = (bytes: number) => (bytes < 1024 ? `${bytes} bytes` : bytes < 1 << 
 
 /**
  * A message's text: <pre> runs, quoted runs (lines starting ">") styled, and long ones folded in
- * <details> (no script needed). Each line's URLs linked.
+ * <details> (no script needed). Each line's URLs linked. At most SHOWN_TEXT characters of markup:
+ * a control shown as "&lt;U+0085&gt;" is 14 of them, and 200 messages of those made 167 MB of page.
  */
-function mailText(text: string): Markup {
+const SHOWN_TEXT = 64 * 1024;
+const LINE_PIECE = 2048; // a long line is rendered (and counted) a piece at a time
+function mailText(text: string): { shown: Markup; cut: boolean } {
   const lines = text.split('\n');
   const blocks: Markup[] = [];
+  let size = 0;
   for (let i = 0; i < lines.length;) {
     const quoted = /^[ \t]*>/.test(lines[i]!);
+    const shownLines: Markup[] = [];
     let j = i;
-    while (j < lines.length && /^[ \t]*>/.test(lines[j]!) === quoted) j++;
+    for (; j < lines.length && /^[ \t]*>/.test(lines[j]!) === quoted && size <= SHOWN_TEXT; j++) {
+      const line = lines[j]!;
+      let rendered = '';
+      for (let at = 0; at === 0 || (at < line.length && size <= SHOWN_TEXT); at += LINE_PIECE) {
+        const piece = textLine(line.slice(at, at + LINE_PIECE)).text;
+        rendered += piece;
+        size += piece.length + 1;
+      }
+      shownLines.push(new Markup(rendered));
+    }
     // The HTML parser drops a line break right after <pre>: a run that starts with an empty line
     // (the one after a quote) gets one more, or that line would vanish.
-    const run = html`${lines[i] === '' ? LINE_BREAK : ''}${lines.slice(i, j).map((line, at) => html`${at ? LINE_BREAK : ''}${textLine(line)}`)}`;
+    const run = html`${lines[i] === '' ? LINE_BREAK : ''}${shownLines.map((line, at) => html`${at ? LINE_BREAK : ''}${line}`)}`;
     if (!quoted) blocks.push(html`<pre>${run}</pre>`);
     else if (j - i <= QUOTE_FOLD) blocks.push(html`<pre class="q">${run}</pre>`);
     else blocks.push(html`<details><summary>${j - i} quoted lines</summary><pre class="q">${run}</pre></details>`);
+    if (size > SHOWN_TEXT) return { shown: html`${blocks}`, cut: j < lines.length };
     i = j;
   }
-  return html`${blocks}`;
+  return { shown: html`${blocks}`, cut: false };
 }
 
 /**
@@ -454,11 +473,23 @@ async function ticketMbox(viewer: Viewer, n: number, gzip: boolean): Promise<Rep
   const snap = await openTicket(viewer.store, n);
   if (snap === 'busy') return busy(viewer);
   if (!snap) return notFound(viewer, `There is no ticket ${n}.`);
+  // Appends leave what is sent alone; a rewrite in place (mutt's, under its lock) would mix two
+  // files: each piece is sent only while the file still holds what it held (its last 64 bytes
+  // before the snapshot's end unchanged, no other program's lock), else the download fails.
+  const lastBytes = () => { const b = Buffer.alloc(Math.min(64, snap.size)); readSync(snap.fd, b, 0, b.length, snap.size - b.length); return b; };
+  const held = { ctime: fstatSync(snap.fd).ctimeMs, last: lastBytes() };
+  const lockPath = `${viewer.store.ticketPath(n, snap.place)}.lock`;
+  const unchanged = () => {
+    const st = fstatSync(snap.fd);
+    if (st.ctimeMs === held.ctime) return true;
+    return st.size >= snap.size && lastBytes().equals(held.last) && lockState(lockPath, '', viewer.store.cfg.staleLock).holder !== 'other';
+  };
   const bytes = (function* () {
     const buf = Buffer.allocUnsafe(1 << 20);
     for (let pos = 0; pos < snap.size;) {
       const got = readSync(snap.fd, buf, 0, Math.min(buf.length, snap.size - pos), pos);
       if (got === 0) return;
+      if (!unchanged()) throw new Error(`ticket ${n} was rewritten during its download: the download is cut off`);
       yield buf.subarray(0, got);
       pos += got;
     }
@@ -539,7 +570,15 @@ async function byMessageId(viewer: Viewer, encoded: string): Promise<Reply> {
     const snap = await openTicket(viewer.store, ticket);
     if (!snap || snap === 'busy') { if (snap === 'busy') places.push({ n: ticket, k: undefined }); continue; }
     try {
-      const k = at === undefined ? -1 : mboxStarts(snap.fd, snap.size).indexOf(at);
+      // The index's offset is where the message was filed; mutt may have rewritten the file since
+      // (a message deleted before it): the record there must still hold the ID, else it is looked for.
+      const ranges = recordRanges(snap);
+      const holds = (i: number) => {
+        const record = mboxRecordAt(snap.fd, ranges[i]!.start, ranges[i]!.end);
+        return record !== undefined && messageIds(field(recordHead(record.message).head, 'message-id'))[0] === id;
+      };
+      const filed = at === undefined ? -1 : ranges.findIndex((r) => r.start === at);
+      const k = filed >= 0 && holds(filed) ? filed : ranges.findIndex((_, i) => holds(i));
       places.push({ n: ticket, k: k < 0 ? undefined : k + 1 });
     } finally { closeSync(snap.fd); }
   }
@@ -679,50 +718,75 @@ const digest = (text: string | Buffer) => createHash('sha256').update(text).dige
 /** Equal, in time that tells nothing of where they differ (both are hashed to one length first). */
 const sameSecret = (a: string | Buffer, b: Buffer) => timingSafeEqual(digest(a), digest(b));
 
-/** The cookie a token is exchanged for: derived from the token, so the cookie is not the token. */
 const COOKIE = 'ticket_mail';
-const cookieValue = (token: Buffer) => createHash('sha256').update('ticket-mail cookie ').update(token).digest('hex');
 
-/** Basic credentials checked, each distinct header once per process (scrypt costs ~100 ms on purpose). */
-const verified = new Map<string, boolean>();
-function basicUser(users: Map<string, PasswordHash>, authorization: string): boolean {
+/**
+ * Basic credentials checked, each distinct header once per process. scrypt costs ~100 ms on
+ * purpose: it runs off the event loop (a stranger's guesses must not stall other readers), two
+ * at a time, and an unknown name costs the same as a known one.
+ */
+const verified = new Map<string, Promise<boolean>>();
+let checking = Promise.resolve();
+function basicUser(users: Map<string, PasswordHash>, authorization: string): Promise<boolean> {
   const key = digest(authorization).toString('hex');
   const known = verified.get(key);
-  if (known !== undefined) return known;
+  if (known) return known;
   const decoded = Buffer.from(authorization.slice(6).trim(), 'base64').toString('utf8');
   const colon = decoded.indexOf(':');
   const user = colon > 0 ? users.get(decoded.slice(0, colon)) : undefined;
-  const password = decoded.slice(colon + 1);
-  const hash = user ?? { ...SCRYPT, salt: Buffer.alloc(16), hash: Buffer.alloc(32) }; // an unknown name costs the same
-  let ok = false;
-  try { ok = timingSafeEqual(scryptSync(password, hash.salt, hash.hash.length, { N: hash.N, r: hash.r, p: hash.p, maxmem: 256 << 20 }), hash.hash) && !!user; } catch { ok = false; }
+  const hash = user ?? { ...SCRYPT, salt: Buffer.alloc(16), hash: Buffer.alloc(32) };
+  const check = checking.then(() => new Promise<boolean>((done) => {
+    scrypt(decoded.slice(colon + 1), hash.salt, hash.hash.length, { N: hash.N, r: hash.r, p: hash.p, maxmem: 256 << 20 },
+      (error, derived) => done(!error && timingSafeEqual(derived, hash.hash) && user !== undefined));
+  }));
+  checking = check.then(() => undefined); // one at a time: a flood of guesses queues, the rest of serve goes on
   if (verified.size > 1000) verified.clear();
-  verified.set(key, ok);
-  return ok;
+  verified.set(key, check);
+  return check;
 }
 
+/**
+ * Sessions the token was exchanged for: random, kept in memory, each for SESSION_SECONDS (the
+ * cookie is no second token: cookies ignore ports, so every service on the host name gets it).
+ */
+const SESSION_SECONDS = 12 * 3600;
+const sessions = new Map<string, number>(); // sha256 of the value -> when it expires
+function newSession(): string {
+  const value = randomBytes(32).toString('hex');
+  if (sessions.size >= 1000) sessions.delete(sessions.keys().next().value!); // the oldest
+  sessions.set(digest(value).toString('hex'), Date.now() + SESSION_SECONDS * 1000);
+  return value;
+}
+const validSession = (value: string) => (sessions.get(digest(value).toString('hex')) ?? 0) > Date.now();
+
 /** undefined: may read; else the reply that refuses. */
-function refusal(viewer: Viewer, req: Request, path: string, query: URLSearchParams): Reply | undefined {
+async function refusal(viewer: Viewer, req: Request, path: string, query: URLSearchParams): Promise<Reply | undefined> {
   const { access } = viewer;
-  if (access.kind === 'loopback') return undefined;
+  if (access.kind === 'loopback') {
+    // 127.0.0.1 is open to every account on the machine: only ours and root's may read (the
+    // tickets are 0600). A forwarded connection (ssh -L) comes from another account: a token then.
+    if (req.peerUid !== undefined && access.uids.has(req.peerUid)) return undefined;
+    return page(viewer, 'Forbidden', html`<h1>Forbidden</h1><p>This connection comes from another account on the server. Start the viewer with --token-file (or --users) to read it from there.</p>`, 403);
+  }
   if (access.kind === 'web-server') {
-    return req.remoteUser ? undefined : page(viewer, 'Forbidden', html`<h1>Forbidden</h1><p>The web server must authenticate the reader (REMOTE_USER is not set): see the README's CGI recipe.</p>`, 403);
+    return req.remoteUser ? undefined : page(viewer, 'Forbidden', html`<h1>Forbidden</h1><p>The web server must authenticate the reader (REMOTE_USER and AUTH_TYPE are not set): see the CGI recipe in doc/viewer.md.</p>`, 403);
   }
   const auth = req.authorization ?? '';
   if (access.token && /^Bearer /i.test(auth) && sameSecret(auth.slice(7).trim(), access.token)) return undefined;
-  if (access.users && /^Basic /i.test(auth) && basicUser(access.users, auth)) return undefined;
+  if (access.users && /^Basic /i.test(auth) && await basicUser(access.users, auth)) return undefined;
   const cookie = /(?:^|;\s*)ticket_mail=([0-9a-f]{64})(?:;|$)/.exec(req.cookie ?? '')?.[1];
-  if (access.token && cookie && sameSecret(cookie, Buffer.from(cookieValue(access.token)))) return undefined;
+  if (access.token && cookie && validSession(cookie)) return undefined;
   const offered = query.get('token');
   if (access.token && offered !== null && sameSecret(offered, access.token)) {
-    // Exchanged once for a cookie, and the URL that held it replaced: it stays in no history or log.
+    // Exchanged once for a session cookie, and the URL that held it replaced: it stays in no
+    // history or log. The redirect stays on this site: "//evil.example/" is a path of one slash.
     query.delete('token');
     const rest = query.toString();
     return {
       status: 303,
       headers: {
-        Location: `${viewer.base}${path}${rest ? `?${rest}` : ''}`,
-        'Set-Cookie': `${COOKIE}=${cookieValue(access.token)}; Path=${viewer.base || '/'}; HttpOnly; SameSite=Strict`,
+        Location: `${viewer.base}${path.replace(/^[/\\]+/, '/')}${rest ? `?${rest}` : ''}`,
+        'Set-Cookie': `${COOKIE}=${newSession()}; Path=${viewer.base || '/'}; Max-Age=${SESSION_SECONDS}; HttpOnly; SameSite=Strict`,
       },
     };
   }
@@ -781,7 +845,12 @@ async function answer(viewer: Viewer, req: Request): Promise<Reply> {
   const q = req.target.indexOf('?');
   const path = q < 0 ? req.target : req.target.slice(0, q);
   const query = new URLSearchParams(q < 0 ? '' : req.target.slice(q + 1));
-  const refused = refusal(viewer, req, path, query);
+  // Another site's page may make the browser ask (an <img>, a HEAD fetch): only a reader's own
+  // navigation comes from elsewhere. The browser says which (Sec-Fetch-*); older ones say nothing.
+  if (req.fetchSite && !['same-origin', 'none'].includes(req.fetchSite) && req.fetchMode !== 'navigate') {
+    return page(viewer, 'Forbidden', html`<h1>Forbidden</h1><p>Another site asked for this page.</p>`, 403);
+  }
+  const refused = await refusal(viewer, req, path, query);
   if (refused) return refused;
   for (const [pattern, route] of ROUTES) {
     const m = pattern.exec(path);
@@ -813,6 +882,26 @@ async function writeBody(out: NodeJS.WritableStream & { destroyed?: boolean }, r
   } finally { reply.release?.(); }
 }
 
+/**
+ * The account that opened a TCP connection to us over loopback, from the kernel's socket table
+ * (/proc/net/tcp and tcp6: the client's end has its port as local, ours as remote). Undefined
+ * where there is none to read: then only a secret lets anyone in.
+ */
+function loopbackPeerUid(clientPort: number | undefined, ourPort: number | undefined): number | undefined {
+  if (!clientPort || !ourPort) return undefined;
+  const hex = (port: number) => port.toString(16).toUpperCase().padStart(4, '0');
+  const [local, remote] = [`:${hex(clientPort)}`, `:${hex(ourPort)}`];
+  for (const table of ['/proc/net/tcp', '/proc/net/tcp6']) {
+    let text = '';
+    try { text = readFileSync(table, 'latin1'); } catch { continue; }
+    for (const line of text.split('\n').slice(1)) {
+      const fields = line.trim().split(/\s+/);
+      if (fields[1]?.endsWith(local) && fields[2]?.endsWith(remote)) return Number(fields[7]);
+    }
+  }
+  return undefined;
+}
+
 export interface ServeOptions { listen?: string; tokenFile?: string; users?: string; hostName?: string[] }
 
 const isLoopback = (host: string) => host === 'localhost' || /^127\.\d+\.\d+\.\d+$/.test(host) || host === '::1';
@@ -838,13 +927,19 @@ export async function serve(cfg: Config, options: ServeOptions): Promise<void> {
   }
   const store = new Store(cfg);
   statSync(cfg.dir); // a missing tickets folder is said now, not on the first request
-  const viewer: Viewer = { store, base: '', access: guarded ? secrets : { kind: 'loopback' } };
+  const ownUid = process.getuid?.();
+  const viewer: Viewer = { store, base: '', access: guarded ? secrets : { kind: 'loopback', uids: new Set([0, ...(ownUid === undefined ? [] : [ownUid])]) } };
+  const peers = new WeakMap<object, number | undefined>(); // looked up once per connection
   const server = createServer((req: IncomingMessage, res: ServerResponse) => {
     void (async () => {
       const target = req.url ?? '';
-      const reply = target.startsWith('/')
-        ? await handle(viewer, { method: req.method ?? '', target, host: req.headers.host, authorization: req.headers.authorization, cookie: req.headers.cookie })
-        : await handle(viewer, { method: req.method ?? '', target: '/\0', host: req.headers.host }); // an absolute-form target: a 404
+      const h = req.headers;
+      const asked = { method: req.method ?? '', host: h.host, fetchSite: String(h['sec-fetch-site'] ?? '') || undefined, fetchMode: String(h['sec-fetch-mode'] ?? '') || undefined };
+      if (viewer.access.kind === 'loopback' && !peers.has(req.socket)) peers.set(req.socket, loopbackPeerUid(req.socket.remotePort, req.socket.localPort));
+      const peerUid = peers.get(req.socket);
+      const reply = await handle(viewer, target.startsWith('/')
+        ? { ...asked, target, authorization: h.authorization, cookie: h.cookie, peerUid }
+        : { ...asked, target: '/\0' }); // an absolute-form target: a 404
       // The access log: method, path and status; never the query (a ?token= would stay in it).
       process.stdout.write(`${visible(`${req.method} ${target.split('?')[0]!.slice(0, 300)}`)} ${reply.status}\n`);
       res.writeHead(reply.status, reply.headers);
@@ -897,7 +992,14 @@ export async function cgi(cfg: Config, env: NodeJS.ProcessEnv = process.env): Pr
     ? uri.slice(script.length)
     : pathInfo ? `${encodeURI(env.PATH_INFO || '/')}${env.QUERY_STRING ? `?${env.QUERY_STRING}` : ''}` : '/\0';
   const viewer: Viewer = { store: new Store(cfg), base, access: { kind: 'web-server' } };
-  const reply = await handle(viewer, { method: env.REQUEST_METHOD ?? 'GET', target, remoteUser: env.REMOTE_USER || undefined });
+  // A reader who goes away mid-download closes our stdout: the reply simply ends (no stack trace in the web server's log).
+  process.stdout.on('error', () => process.exit(0));
+  // REMOTE_USER counts only with AUTH_TYPE: Apache and lighttpd set both once they checked a login;
+  // nginx's fastcgi_params passes $remote_user from any client's own Authorization header, so the
+  // recipe sets AUTH_TYPE beside auth_basic, and a location without it lets nobody in.
+  const remoteUser = env.AUTH_TYPE ? env.REMOTE_USER || undefined : undefined;
+  const reply = await handle(viewer, { method: env.REQUEST_METHOD ?? 'GET', target, remoteUser,
+    fetchSite: env.HTTP_SEC_FETCH_SITE || undefined, fetchMode: env.HTTP_SEC_FETCH_MODE || undefined });
   const head = [`Status: ${reply.status} ${STATUS_TEXT[reply.status] ?? ''}`, ...Object.entries(reply.headers).map(([k, v]) => `${k}: ${v}`)];
   process.stdout.write(`${head.join('\r\n')}\r\n\r\n`);
   await writeBody(process.stdout, reply);

@@ -14,7 +14,7 @@ import { BIN, FAKE_SENDMAIL, PRIVATE_ENV, deliver, mail, readableCopies, tempDir
 import { browserMissing, cgiMissing, launchBrowser, startCgiServer } from './web.ts';
 
 /** A tickets folder filled by real deliveries, and the viewer's handler over it. */
-function setup(access: Access = { kind: 'loopback' }) {
+function setup(access: Access = { kind: 'loopback', uids: new Set([process.getuid!()]) }) {
   const tickets = join(tempDir('tm-hrev17-'), 'tickets');
   const settings = ['--dir', tickets, '--domain', 'tickets.example', '--sendmail', FAKE_SENDMAIL];
   const send = (recipient: string, message: string | Buffer, sender = 'alice@customer.example') => {
@@ -23,7 +23,7 @@ function setup(access: Access = { kind: 'loopback' }) {
   };
   const viewer = { store: new Store(resolveConfig({ dir: tickets, domain: 'tickets.example' }, {}, {})), base: '', access };
   const get = async (target: string, req: Partial<Request> = {}) => {
-    const reply = await handle(viewer, { method: 'GET', target, ...req });
+    const reply = await handle(viewer, { method: 'GET', target, peerUid: process.getuid!(), ...req });
     const chunks: Buffer[] = [];
     const body = reply.body;
     if (typeof body === 'string' || Buffer.isBuffer(body)) chunks.push(Buffer.from(body));
@@ -104,7 +104,7 @@ describe('serve must survive what any client (or any web page) can send', () => 
   it('cgi: HEAD /N/mbox.gz answers with headers only, exit 0, no stack trace in the web server\'s log', () => {
     const t = setup();
     t.send('submit@tickets.example', mail({ subject: 'head' }));
-    const r = deliver(['--dir', t.tickets, 'cgi'], '', { REQUEST_METHOD: 'HEAD', SCRIPT_NAME: '/tickets', REQUEST_URI: '/tickets/1/mbox.gz', REMOTE_USER: 'alice' });
+    const r = deliver(['--dir', t.tickets, 'cgi'], '', { REQUEST_METHOD: 'HEAD', SCRIPT_NAME: '/tickets', REQUEST_URI: '/tickets/1/mbox.gz', REMOTE_USER: 'alice', AUTH_TYPE: 'Basic' });
     expect(r.stdout).toMatch(/^Status: 200 OK\r\n/);
     expect(r.stderr).toBe('');
     expect(r.status).toBe(0);
@@ -116,7 +116,7 @@ describe('serve must survive what any client (or any web page) can send', () => 
     const t = setup();
     t.send('submit@tickets.example', mail({ subject: 'big', body: `${'a line of the message\n'.repeat(100_000)}` }));
     const child = spawn(process.execPath, [BIN, '--dir', t.tickets, 'cgi'], {
-      env: { ...PRIVATE_ENV, REQUEST_METHOD: 'GET', SCRIPT_NAME: '/tickets', REQUEST_URI: '/tickets/1/mbox', REMOTE_USER: 'alice' }, stdio: ['ignore', 'pipe', 'pipe'] });
+      env: { ...PRIVATE_ENV, REQUEST_METHOD: 'GET', SCRIPT_NAME: '/tickets', REQUEST_URI: '/tickets/1/mbox', REMOTE_USER: 'alice', AUTH_TYPE: 'Basic' }, stdio: ['ignore', 'pipe', 'pipe'] });
     let stderr = '';
     child.stderr!.on('data', (d) => { stderr += d; });
     await new Promise<void>((done) => child.stdout!.once('data', () => { child.stdout!.destroy(); done(); }));

@@ -378,7 +378,7 @@ describe.skipIf(!!cgiMissing || !isRoot)('the viewer as a CGI program under ngin
 
   it('what cgi routes when REQUEST_URI is not below SCRIPT_NAME: PATH_INFO (a rewrite), the base itself (Apache\'s ScriptAlias), else nothing', () => {
     const answer = (env: NodeJS.ProcessEnv) => {
-      const r = deliver(['--config', join(root, 'config.json'), 'cgi'], '', { REQUEST_METHOD: 'GET', REMOTE_USER: 'alice', ...env });
+      const r = deliver(['--config', join(root, 'config.json'), 'cgi'], '', { REQUEST_METHOD: 'GET', REMOTE_USER: 'alice', AUTH_TYPE: 'Basic', ...env });
       expect(r.status, r.stderr).toBe(0);
       return { status: r.stdout.split('\r\n')[0], title: /<title>(.*)<\/title>/.exec(r.stdout)?.[1] };
     };

@@ -37,7 +37,7 @@ describe('the CGI program\'s code cache', () => {
     expect(delivered).toMatchObject({ status: 0, stderr: '' });
     const cache = tempDir(); // the CGI's own, empty: what it saves is what it compiled
     const page = () => deliver(['--dir', dir, '--domain', 'tickets.example', 'cgi'], '',
-      { XDG_CACHE_HOME: cache, REQUEST_METHOD: 'GET', SCRIPT_NAME: '/tickets', PATH_INFO: '/1/', REQUEST_URI: '/tickets/1/', REMOTE_USER: 'alice' });
+      { XDG_CACHE_HOME: cache, REQUEST_METHOD: 'GET', SCRIPT_NAME: '/tickets', PATH_INFO: '/1/', REQUEST_URI: '/tickets/1/', REMOTE_USER: 'alice', AUTH_TYPE: 'Basic' });
     const first = page();
     expect(first).toMatchObject({ status: 0, stderr: '' });
     expect(first.stdout).toMatch(/^Status: 200 OK\r\n/);

@@ -14,7 +14,7 @@ import { deliver, FAKE_SENDMAIL, mail, tempDir } from './harness.ts';
 import { startServe } from './web.ts';
 
 /** A tickets folder filled by deliveries, and a viewer over it. */
-function setup(access: Access = { kind: 'loopback' }, hosts?: Set<string>) {
+function setup(access: Access = { kind: 'loopback', uids: new Set([process.getuid!()]) }, hosts?: Set<string>) {
   const tickets = join(tempDir('tm-view-'), 'tickets');
   const settings = ['--dir', tickets, '--domain', 'tickets.example', '--sendmail', FAKE_SENDMAIL];
   const send = (recipient: string, message: string | Buffer, sender = 'alice@customer.example') => {
@@ -25,7 +25,7 @@ function setup(access: Access = { kind: 'loopback' }, hosts?: Set<string>) {
   const viewer = { store, base: '', access, ...(hosts ? { hosts } : {}) };
   /** One request, its body read whole. */
   const get = async (target: string, req: Partial<Request> = {}): Promise<Reply & { bytes: Buffer; text: string }> => {
-    const reply = await handle(viewer, { method: 'GET', target, ...req });
+    const reply = await handle(viewer, { method: 'GET', target, peerUid: process.getuid!(), ...req });
     const chunks: Buffer[] = [];
     const body = reply.body;
     if (typeof body === 'string' || Buffer.isBuffer(body)) chunks.push(Buffer.from(body));
@@ -253,7 +253,7 @@ describe('routing and access', () => {
       expect(r.text).not.toMatch(/at .*\.ts:\d|Error:/);
     }
     expect(await t.get('/1')).toMatchObject({ status: 301, headers: { Location: '/1/' } });
-    const head = await handle(t.viewer, { method: 'HEAD', target: '/1/mbox' });
+    const head = await handle(t.viewer, { method: 'HEAD', target: '/1/mbox', peerUid: process.getuid!() });
     expect(head.status).toBe(200);
     expect(head.body).toBeUndefined();
   });
@@ -271,7 +271,7 @@ describe('routing and access', () => {
   });
 
   it('checks the Host header against its list (DNS rebinding)', async () => {
-    const t = setup({ kind: 'loopback' }, new Set(['127.0.0.1:8025', 'localhost:8025']));
+    const t = setup({ kind: 'loopback', uids: new Set([process.getuid!()]) }, new Set(['127.0.0.1:8025', 'localhost:8025']));
     t.send('submit@tickets.example', mail());
     expect((await t.get('/1/mbox', { host: '127.0.0.1:8025' })).status).toBe(200);
     for (const host of ['evil.example:8025', 'localhost.evil.example:8025', '127.0.0.1:8026', '', 'localhost']) {
@@ -295,7 +295,7 @@ describe('routing and access', () => {
     const exchange = await t.get(`/1/?token=${token}&page=1`);
     expect(exchange).toMatchObject({ status: 303, headers: { Location: '/1/?page=1' } });
     const cookie = exchange.headers['Set-Cookie']!;
-    expect(cookie).toMatch(/^ticket_mail=[0-9a-f]{64}; Path=\/; HttpOnly; SameSite=Strict$/);
+    expect(cookie).toMatch(/^ticket_mail=[0-9a-f]{64}; Path=\/; Max-Age=43200; HttpOnly; SameSite=Strict$/);
     expect(cookie).not.toContain(token);
     expect((await t.get('/1/mbox', { cookie: `other=1; ${cookie.split(';')[0]}` })).status).toBe(200);
     expect((await t.get('/1/mbox', { cookie: 'ticket_mail=' + '0'.repeat(64) })).status).toBe(401);
@@ -303,6 +303,17 @@ describe('routing and access', () => {
     expect((await t.get('/1/mbox', { authorization: basic('alice', 'correct horse') })).status).toBe(200);
     expect((await t.get('/1/mbox', { authorization: basic('alice', 'wrong horse') })).status).toBe(401);
     expect((await t.get('/1/mbox', { authorization: basic('bob', 'correct horse') })).status).toBe(401);
+  });
+
+  it('on loopback without a secret, lets in only its own account and root; another site\'s requests only as navigations', async () => {
+    const t = setup();
+    t.send('submit@tickets.example', mail());
+    expect((await t.get('/1/mbox', { peerUid: 65534 })).status).toBe(403); // nobody: the 0600 tickets stay theirs
+    expect((await t.get('/1/mbox', { peerUid: undefined })).status).toBe(403); // unknown: refused
+    expect((await t.get('/1/mbox', { fetchSite: 'cross-site', fetchMode: 'no-cors' })).status).toBe(403); // <img src=...>
+    expect((await t.get('/m/x@y', { fetchSite: 'same-site', fetchMode: 'cors' })).status).toBe(403); // another port of localhost
+    expect((await t.get('/1/', { fetchSite: 'cross-site', fetchMode: 'navigate' })).status).toBe(200); // a link in a mail
+    expect((await t.get('/1/', { fetchSite: 'same-origin', fetchMode: 'no-cors' })).status).toBe(200);
   });
 
   it('under CGI, refuses unless the web server authenticated the reader', async () => {
@@ -496,7 +507,7 @@ describe('serve and cgi, run as the built program', () => {
     const t = setup();
     t.send('submit@tickets.example', mail({ subject: 'cgi', id: 'a/b@x' }));
     const cgi = (env: NodeJS.ProcessEnv) => {
-      const r = deliver(['--dir', t.tickets, '--domain', 'tickets.example', 'cgi'], '', { REQUEST_METHOD: 'GET', SCRIPT_NAME: '/tickets', REMOTE_USER: 'alice', ...env });
+      const r = deliver(['--dir', t.tickets, '--domain', 'tickets.example', 'cgi'], '', { REQUEST_METHOD: 'GET', SCRIPT_NAME: '/tickets', REMOTE_USER: 'alice', AUTH_TYPE: 'Basic', ...env });
       expect(r.stderr).toBe('');
       const [head, ...body] = r.stdout.split('\r\n\r\n');
       return { head: head!.split('\r\n'), body: body.join('\r\n') };
@@ -513,6 +524,8 @@ describe('serve and cgi, run as the built program', () => {
     expect(cgi({ REQUEST_URI: '/tickets/1/%2e%2e/', PATH_INFO: '/' }).head[0]).toBe('Status: 404 Not Found');
     expect(cgi({ PATH_INFO: '/1/1/raw', QUERY_STRING: '' }).head[0]).toBe('Status: 200 OK'); // no REQUEST_URI: PATH_INFO
     expect(cgi({ REQUEST_URI: '/tickets/1/', REMOTE_USER: '' }).head[0]).toBe('Status: 403 Forbidden');
+    // A REMOTE_USER without AUTH_TYPE may be a client's own Authorization header (nginx's fastcgi_params pass it unchecked).
+    expect(cgi({ REQUEST_URI: '/tickets/1/', AUTH_TYPE: '' }).head[0]).toBe('Status: 403 Forbidden');
     expect(cgi({ REQUEST_URI: '/tickets/1/', REQUEST_METHOD: 'POST' }).head).toEqual(expect.arrayContaining(['Status: 405 Method Not Allowed', 'Allow: GET, HEAD']));
   });
 });
