@@ -8,7 +8,7 @@ import { appendFileSync, chmodSync, readFileSync, readdirSync, renameSync, statS
 import { type IncomingHttpHeaders, request } from 'node:http';
 import { gunzipSync } from 'node:zlib';
 import { join } from 'node:path';
-import { Store, mboxRecord, resolveConfig } from '../ticket.ts';
+import { Store, mboxRecord, mimeOutline, resolveConfig, shownMailboxes } from '../ticket.ts';
 import { type Access, type Reply, type Request, disposition, handle, hashPassword, html, parseUsers } from '../viewer.ts';
 import { deliver, FAKE_SENDMAIL, mail, tempDir } from './harness.ts';
 import { startServe } from './web.ts';
@@ -238,6 +238,20 @@ describe('raw bytes', () => {
     expect(disposition('attachment', 'résumé (1).pdf', 'f.bin')).toBe(`attachment; filename="r_sum_ _1_.pdf"; filename*=UTF-8''r%C3%A9sum%C3%A9%20%281%29.pdf`);
     expect(disposition('inline', '../.."\\x', 'f.txt')).toBe(`inline; filename="x"; filename*=UTF-8''x`);
     expect(disposition('attachment', '', 'f.bin')).toBe(`attachment; filename="f.bin"; filename*=UTF-8''f.bin`);
+  });
+});
+
+describe('bounds on what hostile mail costs a page', () => {
+  it('reads an address field to 4 KiB for showing (postal-mime is super-linear on nested groups) and outlines at most 10,000 MIME parts', () => {
+    const groups = 'g:'.repeat(30_000);
+    expect(shownMailboxes(`${groups} real@x.example`)).not.toContain('real@x.example');
+    expect(shownMailboxes(`a@x.example, ${'b@x.example, '.repeat(400)}late@x.example`)).not.toContain('late@x.example');
+    expect(shownMailboxes('=?utf-8?q?Eve_;_Admin:?= <eve@x.example>')).toEqual(['Eve ; Admin: <eve@x.example>']); // a ';' in an encoded word is text
+    const parts = (n: number) => Buffer.from(`Content-Type: multipart/mixed; boundary=X\n\n${'--X\nContent-Type: text/plain\n\nx\n'.repeat(n)}--X\nContent-Type: application/pdf; name=late.pdf\n\npdf\n--X--\n`);
+    expect(mimeOutline([parts(100)]).attachments.map((a) => a.name)).toEqual(['late.pdf']);
+    const flood = mimeOutline([parts(20_000)]);
+    expect(flood.cut).toBe(true);
+    expect(flood.attachments).toEqual([]); // past the bound, the rest is one part's text, not parsed
   });
 });
 
