@@ -2880,11 +2880,15 @@ export function listTickets(store: Store, which: 'open' | 'closed' | 'all', save
 }
 
 function ticketEntry(path: string, cached: CacheEntry | undefined): CacheEntry | undefined {
+  const fresh = (st: { ino: number; size: number; mtimeMs: number }) => cached && cached.ino === st.ino && cached.size === st.size && cached.mtimeMs === st.mtimeMs;
+  if (cached) { // one stat, not open, fstat and close: most of a list's tickets are unchanged
+    try { if (fresh(statSync(path))) return cached; } catch { return undefined; } // moved meanwhile
+  }
   let fd;
   try { fd = openSync(path, 'r'); } catch { return undefined; } // moved meanwhile
   try {
     const st = fstatSync(fd);
-    if (cached && cached.ino === st.ino && cached.size === st.size && cached.mtimeMs === st.mtimeMs) return cached;
+    if (fresh(st)) return cached;
     const stamp = { ino: st.ino, size: st.size, mtimeMs: st.mtimeMs };
     // Grown by appends only (the old end unchanged): count just the new part.
     if (cached && cached.ino === st.ino && st.size > cached.size && tailPrint(tailBefore(fd, cached.size)) === cached.tail) {
