@@ -1005,6 +1005,12 @@ export function autoReplyBlock(head: Head, envelope: Envelope, replyTo: string |
  * without them. The marks U+200E, U+200F and U+061C stay: real text uses them, and they only
  * set the direction of the punctuation beside them.
  */
+/**
+ * Text from mail on one line, at most `max` characters, its controls and bidi characters kept
+ * (for a display that shows them visibly: the viewer's pages; headerSafe is for what goes out).
+ */
+export const oneLine = (text: string, max: number) => [...text.replace(/[\r\n]+[ \t]*/g, ' ').trim()].slice(0, max).join('');
+
 export function headerSafe(text: string, max = 200): string {
   return [...text.replace(/[\x00-\x1f\x7f-\x9f\u2028\u2029]+/g, ' ').replace(/[\u202a-\u202e\u2066-\u2069]/g, '')
     .replace(/\s+/g, ' ').trim()].slice(0, max).join('');
@@ -1437,7 +1443,7 @@ export function mimeValue(text: string): { value: string; params: Map<string, st
 export interface Outline {
   texts: Array<{ html: boolean; bytes: Buffer }>; // each a small message: the part's own type and encoding, then its body
   cut: boolean;                                   // text was left out: more is in the ticket
-  attachments: Array<{ name: string; size: number; type: string }>;
+  attachments: Array<{ name: string; size: number; type: string; label: string }>; // label: the name with its controls, to be shown visibly
   unlisted: number;                               // attachments past MAX_LISTED, counted only
   kept?: { type: string; charset: string };      // the attachment asked for (its bytes: outlineParts)
 }
@@ -1462,6 +1468,7 @@ interface OutlinePart {
   text?: { html: boolean; pieces: Buffer[] };
   encoding: 'base64' | 'quoted-printable' | 'plain';
   name: string;
+  label: string;
   type: string;
   charset: string;
   size: number;               // decoded bytes so far
@@ -1501,7 +1508,7 @@ export function* outlineParts(chunks: Iterable<Buffer>, keep: number): Generator
   let parts = 0;
   const newPart = (digest: boolean): OutlinePart => {
     if (++parts === MAX_PARTS) { boundaries.length = 0; outline.cut = true; } // the rest is one part's body
-    return { head: [], headSize: 0, digest, body: 'skip', encoding: 'plain', name: '', type: '', charset: '', size: 0, run: 0 };
+    return { head: [], headSize: 0, digest, body: 'skip', encoding: 'plain', name: '', label: '', type: '', charset: '', size: 0, run: 0 };
   };
   let part = newPart(false);
   /** The header is read: what the part is, and how its body is read. */
@@ -1529,8 +1536,9 @@ export function* outlineParts(chunks: Iterable<Buffer>, keep: number): Generator
       part.type = type.value;
       part.charset = type.params.get('charset') ?? '';
       if (++attachmentCount === keep) part.decoder = bodyDecoder(part.encoding);
-      part.name = headerSafe(decodeWords(mimeValue(field(head, 'content-disposition') ?? '').params.get('filename') || type.params.get('name') || ''), 100) ||
-        type.value || 'unnamed';
+      const decoded = decodeWords(mimeValue(field(head, 'content-disposition') ?? '').params.get('filename') || type.params.get('name') || '');
+      part.name = headerSafe(decoded, 100) || type.value || 'unnamed';
+      part.label = oneLine(decoded, 100) || part.name;
     }
   };
   const endPart = () => {
@@ -1539,7 +1547,7 @@ export function* outlineParts(chunks: Iterable<Buffer>, keep: number): Generator
     if (part.body !== 'attachment') return;
     if (part.decoder) { decoded.push(part.decoder.end()); outline.kept = { type: part.type, charset: part.charset }; }
     if (outline.attachments.length >= MAX_LISTED) outline.unlisted++;
-    else outline.attachments.push({ name: part.name, size: part.size + (part.encoding === 'base64' ? base64Bytes(part.run) : 0), type: part.type });
+    else outline.attachments.push({ name: part.name, size: part.size + (part.encoding === 'base64' ? base64Bytes(part.run) : 0), type: part.type, label: part.label });
   };
   /**
    * One line, or a piece of a longer one (`start` and `end` say which): buf[from, to). Indices,
@@ -2900,8 +2908,9 @@ function ticketEntry(path: string, cached: CacheEntry | undefined): CacheEntry |
     return {
       ...stamp,
       tail: tailPrint(bytes ?? tailBefore(fd, st.size)),
-      submitter: shownMailbox(head && field(head, 'from')),
-      subject: head ? headerSafe(decodedSubject(head), 100) : '',
+      // Kept with their controls, for the viewer to show them visibly; list cleans them (runList).
+      submitter: shownMailboxes(head && field(head, 'from'), oneLine)[0] ?? '',
+      subject: head ? oneLine(decodedSubject(head), 100) : '',
       messages: count,
     };
   } finally { closeSync(fd); }
@@ -4120,7 +4129,9 @@ const print = (text: string) => {
 const printJson = (value: unknown) => print(`${terminalJson(value)}\n`);
 
 function runList(cfg: Config, options: Record<string, unknown>): void {
-  const rows = listTickets(new Store(cfg), options.all ? 'all' : options.closed ? 'closed' : 'open');
+  // From and Subject cleaned as for the mail we send: each run of controls a space, bidi controls gone.
+  const rows = listTickets(new Store(cfg), options.all ? 'all' : options.closed ? 'closed' : 'open')
+    .map((r) => ({ ...r, submitter: headerSafe(r.submitter, 80), subject: headerSafe(r.subject, 100) }));
   if (options.json) return printJson(rows);
   print(table(['#', 'STATE', 'MSGS', 'LAST ACTIVITY', 'SUBMITTER', 'SUBJECT'], rows.map((r) => [
     String(r.ticket), { text: r.state, colour: r.state === 'open' ? 32 : 2 }, String(r.messages), ago(r.lastActivity), r.submitter, r.subject])));

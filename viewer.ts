@@ -22,7 +22,7 @@ import { closeSync, fstatSync, openSync, readFileSync, readSync, statSync, const
 import type { IncomingMessage, ServerResponse } from 'node:http';
 import {
   type Config, type Message, type TicketRow, MessageIndex, Store, decodedSubject, field, headEnd, headerSafe, listTickets,
-  mboxRecordAt, mboxStarts, messageIds, messageText, mimeValue, outlineParts, parseHead, parseTicketNumber, shownMailboxes,
+  mboxRecordAt, mboxStarts, messageIds, messageText, mimeValue, outlineParts, parseHead, oneLine, parseTicketNumber, shownMailboxes,
   visible,
 } from './ticket.ts';
 
@@ -102,12 +102,6 @@ export function html(strings: TemplateStringsArray, ...values: unknown[]): Marku
   };
   return new Markup(strings.reduce((out, s, i) => out + fill(values[i - 1]) + s));
 }
-
-/**
- * A header value from mail on one line, at most `max` characters, its controls and bidi
- * characters kept: html`` shows them as marks ("<U+202E>gnp.exe", never "exe.png").
- */
-const oneLine = (text: string, max: number) => [...text.replace(/[\r\n]+[ \t]*/g, ' ').trim()].slice(0, max).join('');
 
 /** A value from mail: isolated, so that its right-to-left text cannot reorder ours. */
 const mailValue = (text: string) => html`<bdi>${text}</bdi>`;
@@ -327,7 +321,7 @@ async function messageArticle(viewer: Viewer, n: number, k: number, message: Mes
     const { shown, cut: long } = mailText(text);
     body = html`${shown}${cut || long ? html`<p class="dim">The rest of the text is in the <a href="${viewer.base}/${n}/${k}/raw">raw message</a>.</p>` : false}`;
     if (attachments.length) {
-      files = html`<ul class="files">${attachments.map((a, i) => html`<li><a href="${viewer.base}/${n}/${k}/${i + 1}/${linkName(a.name)}">${mailValue(a.name)}</a> <span class="dim">(${mailValue(a.type)}, ${size(a.size)})</span></li>`)}${unlisted ? html`<li class="dim">and ${unlisted} more (in the raw message)</li>` : false}</ul>`;
+      files = html`<ul class="files">${attachments.map((a, i) => html`<li><a href="${viewer.base}/${n}/${k}/${i + 1}/${linkName(a.name)}">${mailValue(a.label)}</a> <span class="dim">(${mailValue(a.type)}, ${size(a.size)})</span></li>`)}${unlisted ? html`<li class="dim">and ${unlisted} more (in the raw message)</li>` : false}</ul>`;
     }
   } catch {
     body = html`<p class="dim">This message could not be decoded: read the <a href="${viewer.base}/${n}/${k}/raw">raw message</a>.</p>`;

@@ -169,10 +169,10 @@ describe('the toolkit shows mail text, never obeys it', () => {
     writeFileSync(cachePath, JSON.stringify(cache));
     const human = t.cli(['list']);
     expectShowable(human.stdout);
-    expect(human.stdout).toMatch(/Eve <U\+009B>2J <eve@evil\.example> {2}x <U\+202E>gnp\.exe <U\+009D>52;c;eA==<U\+009C>\n$/);
+    expect(human.stdout).toMatch(/Eve 2J <eve@evil\.example> {2}x gnp\.exe 52;c;eA==\n$/); // cleaned as it is shown, whatever the cache holds
     const json = t.cli(['list', '--json']).stdout;
     expectShowable(json);
-    expect(JSON.parse(json)[0]).toMatchObject({ submitter: 'Eve \u009b2J <eve@evil.example>', subject: 'x \u202egnp.exe \u009d52;c;eA==\u009c' });
+    expect(JSON.parse(json)[0]).toMatchObject({ submitter: 'Eve 2J <eve@evil.example>', subject: 'x gnp.exe 52;c;eA==' });
   });
 
   it('list pads columns by the width a terminal shows: wide characters, combining marks, emoji', () => {

@@ -50,9 +50,9 @@ const VECTORS: Record<string, { shows: string[]; links?: string[] }> = {
     "Also </pre><script>alert('pre breakout')</script> and </bdi></dd></dl><b>bold</b>"] },
   'attachment-names': { shows: ['../../.bashrc', '..\\..\\Windows\\evil.bat', '/etc/cron.d/evil', 'evil Set-Cookie: x=1 ";.bin'] },
   'base-meta': { shows: ['Base and refresh.', 'relative link', '<meta http-equiv="refresh" content="0;url=http://evil.example/">'], links: ['http://evil.example/'] },
-  // The file names' overrides are dropped (headerSafe, as in the list): each reads as what it is, never "exe.png".
+  // The file names' overrides are shown as marks too: each reads as what it is, never "exe.png".
   bidi: { shows: ['Invoice <U+202E>gnp.exe and <U+2066>isolate', 'Bob <U+2067>kcilc<U+2069> <bob@evil.example>', 'Please open <U+202E>gnp.exe today.',
-    'gnp.exe (application/octet-stream, 14 bytes)', 'reportfdp.scr (application/octet-stream'] },
+    '<U+202E>gnp.exe (application/octet-stream, 14 bytes)', 'report<U+202E>fdp.scr (application/octet-stream'] },
   controls: { shows: ['^[[31mRED^[[0m ^[]0;owned title^G subject', '^[[31mEncoded <enc@evil.example>', '<blink@evil.example>',
     'Body: ^[[2J^[[Hcleared, <U+009B>31m C1 CSI, bell^G, pay^H^H^Hfee, del^?, form^Lfeed'] },
   css: { shows: ['Styled mail.', 'Style text: @import url(http://evil.example/in-text.css);'], links: ['http://evil.example/in-text.css'] },
