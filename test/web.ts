@@ -225,7 +225,7 @@ async function startNginx(nginx: string, dir: string, socket: string, options: C
 function nginxConf(dir: string, port: number, socket: string, token: string, options: CgiOptions, auth: boolean): string {
   const isRoot = process.getuid?.() === 0;
   const location = options.location?.({ htpasswd: join(dir, 'htpasswd'), socket }) ?? `location /tickets/ {
-${auth ? `  auth_basic "tickets";\n  auth_basic_user_file ${dir}/htpasswd;\n` : ''}  fastcgi_split_path_info ^(/tickets)(/.*)$;
+${auth ? `  auth_basic "tickets";\n  auth_basic_user_file ${dir}/htpasswd;\n  fastcgi_param AUTH_TYPE Basic;\n` : ''}  fastcgi_split_path_info ^(/tickets)(/.*)$;
   include /etc/nginx/fastcgi_params;
   fastcgi_param SCRIPT_FILENAME ${options.script};
   fastcgi_param PATH_INFO $fastcgi_path_info;
