@@ -4,18 +4,25 @@
 // Children get a clean environment, as from an MTA: in particular no NODE_EXTRA_CA_CERTS,
 // which would make every Node start parse CA certificates (~40 ms on Node 20).
 import { spawn, spawnSync } from 'node:child_process';
-import { cpus, totalmem, tmpdir } from 'node:os';
-import { existsSync, mkdirSync, mkdtempSync, openSync, readFileSync, readdirSync, rmSync, writeFileSync, writeSync, closeSync } from 'node:fs';
+import { randomBytes } from 'node:crypto';
+import { Agent, get as httpGet } from 'node:http';
+import { cpus, loadavg, totalmem, tmpdir } from 'node:os';
+import { existsSync, mkdirSync, mkdtempSync, openSync, readFileSync, readdirSync, rmSync, statSync, writeFileSync, writeSync, closeSync } from 'node:fs';
 import { join, resolve } from 'node:path';
 
 const ROOT = resolve(import.meta.dirname, '..');
 const FILE = join(ROOT, 'dist', 'ticket-mail.cjs');
 const FAKE_SENDMAIL = join(ROOT, 'test', 'fake-sendmail');
 const RUNS = Number(process.env.BENCH_RUNS || 31);
+// BENCH_ONLY=viewer,cgi runs only those sections (deliveries bun procmail scale floods memory
+// bursts list viewer cgi): to compare two trees' delivery rows, or while working on one row.
+const ONLY = process.env.BENCH_ONLY?.split(',');
+const section = (name) => !ONLY || ONLY.includes(name);
 const work = mkdtempSync(join(tmpdir(), 'tm-bench-'));
 // The code cache goes to a folder of this run's own: the first delivery makes it, as on a server.
 const ENV = { PATH: process.env.PATH, HOME: process.env.HOME, XDG_CACHE_HOME: join(work, 'cache'), SENDMAIL: FAKE_SENDMAIL, LANG: 'C' };
 const rows = [];
+const loadAtStart = loadavg()[0];
 
 const ms = (start) => Number(process.hrtime.bigint() - start) / 1e6;
 let serial = 0;
@@ -35,11 +42,26 @@ function compare(name, target, baseline, candidate, runs = RUNS) {
   const b = [], c = [];
   baseline(); candidate(); // warm the page cache
   for (let i = 0; i < runs; i++) { b.push(baseline()); c.push(candidate()); }
+  return record(name, target, b, c);
+}
+/** The same for steps that return a promise of their time (HTTP requests). */
+async function compareAsync(name, target, baseline, candidate, runs = RUNS) {
+  const b = [], c = [];
+  await baseline(); await candidate();
+  for (let i = 0; i < runs; i++) { b.push(await baseline()); c.push(await candidate()); }
+  return record(name, target, b, c);
+}
+/** A row from paired times (b[i] and c[i] measured one after the other). */
+function record(name, target, b, c) {
   const ratios = c.map((x, i) => x / b[i]);
   const r = stats(ratios);
-  rows.push({ name, unit: 'ms', base: stats(b), cand: stats(c), ratio: r, target, pass: target === undefined ? undefined : r.median <= target });
+  const row = { name, unit: 'ms', base: stats(b), cand: stats(c), ratio: r, target, pass: target === undefined ? undefined : r.median <= target };
+  rows.push(row);
   console.error(`${name}: median ${f(stats(c).median)} ms vs ${f(stats(b).median)} ms, ratio ${f(r.median, 2)}`);
+  return row;
 }
+/** A row whose target is the candidate's own median time, not its ratio (the issue's absolute targets). */
+const judgedBy = (row, limit) => Object.assign(row, { target: `<= ${limit} ms`, pass: row.cand.median <= limit });
 
 /** User + system CPU time of finished children, in ms (the kernel counts it in 10 ms ticks). */
 const childrenCpu = () => {
@@ -74,7 +96,7 @@ spawnSync('npm', ['install', '--offline', '--no-audit', '--no-fund', tarball], {
 const BINPATH = join(app, 'node_modules', '.bin', 'ticket-mail');
 
 // --- single deliveries ------------------------------------------------------------------------
-{
+if (section('deliveries')) {
   const dir = tickets('append');
   deliver([FILE], dir, 'submit@tickets.example')();
   compare('append to a ticket: npm bin vs node -e \'\'', 1.15, nodeEmpty, deliver([BINPATH], dir, 'ticket-1@tickets.example'));
@@ -96,7 +118,7 @@ const BINPATH = join(app, 'node_modules', '.bin', 'ticket-mail');
 }
 
 // --- Bun ----------------------------------------------------------------------------------------
-{
+if (section('bun')) {
   const bun = join(ROOT, 'node_modules', '.cache', 'ticket-mail-tools', 'bun', 'node_modules', '.bin', 'bun');
   if (!existsSync(bun)) spawnSync('npm', ['install', '--prefix', join(ROOT, 'node_modules', '.cache', 'ticket-mail-tools', 'bun'), '--no-audit', '--no-fund', '--no-save', 'bun'], { stdio: 'ignore' });
   if (existsSync(bun)) {
@@ -115,7 +137,7 @@ const BINPATH = join(app, 'node_modules', '.bin', 'ticket-mail');
 }
 
 // --- procmail, the classic MDA doing only the storage part --------------------------------------
-if (spawnSync('sh', ['-c', 'command -v procmail']).status === 0) {
+if (!section('procmail')) { /* skipped */ } else if (spawnSync('sh', ['-c', 'command -v procmail']).status === 0) {
   const dir = tickets('procmail');
   const rc = join(dir, 'procmailrc');
   writeFileSync(rc, `LOGFILE=/dev/null\n:0:\n${join(dir, 'mbox')}\n`);
@@ -125,7 +147,7 @@ if (spawnSync('sh', ['-c', 'command -v procmail']).status === 0) {
 } else console.error('procmail: not installed (apt-get install procmail); skipped');
 
 // --- scale ----------------------------------------------------------------------------------------
-{
+if (section('scale')) {
   const few = tickets('scale-10'), many = tickets('scale-10000');
   for (const [dir, n] of [[few, 10], [many, 10_000]]) {
     mkdirSync(join(dir, 'archived'), { recursive: true });
@@ -150,7 +172,7 @@ if (spawnSync('sh', ['-c', 'command -v procmail']).status === 0) {
 
 // --- hostile floods: a new ticket with an admin to notify, vs a plain message of the same size ----
 // (test/hostile-parsing.test.ts proves these are filed and bounded in memory; here, how fast)
-{
+if (section('floods')) {
   const MiB = 1 << 20;
   const head = (id) => `From: Alice <alice@customer.example>\nTo: submit@tickets.example\nSubject: flood\nMessage-ID: <flood-${process.pid}-${id}@customer.example>\n`;
   const plain = (size) => (id) => `${head(id)}\n${`${'y'.repeat(71)}\n`.repeat(size / 72)}`;
@@ -171,7 +193,7 @@ if (spawnSync('sh', ['-c', 'command -v procmail']).status === 0) {
 }
 
 // --- memory -----------------------------------------------------------------------------------------
-{
+if (section('memory')) {
   const peak = (bytes) => {
     const dir = tickets(`rss-${bytes}`);
     const path = join(work, `msg-${bytes}`);
@@ -211,7 +233,7 @@ function burst(count, width, command) {
     launch();
   });
 }
-{
+if (section('bursts')) {
   const runs = Number(process.env.BENCH_BURSTS || 5);
   for (const [name, recipient] of [['500 deliveries into one ticket, 50 at a time', 'ticket-1@tickets.example'], ['500 new tickets, 50 at a time', 'submit@tickets.example']]) {
     const b = [], c = [];
@@ -231,8 +253,110 @@ function burst(count, width, command) {
   }
 }
 
+// --- the history viewer: how its rows measure ------------------------------------------------------
+/**
+ * A ticket's conversation as mail clients write it, the same every run but for the attachments'
+ * random bytes: text in paragraphs, replies quoting the message before (some quotes long enough
+ * to be folded), a link now and then, RFC 2047 names, one message in 7 with an HTML
+ * alternative and one in 25 HTML only, and one in 10 with a base64 attachment, sized (each
+ * from what is left to fill) so that the whole comes to `bytes`.
+ */
+function* conversation(count, bytes) {
+  let seed = 17;
+  const random = () => { seed = (seed * 1664525 + 1013904223) >>> 0; return seed / 2 ** 32; };
+  const pick = (xs) => xs[Math.floor(random() * xs.length)];
+  const words = 'the printer on floor three prints blank pages since the update yesterday we restarted it twice and checked the toner but nothing changed could you please look into it before friday our invoices wait thanks for the quick answer I tried what you suggested and the queue moves again but the colour is off'.split(' ');
+  const sentence = () => { const w = Array.from({ length: 6 + Math.floor(random() * 14) }, () => pick(words)).join(' '); return `${w[0].toUpperCase()}${w.slice(1)}.`; };
+  const paragraph = () => Array.from({ length: 2 + Math.floor(random() * 4) }, sentence).join(' ').replace(/(.{1,72})(?: |$)/g, '$1\n').trimEnd();
+  const people = [['Alice Example', 'alice@customer.example'], ['=?UTF-8?Q?Ren=C3=A9e_Dupr=C3=A9?=', 'renee@customer.example'], ['Max Support', 'max@tickets.example']];
+  const escape = (text) => text.replace(/&/g, '&amp;').replace(/</g, '&lt;');
+  const TEXT_BYTES = 1500; // about what a message without attachment comes to
+  let previous = '', made = 0, attachmentsLeft = Math.floor((count + 5) / 10);
+  for (let k = 1; k <= count; k++) {
+    const [name, address] = people[k === 1 ? 0 : k % 3];
+    let text = `${Array.from({ length: 1 + Math.floor(random() * 3) }, paragraph).join('\n\n')}\n`;
+    if (k % 20 === 7) text += `\nSee https://status.example.com/incidents/${k} and <mailto:help@tickets.example>.\n`;
+    if (previous && random() < 0.6) text += `\nOn Mon, 2 Mar 2026, someone wrote:\n${previous.split('\n').slice(0, random() < 0.3 ? 40 : 5).map((l) => `> ${l}`).join('\n')}\n`;
+    text += `\n-- \n${name.startsWith('=?') ? 'Renée' : name}\n`;
+    previous = text;
+    const head = `From: ${name} <${address}>\nTo: ${k === 1 ? 'submit' : 'ticket-1'}@tickets.example\nSubject: ${k === 1 ? '' : 'Re: [#1] '}Printer on floor 3 prints blank pages\n`
+      + `Date: Mon, 2 Mar 2026 ${String(8 + Math.floor(k / 120)).padStart(2, '0')}:${String(k % 60).padStart(2, '0')}:00 +0000\nMessage-ID: <conversation-${process.pid}-${++serial}@customer.example>\nMIME-Version: 1.0\n`;
+    let mail;
+    if (k % 10 === 5) { // a screenshot, an invoice, a log
+      const [type, file] = pick([['image/png', 'screenshot.png'], ['application/pdf', 'invoice.pdf'], ['application/octet-stream', 'printer.log.gz']]);
+      const share = Math.max(0, (bytes - made - (count - k) * TEXT_BYTES) / attachmentsLeft--); // base64 bytes
+      const data = randomBytes(Math.round(share * (attachmentsLeft ? 0.3 + 1.4 * random() : 1) * 3 / 4)).toString('base64').replace(/.{76}/g, '$&\n');
+      mail = `${head}Content-Type: multipart/mixed; boundary="b${k}"\n\n--b${k}\nContent-Type: text/plain; charset=utf-8\n\n${text}\n--b${k}\nContent-Type: ${type}; name="${file}"\nContent-Disposition: attachment; filename="${file}"\nContent-Transfer-Encoding: base64\n\n${data}\n--b${k}--\n`;
+    } else if (k % 25 === 12) {
+      mail = `${head}Content-Type: text/html; charset=utf-8\n\n<html><body>${text.split('\n\n').map((p) => `<p>${escape(p).replace(/\n/g, '<br>')}</p>`).join('\n')}</body></html>\n`;
+    } else if (k % 7 === 3) {
+      mail = `${head}Content-Type: multipart/alternative; boundary="a${k}"\n\n--a${k}\nContent-Type: text/plain; charset=utf-8; format=flowed\nContent-Transfer-Encoding: quoted-printable\n\n${text.replace(/=/g, '=3D').replace(/é/g, '=C3=A9')}\n--a${k}\nContent-Type: text/html; charset=utf-8\n\n<p>${escape(text)}</p>\n--a${k}--\n`;
+    } else {
+      mail = `${head}Content-Type: text/plain; charset=utf-8\nContent-Transfer-Encoding: 8bit\n\n${text}`;
+    }
+    made += Buffer.byteLength(mail);
+    yield mail;
+  }
+}
+/** Delivers a conversation for real (the single file, as the MTA runs it) as the next ticket of `dir`. */
+function deliverConversation(dir, count, bytes) {
+  let ticket;
+  for (const text of conversation(count, bytes)) {
+    const recipient = ticket ? `ticket-${ticket}@tickets.example` : 'submit@tickets.example';
+    time(process.execPath, [FILE, '--dir', dir, '--domain', 'tickets.example', '--recipient', recipient, '--sender', 'alice@customer.example'], text);
+    ticket ??= Math.max(...readdirSync(dir).filter((n) => /^\d+$/.test(n)).map(Number));
+  }
+  return ticket;
+}
+
+/** bench/viewer.cjs: the viewer's handle() timed in a process of its own (see there). */
+function inProcess(job) {
+  const r = spawnSync(process.execPath, [join(import.meta.dirname, 'viewer.cjs'), JSON.stringify(job)], { env: ENV, encoding: 'utf8', maxBuffer: 1 << 24 });
+  if (r.status !== 0) throw new Error(`bench/viewer.cjs ${JSON.stringify(job)}: ${r.stderr}`);
+  return JSON.parse(r.stdout);
+}
+
+/** `ticket-mail serve` on a free loopback port over `dir`; its access log is read and dropped. */
+async function startServe(dir) {
+  const child = spawn(process.execPath, [FILE, '--dir', dir, '--domain', 'tickets.example', 'serve', '--listen', '127.0.0.1:0'], { env: ENV, stdio: ['ignore', 'pipe', 'inherit'] });
+  const url = await new Promise((done, failed) => {
+    let out = '';
+    const listening = (d) => {
+      out += d;
+      const m = /http:\/\/127\.0\.0\.1:\d+\//.exec(out);
+      if (m) { child.stdout.off('data', listening).resume(); done(m[0]); }
+    };
+    child.stdout.on('data', listening);
+    child.once('exit', (code) => failed(new Error(`ticket-mail serve exited ${code}`)));
+  });
+  return { url, pid: child.pid, stop: () => new Promise((done) => { child.once('exit', done); child.kill('SIGTERM'); }) };
+}
+
+const agent = new Agent({ keepAlive: true, maxSockets: 1 });
+/** One GET, its whole body read, in ms; anything but 200 stops the bench. */
+function fetchTime(url, headers = {}) {
+  const start = process.hrtime.bigint();
+  return new Promise((done, failed) => {
+    httpGet(url, { agent, headers }, (res) => {
+      res.resume();
+      res.on('end', () => (res.statusCode === 200 ? done(ms(start)) : failed(new Error(`GET ${url}: ${res.statusCode}`))));
+    }).on('error', failed);
+  });
+}
+
+/** A process's resident memory now and at its peak since the last reset, in MiB (Linux). */
+const memoryOf = (pid) => Object.fromEntries(readFileSync(`/proc/${pid}/status`, 'latin1').split('\n')
+  .filter((l) => /^Vm(HWM|RSS):/.test(l)).map((l) => [l.slice(2, 5), Number.parseInt(l.split(/\s+/)[1], 10) / 1024]));
+/** How far `pid`'s resident memory rose above where it was while `request` ran (peak RSS reset through clear_refs). */
+async function peakGrowth(pid, request) {
+  writeFileSync(`/proc/${pid}/clear_refs`, '5');
+  const before = memoryOf(pid).RSS;
+  await request();
+  return memoryOf(pid).HWM - before;
+}
+
 // --- list over 10,000 tickets ----------------------------------------------------------------------
-{
+if (section('list')) {
   const dir = tickets('list');
   mkdirSync(join(dir, 'archived'));
   for (let i = 1; i <= 10_000; i++) {
@@ -248,11 +372,88 @@ function burst(count, width, command) {
   compare('list --all over 10,000 tickets, cached, vs node -e \'\'', undefined, nodeEmpty, list(false), 5);
   const abs = rows.slice(-2);
   for (const r of abs) { r.target = '<= 1 s'; r.pass = r.cand.max <= 1000; }
+  // The viewer's open list over the same tickets, its cache fresh (list --all just wrote it):
+  // the server's time for the page against what it reads (listTickets, which writes no cache).
+  const job = inProcess({ mode: 'list', dir, runs: RUNS });
+  judgedBy(record('viewer: open list (/) over 10,000 tickets, cache fresh, in-process handle() vs listTickets()', undefined, job.listTickets, job.list), 50);
+  const server = await startServe(dir);
+  try {
+    await compareAsync('viewer: open list (/) over 10,000 tickets through serve (HTTP) vs /style.css', undefined,
+      () => fetchTime(`${server.url}style.css`), () => fetchTime(server.url));
+  } finally { await server.stop(); }
+}
+
+// --- the history viewer: a ticket page of a 1,000-message, 50 MB ticket ---------------------------
+if (section('viewer')) {
+  const dir = tickets('viewer');
+  const started = process.hrtime.bigint();
+  const big = deliverConversation(dir, 1000, 50 * 2 ** 20);
+  const small = deliverConversation(dir, 1, 0);
+  const size = statSync(join(dir, String(big))).size;
+  console.error(`viewer: ticket ${big} made by 1,000 real deliveries, ${f(size / 2 ** 20)} MiB, in ${f(ms(started) / 1000)} s`);
+  // In-process, the server's own time: against reading the ticket's file once (a floor: the page
+  // must find where each of its 1,000 records starts) and against the page of a 1-message ticket.
+  const job = inProcess({ mode: 'page', dir, big, small, runs: RUNS });
+  judgedBy(record('viewer: ticket page of a 1,000-message 50 MB ticket, in-process handle() vs reading its file once', undefined, job.read, job.big), 200);
+  record('viewer: the same page vs the page of a 1-message ticket, in-process', undefined, job.small, job.big);
+  record('viewer: the same page\'s CPU time vs reading its file once, in-process', undefined, job.readCpu, job.bigCpu);
+  const server = await startServe(dir);
+  try {
+    const page = (n) => () => fetchTime(`${server.url}${n}/`);
+    judgedBy(await compareAsync('viewer: the same page through serve (HTTP) vs the page of a 1-message ticket', undefined, page(small), page(big)), 200);
+    // Memory: how far serve's resident memory rises while it answers one page, the big against the small.
+    const b = [], c = [];
+    for (let i = 0; i < Math.min(RUNS, 11); i++) { b.push(await peakGrowth(server.pid, page(small))); c.push(await peakGrowth(server.pid, page(big))); }
+    const delta = c.map((x, i) => x - b[i]);
+    const limit = 25;
+    rows.push({ name: 'viewer: serve\'s peak RSS growth during that page, minus during a 1-message page', unit: 'MiB', base: stats(b), cand: stats(c), ratio: stats(delta), target: limit, pass: stats(delta).max <= limit, delta: true });
+    console.error(`viewer: peak RSS +${f(stats(delta).median)} MiB a page; serve's RSS ${f(memoryOf(server.pid).RSS)} MiB after ${2 * RUNS + 2 + 2 * b.length} pages`);
+  } finally { await server.stop(); }
+}
+
+// --- the history viewer as a CGI program, under nginx + fcgiwrap -------------------------------------
+// The web server is test/web.ts's (built here with esbuild: this script is plain JavaScript).
+// The program is what doc/viewer.md's recipe runs: a shell wrapper exec'ing node with ticket-mail
+// and `cgi`, as the tickets user, whose deliveries made the code cache. Its baseline is the
+// least a Node CGI program costs: a `#!/usr/bin/env node` script printing a fixed page.
+if (section('cgi')) {
+  const { build } = await import('esbuild');
+  const harness = join(ROOT, 'node_modules', '.cache', 'ticket-mail-bench', 'web.mjs');
+  await build({ entryPoints: [join(ROOT, 'test', 'web.ts')], bundle: true, platform: 'node', format: 'esm', packages: 'external', outfile: harness,
+    logLevel: 'warning', define: { 'import.meta.dirname': JSON.stringify(join(ROOT, 'test')), 'import.meta.url': 'undefined' } });
+  const { cgiMissing, startCgiServer } = await import(harness);
+  if (cgiMissing) console.error(`CGI: ${cgiMissing}; skipped`);
+  else {
+    const dir = tickets('cgi');
+    const n = deliverConversation(dir, 5, 100_000); // a ticket of five messages, one with an attachment
+    const scripts = tickets('cgi-scripts');
+    const bare = join(scripts, 'bare.cgi');
+    writeFileSync(bare, "#!/usr/bin/env node\nprocess.stdout.write('Status: 200 OK\\r\\nContent-Type: text/html; charset=utf-8\\r\\n\\r\\n<!DOCTYPE html><title>Ticket</title><p>A fixed page.</p>\\n');\n", { mode: 0o755 });
+    const wrapper = (name, program) => {
+      const path = join(scripts, name);
+      writeFileSync(path, `#!/bin/sh\nexec ${process.execPath} ${program} --dir ${dir} --domain tickets.example cgi\n`, { mode: 0o755 });
+      return path;
+    };
+    const users = { reader: 'a bench password' };
+    const auth = { Authorization: `Basic ${Buffer.from('reader:a bench password').toString('base64')}` };
+    const env = { XDG_CACHE_HOME: ENV.XDG_CACHE_HOME };
+    const servers = [];
+    try {
+      for (const script of [bare, wrapper('npm.cgi', join(app, 'node_modules', 'ticket-mail', 'dist', 'bin', 'ticket-mail.cjs')), wrapper('single.cgi', FILE)]) {
+        servers.push(await startCgiServer({ script, users, env }));
+      }
+      const [floor, npm, single] = servers.map((server) => () => fetchTime(`${server.url}${n}/`, auth));
+      await compareAsync(`viewer: CGI, ticket page (5 messages) under nginx + fcgiwrap: npm bin vs a bare Node CGI script`, 1.3, floor, npm);
+      await compareAsync(`viewer: CGI, the same: single file vs a bare Node CGI script`, undefined, floor, single);
+    } finally {
+      for (const server of servers) await server.stop();
+    }
+  }
 }
 
 // --- report ----------------------------------------------------------------------------------------
 const node = process.version;
-const head = `Machine: ${cpus().length} × ${cpus()[0]?.model ?? 'cpu'}, ${Math.round(totalmem() / 2 ** 30)} GiB, Linux, Node ${node}; ${RUNS} runs per single-delivery row, ${process.env.BENCH_BURSTS || 5} per burst; NODE_EXTRA_CA_CERTS unset.`;
+const head = `Machine: ${cpus().length} × ${cpus()[0]?.model ?? 'cpu'}, ${Math.round(totalmem() / 2 ** 30)} GiB, Linux, Node ${node}; ${RUNS} runs per single-delivery row, ${process.env.BENCH_BURSTS || 5} per burst; NODE_EXTRA_CA_CERTS unset; load average ${f(loadAtStart, 2)} at the start, ${f(loadavg()[0], 2)} at the end.`;
 const lines = [head, '', '| measurement | baseline median | ours min / median / max | ratio min / median / max | target | |', '|---|---|---|---|---|---|'];
 for (const r of rows) {
   const u = r.unit;
@@ -262,6 +463,7 @@ for (const r of rows) {
   lines.push(`| ${r.name} | ${f(r.base.median, digits)} ${u} | ${f(r.cand.min, digits)} / ${f(r.cand.median, digits)} / ${f(r.cand.max, digits)} ${u} | ${ratio} | ${target} | ${r.pass === undefined ? '' : r.pass ? 'ok' : 'MISSED'} |`);
 }
 const report = `${lines.join('\n')}\n`;
-writeFileSync(join(ROOT, 'bench', 'results.md'), report);
+if (!ONLY) writeFileSync(join(ROOT, 'bench', 'results.md'), report); // a partial run leaves the last full one's table
 process.stdout.write(report);
+agent.destroy();
 rmSync(work, { recursive: true, force: true });
