@@ -307,7 +307,10 @@ describe.skipIf(!!browserMissing)('the history viewer in a real browser, over an
       "<img src=x onerror=alert('from name')> <mallory@evil.example>", 'support@bank.example <x@evil.example>', 'Printer on fire']) {
       expect(text).toContain(shown);
     }
-    // The list shows what the list cache keeps (headerSafe: controls become spaces, bidi controls go), never the raw character.
+    // Controls and bidi controls as marks, as on the ticket pages; never the raw character.
+    for (const shown of ['^[[31mRED^[[0m ^[]0;owned title^G subject', 'Invoice <U+202E>gnp.exe and <U+2066>isolate', 'Bob <U+2067>kcilc<U+2069> <bob@evil.example>']) {
+      expect(text).toContain(shown);
+    }
     expect(text).not.toMatch(RAW_CONTROL);
     expect(await page.$$eval('tbody tr', (rows) => rows.length)).toBe(delivered.length);
     await visit(page, '/archived/');
