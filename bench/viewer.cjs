@@ -36,9 +36,10 @@ async function main() {
   const { handle } = run('viewer');
   const cfg = core.resolveConfig({ dir: job.dir, domain: 'tickets.example' }, {}, {});
   const store = new core.Store(cfg);
-  const viewer = { store, base: '', access: { kind: 'loopback' } };
+  // As serve on loopback answers its own account (the connection's peer, which serve looks up once per connection).
+  const viewer = { store, base: '', access: { kind: 'loopback', uids: new Set([process.getuid()]) } };
   const get = async (target) => {
-    const reply = await handle(viewer, { method: 'GET', target });
+    const reply = await handle(viewer, { method: 'GET', target, peerUid: process.getuid() });
     if (reply.status !== 200 || typeof reply.body !== 'string') throw new Error(`${target}: ${reply.status}`);
     return reply.body.length;
   };
