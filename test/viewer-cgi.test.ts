@@ -262,9 +262,12 @@ describe.skipIf(!!cgiMissing || !isRoot)('the viewer as a CGI program under ngin
   }, 60_000);
 
   afterAll(async () => {
-    for (const server of servers) await server.stop();
-    for (const user of [USER, OTHER]) sh(`userdel ${user} 2>/dev/null`);
-    if (root) sh(`rm -rf ${root}`);
+    try {
+      for (const server of servers) await server.stop();
+    } finally { // the users and files go also when a server would not stop
+      for (const user of [USER, OTHER]) sh(`userdel ${user} 2>/dev/null`);
+      if (root) sh(`rm -rf ${root}`);
+    }
   });
 
   /** GET (or another method) of a path below the viewer's base, through nginx and as the same user's serve. */
