@@ -2857,19 +2857,58 @@ function tailBefore(fd: number, size: number): Buffer {
 }
 
 /**
+ * How long after a folder last changed its mtime is trusted to show the next change: a change
+ * within the same tick of the file system's clock would leave the mtime as it was (git's "racily
+ * clean" entries; the tick is a few ms, this margin covers clocks that step).
+ */
+const RACY_MS = 1000;
+
+/**
+ * What this process knows of a tickets folder's list, for serve's many lists: each place's rows
+ * as last read, with the folder's mtime then. Every writer of a ticket (ticket-mail, mutt, Exim,
+ * procmail) takes its dotlock N.lock beside it, and a new file or a rename is a change too: so
+ * an unchanged folder mtime means unchanged tickets, and only a changed one costs a stat a
+ * ticket. (A writer that appends without the lock is seen at the folder's next change.)
+ * The rows are shared between calls and never changed.
+ */
+interface PlaceMemory { ino: number; mtimeMs: number; trusted: boolean; rows: TicketRow[] }
+const listMemory = new Map<string, {
+  entries: Record<string, CacheEntry>; rows: WeakMap<CacheEntry, TicketRow>; places: Partial<Record<'open' | 'archived', PlaceMemory>>;
+}>();
+
+/**
  * The tickets, newest activity first. A cache keeps it fast; it is checked against each file, and
  * written back only with `saveCache` (the viewer reads it, never writes into the tickets folder).
  */
 export function listTickets(store: Store, which: 'open' | 'closed' | 'all', saveCache = true): TicketRow[] {
   const cachePath = join(store.state, 'list-cache.json');
-  let cache: Record<string, CacheEntry> = {};
-  try { cache = JSON.parse(readFileSync(cachePath, 'utf8')); } catch { /* none yet, or unreadable: rebuild */ }
+  let memory = listMemory.get(cachePath);
+  if (!memory) {
+    let entries: Record<string, CacheEntry> = {};
+    try { entries = JSON.parse(readFileSync(cachePath, 'utf8')); } catch { /* none yet, or unreadable: rebuild */ }
+    listMemory.set(cachePath, memory = { entries, rows: new WeakMap(), places: {} });
+  }
+  const cache = memory.entries;
   const fresh: Record<string, CacheEntry> = {};
+  let changed = false;
   const rows: TicketRow[] = [];
   for (const [place, state] of [['open', 'open'], ['archived', 'closed']] as const) {
-    if (which !== 'all' && which !== state) continue;
+    const isPlace = (key: string) => key.startsWith('archived/') === (place === 'archived');
+    const folder = place === 'open' ? store.cfg.dir : store.archived;
+    let folderStat;
+    try { folderStat = statSync(folder); } catch (e) { if (code(e) !== 'ENOENT') throw e; }
+    const known = memory.places[place];
+    const unchanged = known?.trusted && folderStat && known.ino === folderStat.ino && known.mtimeMs === folderStat.mtimeMs;
+    const listed = which === 'all' || which === state;
+    if (!listed || unchanged) { // kept as it was, for the next list that reads it
+      for (const key of Object.keys(cache)) if (isPlace(key)) fresh[key] = cache[key]!;
+      if (listed) rows.push(...known!.rows);
+      continue;
+    }
+    const readAt = Date.now();
     let names: string[] = [];
-    try { names = readdirSync(place === 'open' ? store.cfg.dir : store.archived); } catch (e) { if (code(e) !== 'ENOENT') throw e; }
+    try { names = readdirSync(folder); } catch (e) { if (code(e) !== 'ENOENT') throw e; }
+    const placeRows: TicketRow[] = [];
     for (const name of names) {
       const n = parseTicketNumber(name);
       if (n === undefined) continue;
@@ -2877,17 +2916,28 @@ export function listTickets(store: Store, which: 'open' | 'closed' | 'all', save
       const entry = ticketEntry(store.ticketPath(n, place), cache[key]);
       if (!entry) continue;
       fresh[key] = entry;
-      rows.push({ ticket: n, state, submitter: entry.submitter, subject: entry.subject, messages: entry.messages,
-        lastActivity: new Date(entry.mtimeMs).toISOString() });
+      changed ||= entry !== cache[key];
+      let row = memory.rows.get(entry);
+      if (!row) {
+        row = { ticket: n, state, submitter: entry.submitter, subject: entry.subject, messages: entry.messages,
+          lastActivity: new Date(entry.mtimeMs).toISOString() };
+        memory.rows.set(entry, row);
+      }
+      placeRows.push(row);
     }
+    memory.places[place] = folderStat && { ino: folderStat.ino, mtimeMs: folderStat.mtimeMs, trusted: readAt - folderStat.mtimeMs > RACY_MS, rows: placeRows };
+    rows.push(...placeRows);
   }
-  if (saveCache && JSON.stringify(fresh) !== JSON.stringify(cache)) {
+  changed ||= Object.keys(fresh).length !== Object.keys(cache).length; // some ticket gone (or moved)
+  memory.entries = fresh;
+  if (saveCache && changed) {
     try { // the cache is a convenience: a folder we may not write just means no cache
       writeFileDurably(`${cachePath}.new`, JSON.stringify(fresh));
       renameSync(`${cachePath}.new`, cachePath);
     } catch { /* see above */ }
   }
-  return rows.sort((a, b) => b.lastActivity.localeCompare(a.lastActivity) || b.ticket - a.ticket);
+  // ISO times of one format sort as text; localeCompare would cost more than the rest of a cached list.
+  return rows.sort((a, b) => (a.lastActivity < b.lastActivity ? 1 : a.lastActivity > b.lastActivity ? -1 : b.ticket - a.ticket));
 }
 
 function ticketEntry(path: string, cached: CacheEntry | undefined): CacheEntry | undefined {

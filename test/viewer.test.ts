@@ -382,6 +382,39 @@ describe('permalinks and feeds', () => {
   });
 });
 
+describe('the open list', () => {
+  it('reads the tickets again only when their folder changed, and every write under the dotlock changes it', async () => {
+    const t = setup();
+    t.send('submit@tickets.example', mail({ subject: 'one' }));
+    t.send('submit@tickets.example', mail({ subject: 'two' }));
+    const messages = async (n: number) => Number(new RegExp(`<a href="/${n}/">${n}</a>.*?<td class="n">(\\d+)</td>`).exec((await t.get('/')).text)?.[1]);
+    const unlockedAppend = () => appendFileSync(join(t.tickets, '1'), 'From x@y Tue Dec  1 10:00:00 2026\nSubject: unlocked\n\nhi\n\n');
+    const age = (seconds: number) => { const at = Date.now() / 1000 + seconds; utimesSync(t.tickets, at, at); };
+    age(-60); // last changed a minute ago: its mtime will show the next change
+    expect(await messages(1)).toBe(1);
+    // An append without the lock leaves the folder as it was: the list is not read again ...
+    unlockedAppend();
+    expect(await messages(1)).toBe(1);
+    // ... until a write under a dotlock, here a delivery to the other ticket.
+    t.send('ticket-2@tickets.example', mail({ subject: 'Re: two' }));
+    expect([await messages(1), await messages(2)]).toEqual([2, 2]);
+    // A folder that changed within the clock's margin is read at every list (its mtime in the future is such a case).
+    age(3600);
+    expect(await messages(1)).toBe(2);
+    unlockedAppend();
+    expect(await messages(1)).toBe(3);
+    // A new ticket and a close (a rename) are changes of the folders too.
+    age(-60);
+    expect(await messages(1)).toBe(3);
+    t.send('submit@tickets.example', mail({ subject: 'three' }));
+    expect(await messages(3)).toBe(1);
+    t.send('ticket-2-done@tickets.example', mail({ subject: 'done' }));
+    expect((await t.get('/')).text).not.toContain('<a href="/2/">');
+    expect(await messages(2)).toBeNaN();
+    expect((await t.get('/archived/')).text).toContain('<a href="/2/">');
+  });
+});
+
 describe('read-only', () => {
   it('never writes into the tickets folder, and finds a ticket moved to archived/ between two requests', async () => {
     const t = setup();
