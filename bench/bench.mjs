@@ -376,6 +376,7 @@ if (section('list')) {
   // the server's time for the page against what it reads (listTickets, which writes no cache).
   const job = inProcess({ mode: 'list', dir, runs: RUNS });
   judgedBy(record('viewer: open list (/) over 10,000 tickets, cache fresh, in-process handle() vs listTickets()', undefined, job.listTickets, job.list), 50);
+  record('viewer: the open list just after a delivery (a stat of each ticket) vs the list unchanged, in-process', undefined, job.list, job.afterDelivery);
   const server = await startServe(dir);
   try {
     await compareAsync('viewer: open list (/) over 10,000 tickets through serve (HTTP) vs /style.css', undefined,

@@ -3,9 +3,10 @@
 // code that ships, and calls the viewer's handle() directly: no HTTP, no process start.
 //   {"mode":"page", "dir", "big", "small", "runs"}: the page /BIG/ interleaved with the page
 //     /SMALL/ and with reading ticket BIG's file once (fs.readFileSync);
-//   {"mode":"list", "dir", "runs"}: the open list / interleaved with listTickets (what it reads).
+//   {"mode":"list", "dir", "runs"}: the open list / interleaved with listTickets (what it reads)
+//     and with the list just after a delivery to ticket 1.
 'use strict';
-const { readFileSync, existsSync } = require('node:fs');
+const { appendFileSync, existsSync, readFileSync, unlinkSync, writeFileSync } = require('node:fs');
 const { join } = require('node:path');
 const { Script } = require('node:vm');
 
@@ -45,15 +46,29 @@ async function main() {
   };
   const series = {};
   const add = (name, value) => (series[name] ??= []).push(value);
-  const steps = job.mode === 'page'
-    ? { read: () => readFileSync(store.ticketPath(job.big, 'open')), small: () => get(`/${job.small}/`), big: () => get(`/${job.big}/`) }
-    : { listTickets: () => core.listTickets(store, 'open', false), list: () => get('/') };
-  for (const step of Object.values(steps)) await step(); // warm: modules compiled, file in the page cache
-  for (let i = 0; i < job.runs; i++) {
-    for (const [name, step] of Object.entries(steps)) {
-      const [wall, cpu] = await timed(step);
-      add(name, wall);
-      add(`${name}Cpu`, cpu);
+  // Steps interleaved, phase by phase: a delivery leaves the folder changed for a while, so the
+  // list after one is timed after the unchanged list, not between its runs.
+  const phases = job.mode === 'page'
+    ? [{ read: () => readFileSync(store.ticketPath(job.big, 'open')), small: () => get(`/${job.small}/`), big: () => get(`/${job.big}/`) }]
+    : [{ listTickets: () => core.listTickets(store, 'open', false), list: () => get('/') }, {
+      // As a delivery changes a ticket: its dotlock beside it, a record appended, the lock removed.
+      // The folder changed, so this list reads each ticket's stat again.
+      afterDelivery: () => {
+        const path = store.ticketPath(1, 'open');
+        writeFileSync(`${path}.lock`, `${process.pid}\n`);
+        appendFileSync(path, 'From a@b Sat Nov 28 06:00:00 2026\nSubject: re\n\nagain\n\n');
+        unlinkSync(`${path}.lock`);
+        return get('/');
+      },
+    }];
+  for (const steps of phases) {
+    for (const step of Object.values(steps)) await step(); // warm: modules compiled, file in the page cache
+    for (let i = 0; i < job.runs; i++) {
+      for (const [name, step] of Object.entries(steps)) {
+        const [wall, cpu] = await timed(step);
+        add(name, wall);
+        add(`${name}Cpu`, cpu);
+      }
     }
   }
   const pageBytes = job.mode === 'page' ? await get(`/${job.big}/`) : await get('/');
