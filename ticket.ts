@@ -2902,7 +2902,7 @@ export function listTickets(store: Store, which: 'open' | 'closed' | 'all', save
     const listed = which === 'all' || which === state;
     if (!listed || unchanged) { // kept as it was, for the next list that reads it
       for (const key of Object.keys(cache)) if (isPlace(key)) fresh[key] = cache[key]!;
-      if (listed) rows.push(...known!.rows);
+      if (listed) for (const row of known!.rows) rows.push(row); // not push(...rows): 100,000 arguments overflow the stack
       continue;
     }
     const readAt = Date.now();
@@ -2926,7 +2926,7 @@ export function listTickets(store: Store, which: 'open' | 'closed' | 'all', save
       placeRows.push(row);
     }
     memory.places[place] = folderStat && { ino: folderStat.ino, mtimeMs: folderStat.mtimeMs, trusted: readAt - folderStat.mtimeMs > RACY_MS, rows: placeRows };
-    rows.push(...placeRows);
+    for (const row of placeRows) rows.push(row);
   }
   changed ||= Object.keys(fresh).length !== Object.keys(cache).length; // some ticket gone (or moved)
   memory.entries = fresh;
