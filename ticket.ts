@@ -2909,11 +2909,13 @@ export function listTickets(store: Store, which: 'open' | 'closed' | 'all', save
     let names: string[] = [];
     try { names = readdirSync(folder); } catch (e) { if (code(e) !== 'ENOENT') throw e; }
     const placeRows: TicketRow[] = [];
+    let unreadable = false; // a ticket left out that may be readable next time: the rows are not to be trusted
     for (const name of names) {
       const n = parseTicketNumber(name);
       if (n === undefined) continue;
       const key = relativeTicket(n, place);
       const entry = ticketEntry(store.ticketPath(n, place), cache[key]);
+      unreadable ||= entry === null;
       if (!entry) continue;
       fresh[key] = entry;
       changed ||= entry !== cache[key];
@@ -2925,7 +2927,7 @@ export function listTickets(store: Store, which: 'open' | 'closed' | 'all', save
       }
       placeRows.push(row);
     }
-    memory.places[place] = folderStat && { ino: folderStat.ino, mtimeMs: folderStat.mtimeMs, trusted: readAt - folderStat.mtimeMs > RACY_MS, rows: placeRows };
+    memory.places[place] = folderStat && { ino: folderStat.ino, mtimeMs: folderStat.mtimeMs, trusted: !unreadable && readAt - folderStat.mtimeMs > RACY_MS, rows: placeRows };
     for (const row of placeRows) rows.push(row);
   }
   changed ||= Object.keys(fresh).length !== Object.keys(cache).length; // some ticket gone (or moved)
@@ -2940,13 +2942,19 @@ export function listTickets(store: Store, which: 'open' | 'closed' | 'all', save
   return rows.sort((a, b) => (a.lastActivity < b.lastActivity ? 1 : a.lastActivity > b.lastActivity ? -1 : b.ticket - a.ticket));
 }
 
-function ticketEntry(path: string, cached: CacheEntry | undefined): CacheEntry | undefined {
+/**
+ * What list knows of one ticket file: undefined when it is gone (moved meanwhile), null when it
+ * is there but could not be read (its mode, an I/O error), which a chmod may mend without any
+ * change of the folder.
+ */
+function ticketEntry(path: string, cached: CacheEntry | undefined): CacheEntry | undefined | null {
   const fresh = (st: { ino: number; size: number; mtimeMs: number }) => cached && cached.ino === st.ino && cached.size === st.size && cached.mtimeMs === st.mtimeMs;
+  const missing = (e: unknown) => (code(e) === 'ENOENT' ? undefined : null);
   if (cached) { // one stat, not open, fstat and close: most of a list's tickets are unchanged
-    try { if (fresh(statSync(path))) return cached; } catch { return undefined; } // moved meanwhile
+    try { if (fresh(statSync(path))) return cached; } catch (e) { return missing(e); }
   }
   let fd;
-  try { fd = openSync(path, 'r'); } catch { return undefined; } // moved meanwhile
+  try { fd = openSync(path, 'r'); } catch (e) { return missing(e); }
   try {
     const st = fstatSync(fd);
     if (fresh(st)) return cached;
