@@ -2864,17 +2864,33 @@ function tailBefore(fd: number, size: number): Buffer {
 const RACY_MS = 1000;
 
 /**
- * What this process knows of a tickets folder's list, for serve's many lists: each place's rows
- * as last read, with the folder's mtime then. Every writer of a ticket (ticket-mail, mutt, Exim,
- * procmail) takes its dotlock N.lock beside it, and a new file or a rename is a change too: so
- * an unchanged folder mtime means unchanged tickets, and only a changed one costs a stat a
- * ticket. (A writer that appends without the lock is seen at the folder's next change.)
- * The rows are shared between calls and never changed.
+ * What this process knows of a tickets folder's list, for serve's many lists: each place's cache
+ * entries and rows (newest activity first) as last read, with the folder's mtime then. Every
+ * writer of a ticket (ticket-mail, mutt, Exim, procmail) takes its dotlock N.lock beside it, and
+ * a new file or a rename is a change too: so an unchanged folder mtime means unchanged tickets,
+ * and only a changed one costs a stat a ticket. (A writer that appends without the lock is seen
+ * at the folder's next change.) A list of an unchanged folder costs a copy of its rows: its
+ * entries are neither copied nor counted, its rows not sorted again. The rows are shared between
+ * calls and never changed.
  */
+type Place = 'open' | 'archived';
 interface PlaceMemory { ino: number; mtimeMs: number; trusted: boolean; rows: TicketRow[] }
 const listMemory = new Map<string, {
-  entries: Record<string, CacheEntry>; rows: WeakMap<CacheEntry, TicketRow>; places: Partial<Record<'open' | 'archived', PlaceMemory>>;
+  entries: Record<Place, Record<string, CacheEntry>>; rows: WeakMap<CacheEntry, TicketRow>; places: Partial<Record<Place, PlaceMemory>>;
+  all?: { open: TicketRow[]; archived: TicketRow[]; rows: TicketRow[] }; // the last merge of both places' rows (the feed's list)
 }>();
+
+/** Newest activity first, then the higher number. ISO times of one format sort as text; localeCompare would cost more than the rest of a cached list. */
+const byActivity = (a: TicketRow, b: TicketRow) => (a.lastActivity < b.lastActivity ? 1 : a.lastActivity > b.lastActivity ? -1 : b.ticket - a.ticket);
+
+/** Two lists in byActivity order, merged in it; of two equal rows (a ticket in both places) the first list's comes first. */
+function mergedByActivity(a: TicketRow[], b: TicketRow[]): TicketRow[] {
+  const out: TicketRow[] = [];
+  let i = 0;
+  let j = 0;
+  while (i < a.length || j < b.length) out.push(j >= b.length || (i < a.length && byActivity(a[i]!, b[j]!) <= 0) ? a[i++]! : b[j++]!);
+  return out;
+}
 
 /**
  * The tickets, newest activity first. A cache keeps it fast; it is checked against each file, and
@@ -2884,30 +2900,30 @@ export function listTickets(store: Store, which: 'open' | 'closed' | 'all', save
   const cachePath = join(store.state, 'list-cache.json');
   let memory = listMemory.get(cachePath);
   if (!memory) {
-    let entries: Record<string, CacheEntry> = {};
-    try { entries = JSON.parse(readFileSync(cachePath, 'utf8')); } catch { /* none yet, or unreadable: rebuild */ }
+    const entries: Record<Place, Record<string, CacheEntry>> = { open: {}, archived: {} };
+    try {
+      const saved: Record<string, CacheEntry> = JSON.parse(readFileSync(cachePath, 'utf8'));
+      for (const [key, entry] of Object.entries(saved)) entries[key.startsWith('archived/') ? 'archived' : 'open'][key] = entry;
+    } catch { /* none yet, or unreadable: rebuild */ }
     listMemory.set(cachePath, memory = { entries, rows: new WeakMap(), places: {} });
   }
-  const cache = memory.entries;
-  const fresh: Record<string, CacheEntry> = {};
   let changed = false;
-  const rows: TicketRow[] = [];
+  const lists: TicketRow[][] = [];
   for (const [place, state] of [['open', 'open'], ['archived', 'closed']] as const) {
-    const isPlace = (key: string) => key.startsWith('archived/') === (place === 'archived');
+    if (which !== 'all' && which !== state) continue; // its entries kept as they were, for the next list that reads it
     const folder = place === 'open' ? store.cfg.dir : store.archived;
     let folderStat;
     try { folderStat = statSync(folder); } catch (e) { if (code(e) !== 'ENOENT') throw e; }
     const known = memory.places[place];
-    const unchanged = known?.trusted && folderStat && known.ino === folderStat.ino && known.mtimeMs === folderStat.mtimeMs;
-    const listed = which === 'all' || which === state;
-    if (!listed || unchanged) { // kept as it was, for the next list that reads it
-      for (const key of Object.keys(cache)) if (isPlace(key)) fresh[key] = cache[key]!;
-      if (listed) for (const row of known!.rows) rows.push(row); // not push(...rows): 100,000 arguments overflow the stack
+    if (known?.trusted && folderStat && known.ino === folderStat.ino && known.mtimeMs === folderStat.mtimeMs) {
+      lists.push(known.rows);
       continue;
     }
     const readAt = Date.now();
     let names: string[] = [];
     try { names = readdirSync(folder); } catch (e) { if (code(e) !== 'ENOENT') throw e; }
+    const cache = memory.entries[place];
+    const fresh: Record<string, CacheEntry> = {};
     const placeRows: TicketRow[] = [];
     let unreadable = false; // a ticket left out that may be readable next time: the rows are not to be trusted
     for (const name of names) {
@@ -2927,19 +2943,23 @@ export function listTickets(store: Store, which: 'open' | 'closed' | 'all', save
       }
       placeRows.push(row);
     }
+    changed ||= Object.keys(fresh).length !== Object.keys(cache).length; // some ticket gone (or moved)
+    memory.entries[place] = fresh;
+    placeRows.sort(byActivity);
     memory.places[place] = folderStat && { ino: folderStat.ino, mtimeMs: folderStat.mtimeMs, trusted: !unreadable && readAt - folderStat.mtimeMs > RACY_MS, rows: placeRows };
-    for (const row of placeRows) rows.push(row);
+    lists.push(placeRows);
   }
-  changed ||= Object.keys(fresh).length !== Object.keys(cache).length; // some ticket gone (or moved)
-  memory.entries = fresh;
   if (saveCache && changed) {
     try { // the cache is a convenience: a folder we may not write just means no cache
-      writeFileDurably(`${cachePath}.new`, JSON.stringify(fresh));
+      writeFileDurably(`${cachePath}.new`, JSON.stringify({ ...memory.entries.open, ...memory.entries.archived }));
       renameSync(`${cachePath}.new`, cachePath);
     } catch { /* see above */ }
   }
-  // ISO times of one format sort as text; localeCompare would cost more than the rest of a cached list.
-  return rows.sort((a, b) => (a.lastActivity < b.lastActivity ? 1 : a.lastActivity > b.lastActivity ? -1 : b.ticket - a.ticket));
+  // A copy: the caller may sort or cut it, the memory's rows stay as they were read.
+  if (lists.length === 1) return lists[0]!.slice();
+  const [open, archived] = lists as [TicketRow[], TicketRow[]];
+  if (memory.all?.open !== open || memory.all.archived !== archived) memory.all = { open, archived, rows: mergedByActivity(open, archived) };
+  return memory.all.rows.slice();
 }
 
 /**

@@ -45,7 +45,12 @@ function setup() {
   return { root, tickets, archived: join(tickets, 'archived'), settings, send, cli, store, truth, counted, age };
 }
 
-const summary = (rows: TicketRow[]) => rows.map((r) => `${r.ticket} ${r.state} ${r.messages}`).sort();
+const summary = (rows: TicketRow[]) => {
+  // newest activity first, then the higher number (the order a stable sort gave before the memory)
+  const sorted = [...rows].sort((a, b) => b.lastActivity.localeCompare(a.lastActivity) || b.ticket - a.ticket);
+  expect(rows).toEqual(sorted);
+  return rows.map((r) => `${r.ticket} ${r.state} ${r.messages}`).sort();
+};
 
 describe('serve\'s list memory against a fresh read', () => {
   it('random writes by ticket-mail and mutt, each followed by lists of every kind, aged or not', () => {
