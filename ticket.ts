@@ -2821,16 +2821,21 @@ interface CacheEntry { ino: number; size: number; mtimeMs: number; tail: string;
 let countBuffer: Buffer | undefined;
 
 /**
- * Counts mbox records (lines starting "From ") in bytes [from, size); `from` starts a line.
- * When the range fits in one read (a ticket under 1 MiB: nearly all), also returns its bytes,
- * so that list reads such a ticket once; they are valid until the next call.
+ * Counts mbox records (lines starting "From ") in bytes [from, size): a record starts at 0, and
+ * past it a "From " counts where a line break comes before it. The 5 bytes before `from` are
+ * read again: the last count may have seen an append cut inside its "\nFrom " (a stat can land
+ * between two pages of one write), and found no record there, nor should one be found in a
+ * line it saw cut before "From ". When the range starts at 0 and fits in one read (a ticket
+ * under 1 MiB: nearly all), also returns its bytes, so that list reads such a ticket once; they
+ * are valid until the next call.
  */
 function countRecords(fd: number, from: number, size: number): { count: number; bytes?: Buffer } {
   const needle = Buffer.from('\nFrom ');
   const chunk = 1 << 20;
   const buf = countBuffer ??= Buffer.alloc(chunk + needle.length);
-  buf[0] = LF; // a record boundary at `from`
-  let carry = 1;
+  let carry;
+  if (from === 0) { buf[0] = LF; carry = 1; } // a record boundary at 0
+  else carry = readSync(fd, buf, 0, Math.min(from, needle.length - 1), from - Math.min(from, needle.length - 1));
   let count = 0;
   let pos = from;
   while (pos < size) {
@@ -2839,7 +2844,7 @@ function countRecords(fd: number, from: number, size: number): { count: number; 
     const view = buf.subarray(0, carry + got);
     for (let i = view.indexOf(needle); i >= 0; i = view.indexOf(needle, i + 1)) count++;
     pos += got;
-    if (got === size - from) return { count, bytes: view.subarray(1) }; // the whole range, in one read
+    if (from === 0 && got === size) return { count, bytes: view.subarray(1) }; // the whole file, in one read
     carry = Math.min(needle.length - 1, view.length); // a needle cut by the chunk edge is found next time
     view.copy(buf, 0, view.length - carry);
   }
@@ -2859,9 +2864,11 @@ function tailBefore(fd: number, size: number): Buffer {
 /**
  * How long after a folder last changed its mtime is trusted to show the next change: a change
  * within the same tick of the file system's clock would leave the mtime as it was (git's "racily
- * clean" entries; the tick is a few ms, this margin covers clocks that step).
+ * clean" entries). The tick is a few ms, or a whole second where a file system keeps seconds
+ * only: hence two. It assumes a clock that does not step back, and a local folder (an NFS
+ * client caches a folder's attributes for 30 s or more).
  */
-const RACY_MS = 1000;
+const RACY_MS = 2000;
 
 /**
  * What this process knows of a tickets folder's list, for serve's many lists: each place's cache

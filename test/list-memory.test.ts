@@ -1,4 +1,4 @@
-// Hostile review of listTickets()'s in-process memory (serve's list): every sequence of writes by
+// listTickets()'s in-process memory (serve's list), as a hostile review attacked it: every sequence of writes by
 // ticket-mail (deliveries, close/reopen by mail and by command, automatic mail into a closed
 // ticket) and mutt (mutt_dotlock) must leave the list as a fresh read shows it.
 import { describe, expect, it } from 'vitest';
@@ -173,7 +173,7 @@ describe('a ticket the reader could not read', () => {
     t.send('submit@tickets.example', mail({ subject: 'one' }));
     t.send('submit@tickets.example', mail({ subject: 'two' }));
     const bundle = join(t.root, 'reader.cjs');
-    const built = spawnSync(join(ROOT, 'node_modules', '.bin', 'esbuild'), [join(ROOT, 'test', 'list-review-reader.ts'), '--bundle', '--platform=node',
+    const built = spawnSync(join(ROOT, 'node_modules', '.bin', 'esbuild'), [join(ROOT, 'test', 'list-memory-reader.ts'), '--bundle', '--platform=node',
       '--format=cjs', `--outfile=${bundle}`, '--log-level=error']);
     expect(built.status, built.stderr.toString()).toBe(0);
     for (const p of [t.root, t.tickets, bundle]) chmodSync(p, 0o755);
@@ -227,4 +227,27 @@ describe('list\'s cache file', () => {
     expect(keys()).toEqual(['1', '2']);
     rmSync(t.root, { recursive: true, force: true });
   }, 60_000);
+});
+
+describe('a list that saw an append half written', () => {
+  // A stat can land between two pages of one write(): the list counts what it saw, and counts
+  // the grown part later from there. Its count must be what the finished file holds.
+  it.each([
+    ['cut inside its "\\nFrom " line', 'Fro', 'm maint@tickets.example Tue Dec  1 10:00:00 2026\nSubject: x\n\nok\n\n', 2],
+    ['cut just after a line break', '', 'From maint@tickets.example Tue Dec  1 10:00:00 2026\nSubject: x\n\nok\n\n', 2],
+    ['cut mid-line, just before "From " in that line', 'a line that goes on: ', 'From here on, no separator\n\n', 1],
+  ])('%s', (_, seen, rest, records) => {
+    const t = setup();
+    t.send('submit@tickets.example', mail());
+    const path = join(t.tickets, '1');
+    writeFileSync(`${path}.lock`, `${process.pid}\n`); // a writer's dotlock, as mutt or Exim takes it
+    appendFileSync(path, seen);
+    expect(listTickets(t.store, 'open')[0]!.messages).toBe(1);
+    appendFileSync(path, rest);
+    rmSync(`${path}.lock`);
+    expect((readFileSync(path, 'latin1').match(/^From /gm) ?? []).length).toBe(records);
+    expect(listTickets(t.store, 'open')[0]!.messages).toBe(records);
+    expect(t.truth('open')[0]!.messages).toBe(records);
+    rmSync(t.root, { recursive: true, force: true });
+  });
 });

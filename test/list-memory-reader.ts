@@ -1,4 +1,4 @@
-// A long-lived reader like serve (one process, listTickets many times), run by list-review.test.ts
+// A long-lived reader like serve (one process, listTickets many times), run by list-memory.test.ts
 // as another user: argv DIR ALIAS GO. Lists DIR's open tickets, waits for the file GO, lists again,
 // and lists ALIAS (the same folder by another path: no memory). One JSON line.
 import { existsSync } from 'node:fs';
