@@ -2646,12 +2646,27 @@ async function parsedPartText(part: OutlineText): Promise<string> {
 }
 
 /**
- * A Content-Type whose parameters read the same by every parser: a token or a plain quoted string
- * each, no comment, escape, continuation (RFC 2231) or line break. Others go to postal-mime.
+ * A Content-Type parameter that reads the same by every parser: a token or a plain quoted string,
+ * no comment, escape or continuation (RFC 2231). A ';' inside quotes leaves a segment unmatched.
+ * One pattern per segment, each part of it unambiguous: no backtracking on 64 KiB of spaces.
  */
-const PLAIN_TEXT_TYPE = /^\s*text\/(?:plain|html)((?:\s*;\s*[A-Za-z0-9-]+=(?:"[^"\\()\r\n]*"|[^\s";()\\]+))*)\s*;?\s*$/i;
-const TEXT_TYPE_PARAM = /;\s*([A-Za-z0-9-]+)=(?:"([^"]*)"|([^\s;]+))/g;
+const PLAIN_PARAM = /^[ \t]*([A-Za-z0-9-]+)=(?:"([^"\\()\r\n]*)"|([^\s";()\\]+))[ \t]*$/;
 const textDecoders = new Map<string, TextDecoder>();
+
+/** The parameters of a text/plain or text/html Content-Type made only of plain ones (the first of a name counts), else undefined. */
+function plainTextParams(type: string): Map<string, string> | undefined {
+  const [value, ...segments] = type.split(';');
+  if (!/^[ \t]*text\/(?:plain|html)[ \t]*$/i.test(value!)) return undefined;
+  const params = new Map<string, string>();
+  for (const segment of segments) {
+    if (/^[ \t]*$/.test(segment)) continue;
+    const param = PLAIN_PARAM.exec(segment);
+    if (!param) return undefined;
+    const name = param[1]!.toLowerCase();
+    if (!params.has(name)) params.set(name, param[2] ?? param[3]!);
+  }
+  return params;
+}
 
 /**
  * A text part's text as postal-mime's parser gives it (the tests hold the two equal, on the
@@ -2661,12 +2676,8 @@ const textDecoders = new Map<string, TextDecoder>();
  * not know (postal-mime's aliases then decide).
  */
 export function partText(part: OutlineText): string | undefined {
-  const plain = PLAIN_TEXT_TYPE.exec(part.type);
-  if (!plain) return undefined;
-  const params = new Map<string, string>();
-  for (const [, name, quoted, token] of plain[1]!.matchAll(TEXT_TYPE_PARAM)) {
-    if (!params.has(name!.toLowerCase())) params.set(name!.toLowerCase(), quoted ?? token!); // the first one counts
-  }
+  const params = plainTextParams(part.type);
+  if (!params) return undefined;
   const label = (params.get('charset') || 'utf8').trim().toLowerCase();
   let decoder = textDecoders.get(label);
   if (!decoder) {
