@@ -39,6 +39,7 @@ describe('partText is postal-mime\'s text for the parts it decodes', () => {
       ['TEXT/PLAIN; CHARSET=ISO-8859-1', undefined, Buffer.from([0x63, 0x61, 0x66, 0xe9, 0x0d, 0x0d, 0x0a]), 'café\n'],
       ['text/html; charset=windows-1252', '8bit', Buffer.from('<p>\xe9t\xe9</p>', 'latin1'), '<p>été</p>\n'],
       ['text/plain; charset=utf-16le', 'base64', Buffer.from('hi ü', 'utf16le').toString('base64'), 'hi ü'],
+      ['text/plain; charset=utf-8', 'quoted-printable', `${'=41'.repeat(25)}\n`.repeat(1700), `${'A'.repeat(25)}\n`.repeat(1700)], // 127 KiB of escapes
     ];
     for (const [type, encoding, body, text] of cases) {
       const part = single(type, encoding, body);
