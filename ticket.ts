@@ -1504,14 +1504,25 @@ export function mimeOutline(chunks: Iterable<Buffer>): Outline {
 const MAX_PARTS = 10_000;
 
 /**
+ * Each byte's class in base64 text: 1 data, 2 padding, 0 skipped (line ends, junk). Made at the
+ * first outline, once: start-up pays nothing, and a page of 200 messages does not make it 200 times.
+ */
+let base64Classes: Uint8Array | undefined;
+function classesOfBase64(): Uint8Array {
+  const classes = new Uint8Array(256);
+  for (const b of Buffer.from('ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/', 'latin1')) classes[b] = 1;
+  classes[0x3d] = 2;
+  return classes;
+}
+
+/**
  * mimeOutline, giving out attachment number `keep` (from 1, in order, listed or not) decoded as
  * it is read: at most one chunk's worth is held (a 100 MB attachment is streamed).
  */
 export function* outlineParts(chunks: Iterable<Buffer>, keep: number): Generator<Buffer, Outline> {
   const decoded: Buffer[] = []; // of the chunk being read
   const outline: Outline = { texts: [], cut: false, attachments: [], unlisted: 0 };
-  // Each byte's class in base64 text: 1 data, 2 padding, 0 skipped (line ends, junk). Made here: start-up pays nothing.
-  const base64Class = Uint8Array.from({ length: 256 }, (_, b) => (b === 0x3d ? 2 : /[A-Za-z0-9+/]/.test(String.fromCharCode(b)) ? 1 : 0));
+  const base64Class = base64Classes ??= classesOfBase64();
   const boundaries: Array<{ marker: Buffer; digest: boolean }> = []; // "--boundary" of each open multipart, innermost last
   let textBytes = 0;
   let textLines = 0;
