@@ -4845,7 +4845,7 @@ async function runPasswordHash(_cfg: Config, name: unknown): Promise<void> {
   if (!/^[^:\s]{1,64}$/.test(user)) throw new Error('a user name is 1 to 64 characters, without ":" or spaces');
   const password = readFileSync(0, 'utf8').replace(/\r?\n$/, '');
   if (password.length < 8) throw new Error('the password on stdin must have at least 8 characters');
-  print(`${user}:${(await import('./viewer.ts')).hashPassword(password)}\n`);
+  print(`${user}:${await (await import('./viewer.ts')).hashPassword(password)}\n`);
 }
 
 async function runPostfixPolicy(cfg: Config): Promise<void> {

@@ -17,14 +17,16 @@
  *   appended under a lock is left out until it is complete.
  * It reuses ticket.ts's readers (mbox records, the list cache, MIME outline and text, the index).
  */
-import { createHash, randomBytes, scrypt, scryptSync, timingSafeEqual } from 'node:crypto';
 import { closeSync, fstatSync, openSync, readFileSync, readSync, statSync, constants as fsc } from 'node:fs';
 import type { IncomingMessage, ServerResponse } from 'node:http';
 import {
   type Config, type Message, type TicketRow, MessageIndex, Store, decodedSubject, field, headEnd, headerSafe, listTickets,
-  mboxRecordAt, mboxStarts, messageIds, messageText, mimeValue, outlineParts, parseHead, oneLine, parseTicketNumber, shownMailboxes,
+  mboxRecordAt, mboxStarts, messageIds, messageText, mimeValue, outlineParts, parseHead, oneLine, parseTicketNumber, sha256, shownMailboxes,
   visible,
 } from './ticket.ts';
+
+/** node:crypto, loaded only where a secret is checked or made: a CGI page never needs it (its load is ~5 ms of each page). */
+const nodeCrypto = () => import('node:crypto');
 
 declare global { interface String { toWellFormed(): string } } // ES2024; Node 20 and Bun have it
 
@@ -255,8 +257,38 @@ function recordHead(message: Message) {
   return { head, messageId: messageIds(field(head, 'message-id'))[0] };
 }
 
+/**
+ * SHA-1 of a string's UTF-8 bytes, in hex: public-inbox's anchors and feed ids. Written out, as
+ * ticket.ts's SHA-256 is, so that a page loads no node:crypto; one-shot, for short names. The
+ * tests check it against node:crypto.
+ */
+export function sha1Hex(text: string): string {
+  const data = Buffer.from(text, 'utf8');
+  const padded = new Uint8Array(Math.ceil((data.length + 9) / 64) * 64);
+  padded.set(data);
+  padded[data.length] = 0x80;
+  const view = new DataView(padded.buffer);
+  view.setUint32(padded.length - 8, Math.floor(data.length / 0x20000000));
+  view.setUint32(padded.length - 4, (data.length << 3) >>> 0);
+  const h = Int32Array.of(0x67452301, 0xefcdab89, 0x98badcfe, 0x10325476, 0xc3d2e1f0);
+  const w = new Int32Array(80);
+  for (let p = 0; p < padded.length; p += 64) {
+    for (let i = 0; i < 16; i++) w[i] = view.getInt32(p + i * 4);
+    for (let i = 16; i < 80; i++) { const x = w[i - 3]! ^ w[i - 8]! ^ w[i - 14]! ^ w[i - 16]!; w[i] = (x << 1) | (x >>> 31); }
+    let a = h[0]!, b = h[1]!, c = h[2]!, d = h[3]!, e = h[4]!;
+    for (let i = 0; i < 80; i++) {
+      const f = i < 20 ? (b & c) | (~b & d) : i < 40 || i >= 60 ? b ^ c ^ d : (b & c) | (b & d) | (c & d);
+      const k = i < 20 ? 0x5a827999 : i < 40 ? 0x6ed9eba1 : i < 60 ? 0x8f1bbcdc : 0xca62c1d6;
+      const t = (((a << 5) | (a >>> 27)) + f + e + k + w[i]!) | 0;
+      e = d; d = c; c = (b << 30) | (b >>> 2); b = a; a = t;
+    }
+    h[0] = (h[0]! + a) | 0; h[1] = (h[1]! + b) | 0; h[2] = (h[2]! + c) | 0; h[3] = (h[3]! + d) | 0; h[4] = (h[4]! + e) | 0;
+  }
+  return [...h].map((word) => (word >>> 0).toString(16).padStart(8, '0')).join('');
+}
+
 /** The stable anchor of a message: from its Message-ID, as public-inbox makes it. */
-const idAnchor = (messageId: string) => `m${createHash('sha1').update(messageId).digest('hex')}`;
+const idAnchor = (messageId: string) => `m${sha1Hex(messageId)}`;
 
 /** The page of a ticket that holds message K. */
 const pageOf = (k: number) => Math.floor((k - 1) / TICKET_PAGE) + 1;
@@ -589,7 +621,7 @@ const xmlText = (text: string) => escapeText(visible(text.toWellFormed()).replac
 
 /** A urn:uuid from a name (as public-inbox makes its entry ids: SHA-1 of the Message-ID). */
 function uuidOf(name: string): string {
-  const h = createHash('sha1').update(name).digest('hex');
+  const h = sha1Hex(name);
   return `urn:uuid:${h.slice(0, 8)}-${h.slice(8, 12)}-5${h.slice(13, 16)}-${((parseInt(h[16]!, 16) & 3) | 8).toString(16)}${h.slice(17, 20)}-${h.slice(20, 32)}`;
 }
 
@@ -690,7 +722,8 @@ export interface PasswordHash { N: number; r: number; p: number; salt: Buffer; h
 
 const SCRYPT = { N: 1 << 15, r: 8, p: 1 };
 
-export function hashPassword(password: string): string {
+export async function hashPassword(password: string): Promise<string> {
+  const { randomBytes, scryptSync } = await nodeCrypto();
   const salt = randomBytes(16);
   const hash = scryptSync(password, salt, 32, { ...SCRYPT, maxmem: 64 << 20 });
   return `scrypt:${SCRYPT.N}:${SCRYPT.r}:${SCRYPT.p}:${salt.toString('base64')}:${hash.toString('base64')}`;
@@ -708,9 +741,12 @@ export function parseUsers(text: string, path: string): Map<string, PasswordHash
   return users;
 }
 
-const digest = (text: string | Buffer) => createHash('sha256').update(text).digest();
+const digest = (text: string | Buffer) => sha256(Buffer.from(text));
 /** Equal, in time that tells nothing of where they differ (both are hashed to one length first). */
-const sameSecret = (a: string | Buffer, b: Buffer) => timingSafeEqual(digest(a), digest(b));
+async function sameSecret(a: string | Buffer, b: Buffer): Promise<boolean> {
+  const { timingSafeEqual } = await nodeCrypto();
+  return timingSafeEqual(Buffer.from(digest(a), 'hex'), Buffer.from(digest(b), 'hex'));
+}
 
 const COOKIE = 'ticket_mail';
 
@@ -722,14 +758,14 @@ const COOKIE = 'ticket_mail';
 const verified = new Map<string, Promise<boolean>>();
 let checking = Promise.resolve();
 function basicUser(users: Map<string, PasswordHash>, authorization: string): Promise<boolean> {
-  const key = digest(authorization).toString('hex');
+  const key = digest(authorization);
   const known = verified.get(key);
   if (known) return known;
   const decoded = Buffer.from(authorization.slice(6).trim(), 'base64').toString('utf8');
   const colon = decoded.indexOf(':');
   const user = colon > 0 ? users.get(decoded.slice(0, colon)) : undefined;
   const hash = user ?? { ...SCRYPT, salt: Buffer.alloc(16), hash: Buffer.alloc(32) };
-  const check = checking.then(() => new Promise<boolean>((done) => {
+  const check = checking.then(nodeCrypto).then(({ scrypt, timingSafeEqual }) => new Promise<boolean>((done) => {
     scrypt(decoded.slice(colon + 1), hash.salt, hash.hash.length, { N: hash.N, r: hash.r, p: hash.p, maxmem: 256 << 20 },
       (error, derived) => done(!error && timingSafeEqual(derived, hash.hash) && user !== undefined));
   }));
@@ -745,13 +781,13 @@ function basicUser(users: Map<string, PasswordHash>, authorization: string): Pro
  */
 const SESSION_SECONDS = 12 * 3600;
 const sessions = new Map<string, number>(); // sha256 of the value -> when it expires
-function newSession(): string {
-  const value = randomBytes(32).toString('hex');
+async function newSession(): Promise<string> {
+  const value = (await nodeCrypto()).randomBytes(32).toString('hex');
   if (sessions.size >= 1000) sessions.delete(sessions.keys().next().value!); // the oldest
-  sessions.set(digest(value).toString('hex'), Date.now() + SESSION_SECONDS * 1000);
+  sessions.set(digest(value), Date.now() + SESSION_SECONDS * 1000);
   return value;
 }
-const validSession = (value: string) => (sessions.get(digest(value).toString('hex')) ?? 0) > Date.now();
+const validSession = (value: string) => (sessions.get(digest(value)) ?? 0) > Date.now();
 
 /** undefined: may read; else the reply that refuses. */
 async function refusal(viewer: Viewer, req: Request, path: string, query: URLSearchParams): Promise<Reply | undefined> {
@@ -766,12 +802,12 @@ async function refusal(viewer: Viewer, req: Request, path: string, query: URLSea
     return req.remoteUser ? undefined : page(viewer, 'Forbidden', html`<h1>Forbidden</h1><p>The web server must authenticate the reader (REMOTE_USER and AUTH_TYPE are not set): see the CGI recipe in doc/viewer.md.</p>`, 403);
   }
   const auth = req.authorization ?? '';
-  if (access.token && /^Bearer /i.test(auth) && sameSecret(auth.slice(7).trim(), access.token)) return undefined;
+  if (access.token && /^Bearer /i.test(auth) && await sameSecret(auth.slice(7).trim(), access.token)) return undefined;
   if (access.users && /^Basic /i.test(auth) && await basicUser(access.users, auth)) return undefined;
   const cookie = /(?:^|;\s*)ticket_mail=([0-9a-f]{64})(?:;|$)/.exec(req.cookie ?? '')?.[1];
   if (access.token && cookie && validSession(cookie)) return undefined;
   const offered = query.get('token');
-  if (access.token && offered !== null && sameSecret(offered, access.token)) {
+  if (access.token && offered !== null && await sameSecret(offered, access.token)) {
     // Exchanged once for a session cookie, and the URL that held it replaced: it stays in no
     // history or log. The redirect stays on this site: "//evil.example/" is a path of one slash.
     query.delete('token');
@@ -780,7 +816,7 @@ async function refusal(viewer: Viewer, req: Request, path: string, query: URLSea
       status: 303,
       headers: {
         Location: `${viewer.base}${path.replace(/^[/\\]+/, '/')}${rest ? `?${rest}` : ''}`,
-        'Set-Cookie': `${COOKIE}=${newSession()}; Path=${viewer.base || '/'}; Max-Age=${SESSION_SECONDS}; HttpOnly; SameSite=Strict`,
+        'Set-Cookie': `${COOKIE}=${await newSession()}; Path=${viewer.base || '/'}; Max-Age=${SESSION_SECONDS}; HttpOnly; SameSite=Strict`,
       },
     };
   }

@@ -11,7 +11,7 @@ import { join } from 'node:path';
 import { Store, mboxRecord, resolveConfig } from '../ticket.ts';
 import { type Access, type Request, handle } from '../viewer.ts';
 import { BIN, FAKE_SENDMAIL, PRIVATE_ENV, deliver, mail, readableCopies, tempDir } from './harness.ts';
-import { browserMissing, cgiMissing, launchBrowser, startCgiServer } from './web.ts';
+import { browserMissing, cgiMissing, launchBrowser, startCgiServer, until } from './web.ts';
 
 /** A tickets folder filled by real deliveries, and the viewer's handler over it. */
 function setup(access: Access = { kind: 'loopback', uids: new Set([process.getuid!()]) }) {
@@ -75,12 +75,6 @@ function http(url: string, options: { method?: string; headers?: Record<string, 
     req.end();
   });
 }
-const until = async (what: string, ready: () => boolean | Promise<boolean>) => {
-  for (const deadline = Date.now() + 30_000; !(await ready());) {
-    if (Date.now() > deadline) throw new Error(`timed out waiting for ${what}`);
-    await new Promise((done) => setTimeout(done, 20));
-  }
-};
 
 describe('serve must survive what any client (or any web page) can send', () => {
   // Fix: for HEAD (and in release) never start the gzip pipe: build it lazily in the body, and

@@ -16,7 +16,7 @@ import { join } from 'node:path';
 import { gunzipSync } from 'node:zlib';
 import type { Browser, BrowserContext, Page } from 'playwright-core';
 import { deliver, ROOT, tempDir } from './harness.ts';
-import { browserMissing, launchBrowser, settle, startServe, watchPage, type PageWatch, type ServeServer } from './web.ts';
+import { browserMissing, launchBrowser, settle, startServe, until, watchPage, type PageWatch, type ServeServer } from './web.ts';
 
 if (browserMissing) console.log(`skipped: the viewer in a browser: ${browserMissing}`);
 
@@ -151,15 +151,6 @@ def each(raw):
 const idAnchor = (messageId: string) => `m${createHash('sha1').update(messageId).digest('hex')}`;
 const messageIdOf = (message: Buffer) => /^Message-ID:\s*<(.*)>\s*$/im.exec(message.subarray(0, message.indexOf('\n\n')).toString('utf8'))?.[1];
 
-/** Waits until `ready` gives a value: a condition, never a time (10 s is a machine with another problem). */
-async function until<T>(what: string, ready: () => T | undefined): Promise<T> {
-  for (const deadline = Date.now() + 10_000; Date.now() < deadline;) {
-    const value = ready();
-    if (value !== undefined) return value;
-    await new Promise((done) => setTimeout(done, 10));
-  }
-  throw new Error(`not seen in 10 s: ${what}`);
-}
 
 describe.skipIf(!!browserMissing)('the history viewer in a real browser, over an XSS corpus delivered for real', () => {
   let dir = '';

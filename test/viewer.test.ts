@@ -9,9 +9,11 @@ import { type IncomingHttpHeaders, request } from 'node:http';
 import { gunzipSync } from 'node:zlib';
 import { join } from 'node:path';
 import { Store, mboxRecord, mimeOutline, resolveConfig, shownMailboxes } from '../ticket.ts';
-import { type Access, type Reply, type Request, disposition, handle, hashPassword, html, parseUsers } from '../viewer.ts';
+import { type Access, type Reply, type Request, disposition, handle, hashPassword, html, parseUsers, sha1Hex } from '../viewer.ts';
+import { createHash } from 'node:crypto';
+import fc from 'fast-check';
 import { deliver, FAKE_SENDMAIL, mail, tempDir } from './harness.ts';
-import { startServe } from './web.ts';
+import { startServe, until } from './web.ts';
 
 /** A tickets folder filled by deliveries, and a viewer over it. */
 function setup(access: Access = { kind: 'loopback', uids: new Set([process.getuid!()]) }, hosts?: Set<string>) {
@@ -296,7 +298,7 @@ describe('routing and access', () => {
 
   it('wants the token (Bearer, or ?token= once for an HttpOnly SameSite=Strict cookie) or a Basic user', async () => {
     const token = 'c0ffee-0123456789abcdef';
-    const users = parseUsers(`alice:${hashPassword('correct horse')}\n`, 'users');
+    const users = parseUsers(`alice:${await hashPassword('correct horse')}\n`, 'users');
     const t = setup({ kind: 'secrets', token: Buffer.from(token), users });
     t.send('submit@tickets.example', mail());
     const refused = await t.get('/1/mbox');
@@ -379,6 +381,15 @@ describe('permalinks and feeds', () => {
     const ticketFeed = (await t.get('/1/new.atom')).text;
     expect(ticketFeed).toContain('<link rel="alternate" type="text/html" href="./#2"/>');
     expect(ticketFeed).toContain('bad ^A^K^[ &lt;U+009B&gt; ]]&gt; &lt;x&gt; &amp;amp;');
+  });
+});
+
+describe('SHA-1 of the anchors and feed ids', () => {
+  it('is node:crypto\'s, at every length around a block\'s edges and for any text', () => {
+    const node = (text: string) => createHash('sha1').update(text).digest('hex');
+    for (let length = 0; length <= 130; length++) expect(sha1Hex('x'.repeat(length)), `length ${length}`).toBe(node('x'.repeat(length)));
+    expect(sha1Hex('abc')).toBe('a9993e364706816aba3e25717850c26c9cd0d89d'); // FIPS 180-1's example
+    fc.assert(fc.property(fc.string({ unit: 'grapheme', maxLength: 300 }), (text) => sha1Hex(text) === node(text)), { numRuns: 500 });
   });
 });
 
@@ -494,7 +505,7 @@ describe('serve and cgi, run as the built program', () => {
       const rebound = await httpGet(`${server.url}1/mbox`, { Host: `evil.example:${port}` });
       expect(rebound.status).toBe(421);
       expect(rebound.text).not.toContain('served');
-      expect(server.output()).toMatch(/^GET \/1\/mbox 421$/m);
+      await until('the access log line', () => /^GET \/1\/mbox 421$/m.test(server.output())); // its pipe is read when this process likes
     } finally {
       expect(await server.stop()).toMatchObject({ code: 0 });
     }
@@ -525,6 +536,8 @@ describe('serve and cgi, run as the built program', () => {
       expect(page.status).toBe(200);
       expect(page.text).toContain('<bdi>secret</bdi>');
       expect((await httpGet(`${server.url}1/`, { Authorization: `Bearer ${token}` })).status).toBe(200);
+      // All four requests logged (the pipe is read when this process likes), the exchange among them, never the token.
+      await until('the access log lines', () => (server.output().match(/^GET \/1\/ \d{3}$/gm) ?? []).length >= 4);
       expect(server.output()).toMatch(/^GET \/1\/ 303$/m);
       expect(server.output()).not.toContain(token);
     } finally { await server.stop(); }

@@ -313,6 +313,16 @@ function run(command: string, args: string[], env: NodeJS.ProcessEnv, as: string
   return { child, output: () => text, closed };
 }
 
+/** Waits until `ready` gives a value (or true): a condition, never a time (30 s is a machine with another problem). */
+export async function until<T>(what: string, ready: () => T | undefined | false | Promise<T | undefined | false>): Promise<T> {
+  for (const deadline = Date.now() + 30_000; Date.now() < deadline;) {
+    const value = await ready();
+    if (value !== undefined && value !== false) return value;
+    await new Promise((done) => setTimeout(done, 20));
+  }
+  throw new Error(`not seen in 30 s: ${what}`);
+}
+
 /** Polls `ready` until it yields a value; fails at once if the program exits, or after 30 s (a machine that slow has another problem). */
 async function poll<T>(what: string, program: Running, ready: () => Promise<T | undefined>): Promise<T> {
   let gone = false;
