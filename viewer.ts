@@ -26,7 +26,8 @@ import {
 } from './ticket.ts';
 
 /** node:crypto, loaded only where a secret is checked or made: a CGI page never needs it (its load is ~5 ms of each page). */
-const nodeCrypto = () => import('node:crypto');
+let cryptoModule: Promise<typeof import('node:crypto')> | undefined;
+const nodeCrypto = () => (cryptoModule ??= import('node:crypto'));
 
 declare global { interface String { toWellFormed(): string } } // ES2024; Node 20 and Bun have it
 
@@ -721,6 +722,16 @@ async function ticketFeed(viewer: Viewer, n: number): Promise<Reply> {
 export interface PasswordHash { N: number; r: number; p: number; salt: Buffer; hash: Buffer }
 
 const SCRYPT = { N: 1 << 15, r: 8, p: 1 };
+/** The memory a --users check may take: scrypt needs 128 × r × (N + p + 2) bytes (our N 2^15 and r 8: 32 MiB). */
+const SCRYPT_MAXMEM = 256 * 2 ** 20;
+
+/**
+ * Parameters scrypt (OpenSSL's) accepts within SCRYPT_MAXMEM: N a power of two below 2^(16 r),
+ * r and p small. Any other would make every check of that user fail, so the users file is
+ * refused when it is read (a typo like N=10000, a hash made elsewhere with more memory).
+ */
+const usableScrypt = (N: number, r: number, p: number) =>
+  r >= 1 && r <= 32 && p >= 1 && p <= 16 && N >= 2 && (N & (N - 1)) === 0 && N < 2 ** (16 * r) && 128 * r * (N + p + 2) <= SCRYPT_MAXMEM;
 
 export async function hashPassword(password: string): Promise<string> {
   const { randomBytes, scryptSync } = await nodeCrypto();
@@ -735,7 +746,9 @@ export function parseUsers(text: string, path: string): Map<string, PasswordHash
     if (!line.trim() || line.startsWith('#')) continue;
     const m = /^([^:\s]{1,64}):scrypt:(\d{1,8}):(\d{1,3}):(\d{1,3}):([A-Za-z0-9+/=]{8,100}):([A-Za-z0-9+/=]{40,100})$/.exec(line.trim());
     if (!m) throw new Error(`${path} line ${i + 1} is not NAME:scrypt:... (make the hash with "ticket-mail password-hash")`);
-    users.set(m[1]!, { N: Number(m[2]), r: Number(m[3]), p: Number(m[4]), salt: Buffer.from(m[5]!, 'base64'), hash: Buffer.from(m[6]!, 'base64') });
+    const [N, r, p] = [Number(m[2]), Number(m[3]), Number(m[4])];
+    if (!usableScrypt(N, r, p)) throw new Error(`${path} line ${i + 1}: scrypt:${N}:${r}:${p} are no parameters scrypt accepts here (N a power of two, r 1 to 32, p 1 to 16, at most 256 MiB: 128 × r × N bytes)`);
+    users.set(m[1]!, { N, r, p, salt: Buffer.from(m[5]!, 'base64'), hash: Buffer.from(m[6]!, 'base64') });
   }
   if (!users.size) throw new Error(`${path} names no user`);
   return users;
@@ -765,10 +778,12 @@ function basicUser(users: Map<string, PasswordHash>, authorization: string): Pro
   const colon = decoded.indexOf(':');
   const user = colon > 0 ? users.get(decoded.slice(0, colon)) : undefined;
   const hash = user ?? { ...SCRYPT, salt: Buffer.alloc(16), hash: Buffer.alloc(32) };
+  // Never rejects: a check that cannot run (scrypt refusing its parameters, say) is a refusal,
+  // and the queue behind it goes on.
   const check = checking.then(nodeCrypto).then(({ scrypt, timingSafeEqual }) => new Promise<boolean>((done) => {
-    scrypt(decoded.slice(colon + 1), hash.salt, hash.hash.length, { N: hash.N, r: hash.r, p: hash.p, maxmem: 256 << 20 },
-      (error, derived) => done(!error && timingSafeEqual(derived, hash.hash) && user !== undefined));
-  }));
+    scrypt(decoded.slice(colon + 1), hash.salt, hash.hash.length, { N: hash.N, r: hash.r, p: hash.p, maxmem: SCRYPT_MAXMEM },
+      (error, derived) => done(!error && derived.length === hash.hash.length && timingSafeEqual(derived, hash.hash) && user !== undefined));
+  })).catch(() => false);
   checking = check.then(() => undefined); // one at a time: a flood of guesses queues, the rest of serve goes on
   if (verified.size > 1000) verified.clear();
   verified.set(key, check);

@@ -562,6 +562,43 @@ describe('serve and cgi, run as the built program', () => {
     } finally { await server.stop(); }
   });
 
+  it('a users line with parameters scrypt refuses stops serve at the start; a check that cannot run is a refusal, and the next one runs', async () => {
+    const t = setup();
+    t.send('submit@tickets.example', mail({ subject: 'basic' }));
+    const zeros = `${Buffer.alloc(16).toString('base64')}:${Buffer.alloc(32).toString('base64')}`;
+    const good = (await hashPassword('correct horse')).split(':');
+    // A typo (N=10000), more memory than a check may take (N=2^20, r=8), N too large for r=1: each line is refused by number.
+    for (const [params, line] of [['10000:8:1', 2], ['1048576:8:1', 2], ['65536:1:1', 2]] as const) {
+      const text = `dave:${good.join(':')}\nerin:scrypt:${params}:${zeros}\n`;
+      expect(() => parseUsers(text, 'users'), params).toThrow(new RegExp(`^users line ${line}: scrypt:${params} are no parameters scrypt accepts here`));
+      const usersFile = join(t.tickets, '..', 'users');
+      writeFileSync(usersFile, text, { mode: 0o600 });
+      const refused = deliver(['--dir', t.tickets, 'serve', '--listen', '127.0.0.1:0', '--users', usersFile], '');
+      expect(refused.status, params).not.toBe(0);
+      expect(refused.stderr.trim().split('\n'), params).toEqual([expect.stringContaining(`users line 2: scrypt:${params} are no parameters`)]);
+    }
+    // Such a hash, were it let in (a users map made by hand): scrypt throws at once. That check is a 401,
+    // the queue of checks goes on, and nothing rejects unhandled (which would stop serve).
+    const [N, r, p] = good.slice(1, 4).map(Number) as [number, number, number];
+    const users = new Map([
+      ['dave', { N, r, p, salt: Buffer.from(good[4]!, 'base64'), hash: Buffer.from(good[5]!, 'base64') }],
+      ['erin', { N: 10000, r: 8, p: 1, salt: Buffer.alloc(16), hash: Buffer.alloc(32) }],
+    ]);
+    const viewer = { store: t.store, base: '', access: { kind: 'secrets', users } as Access };
+    const unhandled: unknown[] = [];
+    const keep = (e: unknown) => { unhandled.push(e); };
+    process.on('unhandledRejection', keep);
+    try {
+      const basic = (user: string, password: string) => ({ authorization: `Basic ${Buffer.from(`${user}:${password}`).toString('base64')}` });
+      const status = async (req: Partial<Request>) => (await handle(viewer, { method: 'GET', target: '/1/mbox', ...req })).status;
+      expect(await status(basic('erin', 'guess'))).toBe(401);
+      expect(await status(basic('dave', 'correct horse'))).toBe(200);
+      expect(await status(basic('dave', 'wrong horse'))).toBe(401);
+      await new Promise((done) => setImmediate(done));
+      expect(unhandled).toEqual([]);
+    } finally { process.off('unhandledRejection', keep); }
+  });
+
   it('cgi: one request from the CGI environment; the raw REQUEST_URI routes, links carry SCRIPT_NAME, no REMOTE_USER is refused', () => {
     const t = setup();
     t.send('submit@tickets.example', mail({ subject: 'cgi', id: 'a/b@x' }));
