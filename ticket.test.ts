@@ -12,7 +12,7 @@ import {
 } from './ticket.ts';
 import PostalMime, { type Email } from 'postal-mime';
 import {
-  deliver, deliverAsync, FAKE_SENDMAIL, mail, pool, pythonCounts, sentMail, stored, tempDir, type Sent,
+  corpusFiles, deliver, deliverAsync, FAKE_SENDMAIL, mail, pool, pythonCounts, sentMail, stored, tempDir, type Sent,
 } from './test/harness.ts';
 
 const quoteFromLines = (message: Buffer): Buffer => Buffer.concat([...quoteChunks([message])]);
@@ -729,17 +729,9 @@ describe('failures roll back and ask the MTA to retry', () => {
 // The real-world corpus (next to the project in a developer checkout, absent in a user's clone)
 // ---------------------------------------------------------------------------------------
 
-const CORPUS = join(import.meta.dirname, '..', 'shared', 'corpus');
-const corpusFiles = (folder: string): string[] => readdirSync(folder, { withFileTypes: true }).flatMap((e) =>
-  e.isDirectory() ? corpusFiles(join(folder, e.name)) : folder === CORPUS ? [] : [join(folder, e.name)]);
-
 describe('corpus round trip', () => {
   it('stores every real-world message byte for byte, one mbox message per delivery', async (ctx) => {
-    if (!existsSync(CORPUS)) {
-      console.log(`skipped: no corpus at ${CORPUS} (it sits beside the project only in a developer checkout)`);
-      ctx.skip();
-    }
-    const files = corpusFiles(CORPUS);
+    const files = corpusFiles(ctx);
     expect(files.length).toBeGreaterThan(400);
     const root = tempDir('tm-corpus-');
     const results = await pool(files, 4, async (path, i) => {

@@ -59,6 +59,19 @@ export async function pool<T, R>(items: T[], width: number, work: (item: T, i: n
 
 export const tempDir = (prefix = 'tm-') => mkdtempSync(join(tmpdir(), prefix));
 
+/** The real-world corpus: beside the project in a developer checkout, absent in a user's clone (never shipped). */
+export const CORPUS = join(ROOT, '..', 'shared', 'corpus');
+const filesUnder = (folder: string): string[] => readdirSync(folder, { withFileTypes: true }).flatMap((e) =>
+  e.isDirectory() ? filesUnder(join(folder, e.name)) : folder === CORPUS ? [] : [join(folder, e.name)]);
+/** The corpus's messages and mbox files (those in its subfolders), or the test skipped with the reason printed. */
+export function corpusFiles(ctx: { skip: () => void }): string[] {
+  if (!existsSync(CORPUS)) {
+    console.log(`skipped: no corpus at ${CORPUS} (it sits beside the project only in a developer checkout)`);
+    ctx.skip();
+  }
+  return filesUnder(CORPUS);
+}
+
 export interface MailSpec {
   from?: string; to?: string; subject?: string; id?: string | null;
   headers?: string[]; body?: string;

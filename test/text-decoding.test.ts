@@ -3,11 +3,11 @@
 // feeds show it. postal-mime is the oracle here: on random parts, on named cases, and on every
 // text part of the real-world corpus (beside the project in a developer checkout only).
 import { describe, expect, it } from 'vitest';
-import { closeSync, existsSync, openSync, readFileSync, readdirSync, statSync } from 'node:fs';
-import { join } from 'node:path';
+import { closeSync, openSync, readFileSync, statSync } from 'node:fs';
 import fc from 'fast-check';
 import PostalMime from 'postal-mime';
 import { type OutlineText, mboxRecordAt, mboxStarts, mimeOutline, partText } from '../ticket.ts';
+import { corpusFiles } from './harness.ts';
 
 /** What postal-mime makes of the part, as messageText asked it before partText. */
 async function oracle(part: OutlineText): Promise<string> {
@@ -86,19 +86,12 @@ describe('partText is postal-mime\'s text for the parts it decodes', () => {
   }, 60_000); // 3,000 parses by postal-mime: 2.6-3.8 s on a loaded machine, against vitest's default 5 s
 });
 
-const CORPUS = join(import.meta.dirname, '..', '..', 'shared', 'corpus');
-const corpusFiles = (folder: string): string[] => readdirSync(folder, { withFileTypes: true }).flatMap((e) =>
-  e.isDirectory() ? corpusFiles(join(folder, e.name)) : folder === CORPUS ? [] : [join(folder, e.name)]);
-
 describe('the real-world corpus', () => {
   it('every text part of every message: partText gives what postal-mime gives, or leaves it to postal-mime', async (ctx) => {
-    if (!existsSync(CORPUS)) {
-      console.log(`skipped: no corpus at ${CORPUS} (it sits beside the project only in a developer checkout)`);
-      ctx.skip();
-    }
+    const files = corpusFiles(ctx);
     let parts = 0;
     let left = 0;
-    for (const path of corpusFiles(CORPUS)) {
+    for (const path of files) {
       // A file is a message, or an mbox of them.
       const bytes = readFileSync(path);
       const messages: Buffer[] = [];
