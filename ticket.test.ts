@@ -1111,17 +1111,18 @@ describe('toolkit', () => {
   it('lists tickets newest activity first, as aligned columns or JSON, and never trusts a stale cache', () => {
     const t = built();
     const json = (args: string[]) => JSON.parse(t.cli(['list', '--json', ...args]).stdout);
-    expect(json(['--all'])).toEqual([
-      { ticket: 2, state: 'open', submitter: 'Bob <bob@customer.example>', subject: 'VPN down', messages: 3, lastActivity: expect.any(String) },
-      { ticket: 3, state: 'open', submitter: 'Caröl <carol@customer.example>', subject: 'Kaffeemaschine', messages: 1, lastActivity: expect.any(String) },
-      { ticket: 1, state: 'closed', submitter: 'Alice <alice@customer.example>', subject: 'Printer on fire', messages: 2, lastActivity: expect.any(String) },
+    const times = { lastActivity: expect.any(String), opened: expect.any(String), firstAnswer: null, lastMessage: expect.any(String) };
+    expect(json(['--all'])).toEqual([ // Max, an admin, answered 2 last
+      { ticket: 2, state: 'open', submitter: 'Bob <bob@customer.example>', subject: 'VPN down', messages: 3, ...times, firstAnswer: expect.any(String), waiting: 'them', waitingSince: null },
+      { ticket: 3, state: 'open', submitter: 'Caröl <carol@customer.example>', subject: 'Kaffeemaschine', messages: 1, ...times, waiting: 'us', waitingSince: expect.any(String) },
+      { ticket: 1, state: 'closed', submitter: 'Alice <alice@customer.example>', subject: 'Printer on fire', messages: 2, ...times, waiting: null, waitingSince: null },
     ]);
     expect(json([]).map((r: { ticket: number }) => r.ticket)).toEqual([2, 3]);
     expect(json(['--closed']).map((r: { ticket: number }) => r.ticket)).toEqual([1]);
     const human = t.cli(['list', '--all']);
     expect(human.status).toBe(0);
     const lines = human.stdout.trimEnd().split('\n');
-    expect(lines[0]).toMatch(/^#\s+STATE\s+MSGS\s+LAST ACTIVITY\s+SUBMITTER\s+SUBJECT$/);
+    expect(lines[0]).toMatch(/^#\s+STATE\s+WAITING\s+MSGS\s+LAST ACTIVITY\s+SUBMITTER\s+SUBJECT$/);
     expect(human.stdout).not.toContain('\x1b['); // not a terminal: no colour
     const column = lines[0]!.indexOf('SUBJECT');
     expect(lines.slice(1).map((l) => l.slice(column))).toEqual(['VPN down', 'Kaffeemaschine', 'Printer on fire']);

@@ -2947,10 +2947,19 @@ export async function sendReplies(store: Store, incoming: Incoming, filed: Filed
 
 export interface TicketRow {
   ticket: number; state: 'open' | 'closed'; submitter: string; subject: string; messages: number; lastActivity: string;
+  /** ISO times of records (their From_ lines): the first, our first answer to the customer (null: none yet), the last. */
+  opened: string; firstAnswer: string | null; lastMessage: string;
+  /** Who owes the next message (null when closed), and since when the customer has waited on us (see nextFacts). */
+  waiting: 'us' | 'them' | null; waitingSince: string | null;
 }
 
 /** What `list` remembers of one mbox, valid while the file's inode, size and mtime are unchanged. */
-interface CacheEntry { ino: number; size: number; mtimeMs: number; tail: string; submitter: string; subject: string; messages: number }
+interface CacheEntry {
+  ino: number; size: number; mtimeMs: number; tail: string; submitter: string; subject: string; messages: number;
+  facts: TicketFacts;
+  /** Where the last record starts and the facts before it, when its head was cut by the file's end (being written): read again when the file grew. */
+  reread?: [start: number, factsBefore: TicketFacts | null];
+}
 
 /** list's one read buffer for all files: 10,000 allocations of 1 MiB would cost more than the reading. */
 let countBuffer: Buffer | undefined;
@@ -2964,30 +2973,43 @@ let countBuffer: Buffer | undefined;
  * under 1 MiB: nearly all), also returns its bytes, so that list reads such a ticket once; they
  * are valid until the next call.
  */
-function countRecords(fd: number, from: number, size: number): { count: number; bytes?: Buffer } {
+function recordStarts(fd: number, from: number, size: number): { starts: number[]; bytes?: Buffer } {
   const needle = Buffer.from('\nFrom ');
   const chunk = 1 << 20;
   const buf = countBuffer ??= Buffer.alloc(chunk + needle.length);
   let carry;
   if (from === 0) { buf[0] = LF; carry = 1; } // a record boundary at 0
   else carry = readSync(fd, buf, 0, Math.min(from, needle.length - 1), from - Math.min(from, needle.length - 1));
-  let count = 0;
+  const starts: number[] = [];
   let pos = from;
   while (pos < size) {
     const got = readSync(fd, buf, carry, Math.min(chunk, size - pos), pos);
     if (got === 0) break;
-    const view = buf.subarray(0, carry + got);
-    for (let i = view.indexOf(needle); i >= 0; i = view.indexOf(needle, i + 1)) count++;
+    const view = buf.subarray(0, carry + got); // view[0] is the file's byte pos - carry
+    for (let i = view.indexOf(needle); i >= 0; i = view.indexOf(needle, i + 1)) starts.push(pos - carry + i + 1);
     pos += got;
-    if (from === 0 && got === size) return { count, bytes: view.subarray(1) }; // the whole file, in one read
+    if (from === 0 && got === size) return { starts, bytes: view.subarray(1) }; // the whole file, in one read
     carry = Math.min(needle.length - 1, view.length); // a needle cut by the chunk edge is found next time
     view.copy(buf, 0, view.length - carry);
   }
-  return { count };
+  return { starts };
 }
 
-/** A fingerprint of a file's last 64 bytes: tells an append from a rewrite (mutt's sync). */
-const tailPrint = (bytes: Buffer): string => sha256(bytes.subarray(-64)).slice(0, 16);
+/**
+ * A fingerprint of a file's last 64 bytes: tells an append from a rewrite (mutt's sync). Two
+ * 32-bit FNV-1a hashes of different seeds, not SHA-256: nobody forges it (a rewrite that kept
+ * the inode and the last 64 bytes and grew the file is read as grown), and SHA-256 in JS was a
+ * quarter of a cold list.
+ */
+function tailPrint(bytes: Buffer): string {
+  let a = 0x811c9dc5;
+  let b = 0x2f6b1c3d;
+  for (let i = Math.max(0, bytes.length - 64); i < bytes.length; i++) {
+    a = Math.imul(a ^ bytes[i]!, 0x01000193);
+    b = Math.imul(b ^ bytes[i]!, 0x01000193) ^ (b >>> 15);
+  }
+  return (a >>> 0).toString(16).padStart(8, '0') + (b >>> 0).toString(16).padStart(8, '0');
+}
 
 /** The 64 bytes of fd before `size` (or all of them, when fewer). */
 function tailBefore(fd: number, size: number): Buffer {
@@ -3018,6 +3040,7 @@ const RACY_MS = 2000;
 type Place = 'open' | 'archived';
 interface PlaceMemory { ino: number; mtimeMs: number; trusted: boolean; rows: TicketRow[] }
 const listMemory = new Map<string, {
+  settings: string; // factsSettings of the config the entries were read under
   entries: Record<Place, Record<string, CacheEntry>>; rows: WeakMap<CacheEntry, TicketRow>; places: Partial<Record<Place, PlaceMemory>>;
   all?: { open: TicketRow[]; archived: TicketRow[]; rows: TicketRow[] }; // the last merge of both places' rows (the feed's list)
 }>();
@@ -3040,14 +3063,21 @@ function mergedByActivity(a: TicketRow[], b: TicketRow[]): TicketRow[] {
  */
 export function listTickets(store: Store, which: 'open' | 'closed' | 'all', saveCache = true): TicketRow[] {
   const cachePath = join(store.state, 'list-cache.json');
+  const settings = factsSettings(store.cfg);
   let memory = listMemory.get(cachePath);
-  if (!memory) {
+  if (memory?.settings !== settings) {
     const entries: Record<Place, Record<string, CacheEntry>> = { open: {}, archived: {} };
     try {
-      const saved: Record<string, CacheEntry> = JSON.parse(readFileSync(cachePath, 'utf8'));
-      for (const [key, entry] of Object.entries(saved)) entries[key.startsWith('archived/') ? 'archived' : 'open'][key] = entry;
+      // Entries read under other settings, or in an older format (a flat object, entries without
+      // facts), are not used: every ticket is read again.
+      const saved: { settings: unknown; entries: Record<string, CacheEntry> } = JSON.parse(readFileSync(cachePath, 'utf8'));
+      if (saved.settings === settings) {
+        for (const [key, entry] of Object.entries(saved.entries)) {
+          if (Array.isArray(entry.facts)) entries[key.startsWith('archived/') ? 'archived' : 'open'][key] = entry;
+        }
+      }
     } catch { /* none yet, or unreadable: rebuild */ }
-    listMemory.set(cachePath, memory = { entries, rows: new WeakMap(), places: {} });
+    listMemory.set(cachePath, memory = { settings, entries, rows: new WeakMap(), places: {} });
   }
   let changed = false;
   const lists: TicketRow[][] = [];
@@ -3072,7 +3102,7 @@ export function listTickets(store: Store, which: 'open' | 'closed' | 'all', save
       const n = parseTicketNumber(name);
       if (n === undefined) continue;
       const key = relativeTicket(n, place);
-      const entry = ticketEntry(store.ticketPath(n, place), cache[key]);
+      const entry = ticketEntry(store.ticketPath(n, place), cache[key], store.cfg);
       unreadable ||= entry === null;
       if (!entry) continue;
       fresh[key] = entry;
@@ -3080,7 +3110,7 @@ export function listTickets(store: Store, which: 'open' | 'closed' | 'all', save
       let row = memory.rows.get(entry);
       if (!row) {
         row = { ticket: n, state, submitter: entry.submitter, subject: entry.subject, messages: entry.messages,
-          lastActivity: new Date(entry.mtimeMs).toISOString() };
+          lastActivity: new Date(entry.mtimeMs).toISOString(), ...rowFacts(entry.facts, state) };
         memory.rows.set(entry, row);
       }
       placeRows.push(row);
@@ -3093,7 +3123,7 @@ export function listTickets(store: Store, which: 'open' | 'closed' | 'all', save
   }
   if (saveCache && changed) {
     try { // the cache is a convenience: a folder we may not write just means no cache
-      writeFileDurably(`${cachePath}.new`, JSON.stringify({ ...memory.entries.open, ...memory.entries.archived }));
+      writeFileDurably(`${cachePath}.new`, JSON.stringify({ settings, entries: { ...memory.entries.open, ...memory.entries.archived } }));
       renameSync(`${cachePath}.new`, cachePath);
     } catch { /* see above */ }
   }
@@ -3109,7 +3139,7 @@ export function listTickets(store: Store, which: 'open' | 'closed' | 'all', save
  * is there but could not be read (its mode, an I/O error), which a chmod may mend without any
  * change of the folder.
  */
-function ticketEntry(path: string, cached: CacheEntry | undefined): CacheEntry | undefined | null {
+function ticketEntry(path: string, cached: CacheEntry | undefined, cfg: Config): CacheEntry | undefined | null {
   const fresh = (st: { ino: number; size: number; mtimeMs: number }) => cached && cached.ino === st.ino && cached.size === st.size && cached.mtimeMs === st.mtimeMs;
   const missing = (e: unknown) => (code(e) === 'ENOENT' ? undefined : null);
   if (cached) { // one stat, not open, fstat and close: most of a list's tickets are unchanged
@@ -3121,22 +3151,270 @@ function ticketEntry(path: string, cached: CacheEntry | undefined): CacheEntry |
     const st = fstatSync(fd);
     if (fresh(st)) return cached;
     const stamp = { ino: st.ino, size: st.size, mtimeMs: st.mtimeMs };
-    // Grown by appends only (the old end unchanged): count just the new part.
+    // Grown by appends only (the old end unchanged): count just the new part, and read its
+    // records and the last one before it again (it may have been read while being written).
     if (cached && cached.ino === st.ino && st.size > cached.size && tailPrint(tailBefore(fd, cached.size)) === cached.tail) {
-      const { count } = countRecords(fd, cached.size, st.size);
-      return { ...cached, ...stamp, tail: tailPrint(tailBefore(fd, st.size)), messages: cached.messages + count };
+      const { starts } = recordStarts(fd, cached.size, st.size);
+      const [from, before] = cached.reread ?? [undefined, cached.facts];
+      const scanned = scanRecords(fd, undefined, from === undefined ? starts : [from, ...starts], st.size, before, cfg, st.mtimeMs);
+      return { ...cached, ...stamp, tail: tailPrint(tailBefore(fd, st.size)), messages: cached.messages + starts.length,
+        facts: scanned.facts ?? cached.facts, reread: scanned.facts ? scanned.reread : cached.reread }; // no record at all yet: as it was
     }
-    const { count, bytes } = countRecords(fd, 0, st.size);
-    const head = headOfMbox(bytes ? bytes.subarray(0, 16 * 1024) : readStart(fd, 16 * 1024));
+    const { starts, bytes } = recordStarts(fd, 0, st.size);
+    const scanned = scanRecords(fd, bytes, starts, st.size, null, cfg, st.mtimeMs);
+    const head = scanned.firstHead;
     return {
       ...stamp,
       tail: tailPrint(bytes ?? tailBefore(fd, st.size)),
       // Kept with their controls, for the viewer to show them visibly; list cleans them (runList).
       submitter: shownMailboxes(head && field(head, 'from'), oneLine)[0] ?? '',
       subject: head ? oneLine(decodedSubject(head), 100) : '',
-      messages: count,
+      messages: starts.length,
+      facts: scanned.facts ?? noRecordFacts(st.mtimeMs), reread: scanned.reread,
     };
   } finally { closeSync(fd); }
+}
+
+// ---------------------------------------------------------------------------------------
+// The maintainer's toolkit: who is waiting, and the numbers
+// ---------------------------------------------------------------------------------------
+
+/**
+ * What a ticket's records say of who owes the next message, times in ms. Derived from the mbox
+ * alone (nothing is recorded at delivery time), record by record, so that an append is read on
+ * from the facts before it. A tuple: the list cache holds two for each of 10,000 tickets.
+ */
+type TicketFacts = [
+  opened: number,              // the first record's time
+  answered: number | null,     // our first message after one of the customer's, in a ticket the customer opened
+  waitingSince: number | null, // the customer's first message after our last one; null: waiting on them
+  last: number,                // the last record's time
+  openedByUs: 0 | 1,           // the first message was ours (an admin's, or from one of our addresses)
+];
+
+/** The settings the facts depend on: an entry read under others is read again. */
+const factsSettings = (cfg: Config) => JSON.stringify([cfg.domain ?? null, cfg.submit, cfg.ticketAddress, cfg.closeAddress, cfg.admins]);
+
+/** A ticket file holding no record (empty, or bytes before any From_ line): nobody is waiting since its mtime. */
+const noRecordFacts = (mtimeMs: number): TicketFacts => [mtimeMs, null, null, mtimeMs, 0];
+
+/**
+ * Who wrote a record: us (From is an admin's or one of our addresses), automatic mail
+ * (whyAutomatic: a vacation reply, a bounce, a list) or the customer (anyone else). From is
+ * the sender's word: a forged admin's From makes a ticket look answered (this view only).
+ */
+export function recordSide(head: Head, envelopeSenderOfRecord: string, cfg: Config): 'us' | 'them' | 'automatic' {
+  if (whyAutomatic(head, envelopeSenderOfRecord)) return 'automatic';
+  const from = field(head, 'from');
+  // The address parser only where an admin's address or our domain is written at all: it is
+  // most of the cost of reading a record, and a parsed address is a substring of the field.
+  const lower = from?.toLowerCase() ?? '';
+  const ourHints = cfg.domain ? [`@${cfg.domain}`] : [`${cfg.submit}@`, cfg.ticketAddress.split('N')[0]!, cfg.closeAddress.split('N')[0]!];
+  const maybeOurs = [...cfg.admins, ...ourHints].some((hint) => lower.includes(hint));
+  const author = maybeOurs ? addresses(from)[0] : undefined;
+  return author !== undefined && (cfg.admins.includes(author) || isOurAddress(author, cfg)) ? 'us' : 'them';
+}
+
+/**
+ * The facts after one more record. "Waiting on us" starts at the customer's first message after
+ * our last one (the first message, whoever's but ours, opens a wait: a monitoring alert too);
+ * our message ends it; automatic mail changes nothing (an out-of-office after our answer must
+ * not make the ticket wait on us).
+ */
+export function nextFacts(facts: TicketFacts | null, side: 'us' | 'them' | 'automatic', at: number): TicketFacts {
+  if (!facts) return side === 'us' ? [at, null, null, at, 1] : [at, null, at, at, 0];
+  const [opened, answered, waitingSince, , openedByUs] = facts;
+  if (side === 'us') return [opened, answered ?? (waitingSince !== null && !openedByUs ? at : null), null, at, openedByUs];
+  return [opened, answered, side === 'them' ? waitingSince ?? at : waitingSince, at, openedByUs];
+}
+
+/**
+ * The time of a From_ line: asctime as recordChunks writes it (local time), or as other programs
+ * do (mutt, procmail: "From a@b Tue Dec  1 21:33:24 2026", with or without seconds, a zone name
+ * or a numeric zone before or after the year; a numeric zone is honoured). Undefined when it
+ * holds none (a hand-made file): the caller falls back.
+ */
+export function fromLineTime(line: string): number | undefined {
+  const m = /^From \S* +(?:[A-Za-z]{3},? +)?([A-Za-z]{3}) +(\d{1,2}) +(\d{1,2}):(\d\d)(?::(\d\d))?(?: +([A-Za-z]{1,5}|[+-]\d{4}))? +(\d{4})(?: +([+-]\d{4}))?\s*$/.exec(line);
+  const month = m ? MONTHS.findIndex((name) => name.toLowerCase() === m[1]!.toLowerCase()) : -1;
+  if (!m || month < 0) return undefined;
+  const [day, hour, minute, second, year] = [m[2], m[3], m[4], m[5] ?? '0', m[7]].map(Number) as [number, number, number, number, number];
+  if (day < 1 || day > 31 || hour > 23 || minute > 59 || second > 60) return undefined;
+  const zone = [m[6], m[8]].find((z) => z && /^[+-]\d{4}$/.test(z));
+  if (!zone) return new Date(year, month, day, hour, minute, second).getTime();
+  const offset = (zone[0] === '-' ? -1 : 1) * (Number(zone.slice(1, 3)) * 60 + Number(zone.slice(3))) * 60_000;
+  return Date.UTC(year, month, day, hour, minute, second) - offset;
+}
+
+/** How much of a record's start is read for its facts: a head past it is read as cut there. */
+const FACTS_HEAD = 16 * 1024;
+
+/**
+ * Reads the From_ line and head of each record at `starts` (from `bytes`, the whole file, when
+ * list has it, else from fd), carrying `facts` on. A record without a time in its From_ line
+ * gets the one before it (the first: the file's mtime). Also the first record's head (for the
+ * submitter and subject), and `reread` when the last record's head was cut by the file's end:
+ * a record being appended (its facts are final once its head is whole). facts is null when
+ * there was no record.
+ */
+function scanRecords(fd: number, bytes: Buffer | undefined, starts: number[], size: number, facts: TicketFacts | null, cfg: Config, mtimeMs: number) {
+  let before: TicketFacts | null = facts;
+  let firstHead: Head | undefined;
+  let cut = false;
+  for (const [i, start] of starts.entries()) {
+    const end = Math.min(starts[i + 1] ?? size, start + FACTS_HEAD);
+    let chunk: Buffer;
+    if (bytes) chunk = bytes.subarray(start, end);
+    else {
+      chunk = Buffer.alloc(Math.max(0, end - start));
+      chunk = chunk.subarray(0, readSync(fd, chunk, 0, chunk.length, start));
+    }
+    const lineEnd = chunk.indexOf(LF);
+    const fromLine = chunk.subarray(0, lineEnd < 0 ? chunk.length : lineEnd).toString('latin1');
+    let message = chunk.subarray(lineEnd < 0 ? chunk.length : lineEnd + 1);
+    if (message.subarray(0, OUR_HEADER.length + 2).toString('latin1') === `${OUR_HEADER}: `) {
+      const ours = message.indexOf(LF);
+      message = message.subarray(ours < 0 ? message.length : ours + 1);
+    }
+    const headLength = headEnd(message);
+    cut = lineEnd < 0 || (headLength === message.length && start + chunk.length === size);
+    const head = parseHead(message.subarray(0, headLength).toString('utf8')) ?? new Map<string, string[]>();
+    if (i === 0 && start === 0) firstHead = head;
+    // Our From_ line holds the sender encoded (recordChunks); MAILER-DAEMON is the null sender.
+    const sender = envelopeSender(decodeToken(fromLine.slice(5).trim().split(/\s+/)[0] ?? ''));
+    before = facts;
+    facts = nextFacts(facts, recordSide(head, sender, cfg), fromLineTime(fromLine) ?? facts?.[3] ?? mtimeMs);
+  }
+  return { facts, firstHead, reread: cut ? [starts.at(-1)!, before] as [number, TicketFacts | null] : undefined };
+}
+
+const isoOrNull = (ms: number | null) => (ms === null ? null : new Date(ms).toISOString());
+
+/** A row's view of the facts: closed tickets wait on nobody. */
+function rowFacts([opened, answered, waitingSince, last]: TicketFacts, state: 'open' | 'closed'): Pick<TicketRow, 'opened' | 'firstAnswer' | 'lastMessage' | 'waiting' | 'waitingSince'> {
+  const open = state === 'open';
+  return {
+    opened: new Date(opened).toISOString(), firstAnswer: isoOrNull(answered), lastMessage: new Date(last).toISOString(),
+    waiting: !open ? null : waitingSince !== null ? 'us' : 'them', waitingSince: open ? isoOrNull(waitingSince) : null,
+  };
+}
+
+/** The open tickets waiting on us, the longest wait first (then the lower number). */
+export const waitingOnUs = (rows: TicketRow[]): TicketRow[] => rows.filter((r) => r.waiting === 'us')
+  .sort((a, b) => (a.waitingSince! < b.waitingSince! ? -1 : a.waitingSince! > b.waitingSince! ? 1 : a.ticket - b.ticket));
+
+/** A duration as people say it, two units at most: "3d 4h", "5h 12m", "7m", "40s". */
+export function shortDuration(ms: number): string {
+  const s = Math.max(0, Math.floor(ms / 1000));
+  const [d, h, m] = [Math.floor(s / 86400), Math.floor((s % 86400) / 3600), Math.floor((s % 3600) / 60)];
+  return d ? `${d}d ${h}h` : h ? `${h}h ${m}m` : m ? `${m}m` : `${s}s`;
+}
+
+/** Close and reopen times of each ticket, in order, from the audit log; undefined where no log could be read. */
+export type CloseEvents = Map<number, Array<{ at: number; closed: boolean }>>;
+
+/**
+ * The closes and reopens the audit log holds: .ticket-mail/log and what logrotate kept of it
+ * (log.1, log.2.gz ... log.52.gz), each read where readable. Undefined when none is (a team
+ * member may not read the log): the numbers then come from the files alone (ticketStats).
+ */
+export async function readCloses(store: Store): Promise<CloseEvents | undefined> {
+  const names = ['log', 'log.1', ...Array.from({ length: 51 }, (_, i) => `log.${i + 2}.gz`)];
+  let zlib: typeof import('node:zlib') | undefined;
+  const events: CloseEvents = new Map();
+  let read = false;
+  for (const name of names) {
+    let text;
+    try {
+      const data = readFileSync(join(store.state, name));
+      text = name.endsWith('.gz') ? (zlib ??= await import('node:zlib')).gunzipSync(data).toString('latin1') : data.toString('latin1');
+    } catch { continue; } // rotated away, unreadable, or a corrupt archive: the others still count
+    read = true;
+    for (const line of text.split('\n')) {
+      const fields = line.split('\t');
+      const outcome = fields[6];
+      if (outcome !== 'closed' && outcome !== 'reopened') continue;
+      const at = Date.parse(fields[0] ?? '');
+      const n = parseTicketNumber(fields[5] ?? '');
+      if (Number.isNaN(at) || n === undefined) continue;
+      const list = events.get(n) ?? [];
+      list.push({ at, closed: outcome === 'closed' });
+      events.set(n, list);
+    }
+  }
+  for (const list of events.values()) list.sort((a, b) => a.at - b.at);
+  return read ? events : undefined;
+}
+
+export interface TicketStats {
+  now: string; open: number; closed: number;
+  closesFrom: 'log' | 'files';
+  weeks: Array<{ start: string; opened: number; closed: number; backlog: number }>;
+  firstAnswer: { tickets: number; medianSeconds: number | null; p90Seconds: number | null };
+  timeToClose: { tickets: number; medianSeconds: number | null; p90Seconds: number | null };
+  oldestOpen: Array<{ ticket: number; subject: string; submitter: string; opened: string; ageSeconds: number }>;
+  longestWaits: Array<{ ticket: number; subject: string; submitter: string; waitingSince: string; waitedSeconds: number }>;
+}
+
+const WEEK = 7 * 86400_000;
+export const STATS_WEEKS = 26;
+const STATS_TOP = 10;
+
+/** The nearest-rank percentile (no interpolation: every number shown is one ticket's). */
+const percentile = (sorted: number[], p: number) => (sorted.length ? sorted[Math.max(0, Math.ceil((p / 100) * sorted.length) - 1)]! : null);
+const spread = (durations: number[]) => {
+  const sorted = durations.map((ms) => Math.round(ms / 1000)).sort((a, b) => a - b);
+  return { tickets: sorted.length, medianSeconds: percentile(sorted, 50), p90Seconds: percentile(sorted, 90) };
+};
+
+/**
+ * The numbers of the queue at `now`, over UTC weeks starting on Monday, the last one holding now.
+ * A ticket's closes and reopens are the log's; a closed ticket the log has no close for (the log
+ * rotated away or unreadable: `closes` undefined) was closed at its last message (a close is
+ * filed as the ticket's last message, nearly always). Time to first answer and to close are over
+ * the tickets opened in these weeks: answered (ours after the customer's, in a ticket the
+ * customer opened), and closed now (its last close).
+ */
+export function ticketStats(rows: TicketRow[], closes: CloseEvents | undefined, now: number): TicketStats {
+  const monday = (() => { const d = new Date(now); d.setUTCHours(0, 0, 0, 0); return d.getTime() - ((d.getUTCDay() + 6) % 7) * 86400_000; })();
+  const first = monday - (STATS_WEEKS - 1) * WEEK;
+  const timeline = (r: TicketRow) => {
+    const logged = closes?.get(r.ticket) ?? [];
+    const lastClosed = logged.at(-1)?.closed ?? false;
+    // The files have the last word on the state now: a close or reopen the log lacks is put at the last message.
+    if ((r.state === 'closed') !== lastClosed) return [...logged, { at: Math.max(Date.parse(r.lastMessage), logged.at(-1)?.at ?? -Infinity), closed: !lastClosed }];
+    return logged;
+  };
+  const lines = rows.map((r) => ({ row: r, opened: Date.parse(r.opened), events: timeline(r) }));
+  const weeks = Array.from({ length: STATS_WEEKS }, (_, i) => {
+    const start = first + i * WEEK;
+    const end = Math.min(start + WEEK, now + 1);
+    let opened = 0, closed = 0, backlog = 0;
+    for (const t of lines) {
+      if (t.opened >= start && t.opened < end) opened++;
+      closed += t.events.filter((e) => e.closed && e.at >= start && e.at < end).length;
+      const lastBefore = t.events.filter((e) => e.at < end).at(-1);
+      if (t.opened < end && !lastBefore?.closed) backlog++;
+    }
+    return { start: new Date(start).toISOString().slice(0, 10), opened, closed, backlog };
+  });
+  const recent = lines.filter((t) => t.opened >= first && t.opened <= now);
+  const open = rows.filter((r) => r.state === 'open');
+  return {
+    now: new Date(now).toISOString(), open: open.length, closed: rows.length - open.length, closesFrom: closes ? 'log' : 'files', weeks,
+    firstAnswer: spread(recent.flatMap((t) => (t.row.firstAnswer ? [Date.parse(t.row.firstAnswer) - t.opened] : []))),
+    timeToClose: spread(recent.flatMap((t) => (t.row.state === 'closed' ? [t.events.at(-1)!.at - t.opened] : []))),
+    oldestOpen: open.slice().sort((a, b) => (a.opened < b.opened ? -1 : a.opened > b.opened ? 1 : a.ticket - b.ticket)).slice(0, STATS_TOP)
+      .map((r) => ({ ticket: r.ticket, subject: r.subject, submitter: r.submitter, opened: r.opened, ageSeconds: Math.round((now - Date.parse(r.opened)) / 1000) })),
+    longestWaits: waitingOnUs(rows).slice(0, STATS_TOP).map((r) => ({ ticket: r.ticket, subject: r.subject, submitter: r.submitter,
+      waitingSince: r.waitingSince!, waitedSeconds: Math.round((now - Date.parse(r.waitingSince!)) / 1000) })),
+  };
+}
+
+/** A row of bars for the terminal, one per value, scaled to the largest (▁ for 0). */
+export function sparkline(values: number[]): string {
+  const max = Math.max(0, ...values);
+  return values.map((v) => '▁▂▃▄▅▆▇█'[max ? Math.round((v / max) * 7) : 0]).join('');
 }
 
 /** Where each record of an mbox starts: at 0 and after every LF followed by "From ", in bytes [0, size). */
@@ -4351,13 +4629,41 @@ const print = (text: string) => {
 /** The one printer of every --json output. */
 const printJson = (value: unknown) => print(`${terminalJson(value)}\n`);
 
+/** From and Subject cleaned as for the mail we send: each run of controls a space, bidi controls gone. */
+const shownRow = <T extends { submitter: string; subject: string }>(r: T): T => ({ ...r, submitter: headerSafe(r.submitter, 80), subject: headerSafe(r.subject, 100) });
+
 function runList(cfg: Config, options: Record<string, unknown>): void {
-  // From and Subject cleaned as for the mail we send: each run of controls a space, bidi controls gone.
-  const rows = listTickets(new Store(cfg), options.all ? 'all' : options.closed ? 'closed' : 'open')
-    .map((r) => ({ ...r, submitter: headerSafe(r.submitter, 80), subject: headerSafe(r.subject, 100) }));
+  const listed = listTickets(new Store(cfg), options.waiting ? 'open' : options.all ? 'all' : options.closed ? 'closed' : 'open');
+  if (options.waiting) {
+    const now = Date.now();
+    const rows = waitingOnUs(listed).map((r) => ({ ...shownRow(r), waitedSeconds: Math.round((now - Date.parse(r.waitingSince!)) / 1000) }));
+    if (options.json) return printJson(rows);
+    print(table(['#', 'WAITED', 'SINCE', 'MSGS', 'SUBMITTER', 'SUBJECT'], rows.map((r) => [
+      String(r.ticket), { text: shortDuration(r.waitedSeconds * 1000), colour: 33 }, ago(r.waitingSince!, now), String(r.messages), r.submitter, r.subject])));
+    return;
+  }
+  const rows = listed.map(shownRow);
   if (options.json) return printJson(rows);
-  print(table(['#', 'STATE', 'MSGS', 'LAST ACTIVITY', 'SUBMITTER', 'SUBJECT'], rows.map((r) => [
-    String(r.ticket), { text: r.state, colour: r.state === 'open' ? 32 : 2 }, String(r.messages), ago(r.lastActivity), r.submitter, r.subject])));
+  print(table(['#', 'STATE', 'WAITING', 'MSGS', 'LAST ACTIVITY', 'SUBMITTER', 'SUBJECT'], rows.map((r) => [
+    String(r.ticket), { text: r.state, colour: r.state === 'open' ? 32 : 2 }, r.waiting === 'us' ? { text: 'on us', colour: 33 } : r.waiting ? 'on them' : '',
+    String(r.messages), ago(r.lastActivity), r.submitter, r.subject])));
+}
+
+async function runStats(cfg: Config, options: Record<string, unknown>): Promise<void> {
+  const store = new Store(cfg);
+  const stats = ticketStats(listTickets(store, 'all'), await readCloses(store), Date.now());
+  if (options.json) return printJson({ ...stats, oldestOpen: stats.oldestOpen.map(shownRow), longestWaits: stats.longestWaits.map(shownRow) });
+  const spreadLine = (what: string, s: TicketStats['firstAnswer']) => `${what}: ${s.tickets ? `median ${shortDuration(s.medianSeconds! * 1000)}, 90% within ${shortDuration(s.p90Seconds! * 1000)}` : 'none yet'} (${s.tickets} tickets opened since ${stats.weeks[0]!.start})\n`;
+  print(`${colour(1, `${stats.open} open, ${stats.closed} closed`)} (closes from ${stats.closesFrom === 'log' ? 'the audit log' : 'the files: no audit log readable'})\n\n`);
+  print(table(['WEEK OF', 'OPENED', 'CLOSED', 'BACKLOG'], stats.weeks.map((w) => [w.start, String(w.opened), String(w.closed), String(w.backlog)])));
+  for (const key of ['opened', 'closed', 'backlog'] as const) print(`${key.padEnd(8)} ${sparkline(stats.weeks.map((w) => w[key]))}\n`);
+  print(`\n${spreadLine('Time to first answer', stats.firstAnswer)}${spreadLine('Time to close', stats.timeToClose)}`);
+  const listed = (title: string, rows: Array<{ ticket: number; submitter: string; subject: string }>, when: string, age: (i: number) => string) => {
+    print(`\n${colour(1, title)}\n`);
+    print(rows.length ? table(['#', when, 'SUBMITTER', 'SUBJECT'], rows.map((r, i) => [String(r.ticket), age(i), shownRow(r).submitter, shownRow(r).subject])) : 'none\n');
+  };
+  listed('Oldest open tickets', stats.oldestOpen, 'OPEN FOR', (i) => shortDuration(stats.oldestOpen[i]!.ageSeconds * 1000));
+  listed('Longest waits on us', stats.longestWaits, 'WAITED', (i) => shortDuration(stats.longestWaits[i]!.waitedSeconds * 1000));
 }
 
 async function runShow(cfg: Config, ticket: unknown, options: Record<string, unknown>): Promise<void> {
@@ -4963,8 +5269,11 @@ export async function main(argv: string[], saveCaches?: (withCore?: boolean) => 
   envelopeOptions(cli.command('', 'Deliver one message read on stdin')).action(() => runDelivery(saveCaches));
   envelopeOptions(cli.command('deliver', 'Deliver one message read on stdin (the default command)')).action(() => runDelivery(saveCaches));
   cli.command('list', 'List tickets, newest activity first')
-    .option('--closed', 'Closed tickets only').option('--all', 'Open and closed tickets').option('--json', 'JSON for scripts')
+    .option('--closed', 'Closed tickets only').option('--all', 'Open and closed tickets')
+    .option('--waiting', 'Only the tickets waiting on us (the last word is not ours), the longest wait first').option('--json', 'JSON for scripts')
     .action(tool(runList));
+  cli.command('stats', 'The numbers: open and closed, per week over the last half year, times to first answer and to close, the oldest and longest waiting')
+    .option('--json', 'JSON for scripts').action(tool(runStats));
   cli.command('show <ticket>', 'Show a ticket\'s thread and the path of its mbox').option('--json', 'JSON for scripts').action(tool(runShow));
   envelopeOptions(cli.command('route', 'Dry run: print what delivering the message on stdin would do; writes nothing'))
     .option('--json', 'JSON for scripts').action(tool(runRoute));

@@ -164,7 +164,7 @@ describe('the toolkit shows mail text, never obeys it', () => {
     const st = statSync(path);
     const cachePath = join(t.tickets, '.ticket-mail', 'list-cache.json');
     const cache = JSON.parse(readFileSync(cachePath, 'utf8'));
-    cache['1'] = { ...cache['1'], ino: st.ino, size: st.size, mtimeMs: st.mtimeMs,
+    cache.entries['1'] = { ...cache.entries['1'], ino: st.ino, size: st.size, mtimeMs: st.mtimeMs,
       submitter: 'Eve \u009b2J <eve@evil.example>', subject: 'x \u202egnp.exe \u009d52;c;eA==\u009c' };
     writeFileSync(cachePath, JSON.stringify(cache));
     const human = t.cli(['list']);

@@ -205,7 +205,7 @@ describe('list\'s cache file', () => {
     t.send('ticket-1-done@tickets.example', mail({ subject: 'done' }));
     const cachePath = join(t.tickets, '.ticket-mail', 'list-cache.json');
     const stamp = () => { const s = statSync(cachePath); return `${s.ino} ${s.mtimeMs}`; };
-    const keys = () => Object.keys(JSON.parse(readFileSync(cachePath, 'utf8'))).sort();
+    const keys = () => Object.keys(JSON.parse(readFileSync(cachePath, 'utf8')).entries).sort();
     expect(t.cli('list', '--all').status).toBe(0);
     expect(keys()).toEqual(['2', 'archived/1']);
     const first = stamp();
