@@ -21,8 +21,8 @@ import { closeSync, fstatSync, openSync, readFileSync, readSync, statSync, const
 import type { IncomingMessage, ServerResponse } from 'node:http';
 import {
   type Config, type Message, type TicketRow, MessageIndex, Store, decodedSubject, field, headEnd, headerSafe, listTickets,
-  mboxRecordAt, mboxStarts, messageIds, messageText, mimeValue, outlineParts, parseHead, oneLine, parseTicketNumber, sha256, shownMailboxes,
-  visible,
+  mboxRecordAt, mboxStarts, messageIds, messageText, mimeValue, outlineParts, parseHead, oneLine, parseTicketNumber, readCloses, sha256, shownMailboxes,
+  shortDuration, ticketStats, visible, waitingOnUs,
 } from './ticket.ts';
 
 /** node:crypto, loaded only where a secret is checked or made: a CGI page never needs it (its load is ~5 ms of each page). */
@@ -120,6 +120,8 @@ dl{display:grid;grid-template-columns:max-content 1fr;gap:0 .75rem;margin:0 0 .7
 pre{font:14px/1.4 ui-monospace,monospace;white-space:pre-wrap;overflow-wrap:anywhere;margin:0}
 .q{color:var(--quote)}details{margin:.25rem 0}summary{color:var(--dim);cursor:pointer}
 ul.files{margin:.5rem 0;padding-left:1.25rem}.pages{display:flex;gap:1rem;margin:1rem 0}
+figure{margin:1.5rem 0}figcaption{font-weight:600}svg.chart{width:100%;max-width:42rem;height:auto}.chart text{fill:var(--dim);font-size:10px}
+.chart .opened{fill:var(--link)}.chart .closed{fill:var(--quote)}.chart .backlog{fill:var(--dim)}.chart line{stroke:var(--line)}
 `;
 
 /** A page: semantic, one stylesheet, a viewport for phones, nothing else loaded. */
@@ -129,7 +131,7 @@ function page(viewer: Viewer, title: string, body: Markup, status = 200): Reply 
 <html lang="en"><head><meta charset="utf-8"><meta name="viewport" content="width=device-width, initial-scale=1">
 <title>${title}</title><link rel="stylesheet" href="${b}/style.css">
 <link rel="alternate" type="application/atom+xml" title="Tickets" href="${b}/new.atom"></head>
-<body><nav aria-label="Tickets"><a href="${b}/">Open tickets</a><a href="${b}/archived/">Closed tickets</a><a href="${b}/new.atom">Feed</a></nav>
+<body><nav aria-label="Tickets"><a href="${b}/">Open tickets</a><a href="${b}/?waiting=1">Waiting on us</a><a href="${b}/archived/">Closed tickets</a><a href="${b}/stats">Numbers</a><a href="${b}/new.atom">Feed</a></nav>
 <main>
 ${body}
 </main></body></html>
@@ -228,28 +230,90 @@ const TICKET_PAGE = 200; // messages; a longer ticket is paged, never read whole
 const FEED_ENTRIES = 25;
 const QUOTE_FOLD = 6;    // a quoted run of more lines than this is folded
 
-function ticketList(viewer: Viewer, which: 'open' | 'closed', after: string | undefined): Reply {
-  const rows = listTickets(viewer.store, which, false);
-  // The cursor is the last row shown (its activity and number): the next page starts after it in
+/** Who owes the next message, as the list shows it: since when the customer has waited on us. */
+const waitingCell = (r: TicketRow) => (r.waiting === 'us' ? `on us since ${shownDate(Date.parse(r.waitingSince!))}` : r.waiting === 'them' ? 'on them' : '');
+
+/**
+ * A list page: the open tickets (or only those waiting on us, the longest wait first) or the
+ * closed ones (newest activity first).
+ */
+function ticketList(viewer: Viewer, which: 'open' | 'closed' | 'waiting', after: string | undefined): Reply {
+  const listed = listTickets(viewer.store, which === 'closed' ? 'closed' : 'open', false);
+  const rows = which === 'waiting' ? waitingOnUs(listed) : listed;
+  // The cursor is the last row shown (its time and number): the next page starts after it in
   // the same order, so arriving mail never shifts a page under the reader (no page numbers).
   const cursor = after === undefined ? undefined : /^(\d{1,15})-(\d{1,9})$/.exec(after);
   if (after !== undefined && !cursor) return notFound(viewer);
-  const sortKey = (r: TicketRow) => [Date.parse(r.lastActivity), r.ticket] as const;
+  const [sortKey, direction] = which === 'waiting'
+    ? [(r: TicketRow) => [Date.parse(r.waitingSince!), r.ticket] as const, 1] // the longest wait first
+    : [(r: TicketRow) => [Date.parse(r.lastActivity), r.ticket] as const, -1]; // newest activity first
   const start = !cursor ? 0 : rows.findIndex((r) => {
     const [at, n] = sortKey(r);
-    const [cAt, cN] = [Number(cursor[1]), Number(cursor[2])];
-    return at < cAt || (at === cAt && n < cN);
+    return direction * (at - Number(cursor[1]) || n - Number(cursor[2])) > 0;
   });
   const shown = start < 0 ? [] : rows.slice(start, start + LIST_PAGE);
   const last = shown.at(-1);
   const more = last && start + LIST_PAGE < rows.length;
-  const self = which === 'open' ? '/' : '/archived/';
-  const title = which === 'open' ? 'Open tickets' : 'Closed tickets';
+  const next = which === 'open' ? '/?after=' : which === 'waiting' ? '/?waiting=1&after=' : '/archived/?after=';
+  const title = which === 'open' ? 'Open tickets' : which === 'waiting' ? 'Waiting on us' : 'Closed tickets';
+  const none = which === 'waiting' ? 'No ticket waits on us' : `No ${which} tickets`;
   return page(viewer, title, html`<h1>${title}</h1>
-${shown.length ? html`<table><thead><tr><th class="n">#</th><th>Subject</th><th>Submitter</th><th class="n">Messages</th><th>Last activity</th><th>State</th></tr></thead><tbody>
-${shown.map((r) => html`<tr><td class="n"><a href="${viewer.base}/${r.ticket}/">${r.ticket}</a></td><td><a href="${viewer.base}/${r.ticket}/">${mailValue(r.subject || '(no subject)')}</a></td><td>${mailValue(r.submitter)}</td><td class="n">${r.messages}</td><td>${shownDate(Date.parse(r.lastActivity))}</td><td>${r.state}</td></tr>
-`)}</tbody></table>` : html`<p>No ${which} tickets${cursor ? ' after these' : ''}.</p>`}
-${more ? html`<p class="pages"><a rel="next" href="${viewer.base}${self}?after=${sortKey(last).join('-')}">Older activity</a></p>` : false}`);
+${which === 'waiting' ? html`<p>Open tickets whose last word is not ours (an admin's, or from one of our addresses), the longest wait first.</p>` : false}
+${shown.length ? html`<table><thead><tr><th class="n">#</th><th>Subject</th><th>Submitter</th><th class="n">Messages</th><th>Last activity</th><th>State</th><th>Waiting</th></tr></thead><tbody>
+${shown.map((r) => html`<tr><td class="n"><a href="${viewer.base}/${r.ticket}/">${r.ticket}</a></td><td><a href="${viewer.base}/${r.ticket}/">${mailValue(r.subject || '(no subject)')}</a></td><td>${mailValue(r.submitter)}</td><td class="n">${r.messages}</td><td>${shownDate(Date.parse(r.lastActivity))}</td><td>${r.state}</td><td>${waitingCell(r)}</td></tr>
+`)}</tbody></table>` : html`<p>${none}${cursor ? ' after these' : ''}.</p>`}
+${more ? html`<p class="pages"><a rel="next" href="${viewer.base}${next}${sortKey(last).join('-')}">${which === 'waiting' ? 'Shorter waits' : 'Older activity'}</a></p>` : false}`);
+}
+
+/**
+ * A bar chart drawn here (no script, nothing loaded): one group of bars a week, each series a
+ * class of the stylesheet, scaled to the largest value (at least 1). Numbers only: the table
+ * beside it has them for screen readers and copy-paste.
+ */
+function barChart(label: string, weeks: string[], series: Array<{ name: string; values: number[] }>): Markup {
+  const [width, height, top, bottom] = [520, 130, 14, 16];
+  const max = Math.max(1, ...series.flatMap((s) => s.values));
+  const slot = width / weeks.length;
+  const bar = (slot - 2) / series.length;
+  const scaled = (v: number) => (v / max) * (height - top - bottom);
+  const rects = series.flatMap((s, k) => s.values.map((v, i) => html`<rect class="${s.name}" x="${(i * slot + 1 + k * bar).toFixed(1)}" y="${(height - bottom - scaled(v)).toFixed(1)}" width="${bar.toFixed(1)}" height="${scaled(v).toFixed(1)}"/>`));
+  return html`<svg class="chart" xmlns="http://www.w3.org/2000/svg" viewBox="0 0 ${width} ${height}" role="img" aria-label="${label}">
+<line x1="0" y1="${height - bottom}" x2="${width}" y2="${height - bottom}"/><text x="0" y="10">${max}</text>
+${rects}
+<text x="0" y="${height - 4}">${weeks[0]}</text><text x="${width}" y="${height - 4}" text-anchor="end">${weeks.at(-1)}</text>
+</svg>`;
+}
+
+/** /stats: the numbers of the queue, each chart with its table. */
+async function statsPage(viewer: Viewer): Promise<Reply> {
+  const now = Date.now();
+  const stats = ticketStats(listTickets(viewer.store, 'all', false), await readCloses(viewer.store), now);
+  const weeks = stats.weeks.map((w) => w.start);
+  const spread = (s: typeof stats.firstAnswer) => (s.tickets ? html`median ${shortDuration(s.medianSeconds! * 1000)}, 90% within ${shortDuration(s.p90Seconds! * 1000)} (${s.tickets} tickets)` : html`none yet`);
+  const link = (n: number) => html`<a href="${viewer.base}/${n}/">${n}</a>`;
+  return page(viewer, 'Numbers', html`<h1>Numbers</h1>
+<p>${stats.open} open, ${stats.closed} closed, at ${shownDate(now)}. Closes and reopens ${stats.closesFrom === 'log' ? 'from the audit log' : 'from the files (no audit log readable: a closed ticket counts as closed at its last message)'}.</p>
+<figure><figcaption>Opened and closed per week</figcaption>
+${barChart('Tickets opened and closed per week', weeks, [{ name: 'opened', values: stats.weeks.map((w) => w.opened) }, { name: 'closed', values: stats.weeks.map((w) => w.closed) }])}
+<table><thead><tr><th>Week of</th><th class="n">Opened</th><th class="n">Closed</th></tr></thead><tbody>
+${stats.weeks.map((w) => html`<tr><td>${w.start}</td><td class="n">${w.opened}</td><td class="n">${w.closed}</td></tr>
+`)}</tbody></table></figure>
+<figure><figcaption>Open tickets at each week's end</figcaption>
+${barChart('Open tickets at the end of each week', weeks, [{ name: 'backlog', values: stats.weeks.map((w) => w.backlog) }])}
+<table><thead><tr><th>Week of</th><th class="n">Open at its end</th></tr></thead><tbody>
+${stats.weeks.map((w) => html`<tr><td>${w.start}</td><td class="n">${w.backlog}</td></tr>
+`)}</tbody></table></figure>
+<h2>How long it takes</h2>
+<dl><dt>First answer</dt><dd>${spread(stats.firstAnswer)}</dd><dt>Close</dt><dd>${spread(stats.timeToClose)}</dd></dl>
+<p class="dim">Over the tickets opened since ${weeks[0]}: answered (our first message after the customer's, in a ticket the customer opened), and closed now (at its last close).</p>
+<h2>Oldest open tickets</h2>
+${stats.oldestOpen.length ? html`<table><thead><tr><th class="n">#</th><th>Subject</th><th>Submitter</th><th>Opened</th><th class="n">Open for</th></tr></thead><tbody>
+${stats.oldestOpen.map((r) => html`<tr><td class="n">${link(r.ticket)}</td><td>${mailValue(r.subject || '(no subject)')}</td><td>${mailValue(r.submitter)}</td><td>${shownDate(Date.parse(r.opened))}</td><td class="n">${shortDuration(r.ageSeconds * 1000)}</td></tr>
+`)}</tbody></table>` : html`<p>No open tickets.</p>`}
+<h2>Longest waits on us</h2>
+${stats.longestWaits.length ? html`<table><thead><tr><th class="n">#</th><th>Subject</th><th>Submitter</th><th>Waiting since</th><th class="n">Waited</th></tr></thead><tbody>
+${stats.longestWaits.map((r) => html`<tr><td class="n">${link(r.ticket)}</td><td>${mailValue(r.subject || '(no subject)')}</td><td>${mailValue(r.submitter)}</td><td>${shownDate(Date.parse(r.waitingSince))}</td><td class="n">${shortDuration(r.waitedSeconds * 1000)}</td></tr>
+`)}</tbody></table>` : html`<p>No ticket waits on us.</p>`}`);
 }
 
 /** The From_, our note and the head of a record, parsed. */
@@ -847,8 +911,9 @@ async function refusal(viewer: Viewer, req: Request, path: string, query: URLSea
 const N = '([1-9][0-9]{0,8})';        // a ticket number, as parseTicketNumber takes it
 const K = '([1-9][0-9]{0,5})';        // a message's position
 const ROUTES: Array<[RegExp, (viewer: Viewer, m: RegExpExecArray, query: URLSearchParams) => Reply | Promise<Reply>]> = [
-  [/^\/$/, (v, _, q) => ticketList(v, 'open', q.get('after') ?? undefined)],
+  [/^\/$/, (v, _, q) => ticketList(v, q.get('waiting') === '1' ? 'waiting' : 'open', q.get('after') ?? undefined)],
   [/^\/archived\/$/, (v, _, q) => ticketList(v, 'closed', q.get('after') ?? undefined)],
+  [/^\/stats$/, (v) => statsPage(v)],
   [/^\/style\.css$/, () => ({ status: 200, headers: { 'Content-Type': 'text/css; charset=utf-8' }, body: STYLE })],
   [/^\/new\.atom$/, (v) => newFeed(v)],
   [/^\/m\/([^/]{1,1000})\/?$/, (v, m) => byMessageId(v, m[1]!)],

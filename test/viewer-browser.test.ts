@@ -29,7 +29,7 @@ const SCREENSHOTS = join(ROOT, 'test', 'screenshots');
  * make a browser ask for, and the only ones serve may log.
  */
 const ROUTES = [
-  /^\/(?:archived\/)?(?:\?after=\d+-\d+)?$/, /^\/style\.css$/, /^\/new\.atom$/, /^\/m\/[^/]+$/,
+  /^\/(?:archived\/)?(?:\?after=\d+-\d+)?$/, /^\/\?waiting=1(?:&after=\d+-\d+)?$/, /^\/stats$/, /^\/style\.css$/, /^\/new\.atom$/, /^\/m\/[^/]+$/,
   /^\/[1-9]\d*\/(?:\?page=\d+)?$/, /^\/[1-9]\d*\/(?:mbox|mbox\.gz|new\.atom)$/, /^\/[1-9]\d*\/[1-9]\d*\/raw$/,
   /^\/[1-9]\d*\/[1-9]\d*\/[1-9]\d*\/[A-Za-z0-9._-]*$/,
 ];
