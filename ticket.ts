@@ -3198,6 +3198,17 @@ const factsSettings = (cfg: Config) => JSON.stringify([cfg.domain ?? null, cfg.s
 /** A ticket file holding no record (empty, or bytes before any From_ line): nobody is waiting since its mtime. */
 const noRecordFacts = (mtimeMs: number): TicketFacts => [mtimeMs, null, null, mtimeMs, 0];
 
+/** What an address of ours or an admin's holds, one of which a From naming either must contain. */
+const hintsOf = new WeakMap<Config, string[]>();
+const ourHints = (cfg: Config) => {
+  let hints = hintsOf.get(cfg);
+  if (!hints) {
+    hints = [...cfg.admins, ...(cfg.domain ? [`@${cfg.domain}`] : [`${cfg.submit}@`, cfg.ticketAddress.split('N')[0]!, cfg.closeAddress.split('N')[0]!])];
+    hintsOf.set(cfg, hints);
+  }
+  return hints;
+};
+
 /**
  * Who wrote a record: us (From is an admin's or one of our addresses), automatic mail
  * (whyAutomatic: a vacation reply, a bounce, a list) or the customer (anyone else). From is
@@ -3209,9 +3220,7 @@ export function recordSide(head: Head, envelopeSenderOfRecord: string, cfg: Conf
   // The address parser only where an admin's address or our domain is written at all: it is
   // most of the cost of reading a record, and a parsed address is a substring of the field.
   const lower = from?.toLowerCase() ?? '';
-  const ourHints = cfg.domain ? [`@${cfg.domain}`] : [`${cfg.submit}@`, cfg.ticketAddress.split('N')[0]!, cfg.closeAddress.split('N')[0]!];
-  const maybeOurs = [...cfg.admins, ...ourHints].some((hint) => lower.includes(hint));
-  const author = maybeOurs ? addresses(from)[0] : undefined;
+  const author = ourHints(cfg).some((hint) => lower.includes(hint)) ? addresses(from)[0] : undefined;
   return author !== undefined && (cfg.admins.includes(author) || isOurAddress(author, cfg)) ? 'us' : 'them';
 }
 
@@ -3234,11 +3243,12 @@ export function nextFacts(facts: TicketFacts | null, side: 'us' | 'them' | 'auto
  * or a numeric zone before or after the year; a numeric zone is honoured). Undefined when it
  * holds none (a hand-made file): the caller falls back.
  */
+const MONTH_NUMBERS = new Map(MONTHS.map((name, i) => [name.toLowerCase(), i]));
 export function fromLineTime(line: string): number | undefined {
   const m = /^From \S* +(?:[A-Za-z]{3},? +)?([A-Za-z]{3}) +(\d{1,2}) +(\d{1,2}):(\d\d)(?::(\d\d))?(?: +([A-Za-z]{1,5}|[+-]\d{4}))? +(\d{4})(?: +([+-]\d{4}))?\s*$/.exec(line);
-  const month = m ? MONTHS.findIndex((name) => name.toLowerCase() === m[1]!.toLowerCase()) : -1;
-  if (!m || month < 0) return undefined;
-  const [day, hour, minute, second, year] = [m[2], m[3], m[4], m[5] ?? '0', m[7]].map(Number) as [number, number, number, number, number];
+  const month = m ? MONTH_NUMBERS.get(m[1]!.toLowerCase()) : undefined;
+  if (!m || month === undefined) return undefined;
+  const [day, hour, minute, second, year] = [Number(m[2]), Number(m[3]), Number(m[4]), Number(m[5] ?? 0), Number(m[7])];
   if (day < 1 || day > 31 || hour > 23 || minute > 59 || second > 60) return undefined;
   const zone = [m[6], m[8]].find((z) => z && /^[+-]\d{4}$/.test(z));
   if (!zone) return new Date(year, month, day, hour, minute, second).getTime();
@@ -3386,18 +3396,33 @@ export function ticketStats(rows: TicketRow[], closes: CloseEvents | undefined, 
     return logged;
   };
   const lines = rows.map((r) => ({ row: r, opened: Date.parse(r.opened), events: timeline(r) }));
-  const weeks = Array.from({ length: STATS_WEEKS }, (_, i) => {
-    const start = first + i * WEEK;
-    const end = Math.min(start + WEEK, now + 1);
-    let opened = 0, closed = 0, backlog = 0;
-    for (const t of lines) {
-      if (t.opened >= start && t.opened < end) opened++;
-      closed += t.events.filter((e) => e.closed && e.at >= start && e.at < end).length;
-      const lastBefore = t.events.filter((e) => e.at < end).at(-1);
-      if (t.opened < end && !lastBefore?.closed) backlog++;
+  // Week i ends at first + (i + 1) weeks, the last at now (inclusive). A ticket counts in the
+  // backlog of each week whose end falls in one of its open spans (opened or reopened, closed):
+  // summed over the spans with a difference array, not week by week.
+  const weekOf = (t: number) => (t < first || t > now ? -1 : Math.min(STATS_WEEKS - 1, Math.floor((t - first) / WEEK)));
+  const firstEndAfter = (t: number) => (t > now ? STATS_WEEKS : Math.max(0, Math.min(STATS_WEEKS - 1, Math.floor((t - first) / WEEK)))); // the first week whose end is past t
+  const opened = new Array<number>(STATS_WEEKS).fill(0);
+  const closed = new Array<number>(STATS_WEEKS).fill(0);
+  const backlogSteps = new Array<number>(STATS_WEEKS + 1).fill(0);
+  for (const t of lines) {
+    if (weekOf(t.opened) >= 0) opened[weekOf(t.opened)]!++;
+    let openFrom: number | undefined = t.opened;
+    const span = (until: number) => { // open over [openFrom, until]: the weeks whose end e has openFrom < e <= until
+      backlogSteps[firstEndAfter(openFrom!)]!++;
+      backlogSteps[firstEndAfter(until)]!--;
+      openFrom = undefined;
+    };
+    for (const e of t.events) {
+      if (e.closed && openFrom !== undefined) span(e.at);
+      else if (!e.closed && openFrom === undefined) openFrom = e.at;
+      if (e.closed && weekOf(e.at) >= 0) closed[weekOf(e.at)]!++;
     }
-    return { start: new Date(start).toISOString().slice(0, 10), opened, closed, backlog };
-  });
+    if (openFrom !== undefined) span(Infinity);
+  }
+  let backlog = 0;
+  const weeks = opened.map((count, i) => ({
+    start: new Date(first + i * WEEK).toISOString().slice(0, 10), opened: count, closed: closed[i]!, backlog: backlog += backlogSteps[i]!,
+  }));
   const recent = lines.filter((t) => t.opened >= first && t.opened <= now);
   const open = rows.filter((r) => r.state === 'open');
   return {
