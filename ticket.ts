@@ -3291,7 +3291,8 @@ function scanRecords(fd: number, bytes: Buffer | undefined, starts: number[], si
     const head = parseHead(message.subarray(0, headLength).toString('utf8')) ?? new Map<string, string[]>();
     if (i === 0 && start === 0) firstHead = head;
     // Our From_ line holds the sender encoded (recordChunks); MAILER-DAEMON is the null sender.
-    const sender = envelopeSender(decodeToken(fromLine.slice(5).trim().split(/\s+/)[0] ?? ''));
+    const token = /^From +(\S*)/.exec(fromLine)?.[1] ?? '';
+    const sender = envelopeSender(/[%\x80-\xff]/.test(token) ? decodeToken(token) : token);
     before = facts;
     facts = nextFacts(facts, recordSide(head, sender, cfg), fromLineTime(fromLine) ?? facts?.[3] ?? mtimeMs);
   }

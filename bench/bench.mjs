@@ -15,7 +15,7 @@ const FILE = join(ROOT, 'dist', 'ticket-mail.cjs');
 const FAKE_SENDMAIL = join(ROOT, 'test', 'fake-sendmail');
 const RUNS = Number(process.env.BENCH_RUNS || 31);
 // BENCH_ONLY=viewer,cgi runs only those sections (deliveries bun procmail scale floods memory
-// bursts list viewer cgi): to compare two trees' delivery rows, or while working on one row.
+// bursts list numbers viewer cgi): to compare two trees' delivery rows, or while working on one row.
 const ONLY = process.env.BENCH_ONLY?.split(',');
 const section = (name) => !ONLY || ONLY.includes(name);
 const work = mkdtempSync(join(tmpdir(), 'tm-bench-'));
@@ -384,6 +384,40 @@ if (section('list')) {
   const job = inProcess({ mode: 'list', dir, runs: RUNS });
   judgedBy(record('viewer: open list (/) over 10,000 tickets, cache fresh, in-process handle() vs listTickets()', undefined, job.listTickets, job.list), 50);
   record('viewer: the open list just after a delivery (a stat of each ticket) vs the list unchanged, in-process', undefined, job.list, job.afterDelivery);
+}
+
+// --- who is waiting, and the numbers, over 10,000 tickets ------------------------------------------
+if (section('numbers')) {
+  // Tickets of 2 to 4 records over the last half year: the customer's, an admin's answer, an
+  // out-of-office (automatic) or the customer again; a third closed (archived), with an audit log.
+  const dir = tickets('numbers');
+  mkdirSync(join(dir, 'archived'));
+  mkdirSync(join(dir, '.ticket-mail'));
+  const asctime = (ms) => { const d = new Date(ms); return `${d.toDateString().slice(0, 10).replace(/ 0(\d)$/, '  $1')} ${d.toTimeString().slice(0, 8)} ${d.getFullYear()}`; };
+  const record = (sender, at, head) => `From ${sender} ${asctime(at)}\nX-Ticket-Mail: ticket\n${head}\n\nhello\n\n`;
+  const now = Date.now();
+  const log = [];
+  for (let i = 1; i <= 10_000; i++) {
+    const opened = now - ((i * 7919) % (182 * 86400)) * 1000;
+    const customer = `From: User ${i} <u${i}@customer.example>\nSubject: =?UTF-8?Q?Ticket_n=C2=B0${i}?=`;
+    const records = [record(`u${i}@customer.example`, opened, customer)];
+    if (i % 2 === 0) records.push(record('max@tickets.example', opened + 3600_000, 'From: Max <max@tickets.example>\nSubject: Re'));
+    if (i % 4 === 0) records.push(record(`u${i}@customer.example`, opened + 7200_000, `From: u${i}@customer.example\nAuto-Submitted: auto-replied\nSubject: away`));
+    if (i % 5 === 0) records.push(record(`u${i}@customer.example`, opened + 9000_000, `${customer}\nIn-Reply-To: <x@y>`));
+    const closed = i % 3 === 0;
+    writeFileSync(join(dir, closed ? 'archived' : '', String(i)), records.join(''), { mode: 0o600 });
+    if (closed) log.push(`${new Date(opened + 10_000_000).toISOString()}\t<m${i}@x>\tu${i}@customer.example\tticket-${i}-done@tickets.example\tclose/address\t${i}\tclosed\t-\n`);
+  }
+  writeFileSync(join(dir, '.ticket-mail', 'log'), log.join(''), { mode: 0o600 });
+  const run = (args, cold) => () => {
+    if (cold) rmSync(join(dir, '.ticket-mail', 'list-cache.json'), { force: true });
+    return time(process.execPath, [FILE, ...args, '--json', '--dir', dir, '--domain', 'tickets.example', '--admin', 'max@tickets.example']);
+  };
+  compare('list --waiting over 10,000 tickets, no cache, vs node -e \'\'', undefined, nodeEmpty, run(['list', '--waiting'], true), 5);
+  compare('list --waiting over 10,000 tickets, cached, vs node -e \'\'', undefined, nodeEmpty, run(['list', '--waiting'], false), 5);
+  compare('stats over 10,000 tickets, no cache, vs node -e \'\'', undefined, nodeEmpty, run(['stats'], true), 5);
+  compare('stats over 10,000 tickets, cached, vs node -e \'\'', undefined, nodeEmpty, run(['stats'], false), 5);
+  for (const r of rows.slice(-4)) { r.target = '<= 1 s'; r.pass = r.cand.max <= 1000; }
 }
 
 // --- the history viewer: a ticket page of a 1,000-message, 50 MB ticket ---------------------------
