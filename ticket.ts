@@ -348,6 +348,11 @@ export function addresses(value: string | undefined): readonly string[] {
 export function shownMailboxes(value: string | undefined, clean: (text: string, max: number) => string = headerSafe): string[] {
   const SHOWN_FIELD = 4096;
   const whole = (value ?? '').replace(/\r?\n/g, ' ');
+  // The plain forms most mail has ("Name <address>", an address alone: ASCII words, no quotes,
+  // comments, groups or encoded words) need no parser: the same mailbox, for a cold list's
+  // 10,000 From fields a tenth of the cost.
+  const plain = /^\s*(?:(?:([A-Za-z0-9_-]+(?: [A-Za-z0-9_-]+)*) )?<([A-Za-z0-9._+-]+@[A-Za-z0-9.-]+)>|([A-Za-z0-9._+-]+@[A-Za-z0-9.-]+))\s*$/.exec(whole);
+  if (plain) return [plain[1] ? `${clean(plain[1], 60)} <${clean(plain[2]!, 254)}>` : clean(plain[2] ?? plain[3]!, 254)];
   const bounded = whole.length <= SHOWN_FIELD ? whole : whole.slice(0, whole.lastIndexOf(',', SHOWN_FIELD) + 1 || SHOWN_FIELD);
   const words: string[] = [];
   const salt = Math.random().toString(36).slice(2, 10); // a placeholder the mail cannot write ahead
@@ -1012,12 +1017,15 @@ export function autoReplyBlock(head: Head, envelope: Envelope, replyTo: string |
  * Text from mail on one line, at most `max` characters, its controls and bidi characters kept
  * (for a display that shows them visibly: the viewer's pages; headerSafe is for what goes out).
  */
-export const oneLine = (text: string, max: number) => [...text.replace(/[\r\n]+[ \t]*/g, ' ').trim()].slice(0, max).join('');
+export const oneLine = (text: string, max: number) => firstCodePoints(text.replace(/[\r\n]+[ \t]*/g, ' ').trim(), max);
 
 export function headerSafe(text: string, max = 200): string {
-  return [...text.replace(/[\x00-\x1f\x7f-\x9f\u2028\u2029]+/g, ' ').replace(/[\u202a-\u202e\u2066-\u2069]/g, '')
-    .replace(/\s+/g, ' ').trim()].slice(0, max).join('');
+  return firstCodePoints(text.replace(/[\x00-\x1f\x7f-\x9f\u2028\u2029]+/g, ' ').replace(/[\u202a-\u202e\u2066-\u2069]/g, '')
+    .replace(/\s+/g, ' ').trim(), max);
 }
+
+/** The first `max` code points of a text; one no longer than that in UTF-16 units is all of them (list shortens 20,000 a run). */
+const firstCodePoints = (text: string, max: number) => (text.length <= max ? text : [...text].slice(0, max).join(''));
 
 /** RFC 2047 B-encoded words of at most 75 characters, split on character boundaries. */
 function encodedWords(text: string): string[] {

@@ -10,9 +10,10 @@ import { appendFileSync, mkdirSync, readFileSync, rmSync, symlinkSync, utimesSyn
 import { join } from 'node:path';
 import { gzipSync } from 'node:zlib';
 import type { Browser } from 'playwright-core';
+import fc from 'fast-check';
 import {
-  Store, asctime, fromLineTime, listTickets, mboxRecord, nextFacts, readCloses, resolveConfig, shortDuration, sparkline, ticketStats,
-  type TicketRow,
+  Store, asctime, fromLineTime, listTickets, mboxRecord, nextFacts, oneLine, readCloses, resolveConfig, shortDuration, shownMailboxes, sparkline,
+  ticketStats, type TicketRow,
 } from '../ticket.ts';
 import { handle } from '../viewer.ts';
 import { BIN, FAKE_SENDMAIL, PRIVATE_ENV, deliver, deliverAsync, mail, tempDir } from './harness.ts';
@@ -496,4 +497,19 @@ describe('the pages in Chromium', () => {
       rmSync(t.root, { recursive: true, force: true });
     }
   }, 60_000);
+});
+
+describe('shownMailboxes\' plain path', () => {
+  it('gives what the parser gives for "Name <address>" and a bare address', async () => {
+    const { addressParser } = await import('postal-mime');
+    const word = fc.stringMatching(/^[A-Za-z0-9_-]{1,12}$/);
+    const address = fc.tuple(fc.stringMatching(/^[A-Za-z0-9._+-]{1,20}$/), fc.stringMatching(/^[A-Za-z0-9.-]{1,20}$/)).map(([l, d]) => `${l}@${d}`);
+    const value = fc.oneof(
+      fc.tuple(fc.array(word, { minLength: 1, maxLength: 14 }), address).map(([w, a]) => `${w.join(' ')} <${a}>`),
+      address.map((a) => `<${a}>`), address, address.map((a) => `  ${a} `));
+    fc.assert(fc.property(value, (v) => {
+      const parsed = addressParser(v, { flatten: true }).flatMap((m) => ('address' in m && m.address ? [m.name ? `${oneLine(m.name, 60)} <${oneLine(m.address, 254)}>` : oneLine(m.address, 254)] : []));
+      expect(shownMailboxes(v, oneLine)).toEqual(parsed);
+    }), { numRuns: 3000 });
+  });
 });
