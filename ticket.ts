@@ -1024,7 +1024,7 @@ export function headerSafe(text: string, max = 200): string {
     .replace(/\s+/g, ' ').trim(), max);
 }
 
-/** The first `max` code points of a text; one no longer than that in UTF-16 units is all of them (list shortens 20,000 a run). */
+/** The first `max` code points of a text; one no longer than that in UTF-16 units is all of them (a cold list shortens two texts of each ticket). */
 const firstCodePoints = (text: string, max: number) => (text.length <= max ? text : [...text].slice(0, max).join(''));
 
 /** RFC 2047 B-encoded words of at most 75 characters, split on character boundaries. */
@@ -2973,8 +2973,8 @@ interface CacheEntry {
 let countBuffer: Buffer | undefined;
 
 /**
- * Counts mbox records (lines starting "From ") in bytes [from, size): a record starts at 0, and
- * past it a "From " counts where a line break comes before it. The 5 bytes before `from` are
+ * Where the mbox records (lines starting "From ") in bytes [from, size) start: at 0, and past it
+ * at a "From " a line break comes before. The 5 bytes before `from` are
  * read again: the last count may have seen an append cut inside its "\nFrom " (a stat can land
  * between two pages of one write), and found no record there, nor should one be found in a
  * line it saw cut before "From ". When the range starts at 0 and fits in one read (a ticket
