@@ -1373,7 +1373,7 @@ env -i PATH=/usr/bin:/bin "$0" "$1" list`;
     const before = cacheUnderNonexistent();
     const r = spawnSync('unshare', ['-m', '--propagation', 'private', 'sh', '-c', script, process.execPath, join(import.meta.dirname, 'dist', 'ticket-mail.cjs')], { encoding: 'utf8' });
     expect(r.status, r.stderr).toBe(0);
-    expect(r.stdout).toMatch(/^1 +open +1 .*a@b\.example +found$/m);
+    expect(r.stdout).toMatch(/^1 +open +on us +1 .*a@b\.example +found$/m);
     expect(existsSync('/etc/ticket-mail/config.json') && readFileSync('/etc/ticket-mail/config.json', 'utf8').includes(dir)).toBe(false);
     // No HOME is no code cache: nothing of this build is written under a made-up home (/nonexistent, as root).
     expect(cacheUnderNonexistent()).toEqual(before);

@@ -79,7 +79,7 @@ describe.skipIf(!!skipReason)('a team of maintainers', () => {
     }
     const list = as(BOB, ['list']);
     expect(list.status, list.stderr).toBe(0);
-    expect(list.stdout).toMatch(/^1 +open +1 +\S+ +Alice <alice@client\.test> +Printer on fire$/m);
+    expect(list.stdout).toMatch(/^1 +open +on us +1 +\S+ +Alice <alice@client\.test> +Printer on fire$/m);
     const show = as(BOB, ['show', '1']);
     expect(show.status, show.stderr).toBe(0);
     expect(show.stdout).toContain('Printer on fire');
