@@ -12,7 +12,7 @@ import { gzipSync } from 'node:zlib';
 import type { Browser } from 'playwright-core';
 import fc from 'fast-check';
 import {
-  Store, asctime, fromLineTime, listTickets, mboxRecord, nextFacts, oneLine, readCloses, resolveConfig, shortDuration, shownMailboxes, sparkline,
+  Store, asctime, fromLineTime, isoTime, listTickets, mboxRecord, nextFacts, oneLine, readCloses, resolveConfig, shortDuration, shownMailboxes, sparkline,
   ticketStats, type TicketRow,
 } from '../ticket.ts';
 import { handle } from '../viewer.ts';
@@ -364,7 +364,11 @@ describe('stats, on a hand-computed fixture', () => {
     rmSync(empty.root, { recursive: true, force: true });
   });
 
-  it('the small pieces: nextFacts, shortDuration, sparkline', () => {
+  it('the small pieces: nextFacts, shortDuration, sparkline, isoTime', () => {
+    fc.assert(fc.property(fc.oneof(fc.double({ min: -1e13, max: 3e14, noNaN: true }), fc.integer({ min: 0, max: 253402300799999 }),
+      fc.constantFrom(0, -0.5, 0.5, 86399999.9, 253402300799999, 253402300800000, -1)), (ms) => {
+      expect(isoTime(ms)).toBe(new Date(ms).toISOString());
+    }), { numRuns: 20000 });
     expect(nextFacts(null, 'automatic', 5)).toEqual([5, null, 5, 5, 0]); // a monitoring alert opens a wait
     expect(nextFacts(nextFacts(null, 'us', 1), 'them', 2)).toEqual([1, null, 2, 2, 1]);
     expect(nextFacts(nextFacts(nextFacts(null, 'us', 1), 'them', 2), 'us', 3)).toEqual([1, null, null, 3, 1]); // opened by us: no "first answer"
