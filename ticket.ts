@@ -3139,13 +3139,13 @@ function ticketEntry(path: string, cached: CacheEntry | undefined): CacheEntry |
   } finally { closeSync(fd); }
 }
 
-/** Where each record of an mbox starts: at 0 and after every LF followed by "From ", in bytes [0, size). */
-export function mboxStarts(fd: number, size: number): number[] {
-  const first = Buffer.alloc(Math.min(5, size));
-  readSync(fd, first, 0, first.length, 0);
+/** Where each record of an mbox starts: at `from` (0, or a record's start) and after every LF followed by "From ", in bytes [from, size). */
+export function mboxStarts(fd: number, size: number, from = 0): number[] {
+  const first = Buffer.alloc(Math.max(0, Math.min(5, size - from)));
+  readSync(fd, first, 0, first.length, from);
   // Bytes before the first "From " line (a file another program wrote oddly) are no record.
-  const starts = first.equals(FROM_) ? [0] : [-1];
-  for (const { bytes, pos } of fileRange(fd, 0, size, 6)) {
+  const starts = first.equals(FROM_) ? [from] : [-1];
+  for (const { bytes, pos } of fileRange(fd, from, size, 6)) {
     for (let i = bytes.indexOf('\nFrom '); i >= 0; i = bytes.indexOf('\nFrom ', i + 1)) {
       if (pos + i + 1 > starts.at(-1)!) starts.push(pos + i + 1);
     }
@@ -3752,6 +3752,486 @@ export function addCc(draft: string, address: string): string {
 }
 
 // ---------------------------------------------------------------------------------------
+// Search: what people read (decoded subjects, names and text), found by words and fields
+// ---------------------------------------------------------------------------------------
+
+/** A query that cannot be run: its message is the one line the user sees. */
+export class QueryError extends Error {}
+
+export type SearchField = 'any' | 'from' | 'to' | 'subject' | 'body' | 'file';
+/** One word or phrase (folded), and the field it must be found in. */
+export interface SearchTerm { field: SearchField; text: string }
+export interface Query {
+  terms: SearchTerm[];
+  is: Set<'open' | 'closed' | 'waiting'>;
+  before?: number; after?: number; // ms: before the start of a (local) day, from the start of one on
+  ticket?: number;
+}
+
+/** Bounds that keep a hostile or mistaken query (a pasted file) cheap: checked before any parsing. */
+const MAX_QUERY = 1000;
+const MAX_TERMS = 20;
+const TEXT_FIELDS = new Set<string>(['from', 'to', 'subject', 'body', 'file']);
+
+/**
+ * Text as search compares it: decomposed (NFD), marks removed, lower-cased, ß as ss, final sigma
+ * as sigma, each run of white space and controls one space. "Café" is "cafe", "STRASSE" "strasse".
+ */
+export function foldText(text: string): string {
+  return text.normalize('NFD').replace(/\p{M}+/gu, '').toLowerCase().replace(/ß/g, 'ss').replace(/ς/g, 'σ')
+    .replace(/[\s\x00-\x1f\x7f-\x9f]+/g, ' ');
+}
+
+/** A day as YYYY-MM-DD: the start of it, local time. */
+function dayStart(value: string, name: string): number {
+  const m = /^(\d{4})-(\d\d)-(\d\d)$/.exec(value);
+  const day = m && new Date(Number(m[1]), Number(m[2]) - 1, Number(m[3]));
+  if (!m || !day || day.getMonth() !== Number(m[2]) - 1 || day.getDate() !== Number(m[3])) {
+    throw new QueryError(`${name}: wants a date as YYYY-MM-DD, not "${printable(value, 40)}"`);
+  }
+  return day.getTime();
+}
+
+/**
+ * A search query: words (each must be found), "exact phrases", field:value (a value may be
+ * quoted: subject:"printer jam"), is:open|closed|waiting, before:/after: YYYY-MM-DD, ticket:N.
+ * QueryError names what is wrong with it.
+ */
+export function parseQuery(text: string): Query {
+  if (text.length > MAX_QUERY) throw new QueryError(`the query is too long (${text.length} characters; at most ${MAX_QUERY})`);
+  const query: Query = { terms: [], is: new Set() };
+  let tokens = 0;
+  const tokenPattern = /\s*(?:([A-Za-z]+):)?(?:"([^"]*)("?)|(\S*))/y;
+  for (let at = 0; at < text.length;) {
+    tokenPattern.lastIndex = at;
+    const m = tokenPattern.exec(text)!;
+    at = tokenPattern.lastIndex;
+    const [, name, quoted, closed, plain] = m;
+    if (quoted === undefined && !plain && !name) { if (m[0].length === 0) at++; continue; } // trailing blanks
+    if (quoted !== undefined && !closed) throw new QueryError(`a quote is not closed: "${printable(quoted, 40)}`);
+    if (++tokens > MAX_TERMS) throw new QueryError(`too many terms (at most ${MAX_TERMS})`);
+    const value = quoted ?? plain ?? '';
+    const key = name?.toLowerCase();
+    if (key !== undefined && !TEXT_FIELDS.has(key) && !['is', 'before', 'after', 'ticket'].includes(key)) {
+      throw new QueryError(`unknown field "${printable(name!, 20)}:" (fields: from: to: subject: body: file: is: before: after: ticket:)`);
+    }
+    if (key === 'is') {
+      const state = value.toLowerCase();
+      if (state !== 'open' && state !== 'closed' && state !== 'waiting') throw new QueryError(`is: wants open, closed or waiting, not "${printable(value, 40)}"`);
+      query.is.add(state);
+    } else if (key === 'before' || key === 'after') {
+      query[key] = dayStart(value, key);
+    } else if (key === 'ticket') {
+      const n = parseTicketNumber(value);
+      if (n === undefined) throw new QueryError(`ticket: wants a ticket number, not "${printable(value, 40)}"`);
+      query.ticket = n;
+    } else {
+      const folded = foldText(value).trim();
+      if (!folded) throw new QueryError(key ? `${key}: has no value` : 'an empty phrase ("")');
+      query.terms.push({ field: (key ?? 'any') as SearchField, text: folded });
+    }
+  }
+  if (!tokens) throw new QueryError('the query is empty');
+  return query;
+}
+
+/** Scripts written without spaces between words: there a word may start anywhere. */
+const UNSPACED = /[\p{sc=Han}\p{sc=Hiragana}\p{sc=Katakana}\p{sc=Thai}\p{sc=Lao}\p{sc=Khmer}\p{sc=Myanmar}]/u;
+const LETTER_OR_DIGIT = /[\p{L}\p{N}]/u;
+
+/** Where folded `term` is in folded `text` from `from` on as the start of a word (so "print" finds "printer", not "reprint"), else -1. */
+export function termAt(text: string, term: string, from = 0): number {
+  const anywhere = UNSPACED.test(term[0]!);
+  for (let i = text.indexOf(term, from); i >= 0; i = text.indexOf(term, i + 1)) {
+    if (i === 0 || anywhere) return i;
+    const before = text.charCodeAt(i - 1);
+    if (before < 0x80 ? !((before >= 0x30 && before <= 0x39) || ((before | 0x20) >= 0x61 && (before | 0x20) <= 0x7a))
+      : !LETTER_OR_DIGIT.test(String.fromCodePoint(text.codePointAt(before >= 0xdc00 && before <= 0xdfff ? i - 2 : i - 1)!))) return i;
+  }
+  return -1;
+}
+
+/**
+ * What search keeps of one message: its position K in the ticket (from 1, as the viewer numbers
+ * it), its record's bytes, its time, and its fields folded. One line, tab-separated: folded
+ * text has no tab and no line break.
+ */
+interface MessageLine { k: number; start: number; end: number; time: number; fields: Record<Exclude<SearchField, 'any'>, string> }
+const LINE_FIELDS = ['from', 'to', 'subject', 'file', 'body'] as const;
+
+function messageLine(line: string): MessageLine | undefined {
+  const parts = line.split('\t');
+  if (parts.length !== 4 + LINE_FIELDS.length) return undefined;
+  const [k, start, end, time] = parts.slice(0, 4).map(Number) as [number, number, number, number];
+  if (![k, start, end, time].every(Number.isSafeInteger)) return undefined;
+  const fields = Object.fromEntries(LINE_FIELDS.map((name, i) => [name, parts[4 + i]!])) as MessageLine['fields'];
+  return { k, start, end, time, fields };
+}
+
+/** The time of a record's From_ line (asctime, local time: recordChunks writes it, and mutt), else undefined. */
+function fromLineTime(line: string): number | undefined {
+  const m = /([A-Z][a-z]{2}) +(\d{1,2}) (\d\d):(\d\d)(?::(\d\d))? (?:[A-Z]{3,4} )?(\d{4})\s*$/.exec(line);
+  const month = m ? MONTHS.indexOf(m[1]!) : -1;
+  return month < 0 ? undefined : new Date(Number(m![6]), month, Number(m![2]), Number(m![3]), Number(m![4]), Number(m![5] ?? 0)).getTime();
+}
+
+/** Counts the messages search read from mbox files, for the tests (a ticket that only grew is read from where it grew). */
+export const searchReads = { messages: 0 };
+
+/** The search line of the record in bytes [start, end) of an mbox (its K), or undefined for what is no record. */
+async function extractLine(fd: number, k: number, start: number, end: number): Promise<string | undefined> {
+  const record = mboxRecordAt(fd, start, end);
+  if (!record) return undefined;
+  searchReads.messages++;
+  const fromLine = Buffer.alloc(Math.min(end - start, 1024));
+  readSync(fd, fromLine, 0, fromLine.length, start);
+  const { message } = record;
+  const head = parseHead(message.first.subarray(0, headEnd(message.first)).toString('utf8'));
+  let text = '';
+  let files: string[] = [];
+  try {
+    const outline = await messageText(message);
+    text = outline.text;
+    files = outline.attachments.map((a) => a.name);
+  } catch { /* undecodable: found by its head alone */ }
+  const time = fromLineTime(fromLine.toString('latin1', 0, Math.max(0, fromLine.indexOf(LF)))) ?? (Date.parse(head && field(head, 'date') || '') || 0);
+  const mailboxes = (name: string) => (head ? head.get(name) ?? [] : []).flatMap((v) => shownMailboxes(v, oneLine));
+  const fields = [mailboxes('from'), [...mailboxes('to'), ...mailboxes('cc')], [head ? decodedSubject(head) : ''], files, [text]];
+  return [k, start, end, time, ...fields.map((values) => foldText(values.join(' ')))].join('\t');
+}
+
+/**
+ * What search knows of one ticket file, valid while its inode, size and mtime (and the
+ * fingerprint of its end) are unchanged: its messages' lines, and where its last record starts.
+ */
+interface TicketText { place: Place; ino: number; size: number; mtimeMs: number; tail: string; last: number; records: number; lines: Buffer }
+
+/** Does a record start at `pos` (a line "From " there)? Past the old end of a grown file: then the old last record was whole. */
+function recordStartsAt(fd: number, pos: number): boolean {
+  const bytes = Buffer.alloc(6);
+  return readSync(fd, bytes, 0, 6, pos - 1) === 6 && bytes.equals(Buffer.from('\nFrom '));
+}
+
+/**
+ * One ticket's text: `known` as it is when the file is unchanged, extended when the file only
+ * grew (its records from where the old last one ended, or that one again if it was still being
+ * written), else read whole. Undefined when the file is gone, null when it cannot be read.
+ */
+async function ticketText(path: string, place: Place, known: TicketText | undefined): Promise<TicketText | undefined | null> {
+  let fd;
+  try { fd = openSync(path, fsc.O_RDONLY | fsc.O_NOFOLLOW); } catch (e) { return code(e) === 'ENOENT' ? undefined : null; }
+  try {
+    const st = fstatSync(fd);
+    if (!st.isFile()) return null;
+    if (known && known.ino === st.ino && known.size === st.size && known.mtimeMs === st.mtimeMs) return known.place === place ? known : { ...known, place };
+    let from = 0;
+    let kept: Buffer[] = [];
+    let k = 0;
+    if (known && known.ino === st.ino && st.size > known.size && tailPrint(tailBefore(fd, known.size)) === known.tail) {
+      const whole = recordStartsAt(fd, known.size);
+      from = whole ? known.size : known.last;
+      k = whole ? known.records : known.records - 1;
+      const lastLine = known.lines.lastIndexOf(LF, known.lines.length - 2) + 1;
+      const lastIsFrom = known.lines.length > 0 && known.lines.toString('latin1', lastLine, known.lines.indexOf(0x09, lastLine)) === String(known.records);
+      kept = [whole || !lastIsFrom ? known.lines : known.lines.subarray(0, lastLine)];
+    }
+    const starts = mboxStarts(fd, st.size, from);
+    const lines: string[] = [];
+    for (const [i, start] of starts.entries()) {
+      const line = await extractLine(fd, k + i + 1, start, starts[i + 1] ?? st.size);
+      if (line !== undefined) lines.push(`${line}\n`);
+    }
+    return {
+      place, ino: st.ino, size: st.size, mtimeMs: st.mtimeMs, tail: tailPrint(tailBefore(fd, st.size)),
+      last: starts.at(-1) ?? 0, records: k + starts.length,
+      lines: Buffer.concat([...kept, Buffer.from(lines.join(''))]),
+    };
+  } finally { closeSync(fd); }
+}
+
+/**
+ * Search's cache: each ticket's lines, kept in files of a hundred tickets (N / 100), each
+ * rewritten whole when one of its tickets changed, under a random generation; a manifest names
+ * the generations and the two folders' inode and mtime as they were read. While both folders are
+ * unchanged since (every writer's dotlock changes the folder: see RACY_MS) and every file is of
+ * its generation, no ticket is even looked at. Files 0600 in a 0700 folder, written under a new
+ * name and renamed: a search racing another sees a whole file, the old or the new. Whatever
+ * fails to read back as it was written (garbage, a symlink, another name) is no cache.
+ */
+interface SearchCache {
+  tickets: Map<number, TicketText>;
+  generations: Map<number, string>;   // bucket -> the generation of its file
+  folders?: Record<Place, { ino: number; mtimeMs: number } | null>; // as the last full read saw them
+  trusted: boolean;                   // that read came RACY_MS after both folders last changed
+}
+const CACHE_VERSION = 'ticket-mail search cache 1';
+const bucketOf = (n: number) => Math.floor(n / 100);
+const searchMemory = new Map<string, SearchCache>();
+
+/** A cache file's bytes, or undefined: never through a symlink, never a FIFO (openStateFile). */
+function readCacheFile(path: string): Buffer | undefined {
+  try {
+    const fd = openStateFile(path, fsc.O_RDONLY);
+    try { return readFileSync(fd); } finally { closeSync(fd); }
+  } catch { return undefined; }
+}
+
+/** A cache file written under a new name, then renamed over the old one (never written through a planted link). */
+function writeCacheFile(folder: string, name: string, data: Buffer | string): void {
+  const fresh = join(folder, `.${name}.${process.pid}.${unique()}`);
+  try {
+    const fd = openSync(fresh, fsc.O_WRONLY | fsc.O_CREAT | fsc.O_EXCL | fsc.O_NOFOLLOW, 0o600);
+    try { writeAll(fd, typeof data === 'string' ? Buffer.from(data) : data); } finally { closeSync(fd); }
+    renameSync(fresh, join(folder, name));
+  } catch (e) {
+    try { unlinkSync(fresh); } catch { /* not made */ }
+    throw e;
+  }
+}
+
+const isStamp = (v: unknown): v is { ino: number; mtimeMs: number } =>
+  typeof v === 'object' && v !== null && Number.isFinite((v as { ino: unknown }).ino) && Number.isFinite((v as { mtimeMs: unknown }).mtimeMs);
+
+/** The cache in `folder` as its files say, checked field by field; what does not check out is left out. */
+function loadSearchCache(folder: string): SearchCache {
+  const cache: SearchCache = { tickets: new Map(), generations: new Map(), trusted: false };
+  let manifest: Record<string, unknown> = {};
+  try { manifest = JSON.parse(readCacheFile(join(folder, 'manifest.json'))?.toString('utf8') ?? '{}'); } catch { /* none */ }
+  const names = manifest.version === CACHE_VERSION && typeof manifest.buckets === 'object' && manifest.buckets ? manifest.buckets as Record<string, unknown> : {};
+  let whole = true;
+  for (const [name, generation] of Object.entries(names)) {
+    const bucket = /^\d{1,8}$/.test(name) ? Number(name) : -1;
+    const bytes = bucket >= 0 && typeof generation === 'string' ? readCacheFile(join(folder, `${bucket}.txt`)) : undefined;
+    const headEnd = bytes ? bytes.indexOf(LF) : -1;
+    let head: { version?: unknown; generation?: unknown; tickets?: unknown } = {};
+    try { if (headEnd > 0) head = JSON.parse(bytes!.toString('utf8', 0, headEnd)); } catch { /* garbage */ }
+    const rows = Array.isArray(head.tickets) ? head.tickets as unknown[][] : undefined;
+    if (!bytes || head.version !== CACHE_VERSION || head.generation !== generation || !rows) { whole = false; continue; }
+    const found = new Map<number, TicketText>();
+    let at = headEnd + 1;
+    for (const row of rows) {
+      const [n, place, ino, size, mtimeMs, tail, last, records, length] = Array.isArray(row) ? row : [];
+      if (typeof n !== 'number' || parseTicketNumber(String(n)) !== n || bucketOf(n) !== bucket || (place !== 'open' && place !== 'archived') ||
+        ![ino, size, mtimeMs, last, records, length].every((v) => typeof v === 'number' && Number.isSafeInteger(Math.trunc(v)) && v >= 0) ||
+        typeof tail !== 'string' || at + (length as number) > bytes.length) { found.clear(); break; }
+      found.set(n, { place, ino, size, mtimeMs, tail, last, records, lines: bytes.subarray(at, at += length as number) } as TicketText);
+    }
+    if (at !== bytes.length || found.size !== rows.length) { whole = false; continue; }
+    for (const [n, text] of found) cache.tickets.set(n, text);
+    cache.generations.set(bucket, generation as string);
+  }
+  const folders = manifest.folders as Record<Place, unknown> | undefined;
+  if (whole && folders && (folders.open === null || isStamp(folders.open)) && (folders.archived === null || isStamp(folders.archived))) {
+    cache.folders = folders as SearchCache['folders'];
+    cache.trusted = manifest.trusted === true;
+  }
+  return cache;
+}
+
+/** The buckets whose tickets changed, and then the manifest, written into `folder`. */
+function saveSearchCache(folder: string, cache: SearchCache, changed: Set<number>): void {
+  for (const bucket of changed) {
+    const tickets = [...cache.tickets].filter(([n]) => bucketOf(n) === bucket).sort(([a], [b]) => a - b);
+    if (!tickets.length) { cache.generations.delete(bucket); continue; }
+    const generation = `${unique()}${randomHex()}`;
+    const rows = tickets.map(([n, t]) => [n, t.place, t.ino, t.size, t.mtimeMs, t.tail, t.last, t.records, t.lines.length]);
+    writeCacheFile(folder, `${bucket}.txt`, Buffer.concat([Buffer.from(`${JSON.stringify({ version: CACHE_VERSION, generation, tickets: rows })}\n`), ...tickets.map(([, t]) => t.lines)]));
+    cache.generations.set(bucket, generation);
+  }
+  writeCacheFile(folder, 'manifest.json', JSON.stringify({ version: CACHE_VERSION, folders: cache.folders, trusted: cache.trusted, buckets: Object.fromEntries(cache.generations) }));
+}
+
+/**
+ * Where search keeps its cache: beside the list cache (.ticket-mail/search) when the state folder
+ * is ours to write; else (a maintainer in the readers' group) in that user's own cache folder,
+ * $XDG_CACHE_HOME or ~/.cache, ticket-mail/search-<digest of the tickets folder>; undefined
+ * when neither can be made (then search reads every ticket, and keeps nothing).
+ */
+function searchCacheFolder(store: Store, env: NodeJS.ProcessEnv): string | undefined {
+  const own = join(store.state, 'search');
+  const home = env.XDG_CACHE_HOME?.startsWith('/') ? env.XDG_CACHE_HOME : env.HOME?.startsWith('/') ? join(env.HOME, '.cache') : undefined;
+  let dir = store.cfg.dir;
+  try { dir = realpathSync(dir); } catch { /* as configured */ }
+  const candidates = [[store.state, own], ...home ? [[join(home, 'ticket-mail'), join(home, 'ticket-mail', `search-${sha256(Buffer.from(dir)).slice(0, 16)}`)]] : []];
+  for (const [parent, folder] of candidates) {
+    try {
+      if (parent !== store.state) mkdirSync(parent!, { recursive: true, mode: 0o700 });
+      makeFolder(folder!);
+      const st = lstatSync(folder!);
+      accessSync(folder!, fsc.W_OK);
+      if (st.isDirectory() && st.uid === process.getuid?.()) return folder;
+    } catch { /* the next */ }
+  }
+  return undefined;
+}
+
+/**
+ * Every ticket's text, up to date. `where`: 'save' keeps the cache on disk (the CLI);
+ * 'memory' keeps it in this process (serve), 'read' uses the disk's where valid and writes
+ * nothing (cgi: the viewer never writes into the tickets folder). Either starts from the
+ * tickets folder's own cache when it can read it.
+ */
+async function ticketTexts(store: Store, where: 'save' | 'memory' | 'read', env: NodeJS.ProcessEnv): Promise<SearchCache> {
+  const writeTo = where === 'save' ? searchCacheFolder(store, env) : undefined;
+  const readFrom = writeTo ?? join(store.state, 'search');
+  let cache = where === 'memory' ? searchMemory.get(store.cfg.dir) : undefined;
+  cache ??= loadSearchCache(readFrom);
+  if (where === 'memory') searchMemory.set(store.cfg.dir, cache);
+  const folderStamp = (folder: string) => {
+    try { const st = statSync(folder); return { ino: st.ino, mtimeMs: st.mtimeMs }; } catch (e) { if (code(e) === 'ENOENT') return null; throw e; }
+  };
+  const folders = { open: folderStamp(store.cfg.dir), archived: folderStamp(store.archived) };
+  const same = (a: { ino: number; mtimeMs: number } | null | undefined, b: { ino: number; mtimeMs: number } | null) =>
+    a === b || (!!a && !!b && a.ino === b.ino && a.mtimeMs === b.mtimeMs);
+  if (cache.trusted && same(cache.folders?.open, folders.open) && same(cache.folders?.archived, folders.archived)) return cache;
+  const readAt = Date.now();
+  const changed = new Set<number>();
+  const seen = new Set<number>();
+  let unreadable = false;
+  for (const place of ['open', 'archived'] as const) {
+    let names: string[] = [];
+    try { names = readdirSync(place === 'open' ? store.cfg.dir : store.archived); } catch (e) { if (code(e) !== 'ENOENT') throw e; }
+    for (const name of names) {
+      const n = parseTicketNumber(name);
+      if (n === undefined || seen.has(n)) continue; // open first: a ticket in both places is being moved
+      const known = cache.tickets.get(n);
+      const text = await ticketText(store.ticketPath(n, place), place, known);
+      if (text === null) unreadable = true;
+      if (!text) continue;
+      seen.add(n);
+      if (text !== known) { cache.tickets.set(n, text); changed.add(bucketOf(n)); }
+    }
+  }
+  for (const n of cache.tickets.keys()) if (!seen.has(n)) { cache.tickets.delete(n); changed.add(bucketOf(n)); }
+  const before = JSON.stringify([cache.folders, cache.trusted]);
+  cache.folders = folders;
+  cache.trusted = !unreadable && [folders.open, folders.archived].every((f) => !f || readAt - f.mtimeMs > RACY_MS);
+  if (writeTo && (changed.size || before !== JSON.stringify([cache.folders, cache.trusted]))) {
+    try { saveSearchCache(writeTo, cache, changed); } catch { /* the cache is a convenience */ }
+  }
+  return cache;
+}
+
+/** One message found: where, when, from whom, about what, and its text around the first match (the matches marked). */
+export interface SearchResult {
+  ticket: number; message: number; state: 'open' | 'closed'; date: string; from: string; subject: string;
+  snippet: Array<{ text: string; match?: true }>;
+}
+
+/** Does a message's line satisfy every term (each in its field: any of them for a plain word)? */
+function lineMatches(line: MessageLine, terms: SearchTerm[]): boolean {
+  return terms.every((t) => (t.field === 'any' ? LINE_FIELDS.some((f) => termAt(line.fields[f], t.text) >= 0) : termAt(line.fields[t.field], t.text) >= 0));
+}
+
+/** The messages of one ticket's lines that match: only lines holding the query's longest term are read. */
+function* matchingLines(lines: Buffer, query: Query): Generator<MessageLine> {
+  const needle = query.terms.reduce<string>((a, t) => (t.text.length > a.length ? t.text : a), '');
+  const bytes = Buffer.from(needle);
+  for (let at = bytes.length ? lines.indexOf(bytes) : 0; at >= 0 && at < lines.length;) {
+    const start = lines.lastIndexOf(LF, at) + 1;
+    const end = lines.indexOf(LF, at);
+    const line = messageLine(lines.toString('utf8', start, end < 0 ? lines.length : end));
+    if (line && (query.before === undefined || line.time < query.before) && (query.after === undefined || line.time >= query.after) && lineMatches(line, query.terms)) yield line;
+    if (end < 0) break;
+    at = bytes.length ? lines.indexOf(bytes, end + 1) : end + 1;
+  }
+}
+
+/** The snippet's width around the first match, in characters. */
+const SNIPPET = 160;
+
+/**
+ * `text` around its first match of any of `terms` (or its start), one line, SNIPPET characters
+ * at most, each match marked. Folded character by character, with the place each folded
+ * character came from, so that the marks fall on the text as written.
+ */
+export function snippet(text: string, terms: string[]): SearchResult['snippet'] {
+  let folded = '';
+  const origin: number[] = [];
+  for (let i = 0; i < text.length;) {
+    const c = text.codePointAt(i)!;
+    const width = c > 0xffff ? 2 : 1;
+    const f = c < 0x80 ? (c <= 0x20 || c === 0x7f ? ' ' : String.fromCharCode(c >= 0x41 && c <= 0x5a ? c + 32 : c)) : foldText(String.fromCodePoint(c));
+    for (const unit of f === ' ' && folded.endsWith(' ') ? '' : f) { folded += unit; origin.push(i); }
+    i += width;
+  }
+  origin.push(text.length);
+  const matches: Array<[number, number]> = [];
+  for (const term of terms) {
+    for (let i = termAt(folded, term); i >= 0; i = termAt(folded, term, i + term.length)) matches.push([origin[i]!, origin[i + term.length]!]);
+  }
+  matches.sort((a, b) => a[0] - b[0]);
+  const first = matches[0]?.[0] ?? 0;
+  let from = Math.max(0, first - SNIPPET / 3);
+  while (from > 0 && from < text.length && /\S/.test(text[from - 1]!) && first - from < SNIPPET / 2) from--; // to a word's start
+  if (/[\udc00-\udfff]/.test(text[from] ?? '')) from++;
+  let to = Math.min(text.length, from + SNIPPET);
+  if (/[\udc00-\udfff]/.test(text[to] ?? '')) to++;
+  const pieces: SearchResult['snippet'] = [];
+  const add = (a: number, b: number, match?: true) => {
+    const piece = text.slice(a, b).replace(/[\s\x00-\x1f\x7f-\x9f]+/g, ' ');
+    if (piece) pieces.push(match ? { text: piece, match } : { text: piece });
+  };
+  let at = from;
+  for (const [a, b] of matches) {
+    if (a < at || a >= to) continue;
+    add(at, a);
+    add(a, Math.min(b, to), true);
+    at = Math.min(b, to);
+  }
+  add(at, to);
+  if (from > 0) pieces.unshift({ text: '…' });
+  if (to < text.length) pieces.push({ text: '…' });
+  return pieces;
+}
+
+export interface SearchOptions {
+  /** 'save': the CLI (a cache on disk); 'memory': serve; 'read': cgi (the disk's cache, nothing written). */
+  cache: 'save' | 'memory' | 'read';
+  limit: number;
+  /** Whether ticket N waits on us, for is:waiting (the list's waiting facts). */
+  isWaiting?: (n: number) => boolean;
+  env?: NodeJS.ProcessEnv;
+}
+
+/**
+ * The messages matching `query`, newest first: all of them counted, the first `limit` read
+ * again from their mbox for their sender, subject and snippet. QueryError for a query this
+ * cannot answer.
+ */
+export async function searchTickets(store: Store, query: Query, options: SearchOptions): Promise<{ total: number; results: SearchResult[] }> {
+  if (query.is.has('waiting') && !options.isWaiting) throw new QueryError('is:waiting is not known here');
+  const cache = await ticketTexts(store, options.cache, options.env ?? process.env);
+  const found: Array<{ n: number; place: Place; line: MessageLine }> = [];
+  for (const [n, text] of cache.tickets) {
+    const state = text.place === 'open' ? 'open' : 'closed';
+    if (query.ticket !== undefined && n !== query.ticket) continue;
+    if ((query.is.has('open') && state !== 'open') || (query.is.has('closed') && state !== 'closed')) continue;
+    if (query.is.has('waiting') && !options.isWaiting!(n)) continue;
+    for (const line of matchingLines(text.lines, query)) found.push({ n, place: text.place, line });
+  }
+  found.sort((a, b) => b.line.time - a.line.time || b.n - a.n || b.line.k - a.line.k);
+  const shownTerms = query.terms.filter((t) => t.field === 'any' || t.field === 'body').map((t) => t.text);
+  const results: SearchResult[] = [];
+  for (const { n, place, line } of found.slice(0, options.limit)) {
+    const result: SearchResult = { ticket: n, message: line.k, state: place === 'open' ? 'open' : 'closed', date: new Date(line.time).toISOString(), from: '', subject: '', snippet: [] };
+    let fd;
+    try { fd = openSync(store.ticketPath(n, place), fsc.O_RDONLY | fsc.O_NOFOLLOW); } catch { results.push(result); continue; } // moved meanwhile
+    try {
+      const record = mboxRecordAt(fd, line.start, line.end);
+      if (record) {
+        const head = parseHead(record.message.first.subarray(0, headEnd(record.message.first)).toString('utf8'));
+        result.from = shownMailboxes(head && field(head, 'from'), oneLine)[0] ?? '';
+        result.subject = head ? oneLine(decodedSubject(head), 200) : '';
+        result.snippet = snippet((await messageText(record.message).catch(() => ({ text: '' }))).text, shownTerms);
+      }
+    } finally { closeSync(fd); }
+    results.push(result);
+  }
+  return { total: found.length, results };
+}
+
+// ---------------------------------------------------------------------------------------
 // The installation: what `setup` writes and what `exim-config` / `postfix-config` print
 // ---------------------------------------------------------------------------------------
 
@@ -4291,7 +4771,8 @@ function tool(run: (cfg: Config, ...args: any[]) => unknown, as: 'owner' | 'call
     try {
       const cfg = configFrom(as === 'setup');
       if (as === 'owner') await actAsOwner(cfg);
-      process.exitCode = (await run(cfg, ...args)) === false ? 1 : 0;
+      const done = await run(cfg, ...args);
+      process.exitCode = typeof done === 'number' ? done : done === false ? 1 : 0;
     } catch (e) {
       const { path, syscall } = (e ?? {}) as NodeJS.ErrnoException;
       warn(e instanceof Error && !(e as NodeJS.ErrnoException).code ? e.message : `error: ${reason(e)}${path ? ` (${syscall ? `${syscall} ` : ''}${path})` : ''}`);
@@ -4928,6 +5409,32 @@ export function plainCgi(args: string[]): Record<string, string[]> | undefined {
   return plain && rest.length === 1 && rest[0] === 'cgi' ? values : undefined;
 }
 
+/** `search`: exit 0 with matches, 1 without (as grep), 2 for a query that cannot be run. */
+async function runSearch(cfg: Config, words: unknown, options: Record<string, unknown>): Promise<number> {
+  const limit = options.limit === undefined ? 50 : Number(typed.limit?.at(-1));
+  let found;
+  try {
+    if (!Number.isSafeInteger(limit) || limit < 1) throw new QueryError('--limit wants a number of results, 1 or more');
+    found = await searchTickets(new Store(cfg), parseQuery((words as string[]).join(' ')), { cache: 'save', limit });
+  } catch (e) {
+    if (!(e instanceof QueryError)) throw e;
+    warn(`bad query: ${e.message}`);
+    return 2;
+  }
+  if (options.json) printJson(found);
+  else {
+    const lines = table(['#', 'MSG', 'DATE', 'FROM', 'SUBJECT'], found.results.map((r) => [
+      String(r.ticket), String(r.message), ago(r.date), headerSafe(r.from, 60), headerSafe(r.subject, 100)])).split('\n');
+    if (found.results.length) print(`${lines[0]}\n`);
+    for (const [i, r] of found.results.entries()) {
+      print(`${lines[i + 1]}\n    ${r.snippet.map((p) => (p.match ? colour(31, visible(p.text)) : visible(p.text))).join('')}\n`);
+    }
+    if (found.total > found.results.length) print(`${found.total - found.results.length} more (--limit ${found.total})\n`);
+  }
+  if (!found.total) warn('no message matches');
+  return found.total ? 0 : 1;
+}
+
 /** One CGI page; then the code cache of the modules it compiled (the viewer, the MIME parser), for the next page. */
 async function runCgi(cfg: Config, saveCaches?: (withCore?: boolean) => void): Promise<void> {
   await (await import('./viewer.ts')).cgi(cfg);
@@ -4965,6 +5472,8 @@ export async function main(argv: string[], saveCaches?: (withCore?: boolean) => 
   cli.command('list', 'List tickets, newest activity first')
     .option('--closed', 'Closed tickets only').option('--all', 'Open and closed tickets').option('--json', 'JSON for scripts')
     .action(tool(runList));
+  cli.command('search <...query>', 'Messages matching words, "phrases", from: to: subject: body: file:, is:open|closed, before:/after: YYYY-MM-DD, ticket:N; newest first')
+    .option('--limit <n>', 'Show this many (default: 50)').option('--json', 'JSON for scripts').action(tool(runSearch));
   cli.command('show <ticket>', 'Show a ticket\'s thread and the path of its mbox').option('--json', 'JSON for scripts').action(tool(runShow));
   envelopeOptions(cli.command('route', 'Dry run: print what delivering the message on stdin would do; writes nothing'))
     .option('--json', 'JSON for scripts').action(tool(runRoute));
