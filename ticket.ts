@@ -3778,6 +3778,7 @@ const TEXT_FIELDS = new Set<string>(['from', 'to', 'subject', 'body', 'file']);
  * as sigma, each run of white space and controls one space. "Café" is "cafe", "STRASSE" "strasse".
  */
 export function foldText(text: string): string {
+  if (!/[^\x00-\x7f]/.test(text)) return text.toLowerCase().replace(/[\s\x00-\x1f\x7f]+/g, ' '); // most text: nothing to decompose
   return text.normalize('NFD').replace(/\p{M}+/gu, '').toLowerCase().replace(/ß/g, 'ss').replace(/ς/g, 'σ')
     .replace(/[\s\x00-\x1f\x7f-\x9f]+/g, ' ');
 }
@@ -3852,20 +3853,37 @@ export function termAt(text: string, term: string, from = 0): number {
 }
 
 /**
- * What search keeps of one message: its position K in the ticket (from 1, as the viewer numbers
- * it), its record's bytes, its time, and its fields folded. One line, tab-separated: folded
- * text has no tab and no line break.
+ * What search keeps of one message: its ticket N, its position K in it (from 1, as the viewer
+ * numbers it), its record's bytes, its time, and its fields folded (LINE_FIELDS). One line,
+ * tab-separated: folded text has no tab and no line break.
  */
-interface MessageLine { k: number; start: number; end: number; time: number; fields: Record<Exclude<SearchField, 'any'>, string> }
+interface MessageLine { n: number; k: number; start: number; end: number; time: number }
 const LINE_FIELDS = ['from', 'to', 'subject', 'file', 'body'] as const;
+const LINE_NUMBERS = 5;
 
-function messageLine(line: string): MessageLine | undefined {
-  const parts = line.split('\t');
-  if (parts.length !== 4 + LINE_FIELDS.length) return undefined;
-  const [k, start, end, time] = parts.slice(0, 4).map(Number) as [number, number, number, number];
-  if (![k, start, end, time].every(Number.isSafeInteger)) return undefined;
-  const fields = Object.fromEntries(LINE_FIELDS.map((name, i) => [name, parts[4 + i]!])) as MessageLine['fields'];
-  return { k, start, end, time, fields };
+/** A line's numbers, when its message is within the query's dates and its fields hold every term (a word: any of them); else undefined. */
+function matchedLine(line: string, query: Query): MessageLine | undefined {
+  const numbers: number[] = [];
+  let at = 0;
+  for (let i = 0; i < LINE_NUMBERS; i++) {
+    const tab = line.indexOf('\t', at);
+    const value = tab < 0 ? NaN : Number(line.slice(at, tab));
+    if (!Number.isSafeInteger(value)) return undefined;
+    numbers.push(value);
+    at = tab + 1;
+  }
+  const [n, k, start, end, time] = numbers as [number, number, number, number, number];
+  if ((query.before !== undefined && time >= query.before) || (query.after !== undefined && time < query.after)) return undefined;
+  let fields: string[] | undefined;
+  for (const term of query.terms) {
+    if (term.field === 'any') { // in the text part, whose fields a tab (no letter) separates: a word starts at each
+      if (termAt(line, term.text, at) < 0) return undefined;
+      continue;
+    }
+    fields ??= line.slice(at).split('\t');
+    if (fields.length !== LINE_FIELDS.length || termAt(fields[LINE_FIELDS.indexOf(term.field)]!, term.text) < 0) return undefined;
+  }
+  return { n, k, start, end, time };
 }
 
 /** The time of a record's From_ line (asctime, local time: recordChunks writes it, and mutt), else undefined. */
@@ -3878,8 +3896,11 @@ function fromLineTime(line: string): number | undefined {
 /** Counts the messages search read from mbox files, for the tests (a ticket that only grew is read from where it grew). */
 export const searchReads = { messages: 0 };
 
-/** The search line of the record in bytes [start, end) of an mbox (its K), or undefined for what is no record. */
-async function extractLine(fd: number, k: number, start: number, end: number): Promise<string | undefined> {
+/** Of a header field this much is searched (as shownMailboxes shows it): a field of a MiB of encoded words costs no more. */
+const SEARCHED_FIELD = 4096;
+
+/** The search line of the record K of ticket N in bytes [start, end) of its mbox, or undefined for what is no record. */
+async function extractLine(fd: number, n: number, k: number, start: number, end: number): Promise<string | undefined> {
   const record = mboxRecordAt(fd, start, end);
   if (!record) return undefined;
   searchReads.messages++;
@@ -3895,14 +3916,16 @@ async function extractLine(fd: number, k: number, start: number, end: number): P
     files = outline.attachments.map((a) => a.name);
   } catch { /* undecodable: found by its head alone */ }
   const time = fromLineTime(fromLine.toString('latin1', 0, Math.max(0, fromLine.indexOf(LF)))) ?? (Date.parse(head && field(head, 'date') || '') || 0);
-  const mailboxes = (name: string) => (head ? head.get(name) ?? [] : []).flatMap((v) => shownMailboxes(v, oneLine));
-  const fields = [mailboxes('from'), [...mailboxes('to'), ...mailboxes('cc')], [head ? decodedSubject(head) : ''], files, [text]];
-  return [k, start, end, time, ...fields.map((values) => foldText(values.join(' ')))].join('\t');
+  // Names decoded, addresses as written: what shownMailboxes shows, without parsing each address list.
+  const decoded = (...names: string[]) => names.flatMap((name) => head?.get(name) ?? []).map((v) => decodeWords(v.slice(0, SEARCHED_FIELD)));
+  const fields = [decoded('from'), decoded('to', 'cc'), [head ? decodedSubject(head) : ''], files, [text]];
+  return [n, k, start, end, time, ...fields.map((values) => foldText(values.join(' ')))].join('\t');
 }
 
 /**
  * What search knows of one ticket file, valid while its inode, size and mtime (and the
- * fingerprint of its end) are unchanged: its messages' lines, and where its last record starts.
+ * fingerprint of its end) are unchanged: its messages' lines (a view of its bucket's), and where
+ * its last record starts.
  */
 interface TicketText { place: Place; ino: number; size: number; mtimeMs: number; tail: string; last: number; records: number; lines: Buffer }
 
@@ -3913,67 +3936,97 @@ function recordStartsAt(fd: number, pos: number): boolean {
 }
 
 /**
- * One ticket's text: `known` as it is when the file is unchanged, extended when the file only
- * grew (its records from where the old last one ended, or that one again if it was still being
- * written), else read whole. Undefined when the file is gone, null when it cannot be read.
+ * One ticket's text: `known` as it is when the file is unchanged (one stat), extended when the
+ * file only grew (its records from where the old last one ended, or that one again if it was
+ * still being written), else read whole. Undefined when the file is gone, null when it cannot
+ * be read.
  */
-async function ticketText(path: string, place: Place, known: TicketText | undefined): Promise<TicketText | undefined | null> {
+async function ticketText(n: number, path: string, place: Place, known: TicketText | undefined): Promise<TicketText | undefined | null> {
+  const same = (st: { ino: number; size: number; mtimeMs: number }) => known && known.ino === st.ino && known.size === st.size && known.mtimeMs === st.mtimeMs;
+  const kept = () => (known!.place === place ? known! : { ...known!, place });
+  if (known) {
+    try { if (same(lstatSync(path))) return kept(); } catch (e) { if (code(e) === 'ENOENT') return undefined; }
+  }
   let fd;
   try { fd = openSync(path, fsc.O_RDONLY | fsc.O_NOFOLLOW); } catch (e) { return code(e) === 'ENOENT' ? undefined : null; }
   try {
     const st = fstatSync(fd);
     if (!st.isFile()) return null;
-    if (known && known.ino === st.ino && known.size === st.size && known.mtimeMs === st.mtimeMs) return known.place === place ? known : { ...known, place };
+    if (same(st)) return kept();
     let from = 0;
-    let kept: Buffer[] = [];
+    let old: Buffer = Buffer.alloc(0);
     let k = 0;
     if (known && known.ino === st.ino && st.size > known.size && tailPrint(tailBefore(fd, known.size)) === known.tail) {
       const whole = recordStartsAt(fd, known.size);
+      const lastLine = known.lines.lastIndexOf(LF, known.lines.length - 2) + 1;
+      const lastK = known.lines.toString('latin1', lastLine, lastLine + 40).split('\t')[1];
       from = whole ? known.size : known.last;
       k = whole ? known.records : known.records - 1;
-      const lastLine = known.lines.lastIndexOf(LF, known.lines.length - 2) + 1;
-      const lastIsFrom = known.lines.length > 0 && known.lines.toString('latin1', lastLine, known.lines.indexOf(0x09, lastLine)) === String(known.records);
-      kept = [whole || !lastIsFrom ? known.lines : known.lines.subarray(0, lastLine)];
+      old = whole || lastK !== String(known.records) ? known.lines : known.lines.subarray(0, lastLine);
     }
     const starts = mboxStarts(fd, st.size, from);
     const lines: string[] = [];
     for (const [i, start] of starts.entries()) {
-      const line = await extractLine(fd, k + i + 1, start, starts[i + 1] ?? st.size);
+      const line = await extractLine(fd, n, k + i + 1, start, starts[i + 1] ?? st.size);
       if (line !== undefined) lines.push(`${line}\n`);
     }
     return {
       place, ino: st.ino, size: st.size, mtimeMs: st.mtimeMs, tail: tailPrint(tailBefore(fd, st.size)),
-      last: starts.at(-1) ?? 0, records: k + starts.length,
-      lines: Buffer.concat([...kept, Buffer.from(lines.join(''))]),
+      last: starts.at(-1) ?? 0, records: k + starts.length, lines: Buffer.concat([old, Buffer.from(lines.join(''))]),
     };
   } finally { closeSync(fd); }
 }
 
 /**
- * Search's cache: each ticket's lines, kept in files of a hundred tickets (N / 100), each
+ * Search's cache: the tickets' lines in buckets of a hundred tickets (N / 100), each a file
  * rewritten whole when one of its tickets changed, under a random generation; a manifest names
- * the generations and the two folders' inode and mtime as they were read. While both folders are
+ * the generations and each tickets folder's inode and mtime as they were read. While a folder is
  * unchanged since (every writer's dotlock changes the folder: see RACY_MS) and every file is of
- * its generation, no ticket is even looked at. Files 0600 in a 0700 folder, written under a new
- * name and renamed: a search racing another sees a whole file, the old or the new. Whatever
- * fails to read back as it was written (garbage, a symlink, another name) is no cache.
+ * its generation, none of its tickets is even looked at. Files 0600 in a 0700 folder, written
+ * under a new name and renamed: a search racing another sees a whole file, the old or the new.
+ * Whatever fails to read back as it was written (garbage, a symlink, another name) is no cache.
  */
 interface SearchCache {
-  tickets: Map<number, TicketText>;
-  generations: Map<number, string>;   // bucket -> the generation of its file
-  folders?: Record<Place, { ino: number; mtimeMs: number } | null>; // as the last full read saw them
-  trusted: boolean;                   // that read came RACY_MS after both folders last changed
+  buckets: Map<number, Bucket>;
+  /** Each ticket's stamp and lines, made from the buckets' rows when a folder must be read (a search of trusted folders needs none). */
+  tickets?: Map<number, TicketText>;
+  folders: Partial<Record<Place, { ino: number; mtimeMs: number; trusted: boolean } | null>>; // as the last read of each saw it
 }
-const CACHE_VERSION = 'ticket-mail search cache 1';
+/** A bucket's tickets (rows in N order: N, place, ino, size, mtimeMs, tail, last, records, length of its lines) and their lines, in that order. */
+type BucketRow = [number, Place, number, number, number, string, number, number, number];
+interface Bucket { generation: string; rows: BucketRow[]; body: Buffer }
+const CACHE_VERSION = 'ticket-mail search cache 2';
 const bucketOf = (n: number) => Math.floor(n / 100);
 const searchMemory = new Map<string, SearchCache>();
 
-/** A cache file's bytes, or undefined: never through a symlink, never a FIFO (openStateFile). */
-function readCacheFile(path: string): Buffer | undefined {
+/**
+ * Cache files' bytes (undefined for one that cannot be read): never through a symlink, never a
+ * FIFO (openStateFile). All in one buffer: a hundred buffers of 300 KB each cost more in garbage
+ * collection than their reading.
+ */
+function readCacheFiles(paths: string[]): Array<Buffer | undefined> {
+  const opened = paths.map((path) => {
+    try {
+      const fd = openStateFile(path, fsc.O_RDONLY);
+      return { fd, size: fstatSync(fd).size };
+    } catch { return undefined; }
+  });
+  const all = Buffer.allocUnsafe(opened.reduce((sum, f) => sum + (f?.size ?? 0), 0));
+  let at = 0;
   try {
-    const fd = openStateFile(path, fsc.O_RDONLY);
-    try { return readFileSync(fd); } finally { closeSync(fd); }
-  } catch { return undefined; }
+    return opened.map((f) => {
+      if (!f) return undefined;
+      let got = 0;
+      try {
+        for (let n = -1; n !== 0 && got < f.size;) got += n = readSync(f.fd, all, at + got, f.size - got, got);
+      } catch { return undefined; }
+      const bytes = all.subarray(at, at + got);
+      at += f.size;
+      return bytes;
+    });
+  } finally {
+    for (const f of opened) if (f) closeSync(f.fd);
+  }
 }
 
 /** A cache file written under a new name, then renamed over the old one (never written through a planted link). */
@@ -3989,56 +4042,98 @@ function writeCacheFile(folder: string, name: string, data: Buffer | string): vo
   }
 }
 
-const isStamp = (v: unknown): v is { ino: number; mtimeMs: number } =>
-  typeof v === 'object' && v !== null && Number.isFinite((v as { ino: unknown }).ino) && Number.isFinite((v as { mtimeMs: unknown }).mtimeMs);
+const isNumber = (v: unknown): v is number => typeof v === 'number' && v >= 0 && v < 2 ** 53;
+const isFolderStamp = (v: unknown) => v === null || (typeof v === 'object' && isNumber((v as { ino?: unknown }).ino) && isNumber((v as { mtimeMs?: unknown }).mtimeMs));
 
-/** The cache in `folder` as its files say, checked field by field; what does not check out is left out. */
+/** The cache in `folder` as its files say, checked field by field; what does not check out is left out (and no folder trusted). */
 function loadSearchCache(folder: string): SearchCache {
-  const cache: SearchCache = { tickets: new Map(), generations: new Map(), trusted: false };
+  const cache: SearchCache = { buckets: new Map(), folders: {} };
   let manifest: Record<string, unknown> = {};
-  try { manifest = JSON.parse(readCacheFile(join(folder, 'manifest.json'))?.toString('utf8') ?? '{}'); } catch { /* none */ }
-  const names = manifest.version === CACHE_VERSION && typeof manifest.buckets === 'object' && manifest.buckets ? manifest.buckets as Record<string, unknown> : {};
+  try { manifest = JSON.parse(readCacheFiles([join(folder, 'manifest.json')])[0]?.toString('utf8') ?? '{}'); } catch { /* none */ }
+  const names = Object.entries(manifest.version === CACHE_VERSION && typeof manifest.buckets === 'object' && manifest.buckets ? manifest.buckets as Record<string, unknown> : {})
+    .filter(([name, generation]) => /^\d{1,8}$/.test(name) && typeof generation === 'string');
+  const files = readCacheFiles(names.map(([name]) => join(folder, `${Number(name)}.txt`)));
   let whole = true;
-  for (const [name, generation] of Object.entries(names)) {
-    const bucket = /^\d{1,8}$/.test(name) ? Number(name) : -1;
-    const bytes = bucket >= 0 && typeof generation === 'string' ? readCacheFile(join(folder, `${bucket}.txt`)) : undefined;
+  for (const [i, [name, generation]] of names.entries()) {
+    const bucket = Number(name);
+    const bytes = files[i];
     const headEnd = bytes ? bytes.indexOf(LF) : -1;
     let head: { version?: unknown; generation?: unknown; tickets?: unknown } = {};
     try { if (headEnd > 0) head = JSON.parse(bytes!.toString('utf8', 0, headEnd)); } catch { /* garbage */ }
-    const rows = Array.isArray(head.tickets) ? head.tickets as unknown[][] : undefined;
-    if (!bytes || head.version !== CACHE_VERSION || head.generation !== generation || !rows) { whole = false; continue; }
-    const found = new Map<number, TicketText>();
-    let at = headEnd + 1;
-    for (const row of rows) {
-      const [n, place, ino, size, mtimeMs, tail, last, records, length] = Array.isArray(row) ? row : [];
-      if (typeof n !== 'number' || parseTicketNumber(String(n)) !== n || bucketOf(n) !== bucket || (place !== 'open' && place !== 'archived') ||
-        ![ino, size, mtimeMs, last, records, length].every((v) => typeof v === 'number' && Number.isSafeInteger(Math.trunc(v)) && v >= 0) ||
-        typeof tail !== 'string' || at + (length as number) > bytes.length) { found.clear(); break; }
-      found.set(n, { place, ino, size, mtimeMs, tail, last, records, lines: bytes.subarray(at, at += length as number) } as TicketText);
+    const rows = Array.isArray(head.tickets) ? head.tickets as unknown[] : [];
+    const body = bytes?.subarray(headEnd + 1);
+    let length = 0;
+    for (let r = 0; r < rows.length; r++) { // by index, no objects: 10,000 rows are read at every search
+      const row = rows[r] as unknown[];
+      const n = Array.isArray(row) && row.length === 9 ? row[0] : undefined;
+      if (!Number.isInteger(n) || bucketOf(n as number) !== bucket || (n as number) < 1 || (r > 0 && (rows[r - 1] as number[])[0]! >= (n as number)) ||
+        (row[1] !== 'open' && row[1] !== 'archived') || typeof row[5] !== 'string' || ![2, 3, 4, 6, 7, 8].every((f) => isNumber(row[f]))) { length = -1; break; }
+      length += row[8] as number;
     }
-    if (at !== bytes.length || found.size !== rows.length) { whole = false; continue; }
-    for (const [n, text] of found) cache.tickets.set(n, text);
-    cache.generations.set(bucket, generation as string);
+    if (!body || head.version !== CACHE_VERSION || head.generation !== generation || length !== body.length) { whole = false; continue; }
+    cache.buckets.set(bucket, { generation: generation as string, rows: rows as BucketRow[], body });
   }
   const folders = manifest.folders as Record<Place, unknown> | undefined;
-  if (whole && folders && (folders.open === null || isStamp(folders.open)) && (folders.archived === null || isStamp(folders.archived))) {
-    cache.folders = folders as SearchCache['folders'];
-    cache.trusted = manifest.trusted === true;
+  if (whole && folders && typeof folders === 'object') {
+    for (const place of ['open', 'archived'] as const) {
+      const f = folders[place] as { trusted?: unknown } | null;
+      if (isFolderStamp(f) && (f === null || typeof f.trusted === 'boolean')) cache.folders[place] = f as SearchCache['folders'][Place];
+    }
   }
   return cache;
 }
 
-/** The buckets whose tickets changed, and then the manifest, written into `folder`. */
+/** The cache's tickets, made from its buckets' rows at the first need. */
+function ticketsOf(cache: SearchCache): Map<number, TicketText> {
+  if (cache.tickets) return cache.tickets;
+  cache.tickets = new Map();
+  for (const { rows, body } of cache.buckets.values()) {
+    let at = 0;
+    for (const [n, place, ino, size, mtimeMs, tail, last, records, length] of rows) {
+      cache.tickets.set(n, { place, ino, size, mtimeMs, tail, last, records, lines: body.subarray(at, at += length) });
+    }
+  }
+  return cache.tickets;
+}
+
+/** Where ticket N of a bucket is, by its rows (in N order). */
+function placeIn(bucket: Bucket, n: number): Place | undefined {
+  let low = 0;
+  let high = bucket.rows.length - 1;
+  while (low <= high) {
+    const mid = (low + high) >> 1;
+    const row = bucket.rows[mid]!;
+    if (row[0] === n) return row[1];
+    if (row[0] < n) low = mid + 1;
+    else high = mid - 1;
+  }
+  return undefined;
+}
+
+/** Each changed bucket made again from its tickets (whose lines then become views of its lines). */
+function rebuildBuckets(cache: SearchCache, tickets: Map<number, TicketText>, changed: Set<number>): void {
+  const members = new Map<number, Array<[number, TicketText]>>([...changed].map((b) => [b, []]));
+  for (const entry of tickets) members.get(bucketOf(entry[0]))?.push(entry);
+  for (const [bucket, inBucket] of members) {
+    if (!inBucket.length) { cache.buckets.delete(bucket); continue; }
+    inBucket.sort(([a], [b]) => a - b);
+    const body = Buffer.concat(inBucket.map(([, t]) => t.lines));
+    let at = 0;
+    for (const [, t] of inBucket) t.lines = body.subarray(at, at += t.lines.length);
+    const rows = inBucket.map(([n, t]): BucketRow => [n, t.place, t.ino, t.size, t.mtimeMs, t.tail, t.last, t.records, t.lines.length]);
+    cache.buckets.set(bucket, { generation: `${unique()}${randomHex()}`, rows, body });
+  }
+}
+
+/** The changed buckets, and then the manifest, written into `folder`. */
 function saveSearchCache(folder: string, cache: SearchCache, changed: Set<number>): void {
   for (const bucket of changed) {
-    const tickets = [...cache.tickets].filter(([n]) => bucketOf(n) === bucket).sort(([a], [b]) => a - b);
-    if (!tickets.length) { cache.generations.delete(bucket); continue; }
-    const generation = `${unique()}${randomHex()}`;
-    const rows = tickets.map(([n, t]) => [n, t.place, t.ino, t.size, t.mtimeMs, t.tail, t.last, t.records, t.lines.length]);
-    writeCacheFile(folder, `${bucket}.txt`, Buffer.concat([Buffer.from(`${JSON.stringify({ version: CACHE_VERSION, generation, tickets: rows })}\n`), ...tickets.map(([, t]) => t.lines)]));
-    cache.generations.set(bucket, generation);
+    const saved = cache.buckets.get(bucket);
+    if (!saved) { try { unlinkSync(join(folder, `${bucket}.txt`)); } catch { /* none */ } continue; }
+    writeCacheFile(folder, `${bucket}.txt`, Buffer.concat([Buffer.from(`${JSON.stringify({ version: CACHE_VERSION, generation: saved.generation, tickets: saved.rows })}\n`), saved.body]));
   }
-  writeCacheFile(folder, 'manifest.json', JSON.stringify({ version: CACHE_VERSION, folders: cache.folders, trusted: cache.trusted, buckets: Object.fromEntries(cache.generations) }));
+  const buckets = Object.fromEntries([...cache.buckets].map(([b, { generation }]) => [b, generation]));
+  writeCacheFile(folder, 'manifest.json', JSON.stringify({ version: CACHE_VERSION, folders: cache.folders, buckets }));
 }
 
 /**
@@ -4048,17 +4143,17 @@ function saveSearchCache(folder: string, cache: SearchCache, changed: Set<number
  * when neither can be made (then search reads every ticket, and keeps nothing).
  */
 function searchCacheFolder(store: Store, env: NodeJS.ProcessEnv): string | undefined {
-  const own = join(store.state, 'search');
   const home = env.XDG_CACHE_HOME?.startsWith('/') ? env.XDG_CACHE_HOME : env.HOME?.startsWith('/') ? join(env.HOME, '.cache') : undefined;
   let dir = store.cfg.dir;
   try { dir = realpathSync(dir); } catch { /* as configured */ }
-  const candidates = [[store.state, own], ...home ? [[join(home, 'ticket-mail'), join(home, 'ticket-mail', `search-${sha256(Buffer.from(dir)).slice(0, 16)}`)]] : []];
-  for (const [parent, folder] of candidates) {
+  const candidates = [[store.state, join(store.state, 'search')], ...home ? [[join(home, 'ticket-mail'), join(home, 'ticket-mail', `search-${sha256(Buffer.from(dir)).slice(0, 16)}`)]] : []];
+  for (const [parent, folder] of candidates as Array<[string, string]>) {
     try {
-      if (parent !== store.state) mkdirSync(parent!, { recursive: true, mode: 0o700 });
-      makeFolder(folder!);
-      const st = lstatSync(folder!);
-      accessSync(folder!, fsc.W_OK);
+      if (parent === store.state) makeFolder(parent); // as a delivery makes it: a folder of tickets not yet delivered to has none
+      else mkdirSync(parent, { recursive: true, mode: 0o700 });
+      makeFolder(folder);
+      const st = lstatSync(folder);
+      accessSync(folder, fsc.W_OK);
       if (st.isDirectory() && st.uid === process.getuid?.()) return folder;
     } catch { /* the next */ }
   }
@@ -4068,45 +4163,47 @@ function searchCacheFolder(store: Store, env: NodeJS.ProcessEnv): string | undef
 /**
  * Every ticket's text, up to date. `where`: 'save' keeps the cache on disk (the CLI);
  * 'memory' keeps it in this process (serve), 'read' uses the disk's where valid and writes
- * nothing (cgi: the viewer never writes into the tickets folder). Either starts from the
- * tickets folder's own cache when it can read it.
+ * nothing (cgi: the viewer never writes into the tickets folder). Each starts from the tickets
+ * folder's own cache when it can read it.
  */
 async function ticketTexts(store: Store, where: 'save' | 'memory' | 'read', env: NodeJS.ProcessEnv): Promise<SearchCache> {
   const writeTo = where === 'save' ? searchCacheFolder(store, env) : undefined;
-  const readFrom = writeTo ?? join(store.state, 'search');
   let cache = where === 'memory' ? searchMemory.get(store.cfg.dir) : undefined;
-  cache ??= loadSearchCache(readFrom);
+  cache ??= loadSearchCache(writeTo ?? join(store.state, 'search'));
   if (where === 'memory') searchMemory.set(store.cfg.dir, cache);
-  const folderStamp = (folder: string) => {
-    try { const st = statSync(folder); return { ino: st.ino, mtimeMs: st.mtimeMs }; } catch (e) { if (code(e) === 'ENOENT') return null; throw e; }
-  };
-  const folders = { open: folderStamp(store.cfg.dir), archived: folderStamp(store.archived) };
-  const same = (a: { ino: number; mtimeMs: number } | null | undefined, b: { ino: number; mtimeMs: number } | null) =>
-    a === b || (!!a && !!b && a.ino === b.ino && a.mtimeMs === b.mtimeMs);
-  if (cache.trusted && same(cache.folders?.open, folders.open) && same(cache.folders?.archived, folders.archived)) return cache;
-  const readAt = Date.now();
   const changed = new Set<number>();
+  const scanned = new Set<Place>();
   const seen = new Set<number>();
-  let unreadable = false;
   for (const place of ['open', 'archived'] as const) {
+    const folder = place === 'open' ? store.cfg.dir : store.archived;
+    let st;
+    try { st = statSync(folder); } catch (e) { if (code(e) !== 'ENOENT') throw e; }
+    const known = cache.folders[place];
+    if (known?.trusted && st && known.ino === st.ino && known.mtimeMs === st.mtimeMs) continue;
+    scanned.add(place);
+    const tickets = ticketsOf(cache);
+    const readAt = Date.now();
     let names: string[] = [];
-    try { names = readdirSync(place === 'open' ? store.cfg.dir : store.archived); } catch (e) { if (code(e) !== 'ENOENT') throw e; }
+    try { names = readdirSync(folder); } catch (e) { if (code(e) !== 'ENOENT') throw e; }
+    let unreadable = false;
     for (const name of names) {
       const n = parseTicketNumber(name);
-      if (n === undefined || seen.has(n)) continue; // open first: a ticket in both places is being moved
-      const known = cache.tickets.get(n);
-      const text = await ticketText(store.ticketPath(n, place), place, known);
-      if (text === null) unreadable = true;
+      // A ticket in both places is being moved: the open one counts (as the list's does).
+      if (n === undefined || seen.has(n) || (place === 'archived' && !scanned.has('open') && tickets.get(n)?.place === 'open')) continue;
+      const had = tickets.get(n);
+      const text = await ticketText(n, store.ticketPath(n, place), place, had);
+      unreadable ||= text === null;
       if (!text) continue;
       seen.add(n);
-      if (text !== known) { cache.tickets.set(n, text); changed.add(bucketOf(n)); }
+      if (text !== had) { tickets.set(n, text); changed.add(bucketOf(n)); }
     }
+    cache.folders[place] = st ? { ino: st.ino, mtimeMs: st.mtimeMs, trusted: !unreadable && readAt - st.mtimeMs > RACY_MS } : null;
   }
-  for (const n of cache.tickets.keys()) if (!seen.has(n)) { cache.tickets.delete(n); changed.add(bucketOf(n)); }
-  const before = JSON.stringify([cache.folders, cache.trusted]);
-  cache.folders = folders;
-  cache.trusted = !unreadable && [folders.open, folders.archived].every((f) => !f || readAt - f.mtimeMs > RACY_MS);
-  if (writeTo && (changed.size || before !== JSON.stringify([cache.folders, cache.trusted]))) {
+  if (cache.tickets) {
+    for (const [n, text] of cache.tickets) if (scanned.has(text.place) && !seen.has(n)) { cache.tickets.delete(n); changed.add(bucketOf(n)); }
+    rebuildBuckets(cache, cache.tickets, changed);
+  }
+  if (writeTo && scanned.size) {
     try { saveSearchCache(writeTo, cache, changed); } catch { /* the cache is a convenience */ }
   }
   return cache;
@@ -4118,22 +4215,15 @@ export interface SearchResult {
   snippet: Array<{ text: string; match?: true }>;
 }
 
-/** Does a message's line satisfy every term (each in its field: any of them for a plain word)? */
-function lineMatches(line: MessageLine, terms: SearchTerm[]): boolean {
-  return terms.every((t) => (t.field === 'any' ? LINE_FIELDS.some((f) => termAt(line.fields[f], t.text) >= 0) : termAt(line.fields[t.field], t.text) >= 0));
-}
-
-/** The messages of one ticket's lines that match: only lines holding the query's longest term are read. */
-function* matchingLines(lines: Buffer, query: Query): Generator<MessageLine> {
-  const needle = query.terms.reduce<string>((a, t) => (t.text.length > a.length ? t.text : a), '');
-  const bytes = Buffer.from(needle);
-  for (let at = bytes.length ? lines.indexOf(bytes) : 0; at >= 0 && at < lines.length;) {
-    const start = lines.lastIndexOf(LF, at) + 1;
-    const end = lines.indexOf(LF, at);
-    const line = messageLine(lines.toString('utf8', start, end < 0 ? lines.length : end));
-    if (line && (query.before === undefined || line.time < query.before) && (query.after === undefined || line.time >= query.after) && lineMatches(line, query.terms)) yield line;
+/** The messages of a bucket's lines that match, added to `found`: only the lines holding the query's longest term are read. */
+function matchingLines(body: Buffer, needle: Buffer, query: Query, found: MessageLine[]): void {
+  for (let at = needle.length ? body.indexOf(needle) : 0; at >= 0 && at < body.length;) {
+    const start = body.lastIndexOf(LF, at) + 1;
+    const end = body.indexOf(LF, at);
+    const line = matchedLine(body.toString('utf8', start, end < 0 ? body.length : end), query);
+    if (line) found.push(line);
     if (end < 0) break;
-    at = bytes.length ? lines.indexOf(bytes, end + 1) : end + 1;
+    at = needle.length ? body.indexOf(needle, end + 1) : end + 1;
   }
 }
 
@@ -4152,7 +4242,7 @@ export function snippet(text: string, terms: string[]): SearchResult['snippet'] 
     const c = text.codePointAt(i)!;
     const width = c > 0xffff ? 2 : 1;
     const f = c < 0x80 ? (c <= 0x20 || c === 0x7f ? ' ' : String.fromCharCode(c >= 0x41 && c <= 0x5a ? c + 32 : c)) : foldText(String.fromCodePoint(c));
-    for (const unit of f === ' ' && folded.endsWith(' ') ? '' : f) { folded += unit; origin.push(i); }
+    if (!(f === ' ' && folded.endsWith(' '))) { folded += f; for (let u = 0; u < f.length; u++) origin.push(i); }
     i += width;
   }
   origin.push(text.length);
@@ -4203,12 +4293,18 @@ export async function searchTickets(store: Store, query: Query, options: SearchO
   if (query.is.has('waiting') && !options.isWaiting) throw new QueryError('is:waiting is not known here');
   const cache = await ticketTexts(store, options.cache, options.env ?? process.env);
   const found: Array<{ n: number; place: Place; line: MessageLine }> = [];
-  for (const [n, text] of cache.tickets) {
-    const state = text.place === 'open' ? 'open' : 'closed';
-    if (query.ticket !== undefined && n !== query.ticket) continue;
-    if ((query.is.has('open') && state !== 'open') || (query.is.has('closed') && state !== 'closed')) continue;
-    if (query.is.has('waiting') && !options.isWaiting!(n)) continue;
-    for (const line of matchingLines(text.lines, query)) found.push({ n, place: text.place, line });
+  const needle = Buffer.from(query.terms.reduce<string>((a, t) => (t.text.length > a.length ? t.text : a), ''));
+  for (const [number, bucket] of cache.buckets) {
+    if (query.ticket !== undefined && bucketOf(query.ticket) !== number) continue;
+    const lines: MessageLine[] = [];
+    matchingLines(bucket.body, needle, query, lines);
+    for (const line of lines) {
+      const place = placeIn(bucket, line.n);
+      if (!place || (query.ticket !== undefined && line.n !== query.ticket)) continue;
+      if ((query.is.has('open') && place !== 'open') || (query.is.has('closed') && place !== 'archived')) continue;
+      if (query.is.has('waiting') && !options.isWaiting!(line.n)) continue;
+      found.push({ n: line.n, place, line });
+    }
   }
   found.sort((a, b) => b.line.time - a.line.time || b.n - a.n || b.line.k - a.line.k);
   const shownTerms = query.terms.filter((t) => t.field === 'any' || t.field === 'body').map((t) => t.text);
@@ -5411,7 +5507,7 @@ export function plainCgi(args: string[]): Record<string, string[]> | undefined {
 
 /** `search`: exit 0 with matches, 1 without (as grep), 2 for a query that cannot be run. */
 async function runSearch(cfg: Config, words: unknown, options: Record<string, unknown>): Promise<number> {
-  const limit = options.limit === undefined ? 50 : Number(typed.limit?.at(-1));
+  const limit = options.limit === undefined ? 20 : Number(typed.limit?.at(-1)); // a screenful: each result costs a read of its message
   let found;
   try {
     if (!Number.isSafeInteger(limit) || limit < 1) throw new QueryError('--limit wants a number of results, 1 or more');
@@ -5473,7 +5569,7 @@ export async function main(argv: string[], saveCaches?: (withCore?: boolean) => 
     .option('--closed', 'Closed tickets only').option('--all', 'Open and closed tickets').option('--json', 'JSON for scripts')
     .action(tool(runList));
   cli.command('search <...query>', 'Messages matching words, "phrases", from: to: subject: body: file:, is:open|closed, before:/after: YYYY-MM-DD, ticket:N; newest first')
-    .option('--limit <n>', 'Show this many (default: 50)').option('--json', 'JSON for scripts').action(tool(runSearch));
+    .option('--limit <n>', 'Show this many, newest first (default: 20)').option('--json', 'JSON for scripts').action(tool(runSearch));
   cli.command('show <ticket>', 'Show a ticket\'s thread and the path of its mbox').option('--json', 'JSON for scripts').action(tool(runShow));
   envelopeOptions(cli.command('route', 'Dry run: print what delivering the message on stdin would do; writes nothing'))
     .option('--json', 'JSON for scripts').action(tool(runRoute));
