@@ -64,7 +64,7 @@ function fixture() {
 const today = () => { const d = new Date(); return `${d.getFullYear()}-${String(d.getMonth() + 1).padStart(2, '0')}-${String(d.getDate()).padStart(2, '0')}`; };
 const tomorrow = () => { const d = new Date(Date.now() + 86_400_000); return `${d.getFullYear()}-${String(d.getMonth() + 1).padStart(2, '0')}-${String(d.getDate()).padStart(2, '0')}`; };
 
-describe('search: what people read', () => {
+describe('search: what people read', { timeout: 120_000 }, () => {
   const t = fixture();
   t.send('ticket-3-done@tickets.example', mail({ from: 'Carol <carol@customer.example>', subject: 'Re: Invoice wrong', id: 's6@customer.example', body: 'Solved, thanks.\n' }), 'carol@customer.example');
 
@@ -193,7 +193,7 @@ describe('search: what people read', () => {
   });
 });
 
-describe('search: the folding and the snippet', () => {
+describe('search: the folding and the snippet', { timeout: 120_000 }, () => {
   it('folds case, accents, ß and final sigma; a snippet is cut around the match, in a line of 10 MB too', () => {
     expect(foldText('Café STRAßE ΟΔΟΣ e\u0301\t\n x')).toBe('cafe strasse οδοσ e x');
     const long = `${'a'.repeat(5_000_000)} the Printer ${'b'.repeat(5_000_000)}`;
@@ -211,7 +211,7 @@ describe('search: the folding and the snippet', () => {
 const cacheFolder = (tickets: string) => join(tickets, '.ticket-mail', 'search');
 const bucketLines = (tickets: string) => readFileSync(join(cacheFolder(tickets), '0.txt'), 'utf8').split('\n').slice(1).filter(Boolean);
 
-describe('search: the cache', () => {
+describe('search: the cache', { timeout: 120_000 }, () => {
   it('reads a ticket that only grew from where it grew, a moved one not at all, a rewritten one again', async () => {
     const t = fixture();
     const run = () => searchTickets(t.store, parseQuery('kaffee'), { cache: 'save', limit: 50, env: t.env });
@@ -312,7 +312,7 @@ describe('search: the cache', () => {
   });
 });
 
-describe('search: the viewer\'s /?q=', () => {
+describe('search: the viewer\'s /?q=', { timeout: 120_000 }, () => {
   const t = fixture();
   const viewer = { store: t.store, base: '', access: { kind: 'loopback' as const, uids: new Set([process.getuid!()]) } };
   const get = async (target: string) => {
