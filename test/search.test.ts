@@ -4,12 +4,14 @@
 // queries (exit 2, one line); the cache (an append read from where it grew, a rewrite read again,
 // a move read not at all, garbage and symlinks ignored, an unwritable state folder, racing
 // searches); the viewer's results page, escaped.
-import { describe, expect, it } from 'vitest';
+import { afterAll, describe, expect, it } from 'vitest';
 import { existsSync, lstatSync, mkdirSync, readFileSync, readdirSync, rmSync, symlinkSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { Store, parseQuery, resolveConfig, searchReads, searchTickets, snippet, foldText, QueryError } from '../ticket.ts';
 import { handle } from '../viewer.ts';
 import { deliver, deliverAsync, FAKE_SENDMAIL, mail, tempDir } from './harness.ts';
+import { browserMissing, launchBrowser, settle, startServe, watchPage, type ServeServer } from './web.ts';
+import type { Browser } from 'playwright-core';
 
 const B64_BODY = 'The printer jammed again in the café.\nCompiled with C++ (v2.0) [a.*b]\n';
 const B64 = Buffer.from(B64_BODY).toString('base64');
@@ -359,5 +361,41 @@ describe('search: the viewer\'s /?q=', { timeout: 120_000 }, () => {
     searchReads.messages = 0;
     await handle(v, { method: 'GET', target: '/?q=jammed', peerUid: process.getuid!() });
     expect(searchReads.messages).toBe(0);
+  });
+});
+
+if (browserMissing) console.log(`skipped: search in a browser: ${browserMissing}`);
+
+describe.skipIf(browserMissing)('search: the viewer in Chromium', { timeout: 120_000 }, () => {
+  const t = fixture();
+  let serve: ServeServer | undefined;
+  let browser: Browser | undefined;
+  afterAll(async () => { await browser?.close(); await serve?.stop(); });
+
+  it('the search box sends the query to /?q=; the results show hostile mail as text, run nothing, load nothing else, link to the message', async () => {
+    serve = await startServe(['--dir', t.tickets, '--domain', 'tickets.example', '--listen', '127.0.0.1:0']);
+    browser = (await launchBrowser())!;
+    const page = await (await browser.newContext()).newPage();
+    const watch = watchPage(page, serve.url);
+    await page.goto(serve.url);
+    await page.fill('input[name=q]', '<script>');
+    await Promise.all([page.waitForURL(/\?q=/), page.click('button[type=submit]')]);
+    await settle(page);
+    expect(new URL(page.url()).search).toBe('?q=%3Cscript%3E');
+    expect(await page.textContent('ol.found')).toContain('We looked: <script>alert(1)</script> is only text. Grüße');
+    expect(await page.textContent('ol.found mark')).toBe('<script>');
+    expect(await page.inputValue('input[name=q]')).toBe('<script>');
+    await page.fill('input[name=q]', 'subject:hostile');
+    await Promise.all([page.waitForURL(/hostile/), page.press('input[name=q]', 'Enter')]);
+    await settle(page);
+    expect(await page.textContent('ol.found a')).toBe('#4, message 1: hostile <U+009B>31m <U+202E>gnp.exe');
+    await Promise.all([page.waitForURL(/\/4\/#1$/), page.click('ol.found a')]);
+    expect(await page.textContent('article[id="1"] h2')).toContain('hostile');
+    await page.goto(`${serve.url}?q=${encodeURIComponent('from:"x')}`);
+    expect(await page.textContent('[role=alert]')).toBe('Bad query: a quote is not closed: "x');
+    expect(watch.dialogs).toEqual([]);
+    expect(watch.errors).toEqual([]);
+    expect(watch.failed).toEqual([]);
+    for (const request of watch.requests) expect(request).toMatch(/^\/(?:\?q=[^&]*)?$|^\/style\.css$|^\/4\/$/);
   });
 });
