@@ -3771,7 +3771,7 @@ export interface Query {
 /** Bounds that keep a hostile or mistaken query (a pasted file) cheap: checked before any parsing. */
 const MAX_QUERY = 1000;
 const MAX_TERMS = 20;
-const TEXT_FIELDS = new Set<string>(['from', 'to', 'subject', 'body', 'file']);
+const TEXT_FIELDS = ['from', 'to', 'subject', 'body', 'file'];
 
 /**
  * Text as search compares it: decomposed (NFD), marks removed, lower-cased, ß as ss, final sigma
@@ -3813,7 +3813,7 @@ export function parseQuery(text: string): Query {
     if (++tokens > MAX_TERMS) throw new QueryError(`too many terms (at most ${MAX_TERMS})`);
     const value = quoted ?? plain ?? '';
     const key = name?.toLowerCase();
-    if (key !== undefined && !TEXT_FIELDS.has(key) && !['is', 'before', 'after', 'ticket'].includes(key)) {
+    if (key !== undefined && !TEXT_FIELDS.includes(key) && !['is', 'before', 'after', 'ticket'].includes(key)) {
       throw new QueryError(`unknown field "${printable(name!, 20)}:" (fields: from: to: subject: body: file: is: before: after: ticket:)`);
     }
     if (key === 'is') {
