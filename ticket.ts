@@ -3840,15 +3840,21 @@ export function parseQuery(text: string): Query {
 const UNSPACED = /[\p{sc=Han}\p{sc=Hiragana}\p{sc=Katakana}\p{sc=Thai}\p{sc=Lao}\p{sc=Khmer}\p{sc=Myanmar}]/u;
 const LETTER_OR_DIGIT = /[\p{L}\p{N}]/u;
 
+/** A byte before a word's start: not an ASCII letter or digit. */
+const wordStartsAfter = (byte: number) => !((byte >= 0x30 && byte <= 0x39) || ((byte | 0x20) >= 0x61 && (byte | 0x20) <= 0x7a));
+
+/** Does a word start at `i` of `text`: is the character before it, if any, no letter or digit? */
+function wordStartsAt(text: string, i: number): boolean {
+  if (i === 0) return true;
+  const before = text.charCodeAt(i - 1);
+  if (before < 0x80) return wordStartsAfter(before);
+  return !LETTER_OR_DIGIT.test(String.fromCodePoint(text.codePointAt(before >= 0xdc00 && before <= 0xdfff && i >= 2 ? i - 2 : i - 1)!));
+}
+
 /** Where folded `term` is in folded `text` from `from` on as the start of a word (so "print" finds "printer", not "reprint"), else -1. */
 export function termAt(text: string, term: string, from = 0): number {
   const anywhere = UNSPACED.test(term[0]!);
-  for (let i = text.indexOf(term, from); i >= 0; i = text.indexOf(term, i + 1)) {
-    if (i === 0 || anywhere) return i;
-    const before = text.charCodeAt(i - 1);
-    if (before < 0x80 ? !((before >= 0x30 && before <= 0x39) || ((before | 0x20) >= 0x61 && (before | 0x20) <= 0x7a))
-      : !LETTER_OR_DIGIT.test(String.fromCodePoint(text.codePointAt(before >= 0xdc00 && before <= 0xdfff ? i - 2 : i - 1)!))) return i;
-  }
+  for (let i = text.indexOf(term, from); i >= 0; i = text.indexOf(term, i + 1)) if (anywhere || wordStartsAt(text, i)) return i;
   return -1;
 }
 
@@ -4215,14 +4221,34 @@ export interface SearchResult {
   snippet: Array<{ text: string; match?: true }>;
 }
 
-/** The messages of a bucket's lines that match, added to `found`: only the lines holding the query's longest term are read. */
+/**
+ * The messages of a bucket's lines that match, added to `found`: only the lines holding the
+ * query's longest term are read. A query of one word (the usual one) is answered from the bytes:
+ * its line's numbers are read, its text is not decoded.
+ */
 function matchingLines(body: Buffer, needle: Buffer, query: Query, found: MessageLine[]): void {
+  const oneWord = query.terms.length === 1 && query.terms[0]!.field === 'any' && !UNSPACED.test(query.terms[0]!.text[0]!);
+  const datesOnly = { ...query, terms: [] };
+  /** A word starts at byte `i` of the bytes from `from` on (a byte of a longer character: that character decides). */
+  const wordAt = (i: number, from: number) => {
+    if (i === from || body[i - 1]! < 0x80) return i === from || wordStartsAfter(body[i - 1]!);
+    const before = body.toString('utf8', Math.max(from, i - 4), i);
+    return wordStartsAt(before, before.length);
+  };
   for (let at = needle.length ? body.indexOf(needle) : 0; at >= 0 && at < body.length;) {
     const start = body.lastIndexOf(LF, at) + 1;
-    const end = body.indexOf(LF, at);
-    const line = matchedLine(body.toString('utf8', start, end < 0 ? body.length : end), query);
+    let end = body.indexOf(LF, at);
+    if (end < 0) end = body.length;
+    let line: MessageLine | undefined;
+    if (oneWord) {
+      let numbersEnd = start;
+      for (let tabs = 0; tabs < LINE_NUMBERS && numbersEnd >= 0; tabs++) numbersEnd = body.indexOf(0x09, numbersEnd) + 1 || -1;
+      let word = numbersEnd > 0 && numbersEnd <= end ? at : -1;
+      // An occurrence in the numbers, or inside a word, is none: the next one in this line may be.
+      while (word >= 0 && word < end && (word < numbersEnd || !wordAt(word, numbersEnd))) word = body.indexOf(needle, word + 1);
+      if (word >= 0 && word < end) line = matchedLine(body.toString('latin1', start, numbersEnd), datesOnly);
+    } else line = matchedLine(body.toString('utf8', start, end), query);
     if (line) found.push(line);
-    if (end < 0) break;
     at = needle.length ? body.indexOf(needle, end + 1) : end + 1;
   }
 }

@@ -58,7 +58,8 @@ function fixture() {
   }), 'carol@customer.example');
   // 4: a hostile subject (C1 and bidi controls).
   send('submit@tickets.example', mail({
-    from: 'Eve <eve@customer.example>', subject: `=?UTF-8?B?${Buffer.from(HOSTILE).toString('base64')}?=`, id: 's5@customer.example', body: 'Ordinary words.\n',
+    from: 'Eve <eve@customer.example>', subject: `=?UTF-8?B?${Buffer.from(HOSTILE).toString('base64')}?=`, id: 's5@customer.example',
+    headers: ['MIME-Version: 1.0', 'Content-Type: text/plain; charset=utf-8', 'Content-Transfer-Encoding: 8bit'], body: 'Ordinary words. жzebra, —quagga, 漢字テスト\n',
   }), 'eve@customer.example');
   return { dir, tickets, settings, send, search, json, hits, env, store: new Store(resolveConfig({ dir: tickets, domain: 'tickets.example' }, {}, {})) };
 }
@@ -81,6 +82,12 @@ describe('search: what people read', { timeout: 120_000 }, () => {
     expect(t.hits('grusse')).toEqual(['2/2']);        // HTML entities decoded, accents folded
     expect(t.hits('print')).toEqual(['1/1']);         // a word matches the words it begins
     expect(t.hits('rinter')).toEqual([]);             // not inside a word
+    expect(t.hits('zebra')).toEqual([]);              // after a Cyrillic letter: inside a word
+    expect(t.hits('жzebra')).toEqual(['4/1']);
+    expect(t.hits('quagga')).toEqual(['4/1']);        // after a dash: a word's start
+    expect(t.hits('テスト')).toEqual(['4/1']);         // written without spaces: anywhere
+    expect(t.hits('zebra ordinary')).toEqual([]);     // the same rule for several words
+    expect(t.hits('quagga ordinary')).toEqual(['4/1']);
   });
 
   it('never finds what is only in the raw transfer encoding (base64 text, an attachment\'s bytes)', () => {
