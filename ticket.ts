@@ -4155,7 +4155,8 @@ function searchCacheFolder(store: Store, env: NodeJS.ProcessEnv): string | undef
   const candidates = [[store.state, join(store.state, 'search')], ...home ? [[join(home, 'ticket-mail'), join(home, 'ticket-mail', `search-${sha256(Buffer.from(dir)).slice(0, 16)}`)]] : []];
   for (const [parent, folder] of candidates as Array<[string, string]>) {
     try {
-      if (parent === store.state) makeFolder(parent); // as a delivery makes it: a folder of tickets not yet delivered to has none
+      // The state folder as a delivery makes it (a folder of tickets not yet delivered to has none), by the tickets folder's owner only.
+      if (parent === store.state && statSync(store.cfg.dir).uid === process.getuid?.()) makeFolder(parent);
       else mkdirSync(parent, { recursive: true, mode: 0o700 });
       makeFolder(folder);
       const st = lstatSync(folder);
@@ -4172,7 +4173,16 @@ function searchCacheFolder(store: Store, env: NodeJS.ProcessEnv): string | undef
  * nothing (cgi: the viewer never writes into the tickets folder). Each starts from the tickets
  * folder's own cache when it can read it.
  */
-async function ticketTexts(store: Store, where: 'save' | 'memory' | 'read', env: NodeJS.ProcessEnv): Promise<SearchCache> {
+function ticketTexts(store: Store, where: 'save' | 'memory' | 'read', env: NodeJS.ProcessEnv): Promise<SearchCache> {
+  // One at a time per tickets folder: serve's requests share its memory, and a read may wait for postal-mime's parser.
+  const previous = searchesRunning.get(store.cfg.dir) ?? Promise.resolve();
+  const running = previous.then(() => refreshedTexts(store, where, env));
+  searchesRunning.set(store.cfg.dir, running.then(() => undefined, () => undefined));
+  return running;
+}
+const searchesRunning = new Map<string, Promise<unknown>>();
+
+async function refreshedTexts(store: Store, where: 'save' | 'memory' | 'read', env: NodeJS.ProcessEnv): Promise<SearchCache> {
   const writeTo = where === 'save' ? searchCacheFolder(store, env) : undefined;
   let cache = where === 'memory' ? searchMemory.get(store.cfg.dir) : undefined;
   cache ??= loadSearchCache(writeTo ?? join(store.state, 'search'));

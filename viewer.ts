@@ -282,15 +282,16 @@ async function searchPage(viewer: Viewer, q: string): Promise<Reply> {
     error = e.message;
   }
   const b = viewer.base;
+  const asked = q.slice(0, 1000); // a query too long to run is not repeated whole
   const body = html`<h1>Search</h1>
-${searchForm(viewer, q)}
+${searchForm(viewer, asked)}
 ${error ? html`<p role="alert">Bad query: ${error}</p>` : !found!.total ? html`<p>No message matches.</p>` : html`<p class="dim">${found!.total} message${found!.total === 1 ? '' : 's'} match${found!.total === 1 ? 'es' : ''}${found!.total > found!.results.length ? `; the newest ${found!.results.length} are shown` : ''}.</p>
 <ol class="found">
 ${found!.results.map((r) => html`<li><a href="${b}/${r.ticket}/${pageQuery(pageOf(r.message))}#${r.message}">#${r.ticket}, message ${r.message}: ${mailValue(r.subject || '(no subject)')}</a>
 <p class="dim">${mailValue(r.from || '(no sender)')} · ${shownDate(Date.parse(r.date))} · ${r.state}</p>
 <p>${r.snippet.map((p) => (p.match ? html`<mark>${p.text}</mark>` : html`${p.text}`))}</p></li>
 `)}</ol>`}`;
-  return withSearchForm(page(viewer, `Search: ${q}`, body, error ? 400 : 200));
+  return withSearchForm(page(viewer, `Search: ${asked.slice(0, 100)}`, body, error ? 400 : 200));
 }
 
 /** The From_, our note and the head of a record, parsed. */
