@@ -3942,23 +3942,19 @@ function recordStartsAt(fd: number, pos: number): boolean {
 }
 
 /**
- * One ticket's text: `known` as it is when the file is unchanged (one stat), extended when the
+ * One ticket's text: `known` as it is when the file is unchanged, extended when the
  * file only grew (its records from where the old last one ended, or that one again if it was
  * still being written), else read whole. Undefined when the file is gone, null when it cannot
  * be read.
  */
 async function ticketText(n: number, path: string, place: Place, known: TicketText | undefined): Promise<TicketText | undefined | null> {
   const same = (st: { ino: number; size: number; mtimeMs: number }) => known && known.ino === st.ino && known.size === st.size && known.mtimeMs === st.mtimeMs;
-  const kept = () => (known!.place === place ? known! : { ...known!, place });
-  if (known) {
-    try { if (same(lstatSync(path))) return kept(); } catch (e) { if (code(e) === 'ENOENT') return undefined; }
-  }
   let fd;
   try { fd = openSync(path, fsc.O_RDONLY | fsc.O_NOFOLLOW); } catch (e) { return code(e) === 'ENOENT' ? undefined : null; }
   try {
     const st = fstatSync(fd);
     if (!st.isFile()) return null;
-    if (same(st)) return kept();
+    if (same(st)) return known!.place === place ? known : { ...known!, place };
     let from = 0;
     let old: Buffer = Buffer.alloc(0);
     let k = 0;
@@ -3994,13 +3990,11 @@ async function ticketText(n: number, path: string, place: Place, known: TicketTe
  */
 interface SearchCache {
   buckets: Map<number, Bucket>;
-  /** Each ticket's stamp and lines, made from the buckets' rows when a folder must be read (a search of trusted folders needs none). */
-  tickets?: Map<number, TicketText>;
   folders: Partial<Record<Place, { ino: number; mtimeMs: number; trusted: boolean } | null>>; // as the last read of each saw it
 }
 /** A bucket's tickets (rows in N order: N, place, ino, size, mtimeMs, tail, last, records, length of its lines) and their lines, in that order. */
 type BucketRow = [number, Place, number, number, number, string, number, number, number];
-interface Bucket { generation: string; rows: BucketRow[]; body: Buffer }
+interface Bucket { generation: string; rows: BucketRow[]; body: Buffer; starts?: number[] /* of each row's lines in body, made when needed */ }
 const CACHE_VERSION = 'ticket-mail search cache 2';
 const bucketOf = (n: number) => Math.floor(n / 100);
 const searchMemory = new Map<string, SearchCache>();
@@ -4089,46 +4083,47 @@ function loadSearchCache(folder: string): SearchCache {
   return cache;
 }
 
-/** The cache's tickets, made from its buckets' rows at the first need. */
-function ticketsOf(cache: SearchCache): Map<number, TicketText> {
-  if (cache.tickets) return cache.tickets;
-  cache.tickets = new Map();
-  for (const { rows, body } of cache.buckets.values()) {
-    let at = 0;
-    for (const [n, place, ino, size, mtimeMs, tail, last, records, length] of rows) {
-      cache.tickets.set(n, { place, ino, size, mtimeMs, tail, last, records, lines: body.subarray(at, at += length) });
-    }
-  }
-  return cache.tickets;
-}
-
-/** Where ticket N of a bucket is, by its rows (in N order). */
-function placeIn(bucket: Bucket, n: number): Place | undefined {
+/** Ticket N's row: its bucket and index there (by the rows' N order), or undefined. */
+function rowOf(cache: SearchCache, n: number): { bucket: Bucket; index: number } | undefined {
+  const bucket = cache.buckets.get(bucketOf(n));
+  if (!bucket) return undefined;
   let low = 0;
   let high = bucket.rows.length - 1;
   while (low <= high) {
     const mid = (low + high) >> 1;
-    const row = bucket.rows[mid]!;
-    if (row[0] === n) return row[1];
-    if (row[0] < n) low = mid + 1;
+    const at = bucket.rows[mid]![0];
+    if (at === n) return { bucket, index: mid };
+    if (at < n) low = mid + 1;
     else high = mid - 1;
   }
   return undefined;
 }
 
-/** Each changed bucket made again from its tickets (whose lines then become views of its lines). */
-function rebuildBuckets(cache: SearchCache, tickets: Map<number, TicketText>, changed: Set<number>): void {
-  const members = new Map<number, Array<[number, TicketText]>>([...changed].map((b) => [b, []]));
-  for (const entry of tickets) members.get(bucketOf(entry[0]))?.push(entry);
-  for (const [bucket, inBucket] of members) {
-    if (!inBucket.length) { cache.buckets.delete(bucket); continue; }
-    inBucket.sort(([a], [b]) => a - b);
-    const body = Buffer.concat(inBucket.map(([, t]) => t.lines));
-    let at = 0;
-    for (const [, t] of inBucket) t.lines = body.subarray(at, at += t.lines.length);
-    const rows = inBucket.map(([n, t]): BucketRow => [n, t.place, t.ino, t.size, t.mtimeMs, t.tail, t.last, t.records, t.lines.length]);
-    cache.buckets.set(bucket, { generation: `${unique()}${randomHex()}`, rows, body });
+/** Row `index` of a bucket as a ticket's text (its lines a view of the bucket's): made only for a ticket that changed. */
+function ticketAt(bucket: Bucket, index: number): TicketText {
+  if (!bucket.starts) {
+    bucket.starts = [];
+    for (let i = 0, at = 0; i < bucket.rows.length; at += bucket.rows[i++]![8]) bucket.starts.push(at);
   }
+  const starts = bucket.starts;
+  const [, place, ino, size, mtimeMs, tail, last, records, length] = bucket.rows[index]!;
+  return { place, ino, size, mtimeMs, tail, last, records, lines: bucket.body.subarray(starts[index], starts[index]! + length) };
+}
+
+/** The buckets of the tickets in `updates` (null: gone) made again from their unchanged rows and those. */
+function rebuildBuckets(cache: SearchCache, updates: Map<number, TicketText | null>): Set<number> {
+  const changed = new Set([...updates.keys()].map(bucketOf));
+  for (const number of changed) {
+    const old = cache.buckets.get(number);
+    const tickets: Array<[number, TicketText]> = (old?.rows ?? []).flatMap((row, i): Array<[number, TicketText]> => (updates.has(row[0]) ? [] : [[row[0], ticketAt(old!, i)]]));
+    for (const [n, text] of updates) if (text && bucketOf(n) === number) tickets.push([n, text]);
+    if (!tickets.length) { cache.buckets.delete(number); continue; }
+    tickets.sort(([a], [b]) => a - b);
+    const body = Buffer.concat(tickets.map(([, t]) => t.lines));
+    const rows = tickets.map(([n, t]): BucketRow => [n, t.place, t.ino, t.size, t.mtimeMs, t.tail, t.last, t.records, t.lines.length]);
+    cache.buckets.set(number, { generation: `${unique()}${randomHex()}`, rows, body });
+  }
+  return changed;
 }
 
 /** The changed buckets, and then the manifest, written into `folder`. */
@@ -4187,7 +4182,7 @@ async function refreshedTexts(store: Store, where: 'save' | 'memory' | 'read', e
   let cache = where === 'memory' ? searchMemory.get(store.cfg.dir) : undefined;
   cache ??= loadSearchCache(writeTo ?? join(store.state, 'search'));
   if (where === 'memory') searchMemory.set(store.cfg.dir, cache);
-  const changed = new Set<number>();
+  const updates = new Map<number, TicketText | null>(); // null: gone
   const scanned = new Set<Place>();
   const seen = new Set<number>();
   for (const place of ['open', 'archived'] as const) {
@@ -4197,28 +4192,39 @@ async function refreshedTexts(store: Store, where: 'save' | 'memory' | 'read', e
     const known = cache.folders[place];
     if (known?.trusted && st && known.ino === st.ino && known.mtimeMs === st.mtimeMs) continue;
     scanned.add(place);
-    const tickets = ticketsOf(cache);
     const readAt = Date.now();
     let names: string[] = [];
     try { names = readdirSync(folder); } catch (e) { if (code(e) !== 'ENOENT') throw e; }
     let unreadable = false;
     for (const name of names) {
       const n = parseTicketNumber(name);
+      if (n === undefined || seen.has(n)) continue;
+      const found = rowOf(cache, n);
+      const row = found && found.bucket.rows[found.index]!;
       // A ticket in both places is being moved: the open one counts (as the list's does).
-      if (n === undefined || seen.has(n) || (place === 'archived' && !scanned.has('open') && tickets.get(n)?.place === 'open')) continue;
-      const had = tickets.get(n);
-      const text = await ticketText(n, store.ticketPath(n, place), place, had);
+      if (place === 'archived' && !scanned.has('open') && row?.[1] === 'open') continue;
+      const path = store.ticketPath(n, place);
+      if (row) { // most tickets: one lstat, nothing made
+        const now = lstatSync(path, { throwIfNoEntry: false });
+        if (now && now.ino === row[2] && now.size === row[3] && now.mtimeMs === row[4]) {
+          seen.add(n);
+          if (row[1] !== place) updates.set(n, { ...ticketAt(found!.bucket, found!.index), place });
+          continue;
+        }
+      }
+      const had = found && ticketAt(found.bucket, found.index);
+      const text = await ticketText(n, path, place, had);
       unreadable ||= text === null;
       if (!text) continue;
       seen.add(n);
-      if (text !== had) { tickets.set(n, text); changed.add(bucketOf(n)); }
+      if (text !== had) updates.set(n, text);
     }
     cache.folders[place] = st ? { ino: st.ino, mtimeMs: st.mtimeMs, trusted: !unreadable && readAt - st.mtimeMs > RACY_MS } : null;
   }
-  if (cache.tickets) {
-    for (const [n, text] of cache.tickets) if (scanned.has(text.place) && !seen.has(n)) { cache.tickets.delete(n); changed.add(bucketOf(n)); }
-    rebuildBuckets(cache, cache.tickets, changed);
+  if (scanned.size) {
+    for (const { rows } of cache.buckets.values()) for (const row of rows) if (!seen.has(row[0]) && scanned.has(row[1])) updates.set(row[0], null);
   }
+  const changed = rebuildBuckets(cache, updates);
   if (writeTo && scanned.size) {
     try { saveSearchCache(writeTo, cache, changed); } catch { /* the cache is a convenience */ }
   }
@@ -4335,7 +4341,8 @@ export async function searchTickets(store: Store, query: Query, options: SearchO
     const lines: MessageLine[] = [];
     matchingLines(bucket.body, needle, query, lines);
     for (const line of lines) {
-      const place = placeIn(bucket, line.n);
+      const row = rowOf(cache, line.n);
+      const place = row && row.bucket.rows[row.index]![1];
       if (!place || (query.ticket !== undefined && line.n !== query.ticket)) continue;
       if ((query.is.has('open') && place !== 'open') || (query.is.has('closed') && place !== 'archived')) continue;
       if (query.is.has('waiting') && !options.isWaiting!(line.n)) continue;
