@@ -3467,13 +3467,13 @@ export function sparkline(values: number[]): string {
   return values.map((v) => '▁▂▃▄▅▆▇█'[max ? Math.round((v / max) * 7) : 0]).join('');
 }
 
-/** Where each record of an mbox starts: at 0 and after every LF followed by "From ", in bytes [0, size). */
-export function mboxStarts(fd: number, size: number): number[] {
-  const first = Buffer.alloc(Math.min(5, size));
-  readSync(fd, first, 0, first.length, 0);
+/** Where each record of an mbox starts: at `from` (0, or a record's start) and after every LF followed by "From ", in bytes [from, size). */
+export function mboxStarts(fd: number, size: number, from = 0): number[] {
+  const first = Buffer.alloc(Math.max(0, Math.min(5, size - from)));
+  readSync(fd, first, 0, first.length, from);
   // Bytes before the first "From " line (a file another program wrote oddly) are no record.
-  const starts = first.equals(FROM_) ? [0] : [-1];
-  for (const { bytes, pos } of fileRange(fd, 0, size, 6)) {
+  const starts = first.equals(FROM_) ? [from] : [-1];
+  for (const { bytes, pos } of fileRange(fd, from, size, 6)) {
     for (let i = bytes.indexOf('\nFrom '); i >= 0; i = bytes.indexOf('\nFrom ', i + 1)) {
       if (pos + i + 1 > starts.at(-1)!) starts.push(pos + i + 1);
     }
@@ -4080,6 +4080,618 @@ export function addCc(draft: string, address: string): string {
 }
 
 // ---------------------------------------------------------------------------------------
+// Search: what people read (decoded subjects, names and text), found by words and fields
+// ---------------------------------------------------------------------------------------
+
+/** A query that cannot be run: its message is the one line the user sees. */
+export class QueryError extends Error {}
+
+export type SearchField = 'any' | 'from' | 'to' | 'subject' | 'body' | 'file';
+/** One word or phrase (folded), and the field it must be found in. */
+export interface SearchTerm { field: SearchField; text: string }
+export interface Query {
+  terms: SearchTerm[];
+  is: Set<'open' | 'closed' | 'waiting'>;
+  before?: number; after?: number; // ms: before the start of a (local) day, from the start of one on
+  ticket?: number;
+}
+
+/** Bounds that keep a hostile or mistaken query (a pasted file) cheap: checked before any parsing. */
+const MAX_QUERY = 1000;
+const MAX_TERMS = 20;
+const TEXT_FIELDS = ['from', 'to', 'subject', 'body', 'file'];
+
+/**
+ * Text as search compares it: decomposed (NFD), marks removed, lower-cased, ß as ss, final sigma
+ * as sigma, each run of white space and controls one space. "Café" is "cafe", "STRASSE" "strasse".
+ */
+export function foldText(text: string): string {
+  if (!/[^\x00-\x7f]/.test(text)) return text.toLowerCase().replace(/[\s\x00-\x1f\x7f]+/g, ' '); // most text: nothing to decompose
+  return text.normalize('NFD').replace(/\p{M}+/gu, '').toLowerCase().replace(/ß/g, 'ss').replace(/ς/g, 'σ')
+    .replace(/[\s\x00-\x1f\x7f-\x9f]+/g, ' ');
+}
+
+/** A day as YYYY-MM-DD: the start of it, local time. */
+function dayStart(value: string, name: string): number {
+  const m = /^(\d{4})-(\d\d)-(\d\d)$/.exec(value);
+  const day = m && new Date(Number(m[1]), Number(m[2]) - 1, Number(m[3]));
+  if (!m || !day || day.getMonth() !== Number(m[2]) - 1 || day.getDate() !== Number(m[3])) {
+    throw new QueryError(`${name}: wants a date as YYYY-MM-DD, not "${printable(value, 40)}"`);
+  }
+  return day.getTime();
+}
+
+/**
+ * A search query: words (each must be found), "exact phrases", field:value (a value may be
+ * quoted: subject:"printer jam"), is:open|closed|waiting, before:/after: YYYY-MM-DD, ticket:N.
+ * QueryError names what is wrong with it.
+ */
+export function parseQuery(text: string): Query {
+  if (text.length > MAX_QUERY) throw new QueryError(`the query is too long (${text.length} characters; at most ${MAX_QUERY})`);
+  const query: Query = { terms: [], is: new Set() };
+  let tokens = 0;
+  const tokenPattern = /\s*(?:([A-Za-z]+):)?(?:"([^"]*)("?)|(\S*))/y;
+  for (let at = 0; at < text.length;) {
+    tokenPattern.lastIndex = at;
+    const m = tokenPattern.exec(text)!;
+    at = tokenPattern.lastIndex;
+    const [, name, quoted, closed, plain] = m;
+    if (quoted === undefined && !plain && !name) { if (m[0].length === 0) at++; continue; } // trailing blanks
+    if (quoted !== undefined && !closed) throw new QueryError(`a quote is not closed: "${printable(quoted, 40)}`);
+    if (++tokens > MAX_TERMS) throw new QueryError(`too many terms (at most ${MAX_TERMS})`);
+    const value = quoted ?? plain ?? '';
+    const key = name?.toLowerCase();
+    if (key !== undefined && !TEXT_FIELDS.includes(key) && !['is', 'before', 'after', 'ticket'].includes(key)) {
+      throw new QueryError(`unknown field "${printable(name!, 20)}:" (fields: from: to: subject: body: file: is: before: after: ticket:)`);
+    }
+    if (key === 'is') {
+      const state = value.toLowerCase();
+      if (state !== 'open' && state !== 'closed' && state !== 'waiting') throw new QueryError(`is: wants open, closed or waiting, not "${printable(value, 40)}"`);
+      query.is.add(state);
+    } else if (key === 'before' || key === 'after') {
+      query[key] = dayStart(value, key);
+    } else if (key === 'ticket') {
+      const n = parseTicketNumber(value);
+      if (n === undefined) throw new QueryError(`ticket: wants a ticket number, not "${printable(value, 40)}"`);
+      query.ticket = n;
+    } else {
+      const folded = foldText(value).trim();
+      if (!folded) throw new QueryError(key ? `${key}: has no value` : 'an empty phrase ("")');
+      query.terms.push({ field: (key ?? 'any') as SearchField, text: folded });
+    }
+  }
+  if (!tokens) throw new QueryError('the query is empty');
+  return query;
+}
+
+/** Scripts written without spaces between words: there a word may start anywhere. */
+const UNSPACED = /[\p{sc=Han}\p{sc=Hiragana}\p{sc=Katakana}\p{sc=Thai}\p{sc=Lao}\p{sc=Khmer}\p{sc=Myanmar}]/u;
+const LETTER_OR_DIGIT = /[\p{L}\p{N}]/u;
+
+/** A byte before a word's start: not an ASCII letter or digit. */
+const wordStartsAfter = (byte: number) => !((byte >= 0x30 && byte <= 0x39) || ((byte | 0x20) >= 0x61 && (byte | 0x20) <= 0x7a));
+
+/** Does a word start at `i` of `text`: is the character before it, if any, no letter or digit? */
+function wordStartsAt(text: string, i: number): boolean {
+  if (i === 0) return true;
+  const before = text.charCodeAt(i - 1);
+  if (before < 0x80) return wordStartsAfter(before);
+  return !LETTER_OR_DIGIT.test(String.fromCodePoint(text.codePointAt(before >= 0xdc00 && before <= 0xdfff && i >= 2 ? i - 2 : i - 1)!));
+}
+
+/** Where folded `term` is in folded `text` from `from` on as the start of a word (so "print" finds "printer", not "reprint"), else -1. */
+export function termAt(text: string, term: string, from = 0): number {
+  const anywhere = UNSPACED.test(term[0]!);
+  for (let i = text.indexOf(term, from); i >= 0; i = text.indexOf(term, i + 1)) if (anywhere || wordStartsAt(text, i)) return i;
+  return -1;
+}
+
+/**
+ * What search keeps of one message: its ticket N, its position K in it (from 1, as the viewer
+ * numbers it), its record's bytes, its time, and its fields folded (LINE_FIELDS). One line,
+ * tab-separated: folded text has no tab and no line break.
+ */
+interface MessageLine { n: number; k: number; start: number; end: number; time: number }
+const LINE_FIELDS = ['from', 'to', 'subject', 'file', 'body'] as const;
+const LINE_NUMBERS = 5;
+
+/** A line's numbers, when its message is within the query's dates and its fields hold every term (a word: any of them); else undefined. */
+function matchedLine(line: string, query: Query): MessageLine | undefined {
+  const numbers: number[] = [];
+  let at = 0;
+  for (let i = 0; i < LINE_NUMBERS; i++) {
+    const tab = line.indexOf('\t', at);
+    const value = tab < 0 ? NaN : Number(line.slice(at, tab));
+    if (!Number.isSafeInteger(value)) return undefined;
+    numbers.push(value);
+    at = tab + 1;
+  }
+  const [n, k, start, end, time] = numbers as [number, number, number, number, number];
+  if ((query.before !== undefined && time >= query.before) || (query.after !== undefined && time < query.after)) return undefined;
+  let fields: string[] | undefined;
+  for (const term of query.terms) {
+    if (term.field === 'any') { // in the text part, whose fields a tab (no letter) separates: a word starts at each
+      if (termAt(line, term.text, at) < 0) return undefined;
+      continue;
+    }
+    fields ??= line.slice(at).split('\t');
+    if (fields.length !== LINE_FIELDS.length || termAt(fields[LINE_FIELDS.indexOf(term.field)]!, term.text) < 0) return undefined;
+  }
+  return { n, k, start, end, time };
+}
+
+/** Counts the messages search read from mbox files, for the tests (a ticket that only grew is read from where it grew). */
+export const searchReads = { messages: 0 };
+
+/** Of a header field this much is searched (as shownMailboxes shows it): a field of a MiB of encoded words costs no more. */
+const SEARCHED_FIELD = 4096;
+
+/** The search line of the record K of ticket N in bytes [start, end) of its mbox, or undefined for what is no record. */
+async function extractLine(fd: number, n: number, k: number, start: number, end: number): Promise<string | undefined> {
+  const record = mboxRecordAt(fd, start, end);
+  if (!record) return undefined;
+  searchReads.messages++;
+  const fromLine = Buffer.alloc(Math.min(end - start, 1024));
+  readSync(fd, fromLine, 0, fromLine.length, start);
+  const { message } = record;
+  const head = parseHead(message.first.subarray(0, headEnd(message.first)).toString('utf8'));
+  let text = '';
+  let files: string[] = [];
+  try {
+    const outline = await messageText(message);
+    text = outline.text;
+    files = outline.attachments.map((a) => a.name);
+  } catch { /* undecodable: found by its head alone */ }
+  const time = fromLineTime(fromLine.toString('latin1', 0, Math.max(0, fromLine.indexOf(LF)))) ?? (Date.parse(head && field(head, 'date') || '') || 0);
+  // Names decoded, addresses as written: what shownMailboxes shows, without parsing each address list.
+  const decoded = (...names: string[]) => names.flatMap((name) => head?.get(name) ?? []).map((v) => decodeWords(v.slice(0, SEARCHED_FIELD)));
+  const fields = [decoded('from'), decoded('to', 'cc'), [head ? decodedSubject(head) : ''], files, [text]];
+  return [n, k, start, end, time, ...fields.map((values) => foldText(values.join(' ')))].join('\t');
+}
+
+/**
+ * What search knows of one ticket file, valid while its inode, size and mtime (and the
+ * fingerprint of its end) are unchanged: its messages' lines (a view of its bucket's), and where
+ * its last record starts.
+ */
+interface TicketText { place: Place; ino: number; size: number; mtimeMs: number; tail: string; last: number; records: number; lines: Buffer }
+
+/** Does a record start at `pos` (a line "From " there)? Past the old end of a grown file: then the old last record was whole. */
+function recordStartsAt(fd: number, pos: number): boolean {
+  const bytes = Buffer.alloc(6);
+  return readSync(fd, bytes, 0, 6, pos - 1) === 6 && bytes.equals(Buffer.from('\nFrom '));
+}
+
+/**
+ * One ticket's text: `known` as it is when the file is unchanged, extended when the
+ * file only grew (its records from where the old last one ended, or that one again if it was
+ * still being written), else read whole. Undefined when the file is gone, null when it cannot
+ * be read.
+ */
+async function ticketText(n: number, path: string, place: Place, known: TicketText | undefined): Promise<TicketText | undefined | null> {
+  const same = (st: { ino: number; size: number; mtimeMs: number }) => known && known.ino === st.ino && known.size === st.size && known.mtimeMs === st.mtimeMs;
+  let fd;
+  try { fd = openSync(path, fsc.O_RDONLY | fsc.O_NOFOLLOW); } catch (e) { return code(e) === 'ENOENT' ? undefined : null; }
+  try {
+    const st = fstatSync(fd);
+    if (!st.isFile()) return null;
+    if (same(st)) return known!.place === place ? known : { ...known!, place };
+    let from = 0;
+    let old: Buffer = Buffer.alloc(0);
+    let k = 0;
+    if (known && known.ino === st.ino && st.size > known.size && tailPrint(tailBefore(fd, known.size)) === known.tail) {
+      const whole = recordStartsAt(fd, known.size);
+      const lastLine = known.lines.lastIndexOf(LF, known.lines.length - 2) + 1;
+      const lastK = known.lines.toString('latin1', lastLine, lastLine + 40).split('\t')[1];
+      from = whole ? known.size : known.last;
+      k = whole ? known.records : known.records - 1;
+      old = whole || lastK !== String(known.records) ? known.lines : known.lines.subarray(0, lastLine);
+    }
+    const starts = mboxStarts(fd, st.size, from);
+    const lines: string[] = [];
+    for (const [i, start] of starts.entries()) {
+      const line = await extractLine(fd, n, k + i + 1, start, starts[i + 1] ?? st.size);
+      if (line !== undefined) lines.push(`${line}\n`);
+    }
+    return {
+      place, ino: st.ino, size: st.size, mtimeMs: st.mtimeMs, tail: tailPrint(tailBefore(fd, st.size)),
+      last: starts.at(-1) ?? 0, records: k + starts.length, lines: Buffer.concat([old, Buffer.from(lines.join(''))]),
+    };
+  } finally { closeSync(fd); }
+}
+
+/**
+ * Search's cache: the tickets' lines in buckets of a hundred tickets (N / 100), each a file
+ * rewritten whole when one of its tickets changed, under a random generation; a manifest names
+ * the generations and each tickets folder's inode and mtime as they were read. While a folder is
+ * unchanged since (every writer's dotlock changes the folder: see RACY_MS) and every file is of
+ * its generation, none of its tickets is even looked at. Files 0600 in a 0700 folder, written
+ * under a new name and renamed: a search racing another sees a whole file, the old or the new.
+ * Whatever fails to read back as it was written (garbage, a symlink, another name) is no cache.
+ */
+interface SearchCache {
+  buckets: Map<number, Bucket>;
+  folders: Partial<Record<Place, { ino: number; mtimeMs: number; trusted: boolean } | null>>; // as the last read of each saw it
+}
+/** A bucket's tickets (rows in N order: N, place, ino, size, mtimeMs, tail, last, records, length of its lines) and their lines, in that order. */
+type BucketRow = [number, Place, number, number, number, string, number, number, number];
+interface Bucket { generation: string; rows: BucketRow[]; body: Buffer; starts?: number[] /* of each row's lines in body, made when needed */ }
+const CACHE_VERSION = 'ticket-mail search cache 2';
+const bucketOf = (n: number) => Math.floor(n / 100);
+const searchMemory = new Map<string, SearchCache>();
+
+/**
+ * Cache files' bytes (undefined for one that cannot be read): never through a symlink, never a
+ * FIFO (openStateFile). All in one buffer: a hundred buffers of 300 KB each cost more in garbage
+ * collection than their reading.
+ */
+function readCacheFiles(paths: string[]): Array<Buffer | undefined> {
+  const opened = paths.map((path) => {
+    try {
+      const fd = openStateFile(path, fsc.O_RDONLY);
+      return { fd, size: fstatSync(fd).size };
+    } catch { return undefined; }
+  });
+  const all = Buffer.allocUnsafe(opened.reduce((sum, f) => sum + (f?.size ?? 0), 0));
+  let at = 0;
+  try {
+    return opened.map((f) => {
+      if (!f) return undefined;
+      let got = 0;
+      try {
+        for (let n = -1; n !== 0 && got < f.size;) got += n = readSync(f.fd, all, at + got, f.size - got, got);
+      } catch { return undefined; }
+      const bytes = all.subarray(at, at + got);
+      at += f.size;
+      return bytes;
+    });
+  } finally {
+    for (const f of opened) if (f) closeSync(f.fd);
+  }
+}
+
+/** A cache file written under a new name, then renamed over the old one (never written through a planted link). */
+function writeCacheFile(folder: string, name: string, data: Buffer | string): void {
+  const fresh = join(folder, `.${name}.${process.pid}.${unique()}`);
+  try {
+    const fd = openSync(fresh, fsc.O_WRONLY | fsc.O_CREAT | fsc.O_EXCL | fsc.O_NOFOLLOW, 0o600);
+    try { writeAll(fd, typeof data === 'string' ? Buffer.from(data) : data); } finally { closeSync(fd); }
+    renameSync(fresh, join(folder, name));
+  } catch (e) {
+    try { unlinkSync(fresh); } catch { /* not made */ }
+    throw e;
+  }
+}
+
+const isNumber = (v: unknown): v is number => typeof v === 'number' && v >= 0 && v < 2 ** 53;
+const isFolderStamp = (v: unknown) => v === null || (typeof v === 'object' && isNumber((v as { ino?: unknown }).ino) && isNumber((v as { mtimeMs?: unknown }).mtimeMs));
+
+/** The cache in `folder` as its files say, checked field by field; what does not check out is left out (and no folder trusted). */
+function loadSearchCache(folder: string): SearchCache {
+  const cache: SearchCache = { buckets: new Map(), folders: {} };
+  let manifest: Record<string, unknown> = {};
+  try { manifest = JSON.parse(readCacheFiles([join(folder, 'manifest.json')])[0]?.toString('utf8') ?? '{}'); } catch { /* none */ }
+  const names = Object.entries(manifest.version === CACHE_VERSION && typeof manifest.buckets === 'object' && manifest.buckets ? manifest.buckets as Record<string, unknown> : {})
+    .filter(([name, generation]) => /^\d{1,8}$/.test(name) && typeof generation === 'string');
+  const files = readCacheFiles(names.map(([name]) => join(folder, `${Number(name)}.txt`)));
+  let whole = true;
+  for (const [i, [name, generation]] of names.entries()) {
+    const bucket = Number(name);
+    const bytes = files[i];
+    const headEnd = bytes ? bytes.indexOf(LF) : -1;
+    let head: { version?: unknown; generation?: unknown; tickets?: unknown } = {};
+    try { if (headEnd > 0) head = JSON.parse(bytes!.toString('utf8', 0, headEnd)); } catch { /* garbage */ }
+    const rows = Array.isArray(head.tickets) ? head.tickets as unknown[] : [];
+    const body = bytes?.subarray(headEnd + 1);
+    let length = 0;
+    for (let r = 0; r < rows.length; r++) { // by index, no objects: 10,000 rows are read at every search
+      const row = rows[r] as unknown[];
+      const n = Array.isArray(row) && row.length === 9 ? row[0] : undefined;
+      if (!Number.isInteger(n) || bucketOf(n as number) !== bucket || (n as number) < 1 || (r > 0 && (rows[r - 1] as number[])[0]! >= (n as number)) ||
+        (row[1] !== 'open' && row[1] !== 'archived') || typeof row[5] !== 'string' || ![2, 3, 4, 6, 7, 8].every((f) => isNumber(row[f]))) { length = -1; break; }
+      length += row[8] as number;
+    }
+    if (!body || head.version !== CACHE_VERSION || head.generation !== generation || length !== body.length) { whole = false; continue; }
+    cache.buckets.set(bucket, { generation: generation as string, rows: rows as BucketRow[], body });
+  }
+  const folders = manifest.folders as Record<Place, unknown> | undefined;
+  if (whole && folders && typeof folders === 'object') {
+    for (const place of ['open', 'archived'] as const) {
+      const f = folders[place] as { trusted?: unknown } | null;
+      if (isFolderStamp(f) && (f === null || typeof f.trusted === 'boolean')) cache.folders[place] = f as SearchCache['folders'][Place];
+    }
+  }
+  return cache;
+}
+
+/** Ticket N's row: its bucket and index there (by the rows' N order), or undefined. */
+function rowOf(cache: SearchCache, n: number): { bucket: Bucket; index: number } | undefined {
+  const bucket = cache.buckets.get(bucketOf(n));
+  if (!bucket) return undefined;
+  let low = 0;
+  let high = bucket.rows.length - 1;
+  while (low <= high) {
+    const mid = (low + high) >> 1;
+    const at = bucket.rows[mid]![0];
+    if (at === n) return { bucket, index: mid };
+    if (at < n) low = mid + 1;
+    else high = mid - 1;
+  }
+  return undefined;
+}
+
+/** Row `index` of a bucket as a ticket's text (its lines a view of the bucket's): made only for a ticket that changed. */
+function ticketAt(bucket: Bucket, index: number): TicketText {
+  if (!bucket.starts) {
+    bucket.starts = [];
+    for (let i = 0, at = 0; i < bucket.rows.length; at += bucket.rows[i++]![8]) bucket.starts.push(at);
+  }
+  const starts = bucket.starts;
+  const [, place, ino, size, mtimeMs, tail, last, records, length] = bucket.rows[index]!;
+  return { place, ino, size, mtimeMs, tail, last, records, lines: bucket.body.subarray(starts[index], starts[index]! + length) };
+}
+
+/** The buckets of the tickets in `updates` (null: gone) made again from their unchanged rows and those. */
+function rebuildBuckets(cache: SearchCache, updates: Map<number, TicketText | null>): Set<number> {
+  const changed = new Set([...updates.keys()].map(bucketOf));
+  for (const number of changed) {
+    const old = cache.buckets.get(number);
+    const tickets: Array<[number, TicketText]> = (old?.rows ?? []).flatMap((row, i): Array<[number, TicketText]> => (updates.has(row[0]) ? [] : [[row[0], ticketAt(old!, i)]]));
+    for (const [n, text] of updates) if (text && bucketOf(n) === number) tickets.push([n, text]);
+    if (!tickets.length) { cache.buckets.delete(number); continue; }
+    tickets.sort(([a], [b]) => a - b);
+    const body = Buffer.concat(tickets.map(([, t]) => t.lines));
+    const rows = tickets.map(([n, t]): BucketRow => [n, t.place, t.ino, t.size, t.mtimeMs, t.tail, t.last, t.records, t.lines.length]);
+    cache.buckets.set(number, { generation: `${unique()}${randomHex()}`, rows, body });
+  }
+  return changed;
+}
+
+/** The changed buckets, and then the manifest, written into `folder`. */
+function saveSearchCache(folder: string, cache: SearchCache, changed: Set<number>): void {
+  for (const bucket of changed) {
+    const saved = cache.buckets.get(bucket);
+    if (!saved) { try { unlinkSync(join(folder, `${bucket}.txt`)); } catch { /* none */ } continue; }
+    writeCacheFile(folder, `${bucket}.txt`, Buffer.concat([Buffer.from(`${JSON.stringify({ version: CACHE_VERSION, generation: saved.generation, tickets: saved.rows })}\n`), saved.body]));
+  }
+  const buckets = Object.fromEntries([...cache.buckets].map(([b, { generation }]) => [b, generation]));
+  writeCacheFile(folder, 'manifest.json', JSON.stringify({ version: CACHE_VERSION, folders: cache.folders, buckets }));
+}
+
+/**
+ * Where search keeps its cache: beside the list cache (.ticket-mail/search) when the state folder
+ * is ours to write; else (a maintainer in the readers' group) in that user's own cache folder,
+ * $XDG_CACHE_HOME or ~/.cache, ticket-mail/search-<digest of the tickets folder>; undefined
+ * when neither can be made (then search reads every ticket, and keeps nothing).
+ */
+function searchCacheFolder(store: Store, env: NodeJS.ProcessEnv): string | undefined {
+  const home = env.XDG_CACHE_HOME?.startsWith('/') ? env.XDG_CACHE_HOME : env.HOME?.startsWith('/') ? join(env.HOME, '.cache') : undefined;
+  let dir = store.cfg.dir;
+  try { dir = realpathSync(dir); } catch { /* as configured */ }
+  const candidates = [[store.state, join(store.state, 'search')], ...home ? [[join(home, 'ticket-mail'), join(home, 'ticket-mail', `search-${sha256(Buffer.from(dir)).slice(0, 16)}`)]] : []];
+  for (const [parent, folder] of candidates as Array<[string, string]>) {
+    try {
+      // The state folder as a delivery makes it (a folder of tickets not yet delivered to has none), by the tickets folder's owner only.
+      if (parent === store.state && statSync(store.cfg.dir).uid === process.getuid?.()) makeFolder(parent);
+      else mkdirSync(parent, { recursive: true, mode: 0o700 });
+      makeFolder(folder);
+      const st = lstatSync(folder);
+      accessSync(folder, fsc.W_OK);
+      if (st.isDirectory() && st.uid === process.getuid?.()) return folder;
+    } catch { /* the next */ }
+  }
+  return undefined;
+}
+
+/**
+ * Every ticket's text, up to date. `where`: 'save' keeps the cache on disk (the CLI);
+ * 'memory' keeps it in this process (serve), 'read' uses the disk's where valid and writes
+ * nothing (cgi: the viewer never writes into the tickets folder). Each starts from the tickets
+ * folder's own cache when it can read it.
+ */
+function ticketTexts(store: Store, where: 'save' | 'memory' | 'read', env: NodeJS.ProcessEnv): Promise<SearchCache> {
+  // One at a time per tickets folder: serve's requests share its memory, and a read may wait for postal-mime's parser.
+  const previous = searchesRunning.get(store.cfg.dir) ?? Promise.resolve();
+  const running = previous.then(() => refreshedTexts(store, where, env));
+  searchesRunning.set(store.cfg.dir, running.then(() => undefined, () => undefined));
+  return running;
+}
+const searchesRunning = new Map<string, Promise<unknown>>();
+
+async function refreshedTexts(store: Store, where: 'save' | 'memory' | 'read', env: NodeJS.ProcessEnv): Promise<SearchCache> {
+  const writeTo = where === 'save' ? searchCacheFolder(store, env) : undefined;
+  let cache = where === 'memory' ? searchMemory.get(store.cfg.dir) : undefined;
+  cache ??= loadSearchCache(writeTo ?? join(store.state, 'search'));
+  if (where === 'memory') searchMemory.set(store.cfg.dir, cache);
+  const updates = new Map<number, TicketText | null>(); // null: gone
+  const scanned = new Set<Place>();
+  const seen = new Set<number>();
+  for (const place of ['open', 'archived'] as const) {
+    const folder = place === 'open' ? store.cfg.dir : store.archived;
+    let st;
+    try { st = statSync(folder); } catch (e) { if (code(e) !== 'ENOENT') throw e; }
+    const known = cache.folders[place];
+    if (known?.trusted && st && known.ino === st.ino && known.mtimeMs === st.mtimeMs) continue;
+    scanned.add(place);
+    const readAt = Date.now();
+    let names: string[] = [];
+    try { names = readdirSync(folder); } catch (e) { if (code(e) !== 'ENOENT') throw e; }
+    let unreadable = false;
+    for (const name of names) {
+      const n = parseTicketNumber(name);
+      if (n === undefined || seen.has(n)) continue;
+      const found = rowOf(cache, n);
+      const row = found && found.bucket.rows[found.index]!;
+      // A ticket in both places is being moved: the open one counts (as the list's does).
+      if (place === 'archived' && !scanned.has('open') && row?.[1] === 'open') continue;
+      const path = store.ticketPath(n, place);
+      if (row) { // most tickets: one lstat, nothing made
+        const now = lstatSync(path, { throwIfNoEntry: false });
+        if (now && now.ino === row[2] && now.size === row[3] && now.mtimeMs === row[4]) {
+          seen.add(n);
+          if (row[1] !== place) updates.set(n, { ...ticketAt(found!.bucket, found!.index), place });
+          continue;
+        }
+      }
+      const had = found && ticketAt(found.bucket, found.index);
+      const text = await ticketText(n, path, place, had);
+      unreadable ||= text === null;
+      if (!text) continue;
+      seen.add(n);
+      if (text !== had) updates.set(n, text);
+    }
+    cache.folders[place] = st ? { ino: st.ino, mtimeMs: st.mtimeMs, trusted: !unreadable && readAt - st.mtimeMs > RACY_MS } : null;
+  }
+  if (scanned.size) {
+    for (const { rows } of cache.buckets.values()) for (const row of rows) if (!seen.has(row[0]) && scanned.has(row[1])) updates.set(row[0], null);
+  }
+  const changed = rebuildBuckets(cache, updates);
+  if (writeTo && scanned.size) {
+    try { saveSearchCache(writeTo, cache, changed); } catch { /* the cache is a convenience */ }
+  }
+  return cache;
+}
+
+/** One message found: where, when, from whom, about what, and its text around the first match (the matches marked). */
+export interface SearchResult {
+  ticket: number; message: number; state: 'open' | 'closed'; date: string; from: string; subject: string;
+  snippet: Array<{ text: string; match?: true }>;
+}
+
+/**
+ * The messages of a bucket's lines that match, added to `found`: only the lines holding the
+ * query's longest term are read. A query of one word (the usual one) is answered from the bytes:
+ * its line's numbers are read, its text is not decoded.
+ */
+function matchingLines(body: Buffer, needle: Buffer, query: Query, found: MessageLine[]): void {
+  const oneWord = query.terms.length === 1 && query.terms[0]!.field === 'any' && !UNSPACED.test(query.terms[0]!.text[0]!);
+  const datesOnly = { ...query, terms: [] };
+  /** A word starts at byte `i` of the bytes from `from` on (a byte of a longer character: that character decides). */
+  const wordAt = (i: number, from: number) => {
+    if (i === from || body[i - 1]! < 0x80) return i === from || wordStartsAfter(body[i - 1]!);
+    const before = body.toString('utf8', Math.max(from, i - 4), i);
+    return wordStartsAt(before, before.length);
+  };
+  for (let at = needle.length ? body.indexOf(needle) : 0; at >= 0 && at < body.length;) {
+    const start = body.lastIndexOf(LF, at) + 1;
+    let end = body.indexOf(LF, at);
+    if (end < 0) end = body.length;
+    let line: MessageLine | undefined;
+    if (oneWord) {
+      let numbersEnd = start;
+      for (let tabs = 0; tabs < LINE_NUMBERS && numbersEnd >= 0; tabs++) numbersEnd = body.indexOf(0x09, numbersEnd) + 1 || -1;
+      let word = numbersEnd > 0 && numbersEnd <= end ? at : -1;
+      // An occurrence in the numbers, or inside a word, is none: the next one in this line may be.
+      while (word >= 0 && word < end && (word < numbersEnd || !wordAt(word, numbersEnd))) word = body.indexOf(needle, word + 1);
+      if (word >= 0 && word < end) line = matchedLine(body.toString('latin1', start, numbersEnd), datesOnly);
+    } else line = matchedLine(body.toString('utf8', start, end), query);
+    if (line) found.push(line);
+    at = needle.length ? body.indexOf(needle, end + 1) : end + 1;
+  }
+}
+
+/** The snippet's width around the first match, in characters. */
+const SNIPPET = 160;
+
+/**
+ * `text` around its first match of any of `terms` (or its start), one line, SNIPPET characters
+ * at most, each match marked. Folded character by character, with the place each folded
+ * character came from, so that the marks fall on the text as written.
+ */
+export function snippet(text: string, terms: string[]): SearchResult['snippet'] {
+  let folded = '';
+  const origin: number[] = [];
+  for (let i = 0; i < text.length;) {
+    const c = text.codePointAt(i)!;
+    const width = c > 0xffff ? 2 : 1;
+    const f = c < 0x80 ? (c <= 0x20 || c === 0x7f ? ' ' : String.fromCharCode(c >= 0x41 && c <= 0x5a ? c + 32 : c)) : foldText(String.fromCodePoint(c));
+    if (!(f === ' ' && folded.endsWith(' '))) { folded += f; for (let u = 0; u < f.length; u++) origin.push(i); }
+    i += width;
+  }
+  origin.push(text.length);
+  const matches: Array<[number, number]> = [];
+  for (const term of terms) {
+    for (let i = termAt(folded, term); i >= 0; i = termAt(folded, term, i + term.length)) matches.push([origin[i]!, origin[i + term.length]!]);
+  }
+  matches.sort((a, b) => a[0] - b[0]);
+  const first = matches[0]?.[0] ?? 0;
+  let from = Math.max(0, first - SNIPPET / 3);
+  while (from > 0 && from < text.length && /\S/.test(text[from - 1]!) && first - from < SNIPPET / 2) from--; // to a word's start
+  if (/[\udc00-\udfff]/.test(text[from] ?? '')) from++;
+  let to = Math.min(text.length, from + SNIPPET);
+  if (/[\udc00-\udfff]/.test(text[to] ?? '')) to++;
+  const pieces: SearchResult['snippet'] = [];
+  const add = (a: number, b: number, match?: true) => {
+    const piece = text.slice(a, b).replace(/[\s\x00-\x1f\x7f-\x9f]+/g, ' ');
+    if (piece) pieces.push(match ? { text: piece, match } : { text: piece });
+  };
+  let at = from;
+  for (const [a, b] of matches) {
+    if (a < at || a >= to) continue;
+    add(at, a);
+    add(a, Math.min(b, to), true);
+    at = Math.min(b, to);
+  }
+  add(at, to);
+  if (from > 0) pieces.unshift({ text: '…' });
+  if (to < text.length) pieces.push({ text: '…' });
+  return pieces;
+}
+
+export interface SearchOptions {
+  /** 'save': the CLI (a cache on disk); 'memory': serve; 'read': cgi (the disk's cache, nothing written). */
+  cache: 'save' | 'memory' | 'read';
+  limit: number;
+  env?: NodeJS.ProcessEnv;
+}
+
+/**
+ * The messages matching `query`, newest first: all of them counted, the first `limit` read
+ * again from their mbox for their sender, subject and snippet. QueryError for a query this
+ * cannot answer.
+ */
+export async function searchTickets(store: Store, query: Query, options: SearchOptions): Promise<{ total: number; results: SearchResult[] }> {
+  // is:waiting: the list's facts (its cache written only where search writes its own).
+  const waiting = query.is.has('waiting')
+    ? new Set(listTickets(store, 'open', options.cache === 'save').filter((r) => r.waiting === 'us').map((r) => r.ticket)) : undefined;
+  const cache = await ticketTexts(store, options.cache, options.env ?? process.env);
+  const found: Array<{ n: number; place: Place; line: MessageLine }> = [];
+  const needle = Buffer.from(query.terms.reduce<string>((a, t) => (t.text.length > a.length ? t.text : a), ''));
+  for (const [number, bucket] of cache.buckets) {
+    if (query.ticket !== undefined && bucketOf(query.ticket) !== number) continue;
+    const lines: MessageLine[] = [];
+    matchingLines(bucket.body, needle, query, lines);
+    for (const line of lines) {
+      const row = rowOf(cache, line.n);
+      const place = row && row.bucket.rows[row.index]![1];
+      if (!place || (query.ticket !== undefined && line.n !== query.ticket)) continue;
+      if ((query.is.has('open') && place !== 'open') || (query.is.has('closed') && place !== 'archived')) continue;
+      if (waiting && !waiting.has(line.n)) continue;
+      found.push({ n: line.n, place, line });
+    }
+  }
+  found.sort((a, b) => b.line.time - a.line.time || b.n - a.n || b.line.k - a.line.k);
+  const shownTerms = query.terms.filter((t) => t.field === 'any' || t.field === 'body').map((t) => t.text);
+  const results: SearchResult[] = [];
+  for (const { n, place, line } of found.slice(0, options.limit)) {
+    const result: SearchResult = { ticket: n, message: line.k, state: place === 'open' ? 'open' : 'closed', date: new Date(line.time).toISOString(), from: '', subject: '', snippet: [] };
+    let fd;
+    try { fd = openSync(store.ticketPath(n, place), fsc.O_RDONLY | fsc.O_NOFOLLOW); } catch { results.push(result); continue; } // moved meanwhile
+    try {
+      const record = mboxRecordAt(fd, line.start, line.end);
+      if (record) {
+        const head = parseHead(record.message.first.subarray(0, headEnd(record.message.first)).toString('utf8'));
+        result.from = shownMailboxes(head && field(head, 'from'), oneLine)[0] ?? '';
+        result.subject = head ? oneLine(decodedSubject(head), 200) : '';
+        result.snippet = snippet((await messageText(record.message).catch(() => ({ text: '' }))).text, shownTerms);
+      }
+    } finally { closeSync(fd); }
+    results.push(result);
+  }
+  return { total: found.length, results };
+}
+
+// ---------------------------------------------------------------------------------------
 // The installation: what `setup` writes and what `exim-config` / `postfix-config` print
 // ---------------------------------------------------------------------------------------
 
@@ -4619,7 +5231,8 @@ function tool(run: (cfg: Config, ...args: any[]) => unknown, as: 'owner' | 'call
     try {
       const cfg = configFrom(as === 'setup');
       if (as === 'owner') await actAsOwner(cfg);
-      process.exitCode = (await run(cfg, ...args)) === false ? 1 : 0;
+      const done = await run(cfg, ...args);
+      process.exitCode = typeof done === 'number' ? done : done === false ? 1 : 0;
     } catch (e) {
       const { path, syscall } = (e ?? {}) as NodeJS.ErrnoException;
       warn(e instanceof Error && !(e as NodeJS.ErrnoException).code ? e.message : `error: ${reason(e)}${path ? ` (${syscall ? `${syscall} ` : ''}${path})` : ''}`);
@@ -5284,6 +5897,32 @@ export function plainCgi(args: string[]): Record<string, string[]> | undefined {
   return plain && rest.length === 1 && rest[0] === 'cgi' ? values : undefined;
 }
 
+/** `search`: exit 0 with matches, 1 without (as grep), 2 for a query that cannot be run. */
+async function runSearch(cfg: Config, words: unknown, options: Record<string, unknown>): Promise<number> {
+  const limit = options.limit === undefined ? 20 : Number(typed.limit?.at(-1)); // a screenful: each result costs a read of its message
+  let found;
+  try {
+    if (!Number.isSafeInteger(limit) || limit < 1) throw new QueryError('--limit wants a number of results, 1 or more');
+    found = await searchTickets(new Store(cfg), parseQuery((words as string[]).join(' ')), { cache: 'save', limit });
+  } catch (e) {
+    if (!(e instanceof QueryError)) throw e;
+    warn(`bad query: ${e.message}`);
+    return 2;
+  }
+  if (options.json) printJson(found);
+  else {
+    const lines = table(['#', 'MSG', 'DATE', 'FROM', 'SUBJECT'], found.results.map((r) => [
+      String(r.ticket), String(r.message), ago(r.date), headerSafe(r.from, 60), headerSafe(r.subject, 100)])).split('\n');
+    if (found.results.length) print(`${lines[0]}\n`);
+    for (const [i, r] of found.results.entries()) {
+      print(`${lines[i + 1]}\n    ${r.snippet.map((p) => (p.match ? colour(31, visible(p.text)) : visible(p.text))).join('')}\n`);
+    }
+    if (found.total > found.results.length) print(`${found.total - found.results.length} more (--limit ${found.total})\n`);
+  }
+  if (!found.total) warn('no message matches');
+  return found.total ? 0 : 1;
+}
+
 /** One CGI page; then the code cache of the modules it compiled (the viewer, the MIME parser), for the next page. */
 async function runCgi(cfg: Config, saveCaches?: (withCore?: boolean) => void): Promise<void> {
   await (await import('./viewer.ts')).cgi(cfg);
@@ -5324,6 +5963,8 @@ export async function main(argv: string[], saveCaches?: (withCore?: boolean) => 
     .action(tool(runList));
   cli.command('stats', 'The numbers: open and closed, per week over the last half year, times to first answer and to close, the oldest and longest waiting')
     .option('--json', 'JSON for scripts').action(tool(runStats));
+  cli.command('search <...query>', 'Messages matching words, "phrases", from: to: subject: body: file:, is:open|closed|waiting, before:/after: YYYY-MM-DD, ticket:N; newest first')
+    .option('--limit <n>', 'Show this many, newest first (default: 20)').option('--json', 'JSON for scripts').action(tool(runSearch));
   cli.command('show <ticket>', 'Show a ticket\'s thread and the path of its mbox').option('--json', 'JSON for scripts').action(tool(runShow));
   envelopeOptions(cli.command('route', 'Dry run: print what delivering the message on stdin would do; writes nothing'))
     .option('--json', 'JSON for scripts').action(tool(runRoute));

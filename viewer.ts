@@ -21,8 +21,8 @@ import { closeSync, fstatSync, openSync, readFileSync, readSync, statSync, const
 import type { IncomingMessage, ServerResponse } from 'node:http';
 import {
   type Config, type Message, type TicketRow, MessageIndex, Store, decodedSubject, field, headEnd, headerSafe, listTickets,
-  mboxRecordAt, mboxStarts, messageIds, messageText, mimeValue, outlineParts, parseHead, oneLine, parseTicketNumber, readCloses, sha256, shownMailboxes,
-  shortDuration, ticketStats, visible, waitingOnUs,
+  mboxRecordAt, mboxStarts, messageIds, messageText, mimeValue, outlineParts, parseHead, oneLine, parseQuery, parseTicketNumber, QueryError,
+  readCloses, searchTickets, sha256, shortDuration, shownMailboxes, ticketStats, visible, waitingOnUs,
 } from './ticket.ts';
 
 /** node:crypto, loaded only where a secret is checked or made: a CGI page never needs it (its load is ~5 ms of each page). */
@@ -49,7 +49,7 @@ export interface Request {
 
 export type Body = string | Buffer | AsyncIterable<Buffer | string>;
 /** `release`: called once the body is written or dropped (it closes the ticket a streamed body reads). */
-export interface Reply { status: number; headers: Record<string, string>; body?: Body; release?: () => void }
+export interface Reply { status: number; headers: Record<string, string>; body?: Body; release?: () => void; searchForm?: true }
 
 /** Who may read (checked once, before routing: the feed and the mbox included). */
 export type Access =
@@ -74,6 +74,11 @@ const SECURITY_HEADERS = {
   'Cross-Origin-Resource-Policy': 'same-origin',
   'X-Frame-Options': 'DENY',
 };
+/**
+ * A page with the search box may send its form to the viewer itself, and only there (a GET to
+ * /?q=); every other page keeps form-action 'none' (doc/viewer.md: why).
+ */
+const SEARCH_FORM_CSP = SECURITY_HEADERS['Content-Security-Policy'].replace("form-action 'none'", "form-action 'self'");
 
 const STATUS_TEXT: Record<number, string> = {
   200: 'OK', 300: 'Multiple Choices', 301: 'Moved Permanently', 302: 'Found', 303: 'See Other', 400: 'Bad Request',
@@ -122,6 +127,7 @@ pre{font:14px/1.4 ui-monospace,monospace;white-space:pre-wrap;overflow-wrap:anyw
 ul.files{margin:.5rem 0;padding-left:1.25rem}.pages{display:flex;gap:1rem;margin:1rem 0}
 figure{margin:1.5rem 0}figcaption{font-weight:600}svg.chart{width:100%;max-width:42rem;height:auto}.chart text{fill:var(--dim);font-size:10px}
 .chart .opened{fill:var(--link)}.chart .closed{fill:var(--quote)}.chart .backlog{fill:var(--dim)}.chart line{stroke:var(--line)}
+form[role=search]{display:flex;gap:.5rem;margin:1rem 0}form[role=search] input{flex:1;font:inherit}ol.found li{margin:.75rem 0}ol.found p{margin:.2rem 0}
 `;
 
 /** A page: semantic, one stylesheet, a viewport for phones, nothing else loaded. */
@@ -257,12 +263,13 @@ function ticketList(viewer: Viewer, which: 'open' | 'closed' | 'waiting', after:
   const next = which === 'open' ? '/?after=' : which === 'waiting' ? '/?waiting=1&after=' : '/archived/?after=';
   const title = which === 'open' ? 'Open tickets' : which === 'waiting' ? 'Waiting on us' : 'Closed tickets';
   const none = which === 'waiting' ? 'No ticket waits on us' : `No ${which} tickets`;
-  return page(viewer, title, html`<h1>${title}</h1>
+  return withSearchForm(page(viewer, title, html`<h1>${title}</h1>
+${searchForm(viewer, '')}
 ${which === 'waiting' ? html`<p>Open tickets whose last word is not ours (an admin's, or from one of our addresses), the longest wait first.</p>` : false}
 ${shown.length ? html`<table><thead><tr><th class="n">#</th><th>Subject</th><th>Submitter</th><th class="n">Messages</th><th>Last activity</th><th>State</th><th>Waiting</th></tr></thead><tbody>
 ${shown.map((r) => html`<tr><td class="n"><a href="${viewer.base}/${r.ticket}/">${r.ticket}</a></td><td><a href="${viewer.base}/${r.ticket}/">${mailValue(r.subject || '(no subject)')}</a></td><td>${mailValue(r.submitter)}</td><td class="n">${r.messages}</td><td>${shownDate(Date.parse(r.lastActivity))}</td><td>${r.state}</td><td>${waitingCell(r)}</td></tr>
 `)}</tbody></table>` : html`<p>${none}${cursor ? ' after these' : ''}.</p>`}
-${more ? html`<p class="pages"><a rel="next" href="${viewer.base}${next}${sortKey(last).join('-')}">${which === 'waiting' ? 'Shorter waits' : 'Older activity'}</a></p>` : false}`);
+${more ? html`<p class="pages"><a rel="next" href="${viewer.base}${next}${sortKey(last).join('-')}">${which === 'waiting' ? 'Shorter waits' : 'Older activity'}</a></p>` : false}`));
 }
 
 /**
@@ -314,6 +321,41 @@ ${stats.oldestOpen.map((r) => html`<tr><td class="n">${link(r.ticket)}</td><td>$
 ${stats.longestWaits.length ? html`<table><thead><tr><th class="n">#</th><th>Subject</th><th>Submitter</th><th>Waiting since</th><th class="n">Waited</th></tr></thead><tbody>
 ${stats.longestWaits.map((r) => html`<tr><td class="n">${link(r.ticket)}</td><td>${mailValue(r.subject || '(no subject)')}</td><td>${mailValue(r.submitter)}</td><td>${shownDate(Date.parse(r.waitingSince))}</td><td class="n">${shortDuration(r.waitedSeconds * 1000)}</td></tr>
 `)}</tbody></table>` : html`<p>No ticket waits on us.</p>`}`);
+}
+
+/** The search box: a GET form to the viewer's /?q= (the pages that carry it allow that form: withSearchForm). */
+const searchForm = (viewer: Viewer, query: string) => html`<form role="search" method="get" action="${viewer.base}/">
+<input type="search" name="q" value="${query}" maxlength="1000" aria-label="Search messages" placeholder="words, &quot;a phrase&quot;, from: subject: is:open before:2026-01-31">
+<button type="submit">Search</button></form>`;
+const withSearchForm = (reply: Reply): Reply => ({ ...reply, searchForm: true });
+
+const SEARCH_RESULTS = 50;
+
+/**
+ * /?q=: the messages matching a query, newest first, each linked to its place in its ticket and
+ * shown with its snippet, the matches marked. serve keeps what it extracted in memory; a CGI
+ * page reads the cache the CLI keeps where it can, and writes nothing.
+ */
+async function searchPage(viewer: Viewer, q: string): Promise<Reply> {
+  let found;
+  let error = '';
+  try {
+    found = await searchTickets(viewer.store, parseQuery(q), { cache: viewer.access.kind === 'web-server' ? 'read' : 'memory', limit: SEARCH_RESULTS });
+  } catch (e) {
+    if (!(e instanceof QueryError)) throw e;
+    error = e.message;
+  }
+  const b = viewer.base;
+  const asked = q.slice(0, 1000); // a query too long to run is not repeated whole
+  const body = html`<h1>Search</h1>
+${searchForm(viewer, asked)}
+${error ? html`<p role="alert">Bad query: ${error}</p>` : !found!.total ? html`<p>No message matches.</p>` : html`<p class="dim">${found!.total} message${found!.total === 1 ? '' : 's'} match${found!.total === 1 ? 'es' : ''}${found!.total > found!.results.length ? `; the newest ${found!.results.length} are shown` : ''}.</p>
+<ol class="found">
+${found!.results.map((r) => html`<li><a href="${b}/${r.ticket}/${pageQuery(pageOf(r.message))}#${r.message}">#${r.ticket}, message ${r.message}: ${mailValue(r.subject || '(no subject)')}</a>
+<p class="dim">${mailValue(r.from || '(no sender)')} · ${shownDate(Date.parse(r.date))} · ${r.state}</p>
+<p>${r.snippet.map((p) => (p.match ? html`<mark>${p.text}</mark>` : html`${p.text}`))}</p></li>
+`)}</ol>`}`;
+  return withSearchForm(page(viewer, `Search: ${asked.slice(0, 100)}`, body, error ? 400 : 200));
 }
 
 /** The From_, our note and the head of a record, parsed. */
@@ -911,7 +953,7 @@ async function refusal(viewer: Viewer, req: Request, path: string, query: URLSea
 const N = '([1-9][0-9]{0,8})';        // a ticket number, as parseTicketNumber takes it
 const K = '([1-9][0-9]{0,5})';        // a message's position
 const ROUTES: Array<[RegExp, (viewer: Viewer, m: RegExpExecArray, query: URLSearchParams) => Reply | Promise<Reply>]> = [
-  [/^\/$/, (v, _, q) => ticketList(v, q.get('waiting') === '1' ? 'waiting' : 'open', q.get('after') ?? undefined)],
+  [/^\/$/, (v, _, q) => (q.has('q') ? searchPage(v, q.get('q')!) : ticketList(v, q.get('waiting') === '1' ? 'waiting' : 'open', q.get('after') ?? undefined))],
   [/^\/archived\/$/, (v, _, q) => ticketList(v, 'closed', q.get('after') ?? undefined)],
   [/^\/stats$/, (v) => statsPage(v)],
   [/^\/style\.css$/, () => ({ status: 200, headers: { 'Content-Type': 'text/css; charset=utf-8' }, body: STYLE })],
@@ -934,6 +976,8 @@ export async function handle(viewer: Viewer, req: Request): Promise<Reply> {
     return page(viewer, 'Error', html`<h1>Something went wrong</h1><p>The error is in the server's log.</p>`, 500);
   });
   reply.headers = { ...reply.headers, ...SECURITY_HEADERS };
+  if (reply.searchForm) reply.headers['Content-Security-Policy'] = SEARCH_FORM_CSP;
+  delete reply.searchForm;
   if (req.method === 'HEAD') {
     delete reply.body;
     reply.release?.();
