@@ -204,13 +204,21 @@ describe.skipIf(!!browserMissing)('the history viewer in a real browser, over an
   async function domProblems(page: Page): Promise<string[]> {
     return page.evaluate(`(() => {
       const tags = new Set(['HTML','HEAD','META','TITLE','LINK','BODY','NAV','A','MAIN','H1','H2','P','TABLE','THEAD','TBODY','TR','TH','TD',
-        'BDI','ARTICLE','SPAN','DL','DT','DD','PRE','DETAILS','SUMMARY','UL','LI']);
-      const attributes = new Set(['href','rel','id','class','lang','charset','name','content','type','title','aria-label']);
+        'BDI','ARTICLE','SPAN','DL','DT','DD','PRE','DETAILS','SUMMARY','UL','LI','FORM','INPUT','BUTTON']);
+      const attributes = new Set(['href','rel','id','class','lang','charset','name','content','type','title','aria-label',
+        'role','method','action','value','maxlength','placeholder']);
       const problems = [];
       for (const element of document.querySelectorAll('*')) {
         if (!tags.has(element.tagName)) problems.push('element ' + element.tagName);
         for (const a of element.attributes) if (!attributes.has(a.name)) problems.push('attribute ' + element.tagName + ' ' + a.name + '=' + a.value);
         if (element.tagName === 'META' && element.hasAttribute('http-equiv')) problems.push('meta http-equiv');
+      }
+      // The one form a page may have is the viewer's search box: a GET to its own list.
+      const forms = document.querySelectorAll('form');
+      if (forms.length > 1) problems.push(forms.length + ' forms');
+      for (const form of forms) {
+        const url = new URL(form.getAttribute('action'), location.href);
+        if (url.origin !== location.origin || form.getAttribute('method') !== 'get' || form.getAttribute('role') !== 'search') problems.push('form ' + url.href);
       }
       for (const link of document.querySelectorAll('[href]')) {
         const url = new URL(link.getAttribute('href'), location.href);
