@@ -33,7 +33,7 @@ import {
   constants as fsc,
 } from 'node:fs';
 import { hostname, tmpdir } from 'node:os';
-import { join } from 'node:path';
+import { dirname, join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { addressParser, decodeWords } from 'postal-mime';
 
@@ -4465,15 +4465,19 @@ function saveSearchCache(folder: string, cache: SearchCache, changed: Set<number
  * when neither can be made (then search reads every ticket, and keeps nothing).
  */
 function searchCacheFolder(store: Store, env: NodeJS.ProcessEnv): string | undefined {
-  const home = env.XDG_CACHE_HOME?.startsWith('/') ? env.XDG_CACHE_HOME : env.HOME?.startsWith('/') ? join(env.HOME, '.cache') : undefined;
+  // The user's cache folder, made below a folder that exists already (XDG_CACHE_HOME's parent, or
+  // HOME): a made-up or absent HOME (nobody's /nonexistent) is never made, as root least of all.
+  const [home, below] = env.XDG_CACHE_HOME?.startsWith('/') ? [env.XDG_CACHE_HOME, dirname(env.XDG_CACHE_HOME)]
+    : env.HOME?.startsWith('/') ? [join(env.HOME, '.cache'), env.HOME] : [];
   let dir = store.cfg.dir;
   try { dir = realpathSync(dir); } catch { /* as configured */ }
   const candidates = [[store.state, join(store.state, 'search')], ...home ? [[join(home, 'ticket-mail'), join(home, 'ticket-mail', `search-${sha256(Buffer.from(dir)).slice(0, 16)}`)]] : []];
   for (const [parent, folder] of candidates as Array<[string, string]>) {
     try {
       // The state folder as a delivery makes it (a folder of tickets not yet delivered to has none), by the tickets folder's owner only.
-      if (parent === store.state && statSync(store.cfg.dir).uid === process.getuid?.()) makeFolder(parent);
-      else mkdirSync(parent, { recursive: true, mode: 0o700 });
+      if (parent === store.state) {
+        if (statSync(store.cfg.dir).uid === process.getuid?.()) makeFolder(parent);
+      } else if (statSync(below!).isDirectory()) mkdirSync(parent, { recursive: true, mode: 0o700 });
       makeFolder(folder);
       const st = lstatSync(folder);
       accessSync(folder, fsc.W_OK);

@@ -282,7 +282,9 @@ describe('search: the cache', { timeout: 120_000 }, () => {
       () => writeFileSync(join(folder, '0.txt'), 'garbage\n\u0000\u0001'),
       () => { rmSync(join(folder, '0.txt')); symlinkSync(outside, join(folder, '0.txt')); },
       () => writeFileSync(join(folder, 'manifest.json'), '{"version":"ticket-mail search cache 1","buckets":{"0":"forged"},"trusted":true,"folders":{"open":null,"archived":null}}'),
-      () => { rmSync(join(folder, 'manifest.json')); symlinkSync('/etc/passwd', join(folder, 'manifest.json')); },
+      // A link to a file of the machine's, here a stand-in: a test must never aim at /etc/passwd (a
+      // mutation that wrote through this link once replaced the machine's own).
+      () => { rmSync(join(folder, 'manifest.json')); symlinkSync(outside, join(folder, 'manifest.json')); },
       () => { rmSync(folder, { recursive: true }); writeFileSync(folder, 'a file where the folder was'); },
     ]) {
       spoil();
@@ -302,7 +304,11 @@ describe('search: the cache', { timeout: 120_000 }, () => {
     expect(own).toMatch(/^search-[0-9a-f]{16}$/);
     expect(lstatSync(join(xdg, 'ticket-mail', own!)).mode & 0o777).toBe(0o700);
     expect(readdirSync(join(xdg, 'ticket-mail', own!)).sort()).toEqual(['0.txt', 'manifest.json']);
-    expect(t.json(['printer'], { XDG_CACHE_HOME: '', HOME: '/nonexistent/home' }).total).toBe(1);
+    const absentHome = join(t.dir, 'nonexistent', 'home');
+    expect(t.json(['printer'], { XDG_CACHE_HOME: '', HOME: absentHome }).total).toBe(1);
+    expect(existsSync(join(t.dir, 'nonexistent'))).toBe(false); // a HOME that is not there is not made
+    expect(t.json(['printer'], { XDG_CACHE_HOME: join(t.dir, 'nonexistent', 'xdg'), HOME: '' }).total).toBe(1);
+    expect(existsSync(join(t.dir, 'nonexistent'))).toBe(false);
     mkdirSync(join(t.dir, 'ro'), { mode: 0o500 });
     expect(t.json(['printer'], { XDG_CACHE_HOME: join(t.dir, 'ro', 'x', 'y'), HOME: '' }).total).toBe(1);
   });
