@@ -118,8 +118,8 @@ const modules = {
     // Everything ticket.ts exports: main for the loader, the readers for the viewer.
     stdin: { contents: "export * from './ticket.ts';", resolveDir: '.', loader: 'ts' },
     plugins: [lazyOutside],
-    // import.meta.url only decides whether ticket.ts runs as a script; here the loader calls main.
-    define: { TICKET_MAIL_VERSION: JSON.stringify(version), 'import.meta.url': 'undefined' },
+    // import.meta only decides whether ticket.ts runs as a script; here the loader calls main.
+    define: { TICKET_MAIL_VERSION: JSON.stringify(version), 'import.meta.url': 'undefined', 'import.meta.main': 'undefined' },
   }),
 };
 for (const [name, contents] of Object.entries(LAZY)) {
