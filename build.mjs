@@ -142,7 +142,9 @@ function load(source, BUILD, LAZY) {
     if (process.env.XDG_CACHE_HOME) return process.env.XDG_CACHE_HOME;
     try { const home = require('node:os').homedir(); return home ? `${home}/.cache` : undefined; } catch { return undefined; }
   };
-  const dir = cacheHome()?.concat('/ticket-mail');
+  // Under Bun (bun dist/ticket-mail.cjs) there is none: its vm.Script makes a cache, but a start
+  // with it costs what one without does (measured). Bun's precompiled form is build-bun.mjs's.
+  const dir = process.versions.bun ? undefined : cacheHome()?.concat('/ticket-mail');
   const ours = (stat) => stat.uid === process.getuid?.() && (stat.mode & 0o022) === 0;
   const loaded = {};
   const unsaved = [];
