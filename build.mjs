@@ -2,7 +2,8 @@
 // npm run build: ticket.ts becomes
 //   dist/ticket-mail.cjs       one self-contained file (every dependency inlined), to copy onto a server;
 //   dist/bin/ticket-mail.cjs   the npm bin: the same loader, reading its modules from dist/bin/*.js;
-//   dist/ticket-mail.1         the man page, from the built program's --help.
+//   dist/ticket-mail.1         the man page, from the built program's --help;
+//   dist/bun/                  when Bun is at hand, the Bun builds (build-bun.mjs; with --exe, the executable).
 //
 // Why this shape: start-up is the cost of every delivery, and most of it is V8 reading and
 // compiling JavaScript, not running it.
@@ -271,3 +272,6 @@ ${[['DIR/.ticket-mail/log', 'the audit log, one line per delivery (rotated by /e
   .map(([file, what]) => item(file, what)).join('')}.SH SEE ALSO
 \\fBmutt\\fR(1), \\fBexim4\\fR(8), \\fBpostfix\\fR(1), \\fBlogrotate\\fR(8); README.md of the package.
 `);
+
+// The Bun builds, from dist/bin's modules (build-bun.mjs: it says how when there is no Bun).
+execFileSync(process.execPath, ['build-bun.mjs', ...process.argv.slice(2)], { stdio: 'inherit' });
