@@ -146,6 +146,8 @@ if (section('bun')) {
       deliver(program, dir, 'ticket-1@tickets.example')();
       compare(`${what}: append vs node -e ''`, targets.node, nodeEmpty, deliver(program, dir, 'ticket-1@tickets.example'));
       compare(`${what}: append vs bun -e 'void 0'`, targets.bun, bunEmpty, deliver(program, dir, 'ticket-1@tickets.example'));
+      compare(`${what}: append vs node dist/ticket-mail.cjs`, undefined, deliver([process.execPath, FILE], dir, 'ticket-1@tickets.example'),
+        deliver(program, dir, 'ticket-1@tickets.example'));
       const newTicket = deliver(program, dir, 'submit@tickets.example', ['--admin', 'max@tickets.example']);
       compare(`${what}: new ticket + ack + notification vs node -e ''`, undefined, nodeEmpty, newTicket);
       compare(`${what}: new ticket + ack + notification vs bun -e 'void 0'`, undefined, bunEmpty, newTicket);
