@@ -325,6 +325,24 @@ describe('what a Bun build loads and reads', () => {
     expect(cacheOf(builds(bunPath).executable)).toBe(0);
   });
 
+  it('delivers from the source when the bytecode file is damaged or missing', (ctx) => {
+    const bunPath = needsBun(ctx);
+    const work = tempDir('tm-bun-jsc-');
+    const dir = join(work, 'tickets');
+    const env = { ...PRIVATE_ENV, HOME: work };
+    for (const damage of ['flipped', 'missing']) {
+      const copy = join(work, damage);
+      mkdirSync(copy);
+      cpSync(join(built, 'ticket-mail.js'), join(copy, 'ticket-mail.js'));
+      const bytecode = readFileSync(join(built, 'ticket-mail.js.jsc'));
+      if (damage === 'flipped') writeFileSync(join(copy, 'ticket-mail.js.jsc'), bytecode.map((b, i) => (i >= 8 && i < 24 ? b ^ 0xff : b)));
+      const message = mail({ id: `${damage}@customer.example` });
+      expect(runWith([bunPath, join(copy, 'ticket-mail.js')], ['--dir', dir, '--recipient', 'submit@tickets.example', '--sender', 'a@b.example'], message, env))
+        .toEqual({ status: 0, stdout: '', stderr: '' });
+      expect(stored(join(dir, damage === 'flipped' ? '1' : '2')).map(String)).toEqual([message]);
+    }
+  });
+
   it('the executable reads no .env from the folder it runs in (bun itself would)', (ctx) => {
     const programs = builds(needsBun(ctx));
     const cwd = tempDir('tm-bun-env-');
