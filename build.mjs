@@ -2,7 +2,8 @@
 // npm run build: ticket.ts becomes
 //   dist/ticket-mail.cjs       one self-contained file (every dependency inlined), to copy onto a server;
 //   dist/bin/ticket-mail.cjs   the npm bin: the same loader, reading its modules from dist/bin/*.js;
-//   dist/ticket-mail.1         the man page, from the built program's --help.
+//   dist/ticket-mail.1         the man page, from the built program's --help;
+//   dist/bun/                  when Bun is at hand, the Bun builds (build-bun.mjs; with --exe, the executable).
 //
 // Why this shape: start-up is the cost of every delivery, and most of it is V8 reading and
 // compiling JavaScript, not running it.
@@ -118,8 +119,8 @@ const modules = {
     // Everything ticket.ts exports: main for the loader, the readers for the viewer.
     stdin: { contents: "export * from './ticket.ts';", resolveDir: '.', loader: 'ts' },
     plugins: [lazyOutside],
-    // import.meta.url only decides whether ticket.ts runs as a script; here the loader calls main.
-    define: { TICKET_MAIL_VERSION: JSON.stringify(version), 'import.meta.url': 'undefined' },
+    // import.meta only decides whether ticket.ts runs as a script; here the loader calls main.
+    define: { TICKET_MAIL_VERSION: JSON.stringify(version), 'import.meta.url': 'undefined', 'import.meta.main': 'undefined' },
   }),
 };
 for (const [name, contents] of Object.entries(LAZY)) {
@@ -142,7 +143,9 @@ function load(source, BUILD, LAZY) {
     if (process.env.XDG_CACHE_HOME) return process.env.XDG_CACHE_HOME;
     try { const home = require('node:os').homedir(); return home ? `${home}/.cache` : undefined; } catch { return undefined; }
   };
-  const dir = cacheHome()?.concat('/ticket-mail');
+  // Under Bun (bun dist/ticket-mail.cjs) there is none: its vm.Script makes a cache, but a start
+  // with it costs what one without does (measured). Bun's precompiled form is build-bun.mjs's.
+  const dir = process.versions.bun ? undefined : cacheHome()?.concat('/ticket-mail');
   const ours = (stat) => stat.uid === process.getuid?.() && (stat.mode & 0o022) === 0;
   const loaded = {};
   const unsaved = [];
@@ -269,3 +272,6 @@ ${[['DIR/.ticket-mail/log', 'the audit log, one line per delivery (rotated by /e
   .map(([file, what]) => item(file, what)).join('')}.SH SEE ALSO
 \\fBmutt\\fR(1), \\fBexim4\\fR(8), \\fBpostfix\\fR(1), \\fBlogrotate\\fR(8); README.md of the package.
 `);
+
+// The Bun builds, from dist/bin's modules (build-bun.mjs: it says how when there is no Bun).
+execFileSync(process.execPath, ['build-bun.mjs', ...process.argv.slice(2)], { stdio: 'inherit' });

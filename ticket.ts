@@ -6021,6 +6021,12 @@ export async function main(argv: string[], saveCaches?: (withCore?: boolean) => 
   }
 }
 
-// Run as a script (bun ticket.ts). The built file has no import.meta.url: its loader calls main.
-const entry = process.argv[1];
-if (import.meta.url && entry && realpathSync(entry) === fileURLToPath(import.meta.url)) void main(process.argv);
+// Run as a script (bun ticket.ts). Bun says so itself (import.meta.main), also in a program
+// compiled by bun build --compile, whose argv[1] is a virtual path (/$bunfs/...) no realpath
+// resolves; Node 20 has no import.meta.main, so there argv[1] tells. The built file has no
+// import.meta.url: its loader calls main.
+const isScript = () => {
+  const entry = process.argv[1];
+  return (import.meta as { main?: boolean }).main ?? (entry !== undefined && realpathSync(entry) === fileURLToPath(import.meta.url));
+};
+if (import.meta.url && isScript()) void main(process.argv);

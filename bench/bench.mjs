@@ -133,6 +133,26 @@ if (section('bun')) {
     compare('Bun: append, bun ticket.ts vs bun -e \'void 0\'', undefined, bunEmpty, deliver([bun, join(ROOT, 'ticket.ts')], dir, 'ticket-1@tickets.example'));
     compare('Bun: new ticket + ack + notification vs bun -e \'void 0\'', undefined, bunEmpty,
       deliver([bun, join(ROOT, 'ticket.ts')], dir, 'submit@tickets.example', ['--admin', 'max@tickets.example']));
+    // The Bun builds (build-bun.mjs), side by side: the bytecode file and the executable, each
+    // against Node's and Bun's empty start. Built outside the run's folder in /tmp: Bun reads every
+    // folder above the script it starts, and a big /tmp (30,000 entries) costs a start tens of ms.
+    const built = join(ROOT, 'node_modules', '.cache', 'ticket-mail-bench', 'bun');
+    const made = spawnSync(process.execPath, [join(ROOT, 'build-bun.mjs'), '--exe', '--out', built], { cwd: ROOT, env: { ...process.env, BUN: bun }, stdio: ['ignore', 'ignore', 'inherit'] });
+    if (made.status !== 0) throw new Error('build-bun.mjs failed');
+    for (const [what, program, targets] of [
+      ['Bun bytecode (bun ticket-mail.js)', [bun, join(built, 'ticket-mail.js')], { node: 0.6 }],
+      ['the executable (bun build --compile)', [join(built, 'ticket-mail')], { node: 0.4, bun: 2 }],
+    ]) {
+      deliver(program, dir, 'ticket-1@tickets.example')();
+      compare(`${what}: append vs node -e ''`, targets.node, nodeEmpty, deliver(program, dir, 'ticket-1@tickets.example'));
+      compare(`${what}: append vs bun -e 'void 0'`, targets.bun, bunEmpty, deliver(program, dir, 'ticket-1@tickets.example'));
+      compare(`${what}: append vs node dist/ticket-mail.cjs`, undefined, deliver([process.execPath, FILE], dir, 'ticket-1@tickets.example'),
+        deliver(program, dir, 'ticket-1@tickets.example'));
+      const newTicket = deliver(program, dir, 'submit@tickets.example', ['--admin', 'max@tickets.example']);
+      compare(`${what}: new ticket + ack + notification vs node -e ''`, undefined, nodeEmpty, newTicket);
+      compare(`${what}: new ticket + ack + notification vs bun -e 'void 0'`, undefined, bunEmpty, newTicket);
+    }
+    rmSync(built, { recursive: true, force: true }); // the executable is ~110 MB
   } else console.error('Bun: not available (npm install bun failed); skipped');
 }
 

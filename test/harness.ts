@@ -1,7 +1,7 @@
 // Test harness: runs the built program the way an MTA does (a child process, the message
 // on stdin, the outcome in the exit status) and reads back what it stored.
 import { spawn, spawnSync } from 'node:child_process';
-import { chmodSync, copyFileSync, mkdtempSync, readFileSync, readdirSync, existsSync } from 'node:fs';
+import { chmodSync, copyFileSync, mkdirSync, mkdtempSync, readFileSync, readdirSync, existsSync, renameSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join, resolve } from 'node:path';
 import { readMbox } from '../ticket.ts';
@@ -140,3 +140,19 @@ export const readableCopies = (() => {
     return copies;
   };
 })();
+
+/** Installs an npm package once into a cache under node_modules; returns the path of its binary. */
+export function toolFromNpm(spec: string, bin: string): { path?: string; why?: string } {
+  const cache = join(ROOT, 'node_modules', '.cache', 'ticket-mail-tools', spec.replace(/[^a-z0-9.-]/gi, '_'));
+  const path = join(cache, 'node_modules', ...bin.split('/'));
+  if (!existsSync(path)) {
+    // Installed aside, then renamed into place: two test files may ask for the same tool at once.
+    const aside = `${cache}.${process.pid}`;
+    mkdirSync(aside, { recursive: true });
+    const r = spawnSync('npm', ['install', '--prefix', aside, '--no-audit', '--no-fund', '--no-save', spec], { encoding: 'utf8', timeout: 300_000 });
+    if (r.status === 0) try { renameSync(aside, cache); } catch { /* the other one was first */ }
+    rmSync(aside, { recursive: true, force: true });
+    if (r.status !== 0 || !existsSync(path)) return { why: `cannot install ${spec} from the npm registry: ${(r.stderr || '').trim().split('\n').at(-1)}` };
+  }
+  return { path };
+}

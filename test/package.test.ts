@@ -5,20 +5,8 @@ import { describe, expect, it } from 'vitest';
 import { spawnSync } from 'node:child_process';
 import { chmodSync, copyFileSync, existsSync, lstatSync, mkdirSync, mkdtempSync, readFileSync, readdirSync, rmSync, symlinkSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
-import { BIN, ROOT, deliver, mail, PRIVATE_ENV, stored, tempDir } from './harness.ts';
+import { BIN, ROOT, deliver, mail, PRIVATE_ENV, stored, tempDir, toolFromNpm } from './harness.ts';
 import { startServer } from './web.ts';
-
-/** Installs an npm package once into a cache under node_modules; returns the path of its binary. */
-function toolFromNpm(spec: string, bin: string): { path?: string; why?: string } {
-  const cache = join(ROOT, 'node_modules', '.cache', 'ticket-mail-tools', spec.replace(/[^a-z0-9.-]/gi, '_'));
-  const path = join(cache, 'node_modules', ...bin.split('/'));
-  if (!existsSync(path)) {
-    mkdirSync(cache, { recursive: true });
-    const r = spawnSync('npm', ['install', '--prefix', cache, '--no-audit', '--no-fund', '--no-save', spec], { encoding: 'utf8', timeout: 300_000 });
-    if (r.status !== 0 || !existsSync(path)) return { why: `cannot install ${spec} from the npm registry: ${(r.stderr || '').trim().split('\n').at(-1)}` };
-  }
-  return { path };
-}
 
 /** Delivers one new-ticket message with `command` and returns the tickets folder. */
 function deliversWith(command: string[], cwd: string) {
