@@ -60,7 +60,8 @@ function normalizer(root: string) {
     .replace(/\b[A-Z][a-z]{2}, \d\d [A-Z][a-z]{2} \d{4} \d\d:\d\d:\d\d [+-]\d{4}\b/g, '<date>')
     .replace(/\b\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d{3}Z\b/g, '<iso time>')
     .replace(/^\d{13}$/gm, '<ms>')
-    .replace(/"(ino|mtimeMs)":[\d.]+/g, '"$1":<n>');
+    .replace(/"(ino|mtimeMs)":[\d.]+/g, '"$1":<n>')
+    .replace(/"facts":\[[^\]]*\]/g, (facts) => facts.replace(/\b\d{13}\b/g, '<ms>')); // the list's facts: times of From_ lines
 }
 
 /**
