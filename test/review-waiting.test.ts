@@ -1,0 +1,132 @@
+// Hostile review of issue 18's "who is waiting" and "the numbers": the audit log as input to
+// stats (a FIFO, a symlink, a gzip bomb among its rotated parts), who counts as us (an admin's
+// address written in the forms the address parser reads), the From_ lines' local times read
+// in another zone than they were written in. Real deliveries of the built file (fake sendmail),
+// the CLI as a maintainer runs it.
+import { describe, expect, it } from 'vitest';
+import { execFileSync, spawnSync } from 'node:child_process';
+import { createWriteStream, rmSync, statSync, symlinkSync, writeFileSync } from 'node:fs';
+import { join } from 'node:path';
+import { createGzip } from 'node:zlib';
+import { pipeline } from 'node:stream/promises';
+import { Readable } from 'node:stream';
+import { Store, addresses, parseHead, readCloses, recordSide, resolveConfig } from '../ticket.ts';
+import { BIN, FAKE_SENDMAIL, PRIVATE_ENV, deliver, mail, tempDir } from './harness.ts';
+
+const ADMIN = 'max@tickets.example';
+
+function setup(env: NodeJS.ProcessEnv = {}) {
+  const root = tempDir('tm-rwait-');
+  const tickets = join(root, 'tickets');
+  const settings = ['--dir', tickets, '--domain', 'tickets.example', '--sendmail', FAKE_SENDMAIL, '--admin', ADMIN];
+  const send = (recipient: string, message: string, sender = 'alice@customer.example') => {
+    const r = deliver([...settings, '--recipient', recipient, '--sender', sender], message, env);
+    expect(r, r.stderr).toMatchObject({ status: 0 });
+  };
+  const run = (args: string[], extra: NodeJS.ProcessEnv = {}, timeout = 60_000) =>
+    spawnSync(process.execPath, [BIN, ...settings, ...args], { env: { ...PRIVATE_ENV, ...extra }, encoding: 'utf8', timeout });
+  const state = join(tickets, '.ticket-mail');
+  const store = new Store(resolveConfig({ dir: tickets, domain: 'tickets.example', admin: [ADMIN] }, {}, {}));
+  return { root, tickets, state, settings, send, run, store };
+}
+
+/** A log line as audit() writes it: time, message-id, sender, recipient, action, ticket, outcome, warning. */
+const logLine = (at: string, ticket: number, outcome: string) => `${at}\t<x@y>\ta@b.example\tticket-${ticket}-done@tickets.example\tclose\t${ticket}\t${outcome}\t-\n`;
+
+describe('stats reads the audit log as a state file: never through a link, never a FIFO, bounded', () => {
+  it('a FIFO among the log parts is skipped (it hung stats, and serve\'s /stats with every page, for good)', () => {
+    const t = setup();
+    t.send('submit@tickets.example', mail({ subject: 'one' }));
+    execFileSync('mkfifo', [join(t.state, 'log.1')]);
+    const r = t.run(['stats', '--json'], {}, 30_000);
+    expect(r.error, 'stats hung on the FIFO').toBeUndefined();
+    expect(r.status, r.stderr).toBe(0);
+    expect(JSON.parse(r.stdout)).toMatchObject({ open: 1, closesFrom: 'log' });
+    rmSync(t.root, { recursive: true, force: true });
+  }, 60_000);
+
+  it('a symlinked log part is not followed (another file\'s lines are no closes of ours)', async () => {
+    const t = setup();
+    t.send('submit@tickets.example', mail({ subject: 'one' }));
+    const elsewhere = join(t.root, 'elsewhere');
+    writeFileSync(elsewhere, logLine('2026-01-05T10:00:00.000Z', 1, 'closed'));
+    symlinkSync(elsewhere, join(t.state, 'log.1'));
+    const closes = await readCloses(t.store);
+    expect(closes?.get(1)).toBeUndefined(); // the real log holds the delivery's line, no close
+    rmSync(join(t.state, 'log'));
+    expect(await readCloses(t.store)).toBeUndefined(); // only the link is left: no log readable
+    rmSync(t.root, { recursive: true, force: true });
+  }, 60_000);
+
+  it('a gzip bomb among the rotated parts costs bounded memory, and the other parts still count', async () => {
+    const t = setup();
+    t.send('submit@tickets.example', mail({ subject: 'one' }));
+    writeFileSync(join(t.state, 'log.1'), logLine('2026-01-05T10:00:00.000Z', 1, 'closed') + logLine('2026-01-06T10:00:00.000Z', 1, 'reopened'));
+    // 1 GiB of log lines that are no closes, gzipped to a few MB.
+    const line = Buffer.from(logLine('2026-01-01T00:00:00.000Z', 7, 'filed'));
+    const lines = Buffer.alloc(line.length * 16384, line);
+    const total = 1 << 30;
+    await pipeline(Readable.from((function* () { for (let n = 0; n < total; n += lines.length) yield lines; })()), createGzip({ level: 9 }),
+      createWriteStream(join(t.state, 'log.2.gz')));
+    expect(statSync(join(t.state, 'log.2.gz')).size).toBeLessThan(16 << 20);
+    // The child's peak memory (ru_maxrss of the children, in KiB), as python measures it.
+    const r = spawnSync('python3', ['-c', `
+import resource, subprocess, sys
+p = subprocess.run(sys.argv[1:], capture_output=True)
+sys.stdout.write(str(p.returncode) + ' ' + str(resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss) + '\\n' + p.stdout.decode())
+`, process.execPath, BIN, ...t.settings, 'stats', '--json'], { env: PRIVATE_ENV, encoding: 'utf8', timeout: 120_000 });
+    const [status, rss] = r.stdout.split('\n')[0]!.split(' ').map(Number);
+    expect(status, r.stderr).toBe(0);
+    expect(rss! / 1024, 'peak MB').toBeLessThan(400);
+    const stats = JSON.parse(r.stdout.slice(r.stdout.indexOf('\n') + 1));
+    expect(stats.closesFrom).toBe('log');
+    expect((await readCloses(t.store))?.get(1)).toEqual([{ at: Date.parse('2026-01-05T10:00:00.000Z'), closed: true }, { at: Date.parse('2026-01-06T10:00:00.000Z'), closed: false }]);
+    rmSync(t.root, { recursive: true, force: true });
+  }, 180_000);
+});
+
+describe('who counts as us: every form of an admin\'s address that the address parser reads', () => {
+  // delivery's own test of an admin (addresses(From)[0] in cfg.admins) and the list's agree:
+  // the list's cheap pre-check for an admin's address in the From looked for it as one string.
+  const cfg = resolveConfig({ dir: '/nonexistent', domain: 'tickets.example', admin: ['max@help.example', ADMIN] }, {}, {});
+  const side = (from: string) => recordSide(parseHead(`From: ${from}\nSubject: Re\n\n`)!, 'max@help.example', cfg);
+  for (const from of ['"max"@help.example', 'max(Max)@help.example', 'max@(home)help.example',
+    '"max"@tickets.example', '"ticket-4"@tickets.example']) {
+    it(`From: ${from}`, () => {
+      expect(cfg.admins.includes(addresses(from)[0]!) || addresses(from)[0]!.endsWith('@tickets.example')).toBe(true); // the parser's reading
+      expect(side(from)).toBe('us');
+    });
+  }
+  for (const from of ['"max@help.example" <eve@evil.example>', 'Eve <eve@evil.example> (max@help.example)', 'eve@evil.example, max@help.example',
+    'max@help.example.', '=?utf-8?q?max=40help.example?= <eve@evil.example>', 'Max <max@help.example.evil.example>', 'eve@help.example']) {
+    it(`From: ${from} is not us`, () => expect(side(from)).toBe('them'));
+  }
+});
+
+describe('the From_ lines\' times are local times: read in another zone, they move', () => {
+  // Delivery writes asctime in its own zone (the MTA's: the machine's, or Exim's timezone); a
+  // maintainer whose shell says TZ=America/St_Johns (UTC-3:30) reads "Tue Dec  1 10:00:00" as
+  // 13:30 UTC: a ticket that came a minute ago has waited "0s", waitedSeconds < 0, and stats'
+  // time to close (the log's close is UTC) comes out negative.
+  it.fails('a wait that began before now reads as before now, whatever the reader\'s TZ', () => {
+    const t = setup({ TZ: 'UTC' });
+    t.send('submit@tickets.example', mail({ subject: 'one' }));
+    t.send('ticket-1-done@tickets.example', mail({ subject: 'done' }));
+    t.send('submit@tickets.example', mail({ subject: 'two' }));
+    const before = Date.now();
+    for (const TZ of ['America/St_Johns', 'Pacific/Chatham', 'UTC']) {
+      const r = t.run(['list', '--waiting', '--json'], { TZ });
+      expect(r.status, r.stderr).toBe(0);
+      const [row] = JSON.parse(r.stdout);
+      expect(row.ticket).toBe(2);
+      expect(row.waitedSeconds, TZ).toBeGreaterThanOrEqual(0);
+      expect(Math.abs(Date.parse(row.waitingSince) - Date.parse(row.lastActivity)), `${TZ}: the From_ time against the file's mtime`).toBeLessThan(60_000);
+      const s = t.run(['stats', '--json'], { TZ });
+      expect(JSON.parse(s.stdout).timeToClose.medianSeconds, TZ).toBeGreaterThanOrEqual(0);
+      expect(Date.parse(JSON.parse(s.stdout).oldestOpen[0].opened), TZ).toBeLessThanOrEqual(before);
+    }
+    rmSync(t.root, { recursive: true, force: true });
+  }, 60_000);
+});
+
+
