@@ -5,7 +5,7 @@
 // the CLI as a maintainer runs it.
 import { describe, expect, it } from 'vitest';
 import { execFileSync, spawnSync } from 'node:child_process';
-import { createWriteStream, rmSync, statSync, symlinkSync, writeFileSync } from 'node:fs';
+import { createWriteStream, rmSync, statSync, symlinkSync, utimesSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { createGzip } from 'node:zlib';
 import { pipeline } from 'node:stream/promises';
@@ -130,3 +130,30 @@ describe('the From_ lines\' times are local times: read in another zone, they mo
 });
 
 
+
+describe('a record without a time in its From_ line: a read-on and a fresh read agree', () => {
+  // scanRecords gives the first record without a time the file's mtime: the mtime of the read
+  // that first saw it. When the ticket grows, the read-on keeps that old mtime, a fresh read (no
+  // cache: another user, a deleted cache, a change of admins) takes the new one; and the mtime,
+  // the file's last change, is the latest time there is: "opened" comes after the answer, and
+  // stats' time to first answer is negative. A stable choice would be the time of the first later
+  // record that has one (else the mtime), or the first message's Date.
+  it.fails('opened is the same either way, and never after the first answer', () => {
+    const t = setup();
+    t.send('submit@tickets.example', mail({ subject: 'makes the folders' }));
+    const path = join(t.tickets, '2');
+    writeFileSync(path, `From alice@customer.example sometime\nFrom: Alice <alice@customer.example>\nSubject: hand-made\n\nhelp\n\n`, { mode: 0o600 });
+    const old = new Date('2026-01-02T03:04:05.000Z');
+    utimesSync(path, old, old);
+    const first = JSON.parse(t.run(['list', '--json']).stdout).find((r: { ticket: number }) => r.ticket === 2);
+    expect(first.opened).toBe(old.toISOString());
+    t.send('ticket-2@tickets.example', mail({ from: `Max <${ADMIN}>`, subject: 'Re' }), ADMIN);
+    const readOn = JSON.parse(t.run(['list', '--json']).stdout).find((r: { ticket: number }) => r.ticket === 2);
+    rmSync(join(t.state, 'list-cache.json'));
+    const fresh = JSON.parse(t.run(['list', '--json']).stdout).find((r: { ticket: number }) => r.ticket === 2);
+    expect(fresh.firstAnswer).not.toBeNull();
+    expect(Date.parse(fresh.opened)).toBeLessThanOrEqual(Date.parse(fresh.firstAnswer));
+    expect(readOn).toEqual(fresh);
+    rmSync(t.root, { recursive: true, force: true });
+  }, 60_000);
+});
