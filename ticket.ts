@@ -3470,10 +3470,11 @@ export function ticketStats(rows: TicketRow[], closes: CloseEvents | undefined, 
       backlogSteps[firstEndAfter(until)]!--;
       openFrom = undefined;
     };
-    for (const e of t.events) {
-      if (e.closed && openFrom !== undefined) span(e.at);
-      else if (!e.closed && openFrom === undefined) openFrom = e.at;
-      if (e.closed && weekOf(e.at) >= 0) closed[weekOf(e.at)]!++;
+    for (const e of t.events) { // a close of a closed ticket is none: a log line read twice (a rotation between two reads), say
+      if (e.closed && openFrom !== undefined) {
+        span(e.at);
+        if (weekOf(e.at) >= 0) closed[weekOf(e.at)]!++;
+      } else if (!e.closed && openFrom === undefined) openFrom = e.at;
     }
     if (openFrom !== undefined) span(Infinity);
   }

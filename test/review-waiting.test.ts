@@ -5,7 +5,7 @@
 // the CLI as a maintainer runs it.
 import { describe, expect, it } from 'vitest';
 import { execFileSync, spawnSync } from 'node:child_process';
-import { createWriteStream, rmSync, statSync, symlinkSync, utimesSync, writeFileSync } from 'node:fs';
+import { createWriteStream, readFileSync, rmSync, statSync, symlinkSync, utimesSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { createGzip } from 'node:zlib';
 import { pipeline } from 'node:stream/promises';
@@ -154,6 +154,45 @@ describe('a record without a time in its From_ line: a read-on and a fresh read 
     expect(fresh.firstAnswer).not.toBeNull();
     expect(Date.parse(fresh.opened)).toBeLessThanOrEqual(Date.parse(fresh.firstAnswer));
     expect(readOn).toEqual(fresh);
+    rmSync(t.root, { recursive: true, force: true });
+  }, 60_000);
+});
+
+describe('stats counts a close once, however often the log parts hold it', () => {
+  // logrotate renames log to log.1 between stats' read of log and its read of log.1: the lines
+  // of that moment are read twice. A close of a closed ticket is no close (nor is a reopen of an
+  // open one): the count follows the ticket's state, not the lines.
+  it('the same close line in log and log.1 (a rotation between the two reads) is one close', () => {
+    const t = setup();
+    t.send('submit@tickets.example', mail({ subject: 'one' }));
+    t.send('ticket-1-done@tickets.example', mail({ subject: 'done' }));
+    const log = readFileSync(join(t.state, 'log'), 'latin1');
+    const close = log.split('\n').find((line) => line.split('\t')[6] === 'closed')!;
+    writeFileSync(join(t.state, 'log.1'), `${close}\n`);
+    const stats = JSON.parse(t.run(['stats', '--json']).stdout);
+    expect(stats.closed).toBe(1);
+    expect(stats.weeks.reduce((sum: number, w: { closed: number }) => sum + w.closed, 0)).toBe(1);
+    expect(stats.timeToClose.tickets).toBe(1);
+    rmSync(t.root, { recursive: true, force: true });
+  }, 60_000);
+});
+
+describe('automatic mail, as the waiting rule reads it', () => {
+  // whyAutomatic was made to decide whether we may send an automatic reply; any List-* header
+  // counts there (no reply to a list). For who is waiting it hides a person's message: a
+  // customer who answers through a list, or from a sales tool that puts List-Unsubscribe on
+  // every mail, never makes the ticket wait on us. The waiting rule wants the marks of mail
+  // no person wrote (Auto-Submitted, the null sender, a robot's address, X-Autoreply,
+  // Precedence auto_reply), not those of mail sent to many.
+  it.fails('a customer\'s answer carrying List-Unsubscribe, or sent through a list, waits on us', () => {
+    const t = setup();
+    for (const [i, headers] of [['List-Unsubscribe: <mailto:unsub@crm.example>'], ['List-Id: <support.customer.example>', 'Precedence: list']].entries()) {
+      t.send('submit@tickets.example', mail({ subject: `case ${i}` }));
+      t.send(`ticket-${i + 1}@tickets.example`, mail({ from: `Max <${ADMIN}>`, subject: 'Re' }), ADMIN);
+      t.send(`ticket-${i + 1}@tickets.example`, mail({ subject: 'Re: still broken', headers }));
+    }
+    const rows = JSON.parse(t.run(['list', '--json']).stdout);
+    expect(rows.map((r: { waiting: string }) => r.waiting)).toEqual(['us', 'us']);
     rmSync(t.root, { recursive: true, force: true });
   }, 60_000);
 });
