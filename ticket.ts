@@ -3206,12 +3206,14 @@ const factsSettings = (cfg: Config) => JSON.stringify([cfg.domain ?? null, cfg.s
 /** A ticket file holding no record (empty, or bytes before any From_ line): nobody is waiting since its mtime. */
 const noRecordFacts = (mtimeMs: number): TicketFacts => [mtimeMs, null, null, mtimeMs, 0];
 
-/** What an address of ours or an admin's holds, one of which a From naming either must contain. */
+/** What a From naming an admin or one of our addresses must contain: their domains (without a domain of ours, our local parts). */
 const hintsOf = new WeakMap<Config, string[]>();
 const ourHints = (cfg: Config) => {
   let hints = hintsOf.get(cfg);
   if (!hints) {
-    hints = [...cfg.admins, ...(cfg.domain ? [`@${cfg.domain}`] : [`${cfg.submit}@`, cfg.ticketAddress.split('N')[0]!, cfg.closeAddress.split('N')[0]!])];
+    // The domains as written, not whole addresses: the parser reads "max"@x and max(c)@x as max@x.
+    hints = [...new Set([...cfg.admins.map((a) => a.slice(a.lastIndexOf('@') + 1)),
+      ...(cfg.domain ? [cfg.domain] : [cfg.submit, cfg.ticketAddress.split('N')[0]!, cfg.closeAddress.split('N')[0]!])])];
     hintsOf.set(cfg, hints);
   }
   return hints;
@@ -3226,7 +3228,7 @@ export function recordSide(head: Head, envelopeSenderOfRecord: string, cfg: Conf
   if (whyAutomatic(head, envelopeSenderOfRecord)) return 'automatic';
   const from = field(head, 'from');
   // The address parser only where an admin's address or our domain is written at all: it is
-  // most of the cost of reading a record, and a parsed address is a substring of the field.
+  // most of the cost of reading a record, and a parsed address's domain is in the field as written.
   const lower = from?.toLowerCase() ?? '';
   const author = ourHints(cfg).some((hint) => lower.includes(hint)) ? addresses(from)[0] : undefined;
   return author !== undefined && (cfg.admins.includes(author) || isOurAddress(author, cfg)) ? 'us' : 'them';
@@ -3352,33 +3354,64 @@ export type CloseEvents = Map<number, Array<{ at: number; closed: boolean }>>;
  * The closes and reopens the audit log holds: .ticket-mail/log and what logrotate kept of it
  * (log.1, log.2.gz ... log.52.gz), each read where readable. Undefined when none is (a team
  * member may not read the log): the numbers then come from the files alone (ticketStats).
+ * Each part is a state file (openStateFile: a FIFO there would hang stats, and serve with it),
+ * read a MiB at a time; an archive is inflated to at most LOG_PART_INFLATED (a gzip bomb of a
+ * few MB is GBs) or not counted at all. Only the lines of a close or reopen are split.
  */
 export async function readCloses(store: Store): Promise<CloseEvents | undefined> {
   const names = ['log', 'log.1', ...Array.from({ length: 51 }, (_, i) => `log.${i + 2}.gz`)];
   let zlib: typeof import('node:zlib') | undefined;
   const events: CloseEvents = new Map();
+  const take = (line: string) => {
+    const fields = line.split('\t');
+    const outcome = fields[6];
+    if (outcome !== 'closed' && outcome !== 'reopened') return;
+    const at = Date.parse(fields[0] ?? '');
+    const n = parseTicketNumber(fields[5] ?? '');
+    if (Number.isNaN(at) || n === undefined) return;
+    const list = events.get(n) ?? [];
+    list.push({ at, closed: outcome === 'closed' });
+    events.set(n, list);
+  };
   let read = false;
   for (const name of names) {
-    let text;
+    let fd;
+    try { fd = openStateFile(join(store.state, name), fsc.O_RDONLY); } catch { continue; } // rotated away, unreadable, not a plain file
     try {
-      const data = readFileSync(join(store.state, name));
-      text = name.endsWith('.gz') ? (zlib ??= await import('node:zlib')).gunzipSync(data).toString('latin1') : data.toString('latin1');
-    } catch { continue; } // rotated away, unreadable, or a corrupt archive: the others still count
-    read = true;
-    for (const line of text.split('\n')) {
-      const fields = line.split('\t');
-      const outcome = fields[6];
-      if (outcome !== 'closed' && outcome !== 'reopened') continue;
-      const at = Date.parse(fields[0] ?? '');
-      const n = parseTicketNumber(fields[5] ?? '');
-      if (Number.isNaN(at) || n === undefined) continue;
-      const list = events.get(n) ?? [];
-      list.push({ at, closed: outcome === 'closed' });
-      events.set(n, list);
-    }
+      if (name.endsWith('.gz')) {
+        if (fstatSync(fd).size > LOG_PART_INFLATED) continue;
+        closeLines((zlib ??= await import('node:zlib')).gunzipSync(readFileSync(fd), { maxOutputLength: LOG_PART_INFLATED }), take);
+      } else {
+        const chunk = Buffer.alloc(1 << 20);
+        let carry = 0; // the start of a line the last read cut, kept at the buffer's start
+        for (let got; (got = readSync(fd, chunk, carry, chunk.length - carry, null)) > 0;) {
+          const end = chunk.lastIndexOf(LF, carry + got - 1) + 1;
+          if (!end && carry + got < chunk.length) { carry += got; continue; } // a line still being read
+          closeLines(chunk.subarray(0, end), take);
+          carry = end ? chunk.copy(chunk, 0, end, carry + got) : 0; // a MiB without a line break is no line of ours
+        }
+        closeLines(chunk.subarray(0, carry), take);
+      }
+      read = true;
+    } catch { /* a corrupt or oversized archive: the others still count */ } finally { closeSync(fd); }
   }
   for (const list of events.values()) list.sort((a, b) => a.at - b.at);
   return read ? events : undefined;
+}
+
+/** A rotated part of the log inflated past this is not read: a week of 256 MiB is a million deliveries. */
+const LOG_PART_INFLATED = 256 << 20;
+
+/** Passes the lines of `bytes` whose outcome field may be a close or reopen to `take` (the rest are never made strings). */
+function closeLines(bytes: Buffer, take: (line: string) => void): void {
+  for (const needle of ['\tclosed\t', '\treopened\t']) {
+    for (let i = bytes.indexOf(needle); i >= 0;) {
+      const start = bytes.lastIndexOf(LF, i) + 1;
+      const end = bytes.indexOf(LF, i);
+      take(bytes.toString('latin1', start, end < 0 ? bytes.length : end));
+      i = end < 0 ? -1 : bytes.indexOf(needle, end);
+    }
+  }
 }
 
 export interface TicketStats {
@@ -3437,10 +3470,11 @@ export function ticketStats(rows: TicketRow[], closes: CloseEvents | undefined, 
       backlogSteps[firstEndAfter(until)]!--;
       openFrom = undefined;
     };
-    for (const e of t.events) {
-      if (e.closed && openFrom !== undefined) span(e.at);
-      else if (!e.closed && openFrom === undefined) openFrom = e.at;
-      if (e.closed && weekOf(e.at) >= 0) closed[weekOf(e.at)]!++;
+    for (const e of t.events) { // a close of a closed ticket is none: a log line read twice (a rotation between two reads), say
+      if (e.closed && openFrom !== undefined) {
+        span(e.at);
+        if (weekOf(e.at) >= 0) closed[weekOf(e.at)]!++;
+      } else if (!e.closed && openFrom === undefined) openFrom = e.at;
     }
     if (openFrom !== undefined) span(Infinity);
   }
