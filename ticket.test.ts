@@ -265,9 +265,10 @@ describe('mbox bytes', () => {
     const foreign = 'From a@b Sat Nov  7 04:00:57 2026\nFrom: Dora <d@e>\nSubject: s\n\n>From x\n\n';
     expect(readMbox(Buffer.from(foreign))).toEqual([{ note: '', message: Buffer.from('From: Dora <d@e>\nSubject: s\n\nFrom x\n') }]);
   });
-  it('formats asctime with a space-padded day', () => {
-    expect(asctime(new Date(2026, 0, 1, 0, 0, 0))).toBe('Thu Jan  1 00:00:00 2026');
-    expect(asctime(new Date(2026, 10, 28, 23, 59, 9))).toBe('Sat Nov 28 23:59:09 2026');
+  it('formats asctime in UTC with a space-padded day', () => {
+    expect(asctime(new Date(Date.UTC(2026, 0, 1, 0, 0, 0)))).toBe('Thu Jan  1 00:00:00 2026');
+    expect(asctime(new Date(Date.UTC(2026, 10, 28, 23, 59, 9)))).toBe('Sat Nov 28 23:59:09 2026');
+    expect(asctime(new Date('2026-11-28T23:59:09-05:00'))).toBe('Sun Nov 29 04:59:09 2026'); // UTC, whatever the zone
   });
 });
 

@@ -388,13 +388,28 @@ const isRobotAddress = (address: string) =>
  * mail people write (to a distribution list, a meeting reply); it only asks for no reply.
  */
 export function whyAutomatic(head: Head, sender: string): string | undefined {
+  const machine = whyMachineWritten(head, sender);
+  if (machine) return machine;
+  const precedence = field(head, 'precedence')?.trim().toLowerCase();
+  if (precedence === 'bulk' || precedence === 'list') return `Precedence: ${precedence}`;
+  for (const name of ['list-id', 'list-unsubscribe', 'list-post', 'list-help', 'list-subscribe', 'list-owner', 'list-archive']) {
+    if (head.has(name)) return name;
+  }
+  return undefined;
+}
+
+/**
+ * The marks of mail no person wrote (a bounce, a vacation notice, a robot's, our own), without
+ * whyAutomatic's list marks: a person may answer through a list, or from a tool that puts
+ * List-Unsubscribe on all its mail. Who is waiting goes by these (recordSide).
+ */
+export function whyMachineWritten(head: Head, sender: string): string | undefined {
   if (sender === '') return 'null envelope sender';
   const auto = field(head, 'auto-submitted')?.split(/[;(\s]/)[0]?.toLowerCase();
   if (auto !== undefined && auto !== 'no') return 'Auto-Submitted';
   const precedence = field(head, 'precedence')?.trim().toLowerCase();
-  if (precedence === 'bulk' || precedence === 'list' || precedence === 'junk' || precedence === 'auto_reply') return `Precedence: ${precedence}`;
-  for (const name of ['list-id', 'list-unsubscribe', 'list-post', 'list-help', 'list-subscribe', 'list-owner', 'list-archive',
-    'x-autoreply', 'x-autorespond', LOOP_HEADER.toLowerCase()]) {
+  if (precedence === 'junk' || precedence === 'auto_reply') return `Precedence: ${precedence}`;
+  for (const name of ['x-autoreply', 'x-autorespond', LOOP_HEADER.toLowerCase()]) {
     if (head.has(name)) return name;
   }
   if (isRobotAddress(sender)) return `robot address ${sender.toLowerCase()}`;
@@ -752,11 +767,16 @@ const randomHex = () => Array.from({ length: 4 }, () => Math.floor(Math.random()
 const DAYS = ['Sun', 'Mon', 'Tue', 'Wed', 'Thu', 'Fri', 'Sat'];
 const MONTHS = ['Jan', 'Feb', 'Mar', 'Apr', 'May', 'Jun', 'Jul', 'Aug', 'Sep', 'Oct', 'Nov', 'Dec'];
 
-/** asctime(3) in local time, e.g. "Sat Nov  7 04:00:57 2026" (day space-padded). */
+/**
+ * asctime(3) of the time in UTC, e.g. "Sat Nov  7 04:00:57 2026" (day space-padded): the From_
+ * line's date as qmail-local writes it and mutt reads it (as UTC), the same whatever zone the MTA
+ * or a reader runs in. (Local time would move by the reader's offset, and costs Bun a time zone
+ * set-up of half a delivery.)
+ */
 export function asctime(d: Date): string {
   const two = (n: number) => String(n).padStart(2, '0');
-  return `${DAYS[d.getDay()]} ${MONTHS[d.getMonth()]} ${String(d.getDate()).padStart(2, ' ')} ` +
-    `${two(d.getHours())}:${two(d.getMinutes())}:${two(d.getSeconds())} ${d.getFullYear()}`;
+  return `${DAYS[d.getUTCDay()]} ${MONTHS[d.getUTCMonth()]} ${String(d.getUTCDate()).padStart(2, ' ')} ` +
+    `${two(d.getUTCHours())}:${two(d.getUTCMinutes())}:${two(d.getUTCSeconds())} ${d.getUTCFullYear()}`;
 }
 
 const GT = Buffer.from('>');
@@ -3201,7 +3221,8 @@ type TicketFacts = [
 ];
 
 /** The settings the facts depend on: an entry read under others is read again. */
-const factsSettings = (cfg: Config) => JSON.stringify([cfg.domain ?? null, cfg.submit, cfg.ticketAddress, cfg.closeAddress, cfg.admins]);
+const FACTS_RULES = 2; // the rules' own version: a change of recordSide or fromLineTime reads every ticket again
+const factsSettings = (cfg: Config) => JSON.stringify([FACTS_RULES, cfg.domain ?? null, cfg.submit, cfg.ticketAddress, cfg.closeAddress, cfg.admins]);
 
 /** A ticket file holding no record (empty, or bytes before any From_ line): nobody is waiting since its mtime. */
 const noRecordFacts = (mtimeMs: number): TicketFacts => [mtimeMs, null, null, mtimeMs, 0];
@@ -3221,11 +3242,12 @@ const ourHints = (cfg: Config) => {
 
 /**
  * Who wrote a record: us (From is an admin's or one of our addresses), automatic mail
- * (whyAutomatic: a vacation reply, a bounce, a list) or the customer (anyone else). From is
+ * (whyMachineWritten: a vacation reply, a bounce, a robot's; not a list's marks, which a person's
+ * answer through a list carries too) or the customer (anyone else). From is
  * the sender's word: a forged admin's From makes a ticket look answered (this view only).
  */
 export function recordSide(head: Head, envelopeSenderOfRecord: string, cfg: Config): 'us' | 'them' | 'automatic' {
-  if (whyAutomatic(head, envelopeSenderOfRecord)) return 'automatic';
+  if (whyMachineWritten(head, envelopeSenderOfRecord)) return 'automatic';
   const from = field(head, 'from');
   // The address parser only where an admin's address or our domain is written at all: it is
   // most of the cost of reading a record, and a parsed address's domain is in the field as written.
@@ -3248,10 +3270,11 @@ export function nextFacts(facts: TicketFacts | null, side: 'us' | 'them' | 'auto
 }
 
 /**
- * The time of a From_ line: asctime as recordChunks writes it (local time), or as other programs
- * do (mutt, procmail: "From a@b Tue Dec  1 21:33:24 2026", with or without seconds, a zone name
- * or a numeric zone before or after the year; a numeric zone is honoured). Undefined when it
- * holds none (a hand-made file): the caller falls back.
+ * The time of a From_ line: asctime as recordChunks writes it (UTC), or as other programs do
+ * (mutt, procmail: "From a@b Tue Dec  1 21:33:24 2026", with or without seconds, a zone name or a
+ * numeric zone before or after the year; a numeric zone is honoured, else it is UTC, as mutt reads
+ * it: records an older ticket-mail wrote in another zone's local time read off by its offset).
+ * Undefined when it holds none (a hand-made file): the caller falls back.
  */
 const MONTH_NUMBERS = new Map(MONTHS.map((name, i) => [name.toLowerCase(), i]));
 export function fromLineTime(line: string): number | undefined {
@@ -3261,7 +3284,7 @@ export function fromLineTime(line: string): number | undefined {
   const [day, hour, minute, second, year] = [Number(m[2]), Number(m[3]), Number(m[4]), Number(m[5] ?? 0), Number(m[7])];
   if (day < 1 || day > 31 || hour > 23 || minute > 59 || second > 60) return undefined;
   const zone = [m[6], m[8]].find((z) => z && /^[+-]\d{4}$/.test(z));
-  if (!zone) return new Date(year, month, day, hour, minute, second).getTime();
+  if (!zone) return Date.UTC(year, month, day, hour, minute, second);
   const offset = (zone[0] === '-' ? -1 : 1) * (Number(zone.slice(1, 3)) * 60 + Number(zone.slice(3))) * 60_000;
   return Date.UTC(year, month, day, hour, minute, second) - offset;
 }

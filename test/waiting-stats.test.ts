@@ -51,13 +51,13 @@ function setup(admins = [ADMIN]) {
   return { root, tickets, settings, send, cli, json, store, config, truth };
 }
 
-/** The times of a ticket's records, read from its From_ lines independently of fromLineTime (python3, local time as written). */
+/** The times of a ticket's records, read from its From_ lines independently of fromLineTime (python3, UTC as written). */
 function recordTimes(path: string): string[] {
   const r = spawnSync('python3', ['-c', `
-import sys, time, datetime
+import sys, time, calendar, datetime
 for line in open(sys.argv[1], encoding='latin-1'):
     if line.startswith('From '):
-        t = time.mktime(time.strptime(' '.join(line.split()[2:7]), '%a %b %d %H:%M:%S %Y'))
+        t = calendar.timegm(time.strptime(' '.join(line.split()[2:7]), '%a %b %d %H:%M:%S %Y'))
         print(datetime.datetime.fromtimestamp(t, datetime.timezone.utc).strftime('%Y-%m-%dT%H:%M:%S.000Z'))
 `, path], { encoding: 'utf8' });
   expect(r.status, r.stderr).toBe(0);
@@ -231,7 +231,7 @@ describe('the facts in list\'s cache', () => {
     // No time in either From_ line: the first gets the file's mtime, the second the one before it.
     expect(byNumber(rows, 3)).toMatchObject({ messages: 2, waiting: 'them', opened: mtime.toISOString(), lastMessage: mtime.toISOString() });
     expect(t.json(['list', '--waiting']).map((r: TicketRow) => r.ticket)).toEqual([1]);
-    const local = (y: number, mo: number, d: number, h: number, mi: number, s: number) => new Date(y, mo, d, h, mi, s).getTime();
+    const local = (y: number, mo: number, d: number, h: number, mi: number, s: number) => Date.UTC(y, mo, d, h, mi, s); // a From_ line without a zone is UTC
     expect(fromLineTime(`From MAILER-DAEMON ${asctime(new Date(local(2026, 10, 7, 4, 0, 57)))}`)).toBe(local(2026, 10, 7, 4, 0, 57));
     expect(fromLineTime('From alice@customer.example Tue Dec  1 21:33:24 2026')).toBe(local(2026, 11, 1, 21, 33, 24));
     expect(fromLineTime('From alice@customer.example Tue Dec 1 21:33 2026')).toBe(local(2026, 11, 1, 21, 33, 0));
