@@ -4320,7 +4320,7 @@ interface SearchCache {
 /** A bucket's tickets (rows in N order: N, place, ino, size, mtimeMs, tail, last, records, length of its lines) and their lines, in that order. */
 type BucketRow = [number, Place, number, number, number, string, number, number, number];
 interface Bucket { generation: string; rows: BucketRow[]; body: Buffer; starts?: number[] /* of each row's lines in body, made when needed */ }
-const CACHE_VERSION = 'ticket-mail search cache 2';
+const CACHE_VERSION = 'ticket-mail search cache 3'; // 3: times from whole From_ lines, an emptied ticket's messages numbered from 1
 const bucketOf = (n: number) => Math.floor(n / 100);
 const searchMemory = new Map<string, SearchCache>();
 
