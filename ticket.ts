@@ -4274,7 +4274,8 @@ function recordStartsAt(fd: number, pos: number): boolean {
 async function ticketText(n: number, path: string, place: Place, known: TicketText | undefined): Promise<TicketText | undefined | null> {
   const same = (st: { ino: number; size: number; mtimeMs: number }) => known && known.ino === st.ino && known.size === st.size && known.mtimeMs === st.mtimeMs;
   let fd;
-  try { fd = openSync(path, fsc.O_RDONLY | fsc.O_NOFOLLOW); } catch (e) { return code(e) === 'ENOENT' ? undefined : null; }
+  // O_NONBLOCK: a FIFO where a ticket should be would hold the open (and serve's searches behind it) forever; fstat then refuses it.
+  try { fd = openSync(path, fsc.O_RDONLY | fsc.O_NOFOLLOW | fsc.O_NONBLOCK); } catch (e) { return code(e) === 'ENOENT' ? undefined : null; }
   try {
     const st = fstatSync(fd);
     if (!st.isFile()) return null;
@@ -4690,7 +4691,7 @@ export async function searchTickets(store: Store, query: Query, options: SearchO
   for (const { n, place, line } of found.slice(0, options.limit)) {
     const result: SearchResult = { ticket: n, message: line.k, state: place === 'open' ? 'open' : 'closed', date: new Date(line.time).toISOString(), from: '', subject: '', snippet: [] };
     let fd;
-    try { fd = openSync(store.ticketPath(n, place), fsc.O_RDONLY | fsc.O_NOFOLLOW); } catch { results.push(result); continue; } // moved meanwhile
+    try { fd = openSync(store.ticketPath(n, place), fsc.O_RDONLY | fsc.O_NOFOLLOW | fsc.O_NONBLOCK); } catch { results.push(result); continue; } // moved meanwhile
     try {
       const record = mboxRecordAt(fd, line.start, line.end);
       if (record) {

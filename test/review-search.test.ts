@@ -3,11 +3,12 @@
 // real deliveries of the built file (the harness), searched through the built file or the
 // viewer's handler.
 import { describe, expect, it } from 'vitest';
+import { spawnSync } from 'node:child_process';
 import { renameSync, rmSync, truncateSync, utimesSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { Store, parseQuery, resolveConfig, snippet } from '../ticket.ts';
 import { handle } from '../viewer.ts';
-import { deliver, FAKE_SENDMAIL, mail, tempDir } from './harness.ts';
+import { BIN, deliver, FAKE_SENDMAIL, mail, PRIVATE_ENV, tempDir } from './harness.ts';
 
 interface Found { total: number; results: Array<{ ticket: number; message: number; date: string; from: string; snippet: Array<{ text: string; match?: true }> }> }
 
@@ -152,5 +153,17 @@ describe('review: search', { timeout: 240_000 }, () => {
     expect(new Date(parseQuery('before:0001-12-31').before!).getFullYear()).toBe(1);
     expect(new Date(parseQuery('before:1999-12-31').before!).getFullYear()).toBe(1999);
     expect(() => parseQuery('before:0099-02-29')).toThrow(/wants a date/); // 99 was no leap year
+  });
+
+  // A FIFO named as a ticket (a maintainer's mistake, or a planted one in a folder a team can
+  // write) held search's open of it forever, and in serve every search queued behind it.
+  // (list, not part of this change, still waits on one: its opens want the same flag.)
+  it('a FIFO where a ticket should be is skipped, never waited on', () => {
+    const t = fixture();
+    expect(spawnSync('mkfifo', [join(t.tickets, '7')]).status).toBe(0);
+    const r = spawnSync(process.execPath, [BIN, '--dir', t.tickets, 'search', 'printer'], { env: { ...PRIVATE_ENV, HOME: join(t.dir, 'home') }, timeout: 60_000, encoding: 'utf8' });
+    expect(r.signal, 'killed: it waited on the FIFO').toBe(null);
+    expect(r.status, r.stderr).toBe(0);
+    expect(r.stdout).toContain('The printer is jammed.');
   });
 });
