@@ -4171,7 +4171,7 @@ export function foldText(text: string): string {
 /** A day as YYYY-MM-DD: the start of it, local time. */
 function dayStart(value: string, name: string): number {
   const m = /^(\d{4})-(\d\d)-(\d\d)$/.exec(value);
-  const day = m && new Date(Number(m[1]), Number(m[2]) - 1, Number(m[3]));
+  const day = m && new Date(new Date(2000, 0, 1).setFullYear(Number(m[1]), Number(m[2]) - 1, Number(m[3]))); // not new Date(y, ...): it reads 0099 as 1999
   if (!m || !day || day.getMonth() !== Number(m[2]) - 1 || day.getDate() !== Number(m[3])) {
     throw new QueryError(`${name}: wants a date as YYYY-MM-DD, not "${printable(value, 40)}"`);
   }
@@ -4221,8 +4221,8 @@ export function parseQuery(text: string): Query {
   return query;
 }
 
-/** Scripts written without spaces between words: there a word may start anywhere. */
-const UNSPACED = /[\p{sc=Han}\p{sc=Hiragana}\p{sc=Katakana}\p{sc=Thai}\p{sc=Lao}\p{sc=Khmer}\p{sc=Myanmar}]/u;
+/** A term that starts with a letter of a script written without spaces between words (its first code point, not its first UTF-16 unit: 𠮷 is Han too): there a word may start anywhere. */
+const UNSPACED = /^[\p{sc=Han}\p{sc=Hiragana}\p{sc=Katakana}\p{sc=Thai}\p{sc=Lao}\p{sc=Khmer}\p{sc=Myanmar}]/u;
 const LETTER_OR_DIGIT = /[\p{L}\p{N}]/u;
 
 /** A byte before a word's start: not an ASCII letter or digit. */
@@ -4238,7 +4238,7 @@ function wordStartsAt(text: string, i: number): boolean {
 
 /** Where folded `term` is in folded `text` from `from` on as the start of a word (so "print" finds "printer", not "reprint"), else -1. */
 export function termAt(text: string, term: string, from = 0): number {
-  const anywhere = UNSPACED.test(term[0]!);
+  const anywhere = UNSPACED.test(term);
   for (let i = text.indexOf(term, from); i >= 0; i = text.indexOf(term, i + 1)) if (anywhere || wordStartsAt(text, i)) return i;
   return -1;
 }
@@ -4283,12 +4283,15 @@ export const searchReads = { messages: 0 };
 /** Of a header field this much is searched (as shownMailboxes shows it): a field of a MiB of encoded words costs no more. */
 const SEARCHED_FIELD = 4096;
 
+/** Of a record this much is read for its From_ line: ours is at most 1,031 bytes (recordChunks cuts the sender at 1,000), and a cut one would have no time. */
+const FROM_LINE_READ = 4096;
+
 /** The search line of the record K of ticket N in bytes [start, end) of its mbox, or undefined for what is no record. */
 async function extractLine(fd: number, n: number, k: number, start: number, end: number): Promise<string | undefined> {
   const record = mboxRecordAt(fd, start, end);
   if (!record) return undefined;
   searchReads.messages++;
-  const fromLine = Buffer.alloc(Math.min(end - start, 1024));
+  const fromLine = Buffer.alloc(Math.min(end - start, FROM_LINE_READ));
   readSync(fd, fromLine, 0, fromLine.length, start);
   const { message } = record;
   const head = parseHead(message.first.subarray(0, headEnd(message.first)).toString('utf8'));
@@ -4328,7 +4331,8 @@ function recordStartsAt(fd: number, pos: number): boolean {
 async function ticketText(n: number, path: string, place: Place, known: TicketText | undefined): Promise<TicketText | undefined | null> {
   const same = (st: { ino: number; size: number; mtimeMs: number }) => known && known.ino === st.ino && known.size === st.size && known.mtimeMs === st.mtimeMs;
   let fd;
-  try { fd = openSync(path, fsc.O_RDONLY | fsc.O_NOFOLLOW); } catch (e) { return code(e) === 'ENOENT' ? undefined : null; }
+  // O_NONBLOCK: a FIFO where a ticket should be would hold the open (and serve's searches behind it) forever; fstat then refuses it.
+  try { fd = openSync(path, fsc.O_RDONLY | fsc.O_NOFOLLOW | fsc.O_NONBLOCK); } catch (e) { return code(e) === 'ENOENT' ? undefined : null; }
   try {
     const st = fstatSync(fd);
     if (!st.isFile()) return null;
@@ -4336,7 +4340,8 @@ async function ticketText(n: number, path: string, place: Place, known: TicketTe
     let from = 0;
     let old: Buffer = Buffer.alloc(0);
     let k = 0;
-    if (known && known.ino === st.ino && st.size > known.size && tailPrint(tailBefore(fd, known.size)) === known.tail) {
+    // A file that held no record (emptied, as mutt leaves a ticket whose messages were all deleted) has no last record to read on from.
+    if (known && known.records > 0 && known.ino === st.ino && st.size > known.size && tailPrint(tailBefore(fd, known.size)) === known.tail) {
       const whole = recordStartsAt(fd, known.size);
       const lastLine = known.lines.lastIndexOf(LF, known.lines.length - 2) + 1;
       const lastK = known.lines.toString('latin1', lastLine, lastLine + 40).split('\t')[1];
@@ -4373,7 +4378,7 @@ interface SearchCache {
 /** A bucket's tickets (rows in N order: N, place, ino, size, mtimeMs, tail, last, records, length of its lines) and their lines, in that order. */
 type BucketRow = [number, Place, number, number, number, string, number, number, number];
 interface Bucket { generation: string; rows: BucketRow[]; body: Buffer; starts?: number[] /* of each row's lines in body, made when needed */ }
-const CACHE_VERSION = 'ticket-mail search cache 2';
+const CACHE_VERSION = 'ticket-mail search cache 3'; // 3: times from whole From_ lines, an emptied ticket's messages numbered from 1
 const bucketOf = (n: number) => Math.floor(n / 100);
 const searchMemory = new Map<string, SearchCache>();
 
@@ -4567,6 +4572,8 @@ async function refreshedTexts(store: Store, where: 'save' | 'memory' | 'read', e
   const updates = new Map<number, TicketText | null>(); // null: gone
   const scanned = new Set<Place>();
   const seen = new Set<number>();
+  // Each folder's stamp is the cache's only once its tickets' changes are: a read that fails half-way (serve's memory outlives it) leaves no folder trusted whose changes it dropped.
+  const stamps: SearchCache['folders'] = {};
   for (const place of ['open', 'archived'] as const) {
     const folder = place === 'open' ? store.cfg.dir : store.archived;
     let st;
@@ -4601,12 +4608,13 @@ async function refreshedTexts(store: Store, where: 'save' | 'memory' | 'read', e
       seen.add(n);
       if (text !== had) updates.set(n, text);
     }
-    cache.folders[place] = st ? { ino: st.ino, mtimeMs: st.mtimeMs, trusted: !unreadable && readAt - st.mtimeMs > RACY_MS } : null;
+    stamps[place] = st ? { ino: st.ino, mtimeMs: st.mtimeMs, trusted: !unreadable && readAt - st.mtimeMs > RACY_MS } : null;
   }
   if (scanned.size) {
     for (const { rows } of cache.buckets.values()) for (const row of rows) if (!seen.has(row[0]) && scanned.has(row[1])) updates.set(row[0], null);
   }
   const changed = rebuildBuckets(cache, updates);
+  Object.assign(cache.folders, stamps);
   if (writeTo && scanned.size) {
     try { saveSearchCache(writeTo, cache, changed); } catch { /* the cache is a convenience */ }
   }
@@ -4625,7 +4633,7 @@ export interface SearchResult {
  * its line's numbers are read, its text is not decoded.
  */
 function matchingLines(body: Buffer, needle: Buffer, query: Query, found: MessageLine[]): void {
-  const oneWord = query.terms.length === 1 && query.terms[0]!.field === 'any' && !UNSPACED.test(query.terms[0]!.text[0]!);
+  const oneWord = query.terms.length === 1 && query.terms[0]!.field === 'any' && !UNSPACED.test(query.terms[0]!.text);
   const datesOnly = { ...query, terms: [] };
   /** A word starts at byte `i` of the bytes from `from` on (a byte of a longer character: that character decides). */
   const wordAt = (i: number, from: number) => {
@@ -4661,12 +4669,19 @@ const SNIPPET = 160;
  */
 export function snippet(text: string, terms: string[]): SearchResult['snippet'] {
   let folded = '';
+  let afterSpace = false; // not folded.endsWith(' '): that flattens the string built so far, each time (quadratic in the spaces)
   const origin: number[] = [];
+  const folds = new Map<number, string>();
   for (let i = 0; i < text.length;) {
     const c = text.codePointAt(i)!;
     const width = c > 0xffff ? 2 : 1;
-    const f = c < 0x80 ? (c <= 0x20 || c === 0x7f ? ' ' : String.fromCharCode(c >= 0x41 && c <= 0x5a ? c + 32 : c)) : foldText(String.fromCodePoint(c));
-    if (!(f === ' ' && folded.endsWith(' '))) { folded += f; for (let u = 0; u < f.length; u++) origin.push(i); }
+    let f = c < 0x80 ? (c <= 0x20 || c === 0x7f ? ' ' : String.fromCharCode(c >= 0x41 && c <= 0x5a ? c + 32 : c)) : folds.get(c);
+    if (f === undefined) folds.set(c, f = foldText(String.fromCodePoint(c))); // a text has few distinct characters: each folded once
+    if (!(f === ' ' && afterSpace)) {
+      folded += f;
+      for (let u = 0; u < f.length; u++) origin.push(i);
+      if (f) afterSpace = f.endsWith(' ');
+    }
     i += width;
   }
   origin.push(text.length);
@@ -4737,7 +4752,7 @@ export async function searchTickets(store: Store, query: Query, options: SearchO
   for (const { n, place, line } of found.slice(0, options.limit)) {
     const result: SearchResult = { ticket: n, message: line.k, state: place === 'open' ? 'open' : 'closed', date: new Date(line.time).toISOString(), from: '', subject: '', snippet: [] };
     let fd;
-    try { fd = openSync(store.ticketPath(n, place), fsc.O_RDONLY | fsc.O_NOFOLLOW); } catch { results.push(result); continue; } // moved meanwhile
+    try { fd = openSync(store.ticketPath(n, place), fsc.O_RDONLY | fsc.O_NOFOLLOW | fsc.O_NONBLOCK); } catch { results.push(result); continue; } // moved meanwhile
     try {
       const record = mboxRecordAt(fd, line.start, line.end);
       if (record) {
@@ -5287,7 +5302,7 @@ async function runDelivery(afterDelivery?: () => void): Promise<void> {
  * Runs a maintainer's command: its errors are one line on stderr and exit 1 (these are
  * people at a terminal or scripts, not an MTA).
  */
-function tool(run: (cfg: Config, ...args: any[]) => unknown, as: 'owner' | 'caller' | 'setup' = 'owner') {
+function tool(run: (cfg: Config, ...args: any[]) => unknown, as: 'owner' | 'caller' | 'setup' = 'owner', failure = 1) {
   return async (...args: any[]) => {
     try {
       const cfg = configFrom(as === 'setup');
@@ -5297,7 +5312,7 @@ function tool(run: (cfg: Config, ...args: any[]) => unknown, as: 'owner' | 'call
     } catch (e) {
       const { path, syscall } = (e ?? {}) as NodeJS.ErrnoException;
       warn(e instanceof Error && !(e as NodeJS.ErrnoException).code ? e.message : `error: ${reason(e)}${path ? ` (${syscall ? `${syscall} ` : ''}${path})` : ''}`);
-      process.exitCode = 1;
+      process.exitCode = failure;
     }
   };
 }
@@ -5958,7 +5973,7 @@ export function plainCgi(args: string[]): Record<string, string[]> | undefined {
   return plain && rest.length === 1 && rest[0] === 'cgi' ? values : undefined;
 }
 
-/** `search`: exit 0 with matches, 1 without (as grep), 2 for a query that cannot be run. */
+/** `search`: exit 0 with matches, 1 without (as grep), 2 for a query that cannot be run (and, through tool, for an error). */
 async function runSearch(cfg: Config, words: unknown, options: Record<string, unknown>): Promise<number> {
   const limit = options.limit === undefined ? 20 : Number(typed.limit?.at(-1)); // a screenful: each result costs a read of its message
   let found;
@@ -6025,7 +6040,7 @@ export async function main(argv: string[], saveCaches?: (withCore?: boolean) => 
   cli.command('stats', 'The numbers: open and closed, per week over the last half year, times to first answer and to close, the oldest and longest waiting')
     .option('--json', 'JSON for scripts').action(tool(runStats));
   cli.command('search <...query>', 'Messages matching words, "phrases", from: to: subject: body: file:, is:open|closed|waiting, before:/after: YYYY-MM-DD, ticket:N; newest first')
-    .option('--limit <n>', 'Show this many, newest first (default: 20)').option('--json', 'JSON for scripts').action(tool(runSearch));
+    .option('--limit <n>', 'Show this many, newest first (default: 20)').option('--json', 'JSON for scripts').action(tool(runSearch, 'owner', 2)); // 1 is "no match": an error is 2, as grep's
   cli.command('show <ticket>', 'Show a ticket\'s thread and the path of its mbox').option('--json', 'JSON for scripts').action(tool(runShow));
   envelopeOptions(cli.command('route', 'Dry run: print what delivering the message on stdin would do; writes nothing'))
     .option('--json', 'JSON for scripts').action(tool(runRoute));
