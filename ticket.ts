@@ -5897,6 +5897,30 @@ export function plainCgi(args: string[]): Record<string, string[]> | undefined {
   return plain && rest.length === 1 && rest[0] === 'cgi' ? values : undefined;
 }
 
+/** The read-only commands a maintainer runs most, with the flags each takes besides the settings (a search also --limit). */
+const PLAIN_READS: Record<string, string[]> = { list: ['--closed', '--all', '--waiting', '--json'], stats: ['--json'], search: ['--json'] };
+
+/**
+ * `list`, `stats` or `search` with nothing but settings, their own flags and (search) words not
+ * looking like flags: the command, its options as cac would give them, and the words; else
+ * undefined (cac explains the rest: --help, a typo, a missing value). Why: setting cac up (in the
+ * single file, unpacking it) costs ~20 ms of CPU, a tenth of a search over 10,000 tickets.
+ */
+export function plainRead(args: string[]): { command: string; values: Record<string, string[]>; options: Record<string, unknown>; words: string[] } | undefined {
+  const { values, plain, rest } = typedOptions(args, new Set([...Object.keys(SETTING_HELP), 'limit']));
+  const [command = '', ...others] = rest;
+  const flags = PLAIN_READS[command];
+  if (!plain || !flags || (values.limit && command !== 'search')) return undefined;
+  const options: Record<string, unknown> = values.limit ? { limit: values.limit.at(-1) } : {};
+  const words: string[] = [];
+  for (const arg of others) {
+    if (flags.includes(arg)) options[arg.slice(2)] = true;
+    else if (command === 'search' && !arg.startsWith('-')) words.push(arg);
+    else return undefined;
+  }
+  return command === 'search' && !words.length ? undefined : { command, values, options, words };
+}
+
 /** `search`: exit 0 with matches, 1 without (as grep), 2 for a query that cannot be run. */
 async function runSearch(cfg: Config, words: unknown, options: Record<string, unknown>): Promise<number> {
   const limit = options.limit === undefined ? 20 : Number(typed.limit?.at(-1)); // a screenful: each result costs a read of its message
@@ -5943,6 +5967,12 @@ export async function main(argv: string[], saveCaches?: (withCore?: boolean) => 
   if (cgiSettings) {
     typed = cgiSettings;
     return tool((cfg) => runCgi(cfg, saveCaches))();
+  }
+  const read = plainRead(argv.slice(2));
+  if (read) {
+    typed = read.values;
+    const run = read.command === 'search' ? tool(runSearch) : tool(read.command === 'list' ? runList : runStats);
+    return read.command === 'search' ? run(read.words, read.options) : run(read.options);
   }
   // The maintainer's commands, --help, and mistakes. A missing module is a broken installation:
   // like the delivery's own modules, it defers (fail: 75), never bounces.
