@@ -6,7 +6,7 @@ import { describe, expect, it, vi } from 'vitest';
 import { closeSync, openSync, readFileSync, statSync } from 'node:fs';
 import fc from 'fast-check';
 import { decodeWords as oracle } from 'postal-mime';
-import { decodeWords, headEnd, mboxRecordAt, mboxStarts, parseHead } from '../ticket.ts';
+import { decodeWords, headEnd, mboxRecordAt, mboxStarts, parseHead, plainRead } from '../ticket.ts';
 import { corpusFiles } from './harness.ts';
 
 // postal-mime's decodeWords, watched: the common charsets must not reach it (that is the point).
@@ -124,4 +124,22 @@ describe('the real-world corpus', () => {
     console.log(`corpus: ${encoded} header values with encoded words`);
     expect(encoded).toBeGreaterThan(40);
   }, 120_000);
+});
+
+// Not decoding, but the same errand (a cold list, a search, made cheaper): the commands that start without cac.
+describe('plainRead: list, stats and search without cac', () => {
+  it('takes their plain forms, with settings anywhere, as cac would give them', () => {
+    expect(plainRead(['--dir', '/t', 'list', '--waiting', '--json'])).toEqual({ command: 'list', values: { dir: ['/t'] }, options: { waiting: true, json: true }, words: [] });
+    expect(plainRead(['stats', '--admin=a@x', '--admin', 'b@x'])).toEqual({ command: 'stats', values: { admin: ['a@x', 'b@x'] }, options: {}, words: [] });
+    expect(plainRead(['search', 'printer', '--limit', '5', 'subject:"jam"', '--json', '--dir=/t']))
+      .toEqual({ command: 'search', values: { limit: ['5'], dir: ['/t'] }, options: { limit: '5', json: true }, words: ['printer', 'subject:"jam"'] });
+  });
+
+  it('leaves to cac whatever it must explain or parse its own way', () => {
+    for (const args of [['list', '--help'], ['list', '-h'], ['list', '--wating'], ['list', 'extra'], ['list', '--limit', '3'], ['stats', '--all'],
+      ['search'], ['search', '--json'], ['search', '-x'], ['search', '--', '-x'], ['search', 'a', '--limit'], ['search', '--limit', '--json', 'a'],
+      ['--version'], ['show', '1'], ['list', '--json=false'], ['list', '--dir']]) {
+      expect(plainRead(args), args.join(' ')).toBeUndefined();
+    }
+  });
 });
