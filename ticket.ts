@@ -3273,9 +3273,11 @@ function ticketEntry(path: string, cached: CacheEntry | undefined, cfg: Config):
     try { if (fresh(statSync(path))) return cached; } catch (e) { return missing(e); }
   }
   let fd;
-  try { fd = openSync(path, 'r'); } catch (e) { return missing(e); }
+  // Without blocking: a FIFO named like a ticket would hang the list (and serve with it) for good.
+  try { fd = openSync(path, fsc.O_RDONLY | fsc.O_NONBLOCK); } catch (e) { return missing(e); }
   try {
     const st = fstatSync(fd);
+    if (!st.isFile()) return null; // there, and no ticket: shown by check, never read
     if (fresh(st)) return cached;
     const stamp = { ino: st.ino, size: st.size, mtimeMs: st.mtimeMs };
     // Grown by appends only (the old end unchanged): count just the new part, and read its

@@ -157,13 +157,16 @@ describe('review: search', { timeout: 240_000 }, () => {
 
   // A FIFO named as a ticket (a maintainer's mistake, or a planted one in a folder a team can
   // write) held search's open of it forever, and in serve every search queued behind it.
-  // (list, not part of this change, still waits on one: its opens want the same flag.)
-  it('a FIFO where a ticket should be is skipped, never waited on', () => {
+  // list (and is:waiting through it) waited on one the same way.
+  it('a FIFO where a ticket should be is skipped, never waited on: search, is:waiting, list', () => {
     const t = fixture();
     expect(spawnSync('mkfifo', [join(t.tickets, '7')]).status).toBe(0);
-    const r = spawnSync(process.execPath, [BIN, '--dir', t.tickets, 'search', 'printer'], { env: { ...PRIVATE_ENV, HOME: join(t.dir, 'home') }, timeout: 60_000, encoding: 'utf8' });
-    expect(r.signal, 'killed: it waited on the FIFO').toBe(null);
-    expect(r.status, r.stderr).toBe(0);
-    expect(r.stdout).toContain('The printer is jammed.');
+    const run = (...args: string[]) => spawnSync(process.execPath, [BIN, '--dir', t.tickets, ...args], { env: { ...PRIVATE_ENV, HOME: join(t.dir, 'home') }, timeout: 60_000, encoding: 'utf8' });
+    for (const args of [['search', 'printer'], ['search', 'is:waiting', 'printer'], ['list']]) {
+      const r = run(...args);
+      expect(r.signal, `${args.join(' ')}: killed: it waited on the FIFO`).toBe(null);
+      expect(r.status, r.stderr).toBe(0);
+      expect(r.stdout).toContain(args[0] === 'list' ? 'Printer' : 'The printer is jammed.');
+    }
   });
 });
