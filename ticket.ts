@@ -391,7 +391,7 @@ export function whyAutomatic(head: Head, sender: string): string | undefined {
   const machine = whyMachineWritten(head, sender);
   if (machine) return machine;
   const precedence = field(head, 'precedence')?.trim().toLowerCase();
-  if (precedence === 'bulk' || precedence === 'list') return `Precedence: ${precedence}`;
+  if (precedence === 'list') return `Precedence: ${precedence}`;
   for (const name of ['list-id', 'list-unsubscribe', 'list-post', 'list-help', 'list-subscribe', 'list-owner', 'list-archive']) {
     if (head.has(name)) return name;
   }
@@ -408,7 +408,8 @@ export function whyMachineWritten(head: Head, sender: string): string | undefine
   const auto = field(head, 'auto-submitted')?.split(/[;(\s]/)[0]?.toLowerCase();
   if (auto !== undefined && auto !== 'no') return 'Auto-Submitted';
   const precedence = field(head, 'precedence')?.trim().toLowerCase();
-  if (precedence === 'junk' || precedence === 'auto_reply') return `Precedence: ${precedence}`;
+  // bulk too: vacation(1) and many autoresponders mark their replies so (a person's answer never is).
+  if (precedence === 'bulk' || precedence === 'junk' || precedence === 'auto_reply') return `Precedence: ${precedence}`;
   for (const name of ['x-autoreply', 'x-autorespond', LOOP_HEADER.toLowerCase()]) {
     if (head.has(name)) return name;
   }
