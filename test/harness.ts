@@ -1,10 +1,10 @@
 // Test harness: runs the built program the way an MTA does (a child process, the message
 // on stdin, the outcome in the exit status) and reads back what it stored.
 import { spawn, spawnSync } from 'node:child_process';
-import { chmodSync, copyFileSync, mkdirSync, mkdtempSync, readFileSync, readdirSync, existsSync, renameSync, rmSync } from 'node:fs';
+import { chmodSync, closeSync, copyFileSync, mkdirSync, mkdtempSync, readFileSync, readdirSync, existsSync, openSync, renameSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join, resolve } from 'node:path';
-import { readMbox } from '../ticket.ts';
+import { mboxRecordAt, mboxStarts, readMbox } from '../ticket.ts';
 
 export const ROOT = resolve(import.meta.dirname, '..');
 export const BIN = join(ROOT, 'dist', 'ticket-mail.cjs');
@@ -70,6 +70,22 @@ export function corpusFiles(ctx: { skip: () => void }): string[] {
     ctx.skip();
   }
   return filesUnder(CORPUS);
+}
+
+/** Each message of the corpus (a file is a message, or an mbox of them: its records' messages as they came), with its file. */
+export function* corpusMessages(ctx: { skip: () => void }): Generator<{ path: string; message: Buffer }> {
+  for (const path of corpusFiles(ctx)) {
+    const bytes = readFileSync(path);
+    if (bytes.subarray(0, 5).toString('latin1') !== 'From ') { yield { path, message: bytes }; continue; }
+    const fd = openSync(path, 'r');
+    try {
+      const starts = mboxStarts(fd, bytes.length);
+      for (const [i, start] of starts.entries()) {
+        const record = mboxRecordAt(fd, start, starts[i + 1] ?? bytes.length);
+        if (record) yield { path, message: Buffer.concat([...record.message.chunks()].map((c) => Buffer.from(c))) };
+      }
+    } finally { closeSync(fd); }
+  }
 }
 
 export interface MailSpec {

@@ -3,11 +3,10 @@
 // are shown, searched, and a subject's tag routes mail. postal-mime is the oracle: on named cases,
 // on random header values, and on every header field of the real-world corpus.
 import { describe, expect, it, vi } from 'vitest';
-import { closeSync, openSync, readFileSync, statSync } from 'node:fs';
 import fc from 'fast-check';
 import { decodeWords as oracle } from 'postal-mime';
-import { decodeWords, headEnd, mboxRecordAt, mboxStarts, parseHead, plainRead } from '../ticket.ts';
-import { corpusFiles } from './harness.ts';
+import { decodeWords, headEnd, parseHead, plainRead } from '../ticket.ts';
+import { corpusMessages } from './harness.ts';
 
 // postal-mime's decodeWords, watched: the common charsets must not reach it (that is the point).
 vi.mock('postal-mime', async (original) => {
@@ -96,28 +95,12 @@ describe('decodeWords is postal-mime\'s decodeWords', () => {
 
 describe('the real-world corpus', () => {
   it('every header field of every message: decodeWords gives what postal-mime gives', (ctx) => {
-    const files = corpusFiles(ctx);
     let encoded = 0;
-    for (const path of files) {
-      const bytes = readFileSync(path);
-      const messages: Buffer[] = [];
-      if (bytes.subarray(0, 5).toString('latin1') === 'From ') {
-        const fd = openSync(path, 'r');
-        try {
-          const size = statSync(path).size;
-          const starts = mboxStarts(fd, size);
-          for (const [i, start] of starts.entries()) {
-            const record = mboxRecordAt(fd, start, starts[i + 1] ?? size);
-            if (record) messages.push(Buffer.from(record.message.first));
-          }
-        } finally { closeSync(fd); }
-      } else messages.push(bytes);
-      for (const message of messages) {
-        for (const [name, values] of parseHead(message.subarray(0, headEnd(message)).toString('utf8')) ?? []) {
-          for (const value of values) {
-            if (value.includes('=?')) encoded++;
-            expect(decodeWords(value), `${path}: ${name}`).toBe(oracle(value));
-          }
+    for (const { path, message } of corpusMessages(ctx)) {
+      for (const [name, values] of parseHead(message.subarray(0, headEnd(message)).toString('utf8')) ?? []) {
+        for (const value of values) {
+          if (value.includes('=?')) encoded++;
+          expect(decodeWords(value), `${path}: ${name}`).toBe(oracle(value));
         }
       }
     }

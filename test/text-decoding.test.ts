@@ -3,11 +3,10 @@
 // feeds show it. postal-mime is the oracle here: on random parts, on named cases, and on every
 // text part of the real-world corpus (beside the project in a developer checkout only).
 import { describe, expect, it } from 'vitest';
-import { closeSync, openSync, readFileSync, statSync } from 'node:fs';
 import fc from 'fast-check';
 import PostalMime from 'postal-mime';
-import { type OutlineText, mboxRecordAt, mboxStarts, mimeOutline, partText } from '../ticket.ts';
-import { corpusFiles } from './harness.ts';
+import { type OutlineText, mimeOutline, partText } from '../ticket.ts';
+import { corpusMessages } from './harness.ts';
 
 /** What postal-mime makes of the part, as messageText asked it before partText. */
 async function oracle(part: OutlineText): Promise<string> {
@@ -88,31 +87,14 @@ describe('partText is postal-mime\'s text for the parts it decodes', () => {
 
 describe('the real-world corpus', () => {
   it('every text part of every message: partText gives what postal-mime gives, or leaves it to postal-mime', async (ctx) => {
-    const files = corpusFiles(ctx);
     let parts = 0;
     let left = 0;
-    for (const path of files) {
-      // A file is a message, or an mbox of them.
-      const bytes = readFileSync(path);
-      const messages: Buffer[] = [];
-      if (bytes.subarray(0, 5).toString('latin1') === 'From ') {
-        const fd = openSync(path, 'r');
-        try {
-          const size = statSync(path).size;
-          const starts = mboxStarts(fd, size);
-          for (const [i, start] of starts.entries()) {
-            const record = mboxRecordAt(fd, start, starts[i + 1] ?? size);
-            if (record) messages.push(Buffer.concat([...record.message.chunks()].map((c) => Buffer.from(c))));
-          }
-        } finally { closeSync(fd); }
-      } else messages.push(bytes);
-      for (const message of messages) {
-        for (const part of textsOf(message)) {
-          parts++;
-          const ours = partText(part);
-          if (ours === undefined) left++;
-          else expect(ours, `${path}: ${part.type}`).toBe(await oracle(part));
-        }
+    for (const { path, message } of corpusMessages(ctx)) {
+      for (const part of textsOf(message)) {
+        parts++;
+        const ours = partText(part);
+        if (ours === undefined) left++;
+        else expect(ours, `${path}: ${part.type}`).toBe(await oracle(part));
       }
     }
     console.log(`corpus: ${parts} text parts, ${left} left to postal-mime`);
