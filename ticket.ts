@@ -4879,9 +4879,20 @@ export interface Installation {
   home: string;       // its HOME (the code cache), outside the tickets folder
   launcher: string;   // the pipe command the MTA runs
   config: string;     // the config file the launcher names
-  node: string;       // absolute paths of the runtime and of this program, as installed
-  program: string;
+  node: string;       // absolute paths of the runtime and of this program, as installed; a
+  program: string;    // compiled executable (bun build --compile) is the runtime, its program ''
 }
+
+/**
+ * This program as it runs now: the runtime and the file it runs, or a compiled executable
+ * alone (bun build --compile: argv[1] is then a path inside it, /$bunfs/..., no realpath resolves).
+ */
+const runningProgram = (): Pick<Installation, 'node' | 'program'> => {
+  const script = process.argv[1]!;
+  return { node: process.execPath, program: script.startsWith('/$bunfs/') ? '' : realpathSync(script) };
+};
+/** The words that start it. */
+const programWords = (p: Pick<Installation, 'node' | 'program'>) => (p.program ? [p.node, p.program] : [p.node]);
 
 export const INSTALL_DEFAULTS = {
   user: 'tickets', home: '/var/lib/ticket-mail', launcher: '/usr/local/libexec/ticket-mail-deliver',
@@ -4903,15 +4914,15 @@ export function launcherScript(inst: Installation): string {
 # or ticket-mail. The MTA runs this for every message; it passes ticket-mail's exit status on,
 # but when ticket-mail cannot run at all it exits 75 with one sentence, so the mail stays queued.
 node=${shWord(inst.node)}
-program=${shWord(inst.program)}
+${inst.program ? `program=${shWord(inst.program)}` : '# node is ticket-mail itself, compiled (bun build --compile): no program file\nprogram='}
 # "; exit" keeps the shell's own word on a killed program ("Killed") in $errors too.
-errors=$("$node" "$program" --config ${shWord(inst.config)} "$@" 2>&1 >/dev/null; exit $?)
+errors=$("$node" \${program:+"$program"} --config ${shWord(inst.config)} "$@" 2>&1 >/dev/null; exit $?)
 status=$?
 case $status in
   0|65|67|75) [ -z "$errors" ] || printf '%s\\n' "$errors" >&2; exit "$status" ;;
 esac
 why=$(printf '%s\\n' "$errors" | sed -n '/^[A-Za-z]*Error: /{p;q;}')
-printf 'ticket-mail: cannot run %s %s (exit status %s%s); the mail stays queued\\n' "$node" "$program" "$status" "\${why:+: $why}" >&2
+printf 'ticket-mail: cannot run %s (exit status %s%s); the mail stays queued\\n' "$node\${program:+ $program}" "$status" "\${why:+: $why}" >&2
 exit 75
 `;
 }
@@ -4922,7 +4933,7 @@ exit 75
  * "mail still kept", into 75 and "cannot run"). Prune comes first: flush's exit 1 is the one
  * worth a failed unit.
  */
-const chores = (inst: Installation) => ['prune', 'flush'].map((command) => [inst.node, inst.program, '--config', inst.config, command]);
+const chores = (inst: Installation) => ['prune', 'flush'].map((command) => [...programWords(inst), '--config', inst.config, command]);
 
 /**
  * A word of a systemd command line: quoted when needed, its specifiers (%) doubled, and in an
@@ -5114,7 +5125,7 @@ function aliasNames(cfg: Config): string[] {
  */
 export function postfixSnippet(cfg: Config, inst: Installation, aliases: boolean): string {
   const domain = cfg.domain ?? 'tickets.example.org';
-  const policy = `${inst.node} ${inst.program} postfix-policy --config ${inst.config}`;
+  const policy = `${programWords(inst).join(' ')} postfix-policy --config ${inst.config}`;
   const head = `# ticket-mail for Postfix 3.x, printed by "ticket-mail postfix-config${aliases ? ' --aliases' : ''}" for this installation.
 # Where a setting below already has a value in main.cf, add ours to it rather than replace it.
 `;
@@ -5615,7 +5626,7 @@ async function closeByMail(cfg: Config, n: number, recipient: string, note: Mess
 
 function runMuttrc(cfg: Config): void {
   // The command mutt's hooks run: this very program, as it was started.
-  print(muttHooks(new Store(cfg), [process.execPath, realpathSync(process.argv[1]!)]));
+  print(muttHooks(new Store(cfg), programWords(runningProgram())));
 }
 
 async function runDraft(_cfg: Config, file: unknown): Promise<void> {
@@ -5705,7 +5716,7 @@ function installation(cfg: Config, options: Record<string, unknown>): Installati
   const pick = (name: 'user' | 'home' | 'launcher') => String(([] as unknown[]).concat(options[name] ?? []).at(-1) ?? recorded[name] ?? INSTALL_DEFAULTS[name]);
   return mtaSafe({
     user: pick('user'), home: pick('home'), launcher: pick('launcher'), config,
-    node: process.execPath, program: realpathSync(process.argv[1]!),
+    ...runningProgram(),
   }, cfg.dir);
 }
 
@@ -5761,7 +5772,7 @@ function mtaSafe(inst: Installation, dir: string): Installation {
   const paths = [['the tickets folder', dir], ['--home', inst.home], ['--launcher', inst.launcher], ['--config', inst.config],
     ['node', inst.node], ['the program', inst.program]] as const;
   for (const [what, path] of paths) {
-    if (!MTA_SAFE_PATH.test(path)) {
+    if (!MTA_SAFE_PATH.test(path) && !(what === 'the program' && path === '')) {
       throw new Error(`${what} "${path.slice(0, 200)}" cannot go into the MTA's configuration as it is: use an absolute path of letters, digits and . _ / + - only`);
     }
   }
@@ -5886,7 +5897,7 @@ async function runSetup(cfg: Config, options: Record<string, unknown>): Promise<
       }
     }
   };
-  unreachable([['node', inst.node, '-x'], ['the program', inst.program, '-r']]);
+  unreachable([['node', inst.node, '-x'], ...(inst.program ? [['the program', inst.program, '-r'] as [string, string, '-r']] : [])]);
   const home = who.home;
   // Exim checks ticket numbers at SMTP time as its own user: its group gets search permission only.
   const mta = String(options.mta ?? (existsSync('/usr/sbin/exim4') ? 'exim' : 'none'));
@@ -5949,7 +5960,7 @@ async function runSetup(cfg: Config, options: Record<string, unknown>): Promise<
     done(`wrote the config file ${inst.config}`);
   }
   writeRootFile(inst.launcher, launcherScript({ ...inst, home }), 0o755);
-  done(`wrote the launcher ${inst.launcher} (runs ${inst.node} ${inst.program})`);
+  done(`wrote the launcher ${inst.launcher} (runs ${programWords(inst).join(' ')})`);
   unreachable([['the launcher', inst.launcher, '-x'], ['the config file', inst.config, '-r']]);
   await writeChores(cfg, inst, String(options.etc ?? '/etc'), done);
   done(`next: add the MTA's side, printed with these paths by "ticket-mail ${mta === 'postfix' ? 'postfix' : 'exim'}-config"; then "ticket-mail check"`);

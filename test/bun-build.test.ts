@@ -6,9 +6,9 @@
 // ~110 MB).
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { spawnSync } from 'node:child_process';
-import { cpSync, existsSync, lstatSync, mkdirSync, readFileSync, readdirSync, rmSync, writeFileSync } from 'node:fs';
+import { chmodSync, cpSync, existsSync, lstatSync, mkdirSync, readFileSync, readdirSync, rmSync, writeFileSync } from 'node:fs';
 import { join, relative } from 'node:path';
-import { BIN, FAKE_SENDMAIL, mail, PRIVATE_ENV, ROOT, stored, tempDir, toolFromNpm } from './harness.ts';
+import { BIN, FAKE_SENDMAIL, mail, PRIVATE_ENV, readableCopies, ROOT, stored, tempDir, toolFromNpm } from './harness.ts';
 import { startServer } from './web.ts';
 
 let bun: { path?: string; why?: string } = {};
@@ -374,5 +374,51 @@ describe('ticket.ts compiled by bun build --compile', () => {
         { env: PRIVATE_ENV, encoding: 'utf8' });
       expect(imported).toMatchObject({ status: 0, stdout: 'imported\n' });
     } finally { rmSync(work, { recursive: true, force: true }); }
+  }, 120_000);
+});
+
+// The executable is its own program: setup's launcher, the timer's chores, mutt's hooks and
+// Postfix's policy service run it alone, with no program file after it (argv[1] inside it is a
+// /$bunfs path that exists nowhere else). As root: setup makes the pipe's user.
+const EXE_USER = 'tm-bunexe';
+describe.skipIf(process.getuid?.() !== 0)('the executable set up as the MTA\'s pipe', () => {
+  afterAll(() => { spawnSync('sh', ['-c', `id -u ${EXE_USER} >/dev/null 2>&1 && userdel ${EXE_USER}; getent group ${EXE_USER} >/dev/null && groupdel ${EXE_USER}`]); });
+
+  it('setup writes a launcher that runs it alone; a delivery through it, check, muttrc and postfix-config name it alone', (ctx) => {
+    needsBun(ctx);
+    const base = tempDir('tm-bun-setup-');
+    chmodSync(base, 0o755);
+    chmodSync(built, 0o755); // the pipe's user runs the executable where it was built
+    const exe = join(built, 'ticket-mail');
+    const dir = join(base, 'tickets');
+    const config = join(base, 'etc', 'config.json');
+    const launcher = join(base, 'bin', 'deliver');
+    const env = { PATH: process.env.PATH, TICKET_MAIL_CONFIG: '' };
+    const run = (args: string[]) => runWith([exe], args, '', env);
+    try {
+      const setup = run(['setup', '--user', EXE_USER, '--home', join(base, 'home'), '--launcher', launcher, '--config', config, '--etc', join(base, 'etc'),
+        '--mta', 'none', '--dir', dir, '--domain', 'tickets.example', '--admin', 'max@tickets.example', '--sendmail', readableCopies().sendmail]);
+      expect(setup.status, setup.stderr).toBe(0);
+      expect(setup.stdout).toContain(`wrote the launcher ${launcher} (runs ${exe})\n`);
+      const script = readFileSync(launcher, 'utf8');
+      expect(script).toMatch(new RegExp(`^node=${exe}\n# node is ticket-mail itself, compiled .*\nprogram=$`, "m"));
+      // The MTA's side of a delivery: the launcher, as root, with the envelope.
+      const message = mail({ id: 'through-the-launcher@customer.example' });
+      const delivered = runWith([launcher], ['--recipient', 'submit@tickets.example', '--sender', 'alice@customer.example'], message, { PATH: process.env.PATH });
+      expect(delivered, delivered.stderr).toMatchObject({ status: 0, stderr: '' });
+      expect(stored(join(dir, '1')).map(String)).toEqual([message]);
+      const check = run(['check', '--config', config]);
+      expect(check.stdout).not.toMatch(/program|\/\$bunfs/);
+      const hooks = run(['muttrc', '--config', config]);
+      expect(hooks.status, hooks.stderr).toBe(0);
+      expect(hooks.stdout).toContain(`<shell-escape>'${exe}' 'close' '1' `);
+      expect(hooks.stdout).toContain(`set editor=\\"'${exe}' 'draft' `);
+      const postfix = run(['postfix-config', '--config', config]);
+      expect(postfix.stdout).toMatch(new RegExp(`argv=${exe} postfix-policy --config ${config}\n`));
+      // The launcher's own word when the executable is gone: 75, and it names what it could not run.
+      rmSync(join(base, 'moved'), { force: true });
+      const gone = runWith(['sh', '-c', `sed 's|^node=.*|node=${join(base, 'moved')}|' ${launcher} > ${launcher}.gone && sh ${launcher}.gone --recipient ticket-1@tickets.example`], [], message, { PATH: process.env.PATH });
+      expect(gone).toMatchObject({ status: 75, stderr: expect.stringMatching(new RegExp(`^ticket-mail: cannot run ${join(base, 'moved')} \\(exit status 127`)) });
+    } finally { rmSync(base, { recursive: true, force: true }); }
   }, 120_000);
 });
