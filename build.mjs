@@ -149,7 +149,12 @@ function load(source, BUILD, LAZY) {
   const ours = (stat) => stat.uid === process.getuid?.() && (stat.mode & 0o022) === 0;
   const loaded = {};
   const unsaved = [];
-  const cacheFile = (name) => `${dir}/${BUILD}-${name}-${process.version}-${process.arch}.v8`;
+  // A CGI page (the command cgi) runs other functions of the core than a delivery does: each has
+  // its own cache of the core, so that neither loads or compiles the other's. (A delivery whose
+  // envelope holds the word cgi takes the page's cache: slower, the same program.)
+  const cgi = process.argv.includes('cgi');
+  const role = (name) => (name === 'core' && cgi ? 'core-cgi' : name);
+  const cacheFile = (name) => `${dir}/${BUILD}-${role(name)}-${process.version}-${process.arch}.v8`;
   const readCache = (name) => {
     if (!dir) return undefined;
     try {
@@ -177,14 +182,13 @@ function load(source, BUILD, LAZY) {
     }
   }
   // Called after a delivery, so that the functions a delivery runs are in the cache compiled; and
-  // after a CGI page without the core (withCore false): the core's cache is the deliveries'.
-  const saveCaches = (withCore = true) => {
+  // after a CGI page, for the functions it ran.
+  const saveCaches = () => {
     if (!unsaved.length || !dir) return;
     try {
       mkdirSync(dir, { recursive: true, mode: 0o700 });
       if (!ours(lstatSync(dir))) return; // a folder someone else could write to, or a symlink
       for (const [name, script] of unsaved) {
-        if (name === 'core' && !withCore) continue;
         const temporary = `${cacheFile(name)}.${process.pid}`;
         writeFileSync(temporary, script.createCachedData(), { mode: 0o600, flag: 'wx' });
         renameSync(temporary, cacheFile(name));

@@ -6139,17 +6139,17 @@ async function runSearch(cfg: Config, words: unknown, options: Record<string, un
   return found.total ? 0 : 1;
 }
 
-/** One CGI page; then the code cache of the modules it compiled (the viewer, the MIME parser), for the next page. */
-async function runCgi(cfg: Config, saveCaches?: (withCore?: boolean) => void): Promise<void> {
+/** One CGI page; then the code cache of the modules it compiled (the core's CGI cache, the viewer, the MIME parser), for the next page. */
+async function runCgi(cfg: Config, saveCaches?: () => void): Promise<void> {
   await (await import('./viewer.ts')).cgi(cfg);
-  saveCaches?.(false); // the core's cache stays the deliveries': compiled as a delivery runs it
+  saveCaches?.();
 }
 
 /**
  * Runs the command line. `saveCaches` is the built file's loader saving V8's compiled code for
  * the next run: called once a message is filed, and once a CGI page is written.
  */
-export async function main(argv: string[], saveCaches?: (withCore?: boolean) => void): Promise<void> {
+export async function main(argv: string[], saveCaches?: () => void): Promise<void> {
   const plain = plainDelivery(argv.slice(2));
   if (plain) {
     typed = plain;

@@ -119,6 +119,41 @@ describe('serve must survive what any client (or any web page) can send', () => 
     expect(status).toBe(0);
   }, 30_000);
 
+  // cgi writes its reply with writeSync (process.stdout's stream machinery costs a page ~5 ms):
+  // a web server may hand over a non-blocking pipe, where a write meets EAGAIN once the pipe is
+  // full. The rest then goes through process.stdout, which waits: the download is whole.
+  it('cgi: a non-blocking pipe as stdout, full before the reader reads, still gets the whole download', () => {
+    const t = setup();
+    t.send('submit@tickets.example', mail({ subject: 'big', body: `${'a line of the message\n'.repeat(100_000)}` }));
+    // Python holds the pipe: one page, its write end non-blocking, read only once the program
+    // waits for it (in its event loop: it met EAGAIN) or ended.
+    const reader = `
+import fcntl, os, subprocess, sys, time
+r, w = os.pipe()
+os.set_blocking(w, False)
+fcntl.fcntl(w, 1031, 4096)  # F_SETPIPE_SZ
+child = subprocess.Popen(sys.argv[1:], stdout=w, stderr=subprocess.PIPE)
+os.close(w)
+waiting = lambda: 'epoll' in open('/proc/%d/wchan' % child.pid).read()
+while child.poll() is None and not waiting():
+    time.sleep(0.01)
+full = child.poll() is None
+data = b''.join(iter(lambda: os.read(r, 1 << 16), b''))
+err = child.stderr.read()
+sys.stdout.buffer.write(b'%d %d %d\\n' % (child.wait(), full, len(err)) + data)
+`;
+    const r = spawnSync('python3', ['-c', reader, process.execPath, BIN, '--dir', t.tickets, 'cgi'], { maxBuffer: 1 << 26,
+      env: { ...PRIVATE_ENV, REQUEST_METHOD: 'GET', SCRIPT_NAME: '/tickets', REQUEST_URI: '/tickets/1/mbox', REMOTE_USER: 'alice', AUTH_TYPE: 'Basic' } });
+    expect(r.status, String(r.stderr)).toBe(0);
+    const out = r.stdout as Buffer;
+    const first = out.indexOf(0x0a);
+    expect(out.subarray(0, first).toString()).toBe('0 1 0'); // exit 0, it waited for the reader, nothing on stderr
+    const reply = out.subarray(first + 1);
+    const body = reply.subarray(reply.indexOf('\r\n\r\n') + 4);
+    expect(reply.subarray(0, 17).toString()).toBe('Status: 200 OK\r\nC');
+    expect(body.equals(readFileSync(join(t.tickets, '1')))).toBe(true);
+  }, 60_000);
+
   // Fix: Fetch Metadata resource isolation in handle(): refuse (403) a request whose
   // Sec-Fetch-Site is cross-site (or same-site from another origin) unless it is a top-level
   // navigation (Sec-Fetch-Mode navigate, Sec-Fetch-Dest document); the Host check stops only rebinding.
