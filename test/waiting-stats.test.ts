@@ -516,4 +516,25 @@ describe('shownMailboxes\' plain path', () => {
       expect(shownMailboxes(v, oneLine)).toEqual(parsed);
     }), { numRuns: 3000 });
   });
+  it('gives what the parser and postal-mime\'s decoder give for a name of encoded words, B and Q, in several charsets', async () => {
+    const { addressParser, decodeWords } = await import('postal-mime');
+    const text = fc.array(fc.constantFrom('a', 'Z', '0', 'é', 'ü', 'ß', '中', 'Ω', ' ', '_', '?', '=', '"', '<', ';', '\u202e', '\x07'), { minLength: 0, maxLength: 20 }).map((cs) => cs.join(''));
+    const charset = fc.constantFrom('UTF-8', 'utf-8', 'ISO-8859-1', 'windows-1252');
+    const encodedWord = fc.tuple(text, charset, fc.boolean()).map(([t, cs, b]) => {
+      const bytes = Buffer.from(t, /^utf/i.test(cs) ? 'utf8' : 'latin1');
+      return b ? `=?${cs}?B?${bytes.toString('base64')}?=`
+        : `=?${cs}?Q?${[...bytes].map((c) => (c === 0x20 ? '_' : /[A-Za-z0-9]/.test(String.fromCharCode(c)) ? String.fromCharCode(c) : `=${c.toString(16).toUpperCase().padStart(2, '0')}`)).join('')}?=`;
+    });
+    const address = fc.tuple(fc.stringMatching(/^[A-Za-z0-9._+-]{1,20}$/), fc.stringMatching(/^[A-Za-z0-9.-]{1,20}$/)).map(([l, d]) => `${l}@${d}`);
+    const value = fc.tuple(fc.array(encodedWord, { minLength: 1, maxLength: 4 }), address).map(([w, a]) => `${w.join(' ')} <${a}>`);
+    fc.assert(fc.property(value, (v) => {
+      const [mailbox] = addressParser(v, { flatten: true }) as Array<{ name: string; address: string }>;
+      const name = oneLine(decodeWords(v.slice(0, v.lastIndexOf(' <'))).replace(/\ufffd/g, ' '), 60);
+      expect(mailbox!.address).toBe(v.slice(v.lastIndexOf('<') + 1, -1)); // the parser reads the same address
+      expect(shownMailboxes(v, oneLine)).toEqual([name ? `${name} <${oneLine(mailbox!.address, 254)}>` : oneLine(mailbox!.address, 254)]);
+    }), { numRuns: 2000 });
+  });
+  it('shows nothing for a missing or empty field, as the parser does', () => {
+    for (const v of [undefined, '', '  ', '\n ']) expect(shownMailboxes(v)).toEqual([]);
+  });
 });
