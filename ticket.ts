@@ -788,9 +788,10 @@ export function visible(text: string): string {
  * is (it parses back unchanged); a raw line break in the output is JSON's own layout.
  */
 export function terminalJson(value: unknown): string {
-  return JSON.stringify(value, null, 2).replace(UNSHOWABLE, (c) =>
-    (c === '\n' ? c : `\\u${c.charCodeAt(0).toString(16).padStart(4, '0')}`));
+  return JSON.stringify(value, null, 2).replace(RAW_IN_JSON, (c) => `\\u${c.charCodeAt(0).toString(16).padStart(4, '0')}`);
 }
+/** UNSHOWABLE but C0, which JSON.stringify escapes itself: its raw line breaks are its layout (a call for each was most of list --json's printing). */
+const RAW_IN_JSON = /[\x7f-\x9f\u061c\u200e\u200f\u2028\u2029\u202a-\u202e\u2066-\u2069]/g;
 
 // East Asian Wide and Fullwidth (Unicode's EastAsianWidth.txt, W and F), which include every
 // emoji shown as one by default; and what takes no column: combining marks, zero-width spaces
