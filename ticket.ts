@@ -3137,7 +3137,15 @@ interface CacheEntry {
   facts: TicketFacts;
   /** Where the last record starts and the facts before it, when its head was cut by the file's end (being written): read again when the file grew. */
   reread?: [start: number, factsBefore: TicketFacts | null];
+  /** Its row, once made: shared by later lists while the entry is unchanged, and never saved (JSON has no symbol keys). */
+  [ROW]?: TicketRow;
 }
+/**
+ * Where an entry keeps its row. On the entry, not in a WeakMap of entries to rows: 10,000 such
+ * pairs were a third of a cold list's garbage collection (each scavenge works through a weak
+ * map's young entries).
+ */
+const ROW = Symbol('row');
 
 /** list's one read buffer for all files: 10,000 allocations of 1 MiB would cost more than the reading. */
 let countBuffer: Buffer | undefined;
@@ -3224,7 +3232,7 @@ type Place = 'open' | 'archived';
 interface PlaceMemory { ino: number; mtimeMs: number; trusted: boolean; rows: TicketRow[] }
 const listMemory = new Map<string, {
   settings: string; // factsSettings of the config the entries were read under
-  entries: Record<Place, Record<string, CacheEntry>>; rows: WeakMap<CacheEntry, TicketRow>; places: Partial<Record<Place, PlaceMemory>>;
+  entries: Record<Place, Record<string, CacheEntry>>; places: Partial<Record<Place, PlaceMemory>>;
   all?: { open: TicketRow[]; archived: TicketRow[]; rows: TicketRow[] }; // the last merge of both places' rows (the feed's list)
 }>();
 
@@ -3260,7 +3268,7 @@ export function listTickets(store: Store, which: 'open' | 'closed' | 'all', save
         }
       }
     } catch { /* none yet, or unreadable: rebuild */ }
-    listMemory.set(cachePath, memory = { settings, entries, rows: new WeakMap(), places: {} });
+    listMemory.set(cachePath, memory = { settings, entries, places: {} });
   }
   let changed = false;
   const lists: TicketRow[][] = [];
@@ -3291,8 +3299,7 @@ export function listTickets(store: Store, which: 'open' | 'closed' | 'all', save
       if (!entry) continue;
       fresh[key] = entry;
       changed ||= entry !== cache[key];
-      let row = memory.rows.get(entry);
-      if (!row) memory.rows.set(entry, row = ticketRow(n, state, entry));
+      const row = entry[ROW] ??= ticketRow(n, state, entry);
       placeRows.push(row);
     }
     changed ||= Object.keys(fresh).length !== Object.keys(cache).length; // some ticket gone (or moved)
