@@ -283,6 +283,54 @@ export function parseHead(head: string): Head | undefined {
   return fields;
 }
 
+/**
+ * parseHead of the head that starts at `start` in `bytes` (read as UTF-8, to its blank line or
+ * `end`), keeping only the fields named in `wanted` (lower case): the other fields are matched
+ * in the bytes and never made strings. For list, which needs a handful of fields of each record
+ * of 10,000 tickets: a cold stats parsed 25,000 heads whole, each from a string of its own.
+ */
+export function headFields(bytes: Buffer, start: number, end: number, wanted: ReadonlySet<string>): Head | undefined {
+  const fields: Head = new Map();
+  let name: string | undefined; // the wanted field being read, unfolded into value
+  let value = '';
+  const flush = () => {
+    if (name === undefined) return;
+    const list = fields.get(name);
+    const unfolded = value.trim();
+    if (list) list.push(unfolded); else fields.set(name, [unfolded]);
+    name = undefined;
+  };
+  for (let line = start; line < end;) {
+    const lf = bytes.indexOf(LF, line);
+    const next = lf < 0 || lf >= end ? end : lf + 1;
+    const stop = next - (next > line && bytes[next - 1] === LF ? 1 : 0);
+    const text = stop - (stop > line && bytes[stop - 1] === 0x0d ? 1 : 0); // CRLF line ends
+    const first = bytes[line]!;
+    const folded = first === 0x20 || first === 0x09;
+    if (line === start && (text === line || folded)) return undefined; // no header at all
+    if (text === line) break; // the blank line: the head's end
+    if (folded) { // of a wanted field, or else ignored
+      if (name !== undefined) value += bytes.toString('utf8', line, text);
+      line = next;
+      continue;
+    }
+    flush();
+    let colon = line; // FIELD on bytes: a name of [!-9;-~], white space, ':'
+    while (colon < text && bytes[colon]! >= 0x21 && bytes[colon]! <= 0x7e && bytes[colon] !== 0x3a) colon++;
+    const nameEnd = colon;
+    while (colon < text && (bytes[colon] === 0x20 || bytes[colon] === 0x09)) colon++;
+    if (nameEnd === line || bytes[colon] !== 0x3a || colon >= text) {
+      if (line === start) return undefined; // no header at all
+    } else {
+      const found = bytes.toString('latin1', line, nameEnd).toLowerCase();
+      if (wanted.has(found)) { name = found; value = bytes.toString('utf8', colon + 1, text).trim(); }
+    }
+    line = next;
+  }
+  flush();
+  return start < end ? fields : undefined;
+}
+
 export const field = (head: Head, name: string): string | undefined => head.get(name)?.[0];
 
 /**
@@ -407,7 +455,8 @@ export function whyAutomatic(head: Head, sender: string): string | undefined {
 /**
  * The marks of mail no person wrote (a bounce, a vacation notice, a robot's, our own), without
  * whyAutomatic's list marks: a person may answer through a list, or from a tool that puts
- * List-Unsubscribe on all its mail. Who is waiting goes by these (recordSide).
+ * List-Unsubscribe on all its mail. Who is waiting goes by these (recordSide); list reads only
+ * the fields FACTS_FIELDS names, so a field read here must be named there.
  */
 export function whyMachineWritten(head: Head, sender: string): string | undefined {
   if (sender === '') return 'null envelope sender';
@@ -745,9 +794,10 @@ export function visible(text: string): string {
  * is (it parses back unchanged); a raw line break in the output is JSON's own layout.
  */
 export function terminalJson(value: unknown): string {
-  return JSON.stringify(value, null, 2).replace(UNSHOWABLE, (c) =>
-    (c === '\n' ? c : `\\u${c.charCodeAt(0).toString(16).padStart(4, '0')}`));
+  return JSON.stringify(value, null, 2).replace(RAW_IN_JSON, (c) => `\\u${c.charCodeAt(0).toString(16).padStart(4, '0')}`);
 }
+/** UNSHOWABLE but C0, which JSON.stringify escapes itself: its raw line breaks are its layout (a call for each was most of list --json's printing). */
+const RAW_IN_JSON = /[\x7f-\x9f\u061c\u200e\u200f\u2028\u2029\u202a-\u202e\u2066-\u2069]/g;
 
 // East Asian Wide and Fullwidth (Unicode's EastAsianWidth.txt, W and F), which include every
 // emoji shown as one by default; and what takes no column: combining marks, zero-width spaces
@@ -3093,10 +3143,20 @@ interface CacheEntry {
   facts: TicketFacts;
   /** Where the last record starts and the facts before it, when its head was cut by the file's end (being written): read again when the file grew. */
   reread?: [start: number, factsBefore: TicketFacts | null];
+  /** Its row, once made: shared by later lists while the entry is unchanged, and never saved (JSON has no symbol keys). */
+  [ROW]?: TicketRow;
 }
+/**
+ * Where an entry keeps its row. On the entry, not in a WeakMap of entries to rows: 10,000 such
+ * pairs were a quarter of a cold stats' garbage collection (each scavenge works through a weak
+ * map's young entries).
+ */
+const ROW = Symbol('row');
 
 /** list's one read buffer for all files: 10,000 allocations of 1 MiB would cost more than the reading. */
 let countBuffer: Buffer | undefined;
+
+const RECORD_START = Buffer.from('\nFrom '); // where each record but the first starts, after a line break
 
 /**
  * Where the mbox records (lines starting "From ") in bytes [from, size) start: at 0, and past it
@@ -3108,7 +3168,7 @@ let countBuffer: Buffer | undefined;
  * are valid until the next call.
  */
 function recordStarts(fd: number, from: number, size: number): { starts: number[]; bytes?: Buffer } {
-  const needle = Buffer.from('\nFrom ');
+  const needle = RECORD_START;
   const chunk = 1 << 20;
   const buf = countBuffer ??= Buffer.alloc(chunk + needle.length);
   let carry;
@@ -3142,8 +3202,11 @@ function tailPrint(bytes: Buffer): string {
     a = Math.imul(a ^ bytes[i]!, 0x01000193);
     b = Math.imul(b ^ bytes[i]!, 0x01000193) ^ (b >>> 15);
   }
-  return (a >>> 0).toString(16).padStart(8, '0') + (b >>> 0).toString(16).padStart(8, '0');
+  return [hex32(a), hex32(b)].join(''); // one string, not a cons of two kept in each entry (see isoTime)
 }
+/** A 32-bit number as 8 hex digits, by bytes from a table: toString(16) and padStart were a third of tailPrint. */
+const HEX_BYTES = Array.from({ length: 256 }, (_, i) => i.toString(16).padStart(2, '0'));
+const hex32 = (n: number) => HEX_BYTES[n >>> 24]! + HEX_BYTES[(n >>> 16) & 0xff]! + HEX_BYTES[(n >>> 8) & 0xff]! + HEX_BYTES[n & 0xff]!;
 
 /** The 64 bytes of fd before `size` (or all of them, when fewer). */
 function tailBefore(fd: number, size: number): Buffer {
@@ -3175,7 +3238,7 @@ type Place = 'open' | 'archived';
 interface PlaceMemory { ino: number; mtimeMs: number; trusted: boolean; rows: TicketRow[] }
 const listMemory = new Map<string, {
   settings: string; // factsSettings of the config the entries were read under
-  entries: Record<Place, Record<string, CacheEntry>>; rows: WeakMap<CacheEntry, TicketRow>; places: Partial<Record<Place, PlaceMemory>>;
+  entries: Record<Place, Record<string, CacheEntry>>; places: Partial<Record<Place, PlaceMemory>>;
   all?: { open: TicketRow[]; archived: TicketRow[]; rows: TicketRow[] }; // the last merge of both places' rows (the feed's list)
 }>();
 
@@ -3211,7 +3274,7 @@ export function listTickets(store: Store, which: 'open' | 'closed' | 'all', save
         }
       }
     } catch { /* none yet, or unreadable: rebuild */ }
-    listMemory.set(cachePath, memory = { settings, entries, rows: new WeakMap(), places: {} });
+    listMemory.set(cachePath, memory = { settings, entries, places: {} });
   }
   let changed = false;
   const lists: TicketRow[][] = [];
@@ -3230,23 +3293,19 @@ export function listTickets(store: Store, which: 'open' | 'closed' | 'all', save
     try { names = readdirSync(folder); } catch (e) { if (code(e) !== 'ENOENT') throw e; }
     const cache = memory.entries[place];
     const fresh: Record<string, CacheEntry> = {};
+    const inFolder = store.ticketPath(0, place).slice(0, -1); // ticketPath's folder, normalized once: a join per ticket was 3% of a cold list
     const placeRows: TicketRow[] = [];
     let unreadable = false; // a ticket left out that may be readable next time: the rows are not to be trusted
     for (const name of names) {
       const n = parseTicketNumber(name);
       if (n === undefined) continue;
       const key = relativeTicket(n, place);
-      const entry = ticketEntry(store.ticketPath(n, place), cache[key], store.cfg);
+      const entry = ticketEntry(inFolder + name, cache[key], store.cfg); // name is String(n): parseTicketNumber takes no other digits
       unreadable ||= entry === null;
       if (!entry) continue;
       fresh[key] = entry;
       changed ||= entry !== cache[key];
-      let row = memory.rows.get(entry);
-      if (!row) {
-        row = { ticket: n, state, submitter: entry.submitter, subject: entry.subject, messages: entry.messages,
-          lastActivity: isoTime(entry.mtimeMs), ...rowFacts(entry.facts, state) };
-        memory.rows.set(entry, row);
-      }
+      const row = entry[ROW] ??= ticketRow(n, state, entry);
       placeRows.push(row);
     }
     changed ||= Object.keys(fresh).length !== Object.keys(cache).length; // some ticket gone (or moved)
@@ -3274,33 +3333,30 @@ export function listTickets(store: Store, which: 'open' | 'closed' | 'all', save
  * change of the folder.
  */
 function ticketEntry(path: string, cached: CacheEntry | undefined, cfg: Config): CacheEntry | undefined | null {
-  const fresh = (st: { ino: number; size: number; mtimeMs: number }) => cached && cached.ino === st.ino && cached.size === st.size && cached.mtimeMs === st.mtimeMs;
-  const missing = (e: unknown) => (code(e) === 'ENOENT' ? undefined : null);
   if (cached) { // one stat, not open, fstat and close: most of a list's tickets are unchanged
-    try { if (fresh(statSync(path))) return cached; } catch (e) { return missing(e); }
+    try { if (sameStamp(cached, statSync(path))) return cached; } catch (e) { return missingOrNull(e); }
   }
   let fd;
   // Without blocking: a FIFO named like a ticket would hang the list (and serve with it) for good.
-  try { fd = openSync(path, fsc.O_RDONLY | fsc.O_NONBLOCK); } catch (e) { return missing(e); }
+  try { fd = openSync(path, fsc.O_RDONLY | fsc.O_NONBLOCK); } catch (e) { return missingOrNull(e); }
   try {
     const st = fstatSync(fd);
     if (!st.isFile()) return null; // there, and no ticket: shown by check, never read
-    if (fresh(st)) return cached;
-    const stamp = { ino: st.ino, size: st.size, mtimeMs: st.mtimeMs };
+    if (cached && sameStamp(cached, st)) return cached;
     // Grown by appends only (the old end unchanged): count just the new part, and read its
     // records and the last one before it again (it may have been read while being written).
     if (cached && cached.ino === st.ino && st.size > cached.size && tailPrint(tailBefore(fd, cached.size)) === cached.tail) {
       const { starts } = recordStarts(fd, cached.size, st.size);
       const [from, before] = cached.reread ?? [undefined, cached.facts];
       const scanned = scanRecords(fd, undefined, from === undefined ? starts : [from, ...starts], st.size, before, cfg, st.mtimeMs);
-      return { ...cached, ...stamp, tail: tailPrint(tailBefore(fd, st.size)), messages: cached.messages + starts.length,
-        facts: scanned.facts ?? cached.facts, reread: scanned.facts ? scanned.reread : cached.reread }; // no record at all yet: as it was
+      return { ino: st.ino, size: st.size, mtimeMs: st.mtimeMs, tail: tailPrint(tailBefore(fd, st.size)), submitter: cached.submitter, subject: cached.subject,
+        messages: cached.messages + starts.length, facts: scanned.facts ?? cached.facts, reread: scanned.facts ? scanned.reread : cached.reread }; // no record at all yet: as it was
     }
     const { starts, bytes } = recordStarts(fd, 0, st.size);
     const scanned = scanRecords(fd, bytes, starts, st.size, null, cfg, st.mtimeMs);
     const head = scanned.firstHead;
     return {
-      ...stamp,
+      ino: st.ino, size: st.size, mtimeMs: st.mtimeMs,
       tail: tailPrint(bytes ?? tailBefore(fd, st.size)),
       // Kept with their controls, for the viewer to show them visibly; list cleans them (runList).
       submitter: shownMailboxes(head && field(head, 'from'), oneLine)[0] ?? '',
@@ -3310,6 +3366,11 @@ function ticketEntry(path: string, cached: CacheEntry | undefined, cfg: Config):
     };
   } finally { closeSync(fd); }
 }
+
+/** The entry was read from this very file, unchanged since (its inode, size and mtime). */
+const sameStamp = (cached: CacheEntry, st: { ino: number; size: number; mtimeMs: number }) => cached.ino === st.ino && cached.size === st.size && cached.mtimeMs === st.mtimeMs;
+/** A ticket file that could not be read: gone (undefined), or there and unreadable (null). */
+const missingOrNull = (e: unknown) => (code(e) === 'ENOENT' ? undefined : null);
 
 // ---------------------------------------------------------------------------------------
 // The maintainer's toolkit: who is waiting, and the numbers
@@ -3399,6 +3460,21 @@ export function fromLineTime(line: string): number | undefined {
 
 /** How much of a record's start is read for its facts: a head past it is read as cut there. */
 const FACTS_HEAD = 16 * 1024;
+/** Where a record's start is read when list does not hold the whole file: one buffer for all. */
+let factsBuffer: Buffer | undefined;
+/** The line our records begin with (recordChunks), before the message. */
+const OUR_LINE = Buffer.from(`${OUR_HEADER}: `);
+/** Bytes [at, end) begin with prefix: a loop, where Buffer's compare costs more in its checks of the range than in comparing 15 bytes. */
+function startsWithAt(bytes: Buffer, at: number, end: number, prefix: Buffer): boolean {
+  if (end - at < prefix.length) return false;
+  for (let i = 0; i < prefix.length; i++) if (bytes[at + i] !== prefix[i]) return false;
+  return true;
+}
+/**
+ * The fields list reads of a record's head: the first record's submitter and subject, and all
+ * that recordSide and whyMachineWritten look at (a field they read must be named here).
+ */
+const FACTS_FIELDS: ReadonlySet<string> = new Set(['from', 'subject', 'auto-submitted', 'precedence', 'x-autoreply', 'x-autorespond', LOOP_HEADER.toLowerCase()]);
 
 /**
  * Reads the From_ line and head of each record at `starts` (from `bytes`, the whole file, when
@@ -3412,24 +3488,28 @@ function scanRecords(fd: number, bytes: Buffer | undefined, starts: number[], si
   let before: TicketFacts | null = facts;
   let firstHead: Head | undefined;
   let cut = false;
-  for (const [i, start] of starts.entries()) {
+  for (let i = 0; i < starts.length; i++) {
+    const start = starts[i]!;
     const end = Math.min(starts[i + 1] ?? size, start + FACTS_HEAD);
-    let chunk: Buffer;
-    if (bytes) chunk = bytes.subarray(start, end);
-    else {
-      chunk = Buffer.alloc(Math.max(0, end - start));
-      chunk = chunk.subarray(0, readSync(fd, chunk, 0, chunk.length, start));
+    // The record's start is chunk's bytes [from, to): offsets, not a subarray per record.
+    let chunk = bytes;
+    let from = start;
+    let to = end;
+    if (!chunk) {
+      chunk = factsBuffer ??= Buffer.alloc(FACTS_HEAD);
+      from = 0;
+      to = readSync(fd, chunk, 0, Math.max(0, end - start), start);
     }
-    const lineEnd = chunk.indexOf(LF);
-    const fromLine = chunk.subarray(0, lineEnd < 0 ? chunk.length : lineEnd).toString('latin1');
-    let message = chunk.subarray(lineEnd < 0 ? chunk.length : lineEnd + 1);
-    if (message.subarray(0, OUR_HEADER.length + 2).toString('latin1') === `${OUR_HEADER}: `) {
-      const ours = message.indexOf(LF);
-      message = message.subarray(ours < 0 ? message.length : ours + 1);
+    const lf = chunk.indexOf(LF, from);
+    const lineEnd = lf < 0 || lf >= to ? -1 : lf;
+    const fromLine = chunk.toString('latin1', from, lineEnd < 0 ? to : lineEnd);
+    let message = lineEnd < 0 ? to : lineEnd + 1;
+    if (startsWithAt(chunk, message, to, OUR_LINE)) {
+      const ours = chunk.indexOf(LF, message);
+      message = ours < 0 || ours >= to ? to : ours + 1;
     }
-    const headLength = headEnd(message);
-    cut = lineEnd < 0 || (headLength === message.length && start + chunk.length === size);
-    const head = parseHead(message.subarray(0, headLength).toString('utf8')) ?? new Map<string, string[]>();
+    if (i === starts.length - 1) cut = lineEnd < 0 || (start + to - from === size && headEnd(chunk.subarray(message, to)) === to - message);
+    const head = headFields(chunk, message, to, FACTS_FIELDS) ?? new Map<string, string[]>();
     if (i === 0 && start === 0) firstHead = head;
     // Our From_ line holds the sender encoded (recordChunks); MAILER-DAEMON is the null sender.
     const token = /^From +(\S*)/.exec(fromLine)?.[1] ?? '';
@@ -3442,9 +3522,13 @@ function scanRecords(fd: number, bytes: Buffer | undefined, starts: number[], si
 
 /**
  * new Date(ms).toISOString(), the day's part made once per day: a cold list makes four of these
- * for each of 10,000 tickets, and toISOString cost more than reading the facts.
+ * for each of 10,000 tickets, and toISOString cost more than reading the facts. Joined, not
+ * added up: a sum of nine strings is a tree of eight (V8's cons strings), kept until the string
+ * is first compared or parsed, and a list keeps 40,000 of them.
  */
 const isoDays = new Map<number, string>();
+const DIGITS_2 = Array.from({ length: 100 }, (_, i) => String(i).padStart(2, '0'));
+const DIGITS_3 = Array.from({ length: 1000 }, (_, i) => String(i).padStart(3, '0'));
 export function isoTime(ms: number): string {
   const whole = Math.trunc(ms); // as Date takes it
   if (!(whole >= 0 && whole < 253402300800000)) return new Date(ms).toISOString(); // years 0000-9999 have 4 digits
@@ -3452,16 +3536,16 @@ export function isoTime(ms: number): string {
   let date = isoDays.get(day);
   if (date === undefined) isoDays.set(day, date = new Date(day * 86400_000).toISOString().slice(0, 11));
   const t = whole - day * 86400_000;
-  const two = (n: number) => (n < 10 ? `0${n}` : `${n}`);
-  const milli = t % 1000;
-  return `${date}${two(Math.floor(t / 3600_000))}:${two(Math.floor(t / 60_000) % 60)}:${two(Math.floor(t / 1000) % 60)}.${milli < 10 ? '00' : milli < 100 ? '0' : ''}${milli}Z`;
+  return [date, DIGITS_2[Math.floor(t / 3600_000)], ':', DIGITS_2[Math.floor(t / 60_000) % 60], ':', DIGITS_2[Math.floor(t / 1000) % 60], '.', DIGITS_3[t % 1000], 'Z'].join('');
 }
 const isoOrNull = (ms: number | null) => (ms === null ? null : isoTime(ms));
 
-/** A row's view of the facts: closed tickets wait on nobody. */
-function rowFacts([opened, answered, waitingSince, last]: TicketFacts, state: 'open' | 'closed'): Pick<TicketRow, 'opened' | 'firstAnswer' | 'lastMessage' | 'waiting' | 'waitingSince'> {
+/** A ticket's row, from its entry: closed tickets wait on nobody. */
+function ticketRow(ticket: number, state: 'open' | 'closed', entry: CacheEntry): TicketRow {
+  const [opened, answered, waitingSince, last] = entry.facts;
   const open = state === 'open';
   return {
+    ticket, state, submitter: entry.submitter, subject: entry.subject, messages: entry.messages, lastActivity: isoTime(entry.mtimeMs),
     opened: isoTime(opened), firstAnswer: isoOrNull(answered), lastMessage: isoTime(last),
     waiting: !open ? null : waitingSince !== null ? 'us' : 'them', waitingSince: open ? isoOrNull(waitingSince) : null,
   };

@@ -12,8 +12,8 @@ import { gzipSync } from 'node:zlib';
 import type { Browser } from 'playwright-core';
 import fc from 'fast-check';
 import {
-  Store, asctime, fromLineTime, isoTime, listTickets, mboxRecord, nextFacts, oneLine, readCloses, resolveConfig, shortDuration, shownMailboxes, sparkline,
-  ticketStats, type TicketRow,
+  LOOP_HEADER, Store, asctime, fromLineTime, headEnd, headFields, isoTime, listTickets, mboxRecord, nextFacts, oneLine, parseHead, readCloses, resolveConfig,
+  shortDuration, shownMailboxes, sparkline, ticketStats, type TicketRow,
 } from '../ticket.ts';
 import { handle } from '../viewer.ts';
 import { BIN, FAKE_SENDMAIL, PRIVATE_ENV, deliver, deliverAsync, mail, tempDir } from './harness.ts';
@@ -537,4 +537,55 @@ describe('shownMailboxes\' plain path', () => {
   it('shows nothing for a missing or empty field, as the parser does', () => {
     for (const v of [undefined, '', '  ', '\n ']) expect(shownMailboxes(v)).toEqual([]);
   });
+});
+
+describe('the heads list reads', () => {
+  it('headFields gives parseHead\'s fields: folded, CRLF, repeated, stray and non-field lines, any case, cut, bytes that are no UTF-8', () => {
+    const wanted = new Set(['from', 'subject', 'auto-submitted']);
+    const piece = fc.constantFrom('From', 'FROM', 'subject', 'Auto-Submitted', 'Received', 'X-Other', ':', ': v', ' ', '\t', '\r', '\n', '\r\n', '\n ',
+      '\n\t', '\n\n', 'a', 'b c', '\xe9', '\xc3\xa9', '\xff', '\xc3', '\xe2\x82', 'Fr om', '=?x?=');
+    fc.assert(fc.property(fc.array(piece, { maxLength: 16 }), fc.nat(3), (pieces, cut) => {
+      const head = Buffer.from(pieces.join(''), 'latin1');
+      // Among other bytes, as list reads it from a whole file; cut as FACTS_HEAD or the file's end cuts it.
+      const bytes = Buffer.concat([Buffer.from('Before: x\n'), head, Buffer.from('After: y\n')]);
+      const start = 10;
+      const end = start + Math.max(0, head.length - cut);
+      const message = bytes.subarray(start, end);
+      const parsed = parseHead(message.subarray(0, headEnd(message)).toString('utf8'));
+      expect(headFields(bytes, start, end, wanted)).toEqual(parsed && new Map([...parsed].filter(([name]) => wanted.has(name))));
+    }), { numRuns: 5000 });
+  });
+
+  it('a later record\'s marks of automatic mail and an admin\'s From count however written: folded, CRLF, in capitals, deep in a long head, read on after growth', () => {
+    const t = setup();
+    const now = Date.now();
+    const relays = Array.from({ length: 90 }, (_, i) => `Received: from relay${i}.customer.example by mx.tickets.example; Tue, 1 Dec 2026 10:00:00 +0000`);
+    const marks = ['Auto-Submitted:\n auto-replied', 'AUTO-SUBMITTED: \tAuto-Replied (vacation)', 'Precedence:\n\tbulk', 'precedence: Junk', 'X-Autoreply: yes',
+      'X-AUTORESPOND:\n yes', `${LOOP_HEADER}: other.example`, [...relays, 'Auto-Submitted: auto-generated'].join('\n')];
+    const variants = marks.flatMap((mark) => [mark, mark.replace(/\n/g, '\r\n')]);
+    const person = variants.length + 1; // the control: the same ticket, its last message a person's
+    const records = (n: number): Array<[string, number, string]> => {
+      const crlf = n <= variants.length && variants[n - 1]!.includes('\r');
+      const written = (message: string) => (crlf ? message.replace(/\n/g, '\r\n') : message);
+      return [['alice@customer.example', now - 3 * D, written(fromCustomer(`ticket ${n}`))],
+        [ADMIN, now - 2 * D, written(mail({ from: `Max\n <${ADMIN}>`, subject: 'Re' }))], // a folded From: still the admin's
+        ['alice@customer.example', now - D, written(n === person ? fromCustomer('Re: thanks') : mail({ subject: 'Away', headers: [variants[n - 1]!] }))]];
+    };
+    const expected = (n: number) => ({ waiting: n === person ? 'us' : 'them', waitingSince: n === person ? isoTime(Math.floor((now - D) / 1000) * 1000) : null,
+      firstAnswer: isoTime(Math.floor((now - 2 * D) / 1000) * 1000) });
+    for (let n = 1; n <= person; n++) writeTicket(t.tickets, n, records(n));
+    const cold = t.json(['list']) as TicketRow[];
+    for (let n = 1; n <= person; n++) expect(facts(byNumber(cold, n)), variants[n - 1] ?? 'a person').toMatchObject(expected(n));
+    expect(t.truth('open').map(facts)).toEqual(cold.map(facts));
+    // The last records appended to tickets already listed: read on from the cache (the records read from the file, not the whole file).
+    for (let n = 1; n <= person; n++) writeTicket(t.tickets, n, records(n).slice(0, 2));
+    expect(t.json(['list']).map((r: TicketRow) => r.waiting)).toEqual(Array(person).fill('them')); // answered
+    for (let n = 1; n <= person; n++) {
+      const [sender, at, message] = records(n)[2]!;
+      appendFileSync(join(t.tickets, String(n)), mboxRecord(Buffer.from(message), sender, `ticket ${n}`, new Date(at)));
+    }
+    const grown = t.json(['list']) as TicketRow[];
+    for (let n = 1; n <= person; n++) expect(facts(byNumber(grown, n)), variants[n - 1] ?? 'a person').toMatchObject(expected(n));
+    rmSync(t.root, { recursive: true, force: true });
+  }, 60_000);
 });
