@@ -4477,10 +4477,17 @@ interface SearchCache {
   buckets: Map<number, Bucket>;
   folders: Partial<Record<Place, { ino: number; mtimeMs: number; trusted: boolean } | null>>; // as the last read of each saw it
 }
-/** A bucket's tickets (rows in N order: N, place, ino, size, mtimeMs, tail, last, records, length of its lines) and their lines, in that order. */
-type BucketRow = [number, Place, number, number, number, string, number, number, number];
-interface Bucket { generation: string; rows: BucketRow[]; body: Buffer; starts?: number[] /* of each row's lines in body, made when needed */ }
-const CACHE_VERSION = 'ticket-mail search cache 3'; // 3: times from whole From_ lines, an emptied ticket's messages numbered from 1
+/**
+ * A bucket's tickets and their lines, in N order. Its rows are ROW_FIELDS numbers each (see ROW;
+ * a place is 0 open, 1 archived; a tail's fingerprint two 32-bit halves), kept in the file as
+ * base64 of little-endian doubles: 10,000 rows as JSON cost a warm search 25 ms to parse and
+ * check, and their arrays as much again in garbage collection.
+ */
+interface Bucket { generation: string; rows: Float64Array; body: Buffer; starts?: number[] /* of each row's lines in body, made when needed */ }
+const ROW = { n: 0, place: 1, ino: 2, size: 3, mtimeMs: 4, tailHigh: 5, tailLow: 6, last: 7, records: 8, length: 9 } as const;
+const ROW_FIELDS = 10;
+const CACHE_VERSION = 'ticket-mail search cache 4'; // 3: times from whole From_ lines, an emptied ticket's messages numbered from 1; 4: rows as numbers
+const rowPlace = (bucket: Bucket, index: number): Place => (bucket.rows[index * ROW_FIELDS + ROW.place] ? 'archived' : 'open');
 const bucketOf = (n: number) => Math.floor(n / 100);
 const searchMemory = new Map<string, SearchCache>();
 
@@ -4535,7 +4542,9 @@ function loadSearchCache(folder: string): SearchCache {
   const cache: SearchCache = { buckets: new Map(), folders: {} };
   let manifest: Record<string, unknown> = {};
   try { manifest = JSON.parse(readCacheFiles([join(folder, 'manifest.json')])[0]?.toString('utf8') ?? '{}'); } catch { /* none */ }
-  const names = Object.entries(manifest.version === CACHE_VERSION && typeof manifest.buckets === 'object' && manifest.buckets ? manifest.buckets as Record<string, unknown> : {})
+  // Another version's manifest is none: its folders trusted would hide every ticket its buckets (not read) hold.
+  if (manifest.version !== CACHE_VERSION) manifest = {};
+  const names = Object.entries(typeof manifest.buckets === 'object' && manifest.buckets ? manifest.buckets as Record<string, unknown> : {})
     .filter(([name, generation]) => /^\d{1,8}$/.test(name) && typeof generation === 'string');
   const files = readCacheFiles(names.map(([name]) => join(folder, `${Number(name)}.txt`)));
   let whole = true;
@@ -4543,20 +4552,12 @@ function loadSearchCache(folder: string): SearchCache {
     const bucket = Number(name);
     const bytes = files[i];
     const headEnd = bytes ? bytes.indexOf(LF) : -1;
-    let head: { version?: unknown; generation?: unknown; tickets?: unknown } = {};
-    try { if (headEnd > 0) head = JSON.parse(bytes!.toString('utf8', 0, headEnd)); } catch { /* garbage */ }
-    const rows = Array.isArray(head.tickets) ? head.tickets as unknown[] : [];
+    let head: { version?: unknown; generation?: unknown; rows?: unknown } = {};
+    try { if (headEnd > 0) head = JSON.parse(bytes!.toString('latin1', 0, headEnd)); } catch { /* garbage */ }
     const body = bytes?.subarray(headEnd + 1);
-    let length = 0;
-    for (let r = 0; r < rows.length; r++) { // by index, no objects: 10,000 rows are read at every search
-      const row = rows[r] as unknown[];
-      const n = Array.isArray(row) && row.length === 9 ? row[0] : undefined;
-      if (!Number.isInteger(n) || bucketOf(n as number) !== bucket || (n as number) < 1 || (r > 0 && (rows[r - 1] as number[])[0]! >= (n as number)) ||
-        (row[1] !== 'open' && row[1] !== 'archived') || typeof row[5] !== 'string' || ![2, 3, 4, 6, 7, 8].every((f) => isNumber(row[f]))) { length = -1; break; }
-      length += row[8] as number;
-    }
-    if (!body || head.version !== CACHE_VERSION || head.generation !== generation || length !== body.length) { whole = false; continue; }
-    cache.buckets.set(bucket, { generation: generation as string, rows: rows as BucketRow[], body });
+    const rows = head.version === CACHE_VERSION && typeof head.rows === 'string' ? decodedRows(head.rows) : undefined;
+    if (!body || !rows || head.generation !== generation || !rowsValid(rows, bucket, body.length)) { whole = false; continue; }
+    cache.buckets.set(bucket, { generation: generation as string, rows, body });
   }
   const folders = manifest.folders as Record<Place, unknown> | undefined;
   if (whole && folders && typeof folders === 'object') {
@@ -4568,15 +4569,47 @@ function loadSearchCache(folder: string): SearchCache {
   return cache;
 }
 
+/** Rows from their base64, or undefined when that is no whole number of rows. */
+function decodedRows(base64: string): Float64Array | undefined {
+  const bytes = Buffer.from(base64, 'base64');
+  if (bytes.length % (ROW_FIELDS * 8)) return undefined;
+  const rows = new Float64Array(bytes.length / 8);
+  const view = Buffer.from(rows.buffer);
+  view.set(bytes);
+  if (BIG_ENDIAN) view.swap64();
+  return rows;
+}
+
+/** Rows as a bucket file keeps them: base64 of their numbers as little-endian doubles. */
+function encodedRows(rows: Float64Array): string {
+  const bytes = Buffer.from(rows.buffer.slice(rows.byteOffset, rows.byteOffset + rows.byteLength));
+  return (BIG_ENDIAN ? bytes.swap64() : bytes).toString('base64');
+}
+const BIG_ENDIAN = new Uint8Array(new Uint16Array([1]).buffer)[0] === 0;
+
+/** Are these rows what rebuildBuckets writes for bucket `bucket` with a body of `bodyLength` bytes: ascending N of the bucket, a place, whole numbers, their lines' lengths the body's? */
+function rowsValid(rows: Float64Array, bucket: number, bodyLength: number): boolean {
+  let length = 0;
+  for (let i = 0; i < rows.length; i += ROW_FIELDS) {
+    const n = rows[i + ROW.n]!;
+    if (!Number.isInteger(n) || n < 1 || bucketOf(n) !== bucket || (i > 0 && rows[i - ROW_FIELDS + ROW.n]! >= n)) return false;
+    if (rows[i + ROW.place] !== 0 && rows[i + ROW.place] !== 1) return false;
+    for (let f = ROW.ino; f < ROW_FIELDS; f++) if (!isNumber(rows[i + f])) return false;
+    if (rows[i + ROW.tailHigh]! >= 2 ** 32 || rows[i + ROW.tailLow]! >= 2 ** 32) return false;
+    length += rows[i + ROW.length]!;
+  }
+  return length === bodyLength;
+}
+
 /** Ticket N's row: its bucket and index there (by the rows' N order), or undefined. */
 function rowOf(cache: SearchCache, n: number): { bucket: Bucket; index: number } | undefined {
   const bucket = cache.buckets.get(bucketOf(n));
   if (!bucket) return undefined;
   let low = 0;
-  let high = bucket.rows.length - 1;
+  let high = bucket.rows.length / ROW_FIELDS - 1;
   while (low <= high) {
     const mid = (low + high) >> 1;
-    const at = bucket.rows[mid]![0];
+    const at = bucket.rows[mid * ROW_FIELDS + ROW.n]!;
     if (at === n) return { bucket, index: mid };
     if (at < n) low = mid + 1;
     else high = mid - 1;
@@ -4586,13 +4619,18 @@ function rowOf(cache: SearchCache, n: number): { bucket: Bucket; index: number }
 
 /** Row `index` of a bucket as a ticket's text (its lines a view of the bucket's): made only for a ticket that changed. */
 function ticketAt(bucket: Bucket, index: number): TicketText {
+  const { rows } = bucket;
   if (!bucket.starts) {
     bucket.starts = [];
-    for (let i = 0, at = 0; i < bucket.rows.length; at += bucket.rows[i++]![8]) bucket.starts.push(at);
+    for (let i = 0, at = 0; i < rows.length; at += rows[ROW.length + i]!, i += ROW_FIELDS) bucket.starts.push(at);
   }
   const starts = bucket.starts;
-  const [, place, ino, size, mtimeMs, tail, last, records, length] = bucket.rows[index]!;
-  return { place, ino, size, mtimeMs, tail, last, records, lines: bucket.body.subarray(starts[index], starts[index]! + length) };
+  const row = (field: number) => rows[index * ROW_FIELDS + field]!;
+  const half = (field: number) => row(field).toString(16).padStart(8, '0');
+  return {
+    place: rowPlace(bucket, index), ino: row(ROW.ino), size: row(ROW.size), mtimeMs: row(ROW.mtimeMs), tail: half(ROW.tailHigh) + half(ROW.tailLow),
+    last: row(ROW.last), records: row(ROW.records), lines: bucket.body.subarray(starts[index], starts[index]! + row(ROW.length)),
+  };
 }
 
 /** The buckets of the tickets in `updates` (null: gone) made again from their unchanged rows and those. */
@@ -4600,12 +4638,19 @@ function rebuildBuckets(cache: SearchCache, updates: Map<number, TicketText | nu
   const changed = new Set([...updates.keys()].map(bucketOf));
   for (const number of changed) {
     const old = cache.buckets.get(number);
-    const tickets: Array<[number, TicketText]> = (old?.rows ?? []).flatMap((row, i): Array<[number, TicketText]> => (updates.has(row[0]) ? [] : [[row[0], ticketAt(old!, i)]]));
+    const tickets: Array<[number, TicketText]> = [];
+    for (let i = 0; old && i < old.rows.length / ROW_FIELDS; i++) {
+      const n = old.rows[i * ROW_FIELDS + ROW.n]!;
+      if (!updates.has(n)) tickets.push([n, ticketAt(old, i)]);
+    }
     for (const [n, text] of updates) if (text && bucketOf(n) === number) tickets.push([n, text]);
     if (!tickets.length) { cache.buckets.delete(number); continue; }
     tickets.sort(([a], [b]) => a - b);
     const body = Buffer.concat(tickets.map(([, t]) => t.lines));
-    const rows = tickets.map(([n, t]): BucketRow => [n, t.place, t.ino, t.size, t.mtimeMs, t.tail, t.last, t.records, t.lines.length]);
+    const rows = new Float64Array(tickets.length * ROW_FIELDS);
+    for (const [i, [n, t]] of tickets.entries()) {
+      rows.set([n, t.place === 'archived' ? 1 : 0, t.ino, t.size, t.mtimeMs, parseInt(t.tail.slice(0, 8), 16), parseInt(t.tail.slice(8), 16), t.last, t.records, t.lines.length], i * ROW_FIELDS);
+    }
     cache.buckets.set(number, { generation: `${unique()}${randomHex()}`, rows, body });
   }
   return changed;
@@ -4616,7 +4661,7 @@ function saveSearchCache(folder: string, cache: SearchCache, changed: Set<number
   for (const bucket of changed) {
     const saved = cache.buckets.get(bucket);
     if (!saved) { try { unlinkSync(join(folder, `${bucket}.txt`)); } catch { /* none */ } continue; }
-    writeCacheFile(folder, `${bucket}.txt`, Buffer.concat([Buffer.from(`${JSON.stringify({ version: CACHE_VERSION, generation: saved.generation, tickets: saved.rows })}\n`), saved.body]));
+    writeCacheFile(folder, `${bucket}.txt`, Buffer.concat([Buffer.from(`${JSON.stringify({ version: CACHE_VERSION, generation: saved.generation, rows: encodedRows(saved.rows) })}\n`), saved.body]));
   }
   const buckets = Object.fromEntries([...cache.buckets].map(([b, { generation }]) => [b, generation]));
   writeCacheFile(folder, 'manifest.json', JSON.stringify({ version: CACHE_VERSION, folders: cache.folders, buckets }));
@@ -4691,15 +4736,16 @@ async function refreshedTexts(store: Store, where: 'save' | 'memory' | 'read', e
       const n = parseTicketNumber(name);
       if (n === undefined || seen.has(n)) continue;
       const found = rowOf(cache, n);
-      const row = found && found.bucket.rows[found.index]!;
+      const row = found && ((field: number) => found.bucket.rows[found.index * ROW_FIELDS + field]);
+      const rowIn = found && rowPlace(found.bucket, found.index);
       // A ticket in both places is being moved: the open one counts (as the list's does).
-      if (place === 'archived' && !scanned.has('open') && row?.[1] === 'open') continue;
+      if (place === 'archived' && !scanned.has('open') && rowIn === 'open') continue;
       const path = store.ticketPath(n, place);
       if (row) { // most tickets: one lstat, nothing made
         const now = lstatSync(path, { throwIfNoEntry: false });
-        if (now && now.ino === row[2] && now.size === row[3] && now.mtimeMs === row[4]) {
+        if (now && now.ino === row(ROW.ino) && now.size === row(ROW.size) && now.mtimeMs === row(ROW.mtimeMs)) {
           seen.add(n);
-          if (row[1] !== place) updates.set(n, { ...ticketAt(found!.bucket, found!.index), place });
+          if (rowIn !== place) updates.set(n, { ...ticketAt(found!.bucket, found!.index), place });
           continue;
         }
       }
@@ -4713,7 +4759,12 @@ async function refreshedTexts(store: Store, where: 'save' | 'memory' | 'read', e
     stamps[place] = st ? { ino: st.ino, mtimeMs: st.mtimeMs, trusted: !unreadable && readAt - st.mtimeMs > RACY_MS } : null;
   }
   if (scanned.size) {
-    for (const { rows } of cache.buckets.values()) for (const row of rows) if (!seen.has(row[0]) && scanned.has(row[1])) updates.set(row[0], null);
+    for (const bucket of cache.buckets.values()) {
+      for (let i = 0; i < bucket.rows.length / ROW_FIELDS; i++) {
+        const n = bucket.rows[i * ROW_FIELDS + ROW.n]!;
+        if (!seen.has(n) && scanned.has(rowPlace(bucket, i))) updates.set(n, null);
+      }
+    }
   }
   const changed = rebuildBuckets(cache, updates);
   Object.assign(cache.folders, stamps);
@@ -4841,7 +4892,7 @@ export async function searchTickets(store: Store, query: Query, options: SearchO
     matchingLines(bucket.body, needle, query, lines);
     for (const line of lines) {
       const row = rowOf(cache, line.n);
-      const place = row && row.bucket.rows[row.index]![1];
+      const place = row && rowPlace(row.bucket, row.index);
       if (!place || (query.ticket !== undefined && line.n !== query.ticket)) continue;
       if ((query.is.has('open') && place !== 'open') || (query.is.has('closed') && place !== 'archived')) continue;
       if (waiting && !waiting.has(line.n)) continue;
