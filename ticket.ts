@@ -4352,31 +4352,45 @@ export function termAt(text: string, term: string, from = 0): number {
  */
 interface MessageLine { n: number; k: number; start: number; end: number; time: number }
 const LINE_FIELDS = ['from', 'to', 'subject', 'file', 'body'] as const;
-const LINE_NUMBERS = 5;
 
-/** A line's numbers, when its message is within the query's dates and its fields hold every term (a word: any of them); else undefined. */
-function matchedLine(line: string, query: Query): MessageLine | undefined {
-  const numbers: number[] = [];
-  let at = 0;
-  for (let i = 0; i < LINE_NUMBERS; i++) {
-    const tab = line.indexOf('\t', at);
-    const value = tab < 0 ? NaN : Number(line.slice(at, tab));
-    if (!Number.isSafeInteger(value)) return undefined;
-    numbers.push(value);
-    at = tab + 1;
-  }
-  const [n, k, start, end, time] = numbers as [number, number, number, number, number];
-  if ((query.before !== undefined && time >= query.before) || (query.after !== undefined && time < query.after)) return undefined;
+/**
+ * The numbers of the line in bytes [from, to) of `body`, read from the bytes (no string made: a
+ * word found in 5,000 messages made 30,000 strings), and where its text starts; undefined when it
+ * does not start with five whole numbers, each ended by a tab.
+ */
+function lineNumbers(body: Buffer, from: number, to: number): { line: MessageLine; text: number } | undefined {
+  let at = from;
+  const next = () => {
+    const negative = body[at] === 0x2d; // a time before 1970
+    if (negative) at++;
+    let value = 0;
+    const digits = at;
+    for (; at < to && body[at]! >= 0x30 && body[at]! <= 0x39; at++) value = value * 10 + body[at]! - 0x30;
+    if (at === digits || at >= to || body[at++] !== 0x09 || !Number.isSafeInteger(value)) return NaN;
+    return negative ? -value : value;
+  };
+  const [n, k, start, end, time] = [next(), next(), next(), next(), next()];
+  return Number.isNaN(n + k + start + end + time) ? undefined : { line: { n, k, start, end, time }, text: at };
+}
+
+/** Is a line's message within the query's dates? */
+const inDates = (line: MessageLine, query: Query) => !((query.before !== undefined && line.time >= query.before) || (query.after !== undefined && line.time < query.after));
+
+/** The line in bytes [from, to) of `body`, when its message is within the query's dates and its fields hold every term (a word: any of them); else undefined. */
+function matchedLine(body: Buffer, from: number, to: number, query: Query): MessageLine | undefined {
+  const numbers = lineNumbers(body, from, to);
+  if (!numbers || !inDates(numbers.line, query)) return undefined;
+  const text = body.toString('utf8', numbers.text, to);
   let fields: string[] | undefined;
   for (const term of query.terms) {
     if (term.field === 'any') { // in the text part, whose fields a tab (no letter) separates: a word starts at each
-      if (termAt(line, term.text, at) < 0) return undefined;
+      if (termAt(text, term.text) < 0) return undefined;
       continue;
     }
-    fields ??= line.slice(at).split('\t');
+    fields ??= text.split('\t');
     if (fields.length !== LINE_FIELDS.length || termAt(fields[LINE_FIELDS.indexOf(term.field)]!, term.text) < 0) return undefined;
   }
-  return { n, k, start, end, time };
+  return numbers.line;
 }
 
 /** Counts the messages search read from mbox files, for the tests (a ticket that only grew is read from where it grew). */
@@ -4787,7 +4801,6 @@ export interface SearchResult {
  */
 function matchingLines(body: Buffer, needle: Buffer, query: Query, found: MessageLine[]): void {
   const oneWord = query.terms.length === 1 && query.terms[0]!.field === 'any' && !UNSPACED.test(query.terms[0]!.text);
-  const datesOnly = { ...query, terms: [] };
   /** A word starts at byte `i` of the bytes from `from` on (a byte of a longer character: that character decides). */
   const wordAt = (i: number, from: number) => {
     if (i === from || body[i - 1]! < 0x80) return i === from || wordStartsAfter(body[i - 1]!);
@@ -4800,13 +4813,12 @@ function matchingLines(body: Buffer, needle: Buffer, query: Query, found: Messag
     if (end < 0) end = body.length;
     let line: MessageLine | undefined;
     if (oneWord) {
-      let numbersEnd = start;
-      for (let tabs = 0; tabs < LINE_NUMBERS && numbersEnd >= 0; tabs++) numbersEnd = body.indexOf(0x09, numbersEnd) + 1 || -1;
-      let word = numbersEnd > 0 && numbersEnd <= end ? at : -1;
+      const numbers = lineNumbers(body, start, end);
+      let word = numbers ? at : -1;
       // An occurrence in the numbers, or inside a word, is none: the next one in this line may be.
-      while (word >= 0 && word < end && (word < numbersEnd || !wordAt(word, numbersEnd))) word = body.indexOf(needle, word + 1);
-      if (word >= 0 && word < end) line = matchedLine(body.toString('latin1', start, numbersEnd), datesOnly);
-    } else line = matchedLine(body.toString('utf8', start, end), query);
+      while (word >= 0 && word < end && (word < numbers!.text || !wordAt(word, numbers!.text))) word = body.indexOf(needle, word + 1);
+      if (word >= 0 && word < end && inDates(numbers!.line, query)) line = numbers!.line;
+    } else line = matchedLine(body, start, end, query);
     if (line) found.push(line);
     at = needle.length ? body.indexOf(needle, end + 1) : end + 1;
   }
