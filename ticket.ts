@@ -4354,33 +4354,34 @@ interface MessageLine { n: number; k: number; start: number; end: number; time: 
 const LINE_FIELDS = ['from', 'to', 'subject', 'file', 'body'] as const;
 
 /**
- * The numbers of the line in bytes [from, to) of `body`, read from the bytes (no string made: a
- * word found in 5,000 messages made 30,000 strings), and where its text starts; undefined when it
- * does not start with five whole numbers, each ended by a tab.
+ * The line in bytes [from, to) of `body`: its five numbers (each ended by a tab) read from the
+ * bytes into `numbers`, and where its text starts; -1 when it does not start so. No string, no
+ * closure, no object: a word found in 5,000 messages made 30,000 strings, and the collection of
+ * their garbage cost more than the reading.
  */
-function lineNumbers(body: Buffer, from: number, to: number): { line: MessageLine; text: number } | undefined {
+function lineNumbers(body: Buffer, from: number, to: number, numbers: Float64Array): number {
   let at = from;
-  const next = () => {
+  for (let i = 0; i < 5; i++) {
     const negative = body[at] === 0x2d; // a time before 1970
     if (negative) at++;
-    let value = 0;
     const digits = at;
-    for (; at < to && body[at]! >= 0x30 && body[at]! <= 0x39; at++) value = value * 10 + body[at]! - 0x30;
-    if (at === digits || at >= to || body[at++] !== 0x09 || !Number.isSafeInteger(value)) return NaN;
-    return negative ? -value : value;
-  };
-  const [n, k, start, end, time] = [next(), next(), next(), next(), next()];
-  return Number.isNaN(n + k + start + end + time) ? undefined : { line: { n, k, start, end, time }, text: at };
+    let value = 0;
+    for (; at < to && body[at]! >= 0x30 && body[at]! <= 0x39; at++) value = value * 10 + (body[at]! - 0x30);
+    if (at === digits || at >= to || body[at++] !== 0x09 || !Number.isSafeInteger(value)) return -1;
+    numbers[i] = negative ? -value : value;
+  }
+  return at;
 }
+const lineOf = (numbers: Float64Array): MessageLine => ({ n: numbers[0]!, k: numbers[1]!, start: numbers[2]!, end: numbers[3]!, time: numbers[4]! });
 
-/** Is a line's message within the query's dates? */
-const inDates = (line: MessageLine, query: Query) => !((query.before !== undefined && line.time >= query.before) || (query.after !== undefined && line.time < query.after));
+/** Is a message of this time within the query's dates? */
+const inDates = (time: number, query: Query) => !((query.before !== undefined && time >= query.before) || (query.after !== undefined && time < query.after));
 
 /** The line in bytes [from, to) of `body`, when its message is within the query's dates and its fields hold every term (a word: any of them); else undefined. */
-function matchedLine(body: Buffer, from: number, to: number, query: Query): MessageLine | undefined {
-  const numbers = lineNumbers(body, from, to);
-  if (!numbers || !inDates(numbers.line, query)) return undefined;
-  const text = body.toString('utf8', numbers.text, to);
+function matchedLine(body: Buffer, from: number, to: number, query: Query, numbers: Float64Array): MessageLine | undefined {
+  const textStart = lineNumbers(body, from, to, numbers);
+  if (textStart < 0 || !inDates(numbers[4]!, query)) return undefined;
+  const text = body.toString('utf8', textStart, to);
   let fields: string[] | undefined;
   for (const term of query.terms) {
     if (term.field === 'any') { // in the text part, whose fields a tab (no letter) separates: a word starts at each
@@ -4390,7 +4391,7 @@ function matchedLine(body: Buffer, from: number, to: number, query: Query): Mess
     fields ??= text.split('\t');
     if (fields.length !== LINE_FIELDS.length || termAt(fields[LINE_FIELDS.indexOf(term.field)]!, term.text) < 0) return undefined;
   }
-  return numbers.line;
+  return lineOf(numbers);
 }
 
 /** Counts the messages search read from mbox files, for the tests (a ticket that only grew is read from where it grew). */
@@ -4497,7 +4498,12 @@ interface SearchCache {
  * base64 of little-endian doubles: 10,000 rows as JSON cost a warm search 25 ms to parse and
  * check, and their arrays as much again in garbage collection.
  */
-interface Bucket { generation: string; rows: Float64Array; body: Buffer; starts?: number[] /* of each row's lines in body, made when needed */ }
+interface Bucket {
+  generation: string; rows: Float64Array;
+  body?: Buffer; // its lines, once kept (serve's memory, a bucket changed)
+  file?: { fd: number; at: number; length: number }; // else where they are: its file, held open (renamed over by another search, it stays whole)
+  starts?: number[]; // of each row's lines in body, made when needed
+}
 const ROW = { n: 0, place: 1, ino: 2, size: 3, mtimeMs: 4, tailHigh: 5, tailLow: 6, last: 7, records: 8, length: 9 } as const;
 const ROW_FIELDS = 10;
 const CACHE_VERSION = 'ticket-mail search cache 4'; // 3: times from whole From_ lines, an emptied ticket's messages numbered from 1; 4: rows as numbers
@@ -4505,34 +4511,39 @@ const rowPlace = (bucket: Bucket, index: number): Place => (bucket.rows[index * 
 const bucketOf = (n: number) => Math.floor(n / 100);
 const searchMemory = new Map<string, SearchCache>();
 
+/** Bytes [at, at + length) of an open file into `into` (from 0); how many there were. */
+function readAt(fd: number, into: Buffer, at: number, length: number): number {
+  let got = 0;
+  for (let n = -1; n !== 0 && got < length;) got += n = readSync(fd, into, got, length - got, at + got);
+  return got;
+}
+
+/** Of a bucket file this much is read first, for its head line: that of 100 rows is 10.8 KB. */
+const HEAD_READ = 16384;
+
+/** search's one buffer for the lines of buckets read only to be searched (as list's countBuffer): 100 buffers of 300 KB, or one of 30 MB, cost more in page faults and garbage collection than their reading. */
+let linesBuffer: Buffer | undefined;
+
 /**
- * Cache files' bytes (undefined for one that cannot be read): never through a symlink, never a
- * FIFO (openStateFile). All in one buffer: a hundred buffers of 300 KB each cost more in garbage
- * collection than their reading.
+ * A bucket's lines: those it keeps, else read from its file, and then kept (`transient` false) or
+ * in linesBuffer, valid until the next transient read. A file cut short since its head was read
+ * (by hand: ours are only ever renamed over) fails this search; the next finds it no cache.
  */
-function readCacheFiles(paths: string[]): Array<Buffer | undefined> {
-  const opened = paths.map((path) => {
-    try {
-      const fd = openStateFile(path, fsc.O_RDONLY);
-      return { fd, size: fstatSync(fd).size };
-    } catch { return undefined; }
-  });
-  const all = Buffer.allocUnsafe(opened.reduce((sum, f) => sum + (f?.size ?? 0), 0));
-  let at = 0;
-  try {
-    return opened.map((f) => {
-      if (!f) return undefined;
-      let got = 0;
-      try {
-        for (let n = -1; n !== 0 && got < f.size;) got += n = readSync(f.fd, all, at + got, f.size - got, got);
-      } catch { return undefined; }
-      const bytes = all.subarray(at, at + got);
-      at += f.size;
-      return bytes;
-    });
-  } finally {
-    for (const f of opened) if (f) closeSync(f.fd);
-  }
+function bucketLines(bucket: Bucket, transient = false): Buffer {
+  if (bucket.body) return bucket.body;
+  const { fd, at, length } = bucket.file!;
+  const into = transient ? (linesBuffer = linesBuffer && linesBuffer.length >= length ? linesBuffer : Buffer.allocUnsafe(Math.max(length, 1 << 20))) : Buffer.allocUnsafe(length);
+  if (readAt(fd, into, at, length) !== length) throw new Error('the search cache changed while read: search again');
+  if (transient) return into.subarray(0, length);
+  closeSync(fd);
+  bucket.file = undefined;
+  return bucket.body = into;
+}
+
+/** A bucket's file closed, if held (its lines no longer read). */
+function closeBucket(bucket: Bucket): void {
+  if (bucket.file) closeSync(bucket.file.fd);
+  bucket.file = undefined;
 }
 
 /** A cache file written under a new name, then renamed over the old one (never written through a planted link). */
@@ -4555,23 +4566,39 @@ const isFolderStamp = (v: unknown) => v === null || (typeof v === 'object' && is
 function loadSearchCache(folder: string): SearchCache {
   const cache: SearchCache = { buckets: new Map(), folders: {} };
   let manifest: Record<string, unknown> = {};
-  try { manifest = JSON.parse(readCacheFiles([join(folder, 'manifest.json')])[0]?.toString('utf8') ?? '{}'); } catch { /* none */ }
+  try {
+    const fd = openStateFile(join(folder, 'manifest.json'), fsc.O_RDONLY);
+    try {
+      const bytes = Buffer.allocUnsafe(fstatSync(fd).size);
+      manifest = JSON.parse(bytes.toString('utf8', 0, readAt(fd, bytes, 0, bytes.length)));
+    } finally { closeSync(fd); }
+  } catch { /* none */ }
   // Another version's manifest is none: its folders trusted would hide every ticket its buckets (not read) hold.
   if (manifest.version !== CACHE_VERSION) manifest = {};
   const names = Object.entries(typeof manifest.buckets === 'object' && manifest.buckets ? manifest.buckets as Record<string, unknown> : {})
     .filter(([name, generation]) => /^\d{1,8}$/.test(name) && typeof generation === 'string');
-  const files = readCacheFiles(names.map(([name]) => join(folder, `${Number(name)}.txt`)));
+  // Only each bucket's head is read here, its lines when searched (bucketLines): held open, the file stays the one whose head was read.
+  const chunk = Buffer.allocUnsafe(HEAD_READ);
   let whole = true;
-  for (const [i, [name, generation]] of names.entries()) {
+  for (const [name, generation] of names) {
     const bucket = Number(name);
-    const bytes = files[i];
-    const headEnd = bytes ? bytes.indexOf(LF) : -1;
+    let fd;
+    try { fd = openStateFile(join(folder, `${bucket}.txt`), fsc.O_RDONLY); } catch { whole = false; continue; }
     let head: { version?: unknown; generation?: unknown; rows?: unknown } = {};
-    try { if (headEnd > 0) head = JSON.parse(bytes!.toString('latin1', 0, headEnd)); } catch { /* garbage */ }
-    const body = bytes?.subarray(headEnd + 1);
+    let headEnd = -1;
+    let size = 0;
+    try {
+      size = fstatSync(fd).size;
+      headEnd = chunk.subarray(0, readAt(fd, chunk, 0, Math.min(size, HEAD_READ))).indexOf(LF);
+      if (headEnd > 0) head = JSON.parse(chunk.toString('latin1', 0, headEnd));
+    } catch { /* garbage */ }
     const rows = head.version === CACHE_VERSION && typeof head.rows === 'string' ? decodedRows(head.rows) : undefined;
-    if (!body || !rows || head.generation !== generation || !rowsValid(rows, bucket, body.length)) { whole = false; continue; }
-    cache.buckets.set(bucket, { generation: generation as string, rows, body });
+    if (headEnd < 0 || !rows || head.generation !== generation || !rowsValid(rows, bucket, size - headEnd - 1)) {
+      closeSync(fd);
+      whole = false;
+      continue;
+    }
+    cache.buckets.set(bucket, { generation: generation as string, rows, file: { fd, at: headEnd + 1, length: size - headEnd - 1 } });
   }
   const folders = manifest.folders as Record<Place, unknown> | undefined;
   if (whole && folders && typeof folders === 'object') {
@@ -4643,7 +4670,7 @@ function ticketAt(bucket: Bucket, index: number): TicketText {
   const half = (field: number) => row(field).toString(16).padStart(8, '0');
   return {
     place: rowPlace(bucket, index), ino: row(ROW.ino), size: row(ROW.size), mtimeMs: row(ROW.mtimeMs), tail: half(ROW.tailHigh) + half(ROW.tailLow),
-    last: row(ROW.last), records: row(ROW.records), lines: bucket.body.subarray(starts[index], starts[index]! + row(ROW.length)),
+    last: row(ROW.last), records: row(ROW.records), lines: bucketLines(bucket).subarray(starts[index], starts[index]! + row(ROW.length)),
   };
 }
 
@@ -4658,6 +4685,7 @@ function rebuildBuckets(cache: SearchCache, updates: Map<number, TicketText | nu
       if (!updates.has(n)) tickets.push([n, ticketAt(old, i)]);
     }
     for (const [n, text] of updates) if (text && bucketOf(n) === number) tickets.push([n, text]);
+    if (old) closeBucket(old);
     if (!tickets.length) { cache.buckets.delete(number); continue; }
     tickets.sort(([a], [b]) => a - b);
     const body = Buffer.concat(tickets.map(([, t]) => t.lines));
@@ -4675,7 +4703,7 @@ function saveSearchCache(folder: string, cache: SearchCache, changed: Set<number
   for (const bucket of changed) {
     const saved = cache.buckets.get(bucket);
     if (!saved) { try { unlinkSync(join(folder, `${bucket}.txt`)); } catch { /* none */ } continue; }
-    writeCacheFile(folder, `${bucket}.txt`, Buffer.concat([Buffer.from(`${JSON.stringify({ version: CACHE_VERSION, generation: saved.generation, rows: encodedRows(saved.rows) })}\n`), saved.body]));
+    writeCacheFile(folder, `${bucket}.txt`, Buffer.concat([Buffer.from(`${JSON.stringify({ version: CACHE_VERSION, generation: saved.generation, rows: encodedRows(saved.rows) })}\n`), bucketLines(saved)]));
   }
   const buckets = Object.fromEntries([...cache.buckets].map(([b, { generation }]) => [b, generation]));
   writeCacheFile(folder, 'manifest.json', JSON.stringify({ version: CACHE_VERSION, folders: cache.folders, buckets }));
@@ -4728,8 +4756,13 @@ const searchesRunning = new Map<string, Promise<unknown>>();
 async function refreshedTexts(store: Store, where: 'save' | 'memory' | 'read', env: NodeJS.ProcessEnv): Promise<SearchCache> {
   const writeTo = where === 'save' ? searchCacheFolder(store, env) : undefined;
   let cache = where === 'memory' ? searchMemory.get(store.cfg.dir) : undefined;
-  cache ??= loadSearchCache(writeTo ?? join(store.state, 'search'));
-  if (where === 'memory') searchMemory.set(store.cfg.dir, cache);
+  if (!cache) {
+    cache = loadSearchCache(writeTo ?? join(store.state, 'search'));
+    if (where === 'memory') { // kept: its lines read now, its files closed
+      for (const bucket of cache.buckets.values()) bucketLines(bucket);
+      searchMemory.set(store.cfg.dir, cache);
+    }
+  }
   const updates = new Map<number, TicketText | null>(); // null: gone
   const scanned = new Set<Place>();
   const seen = new Set<number>();
@@ -4801,6 +4834,7 @@ export interface SearchResult {
  */
 function matchingLines(body: Buffer, needle: Buffer, query: Query, found: MessageLine[]): void {
   const oneWord = query.terms.length === 1 && query.terms[0]!.field === 'any' && !UNSPACED.test(query.terms[0]!.text);
+  const numbers = new Float64Array(5);
   /** A word starts at byte `i` of the bytes from `from` on (a byte of a longer character: that character decides). */
   const wordAt = (i: number, from: number) => {
     if (i === from || body[i - 1]! < 0x80) return i === from || wordStartsAfter(body[i - 1]!);
@@ -4813,12 +4847,12 @@ function matchingLines(body: Buffer, needle: Buffer, query: Query, found: Messag
     if (end < 0) end = body.length;
     let line: MessageLine | undefined;
     if (oneWord) {
-      const numbers = lineNumbers(body, start, end);
-      let word = numbers ? at : -1;
+      const textStart = lineNumbers(body, start, end, numbers);
+      let word = textStart >= 0 ? at : -1;
       // An occurrence in the numbers, or inside a word, is none: the next one in this line may be.
-      while (word >= 0 && word < end && (word < numbers!.text || !wordAt(word, numbers!.text))) word = body.indexOf(needle, word + 1);
-      if (word >= 0 && word < end && inDates(numbers!.line, query)) line = numbers!.line;
-    } else line = matchedLine(body, start, end, query);
+      while (word >= 0 && word < end && (word < textStart || !wordAt(word, textStart))) word = body.indexOf(needle, word + 1);
+      if (word >= 0 && word < end && inDates(numbers[4]!, query)) line = lineOf(numbers);
+    } else line = matchedLine(body, start, end, query, numbers);
     if (line) found.push(line);
     at = needle.length ? body.indexOf(needle, end + 1) : end + 1;
   }
@@ -4898,18 +4932,22 @@ export async function searchTickets(store: Store, query: Query, options: SearchO
   const cache = await ticketTexts(store, options.cache, options.env ?? process.env);
   const found: Array<{ n: number; place: Place; line: MessageLine }> = [];
   const needle = Buffer.from(query.terms.reduce<string>((a, t) => (t.text.length > a.length ? t.text : a), ''));
-  for (const [number, bucket] of cache.buckets) {
-    if (query.ticket !== undefined && bucketOf(query.ticket) !== number) continue;
-    const lines: MessageLine[] = [];
-    matchingLines(bucket.body, needle, query, lines);
-    for (const line of lines) {
-      const row = rowOf(cache, line.n);
-      const place = row && rowPlace(row.bucket, row.index);
-      if (!place || (query.ticket !== undefined && line.n !== query.ticket)) continue;
-      if ((query.is.has('open') && place !== 'open') || (query.is.has('closed') && place !== 'archived')) continue;
-      if (waiting && !waiting.has(line.n)) continue;
-      found.push({ n: line.n, place, line });
+  try {
+    for (const [number, bucket] of cache.buckets) {
+      if (query.ticket !== undefined && bucketOf(query.ticket) !== number) continue;
+      const lines: MessageLine[] = [];
+      matchingLines(bucketLines(bucket, true), needle, query, lines);
+      for (const line of lines) {
+        const row = rowOf(cache, line.n);
+        const place = row && rowPlace(row.bucket, row.index);
+        if (!place || (query.ticket !== undefined && line.n !== query.ticket)) continue;
+        if ((query.is.has('open') && place !== 'open') || (query.is.has('closed') && place !== 'archived')) continue;
+        if (waiting && !waiting.has(line.n)) continue;
+        found.push({ n: line.n, place, line });
+      }
     }
+  } finally {
+    for (const bucket of cache.buckets.values()) closeBucket(bucket);
   }
   found.sort((a, b) => b.line.time - a.line.time || b.n - a.n || b.line.k - a.line.k);
   const shownTerms = query.terms.filter((t) => t.field === 'any' || t.field === 'body').map((t) => t.text);
