@@ -4783,14 +4783,15 @@ async function refreshedTexts(store: Store, where: 'save' | 'memory' | 'read', e
       const n = parseTicketNumber(name);
       if (n === undefined || seen.has(n)) continue;
       const found = rowOf(cache, n);
-      const row = found && ((field: number) => found.bucket.rows[found.index * ROW_FIELDS + field]);
+      const rows = found?.bucket.rows;
+      const at = found ? found.index * ROW_FIELDS : 0;
       const rowIn = found && rowPlace(found.bucket, found.index);
       // A ticket in both places is being moved: the open one counts (as the list's does).
       if (place === 'archived' && !scanned.has('open') && rowIn === 'open') continue;
-      const path = store.ticketPath(n, place);
-      if (row) { // most tickets: one lstat, nothing made
+      const path = `${folder}/${name}`; // ticketPath(n, place) (the name is N as written: parseTicketNumber), without join's cost at each of 10,000 tickets
+      if (rows) { // most tickets: one lstat, nothing made
         const now = lstatSync(path, { throwIfNoEntry: false });
-        if (now && now.ino === row(ROW.ino) && now.size === row(ROW.size) && now.mtimeMs === row(ROW.mtimeMs)) {
+        if (now && now.ino === rows[at + ROW.ino] && now.size === rows[at + ROW.size] && now.mtimeMs === rows[at + ROW.mtimeMs]) {
           seen.add(n);
           if (rowIn !== place) updates.set(n, { ...ticketAt(found!.bucket, found!.index), place });
           continue;
