@@ -347,6 +347,20 @@ describe('search: the cache across versions and deliveries', { timeout: 120_000 
     expect(manifestOf(t.tickets).version).toBe(manifest.version);
     expect(t.hits('kaffee')).toEqual(['2/1', '2/2']);
   });
+
+  it('a bucket whose lines are cut or grown by hand, its head as written, is no cache (its lines are read only when searched)', () => {
+    const t = fixture();
+    settled(t.tickets);
+    expect(t.hits('printer')).toEqual(['1/1']);
+    const bucket = join(cacheFolder(t.tickets), '0.txt');
+    const written = readFileSync(bucket);
+    for (const spoiled of [written.subarray(0, written.length - 20), Buffer.concat([written, Buffer.from('4\t1\t0\t1\t0\tforged\t\t\t\tprinter\n')])]) {
+      writeFileSync(bucket, spoiled);
+      expect(t.hits('printer')).toEqual(['1/1']);
+      expect(t.hits('テスト')).toEqual(['4/1']); // the end of the last line, the one cut
+      expect(readFileSync(bucket).length).toBe(written.length); // made again
+    }
+  });
 });
 
 describe('search: the viewer\'s /?q=', { timeout: 120_000 }, () => {
