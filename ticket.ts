@@ -4758,8 +4758,12 @@ async function refreshedTexts(store: Store, where: 'save' | 'memory' | 'read', e
   let cache = where === 'memory' ? searchMemory.get(store.cfg.dir) : undefined;
   if (!cache) {
     cache = loadSearchCache(writeTo ?? join(store.state, 'search'));
-    if (where === 'memory') { // kept: its lines read now, its files closed
-      for (const bucket of cache.buckets.values()) bucketLines(bucket);
+    if (where === 'memory') { // kept: its lines read now, its files closed (serve lives on: none left open by a failed read)
+      try {
+        for (const bucket of cache.buckets.values()) bucketLines(bucket);
+      } finally {
+        for (const bucket of cache.buckets.values()) closeBucket(bucket);
+      }
       searchMemory.set(store.cfg.dir, cache);
     }
   }
