@@ -348,6 +348,15 @@ describe('search: the cache across versions and deliveries', { timeout: 120_000 
     expect(t.hits('kaffee')).toEqual(['2/1', '2/2']);
   });
 
+  it('a delivery into a folder the cache trusts is found: its dotlock changed the folder, each ticket is looked at again', () => {
+    const t = fixture();
+    settled(t.tickets);
+    expect(t.hits('printer')).toEqual(['1/1']);
+    expect(manifestOf(t.tickets).folders.open.trusted).toBe(true);
+    t.send('ticket-4@tickets.example', mail({ from: 'Eve <eve@customer.example>', subject: 'Re: printer', id: 's9@customer.example', body: 'The printer again.\n' }), 'eve@customer.example');
+    expect(t.hits('printer')).toEqual(['1/1', '4/2']);
+  });
+
   it('a bucket whose lines are cut or grown by hand, its head as written, is no cache (its lines are read only when searched)', () => {
     const t = fixture();
     settled(t.tickets);
