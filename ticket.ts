@@ -4442,31 +4442,46 @@ export function termAt(text: string, term: string, from = 0): number {
  */
 interface MessageLine { n: number; k: number; start: number; end: number; time: number }
 const LINE_FIELDS = ['from', 'to', 'subject', 'file', 'body'] as const;
-const LINE_NUMBERS = 5;
 
-/** A line's numbers, when its message is within the query's dates and its fields hold every term (a word: any of them); else undefined. */
-function matchedLine(line: string, query: Query): MessageLine | undefined {
-  const numbers: number[] = [];
-  let at = 0;
-  for (let i = 0; i < LINE_NUMBERS; i++) {
-    const tab = line.indexOf('\t', at);
-    const value = tab < 0 ? NaN : Number(line.slice(at, tab));
-    if (!Number.isSafeInteger(value)) return undefined;
-    numbers.push(value);
-    at = tab + 1;
+/**
+ * The line in bytes [from, to) of `body`: its five numbers (each ended by a tab) read from the
+ * bytes into `numbers`, and where its text starts; -1 when it does not start so. No string, no
+ * closure, no object: a word found in 5,000 messages made 30,000 strings, and the collection of
+ * their garbage cost more than the reading.
+ */
+function lineNumbers(body: Buffer, from: number, to: number, numbers: Float64Array): number {
+  let at = from;
+  for (let i = 0; i < 5; i++) {
+    const negative = body[at] === 0x2d; // a time before 1970
+    if (negative) at++;
+    const digits = at;
+    let value = 0;
+    for (; at < to && body[at]! >= 0x30 && body[at]! <= 0x39; at++) value = value * 10 + (body[at]! - 0x30);
+    if (at === digits || at >= to || body[at++] !== 0x09 || !Number.isSafeInteger(value)) return -1;
+    numbers[i] = negative ? -value : value;
   }
-  const [n, k, start, end, time] = numbers as [number, number, number, number, number];
-  if ((query.before !== undefined && time >= query.before) || (query.after !== undefined && time < query.after)) return undefined;
+  return at;
+}
+const lineOf = (numbers: Float64Array): MessageLine => ({ n: numbers[0]!, k: numbers[1]!, start: numbers[2]!, end: numbers[3]!, time: numbers[4]! });
+
+/** Is a message of this time within the query's dates? */
+const inDates = (time: number, query: Query) => !((query.before !== undefined && time >= query.before) || (query.after !== undefined && time < query.after));
+
+/** The line in bytes [from, to) of `body`, when its message is within the query's dates and its fields hold every term (a word: any of them); else undefined. */
+function matchedLine(body: Buffer, from: number, to: number, query: Query, numbers: Float64Array): MessageLine | undefined {
+  const textStart = lineNumbers(body, from, to, numbers);
+  if (textStart < 0 || !inDates(numbers[4]!, query)) return undefined;
+  const text = body.toString('utf8', textStart, to);
   let fields: string[] | undefined;
   for (const term of query.terms) {
     if (term.field === 'any') { // in the text part, whose fields a tab (no letter) separates: a word starts at each
-      if (termAt(line, term.text, at) < 0) return undefined;
+      if (termAt(text, term.text) < 0) return undefined;
       continue;
     }
-    fields ??= line.slice(at).split('\t');
+    fields ??= text.split('\t');
     if (fields.length !== LINE_FIELDS.length || termAt(fields[LINE_FIELDS.indexOf(term.field)]!, term.text) < 0) return undefined;
   }
-  return { n, k, start, end, time };
+  return lineOf(numbers);
 }
 
 /** Counts the messages search read from mbox files, for the tests (a ticket that only grew is read from where it grew). */
@@ -4567,41 +4582,58 @@ interface SearchCache {
   buckets: Map<number, Bucket>;
   folders: Partial<Record<Place, { ino: number; mtimeMs: number; trusted: boolean } | null>>; // as the last read of each saw it
 }
-/** A bucket's tickets (rows in N order: N, place, ino, size, mtimeMs, tail, last, records, length of its lines) and their lines, in that order. */
-type BucketRow = [number, Place, number, number, number, string, number, number, number];
-interface Bucket { generation: string; rows: BucketRow[]; body: Buffer; starts?: number[] /* of each row's lines in body, made when needed */ }
-const CACHE_VERSION = 'ticket-mail search cache 3'; // 3: times from whole From_ lines, an emptied ticket's messages numbered from 1
+/**
+ * A bucket's tickets and their lines, in N order. Its rows are ROW_FIELDS numbers each (see ROW;
+ * a place is 0 open, 1 archived; a tail's fingerprint two 32-bit halves), kept in the file as
+ * base64 of little-endian doubles: 10,000 rows as JSON cost a warm search 25 ms to parse and
+ * check, and their arrays as much again in garbage collection.
+ */
+interface Bucket {
+  generation: string; rows: Float64Array;
+  body?: Buffer; // its lines, once kept (serve's memory, a bucket changed)
+  file?: { fd: number; at: number; length: number }; // else where they are: its file, held open (renamed over by another search, it stays whole)
+  starts?: number[]; // of each row's lines in body, made when needed
+}
+const ROW = { n: 0, place: 1, ino: 2, size: 3, mtimeMs: 4, tailHigh: 5, tailLow: 6, last: 7, records: 8, length: 9 } as const;
+const ROW_FIELDS = 10;
+const CACHE_VERSION = 'ticket-mail search cache 4'; // 3: times from whole From_ lines, an emptied ticket's messages numbered from 1; 4: rows as numbers
+const rowPlace = (bucket: Bucket, index: number): Place => (bucket.rows[index * ROW_FIELDS + ROW.place] ? 'archived' : 'open');
 const bucketOf = (n: number) => Math.floor(n / 100);
 const searchMemory = new Map<string, SearchCache>();
 
+/** Bytes [at, at + length) of an open file into `into` (from 0); how many there were. */
+function readAt(fd: number, into: Buffer, at: number, length: number): number {
+  let got = 0;
+  for (let n = -1; n !== 0 && got < length;) got += n = readSync(fd, into, got, length - got, at + got);
+  return got;
+}
+
+/** Of a bucket file this much is read first, for its head line: that of 100 rows is 10.8 KB. */
+const HEAD_READ = 16384;
+
+/** search's one buffer for the lines of buckets read only to be searched (as list's countBuffer): 100 buffers of 300 KB, or one of 30 MB, cost more in page faults and garbage collection than their reading. */
+let linesBuffer: Buffer | undefined;
+
 /**
- * Cache files' bytes (undefined for one that cannot be read): never through a symlink, never a
- * FIFO (openStateFile). All in one buffer: a hundred buffers of 300 KB each cost more in garbage
- * collection than their reading.
+ * A bucket's lines: those it keeps, else read from its file, and then kept (`transient` false) or
+ * in linesBuffer, valid until the next transient read. A file cut short since its head was read
+ * (by hand: ours are only ever renamed over) fails this search; the next finds it no cache.
  */
-function readCacheFiles(paths: string[]): Array<Buffer | undefined> {
-  const opened = paths.map((path) => {
-    try {
-      const fd = openStateFile(path, fsc.O_RDONLY);
-      return { fd, size: fstatSync(fd).size };
-    } catch { return undefined; }
-  });
-  const all = Buffer.allocUnsafe(opened.reduce((sum, f) => sum + (f?.size ?? 0), 0));
-  let at = 0;
-  try {
-    return opened.map((f) => {
-      if (!f) return undefined;
-      let got = 0;
-      try {
-        for (let n = -1; n !== 0 && got < f.size;) got += n = readSync(f.fd, all, at + got, f.size - got, got);
-      } catch { return undefined; }
-      const bytes = all.subarray(at, at + got);
-      at += f.size;
-      return bytes;
-    });
-  } finally {
-    for (const f of opened) if (f) closeSync(f.fd);
-  }
+function bucketLines(bucket: Bucket, transient = false): Buffer {
+  if (bucket.body) return bucket.body;
+  const { fd, at, length } = bucket.file!;
+  const into = transient ? (linesBuffer = linesBuffer && linesBuffer.length >= length ? linesBuffer : Buffer.allocUnsafe(Math.max(length, 1 << 20))) : Buffer.allocUnsafe(length);
+  if (readAt(fd, into, at, length) !== length) throw new Error('the search cache changed while read: search again');
+  if (transient) return into.subarray(0, length);
+  closeSync(fd);
+  bucket.file = undefined;
+  return bucket.body = into;
+}
+
+/** A bucket's file closed, if held (its lines no longer read). */
+function closeBucket(bucket: Bucket): void {
+  if (bucket.file) closeSync(bucket.file.fd);
+  bucket.file = undefined;
 }
 
 /** A cache file written under a new name, then renamed over the old one (never written through a planted link). */
@@ -4624,29 +4656,39 @@ const isFolderStamp = (v: unknown) => v === null || (typeof v === 'object' && is
 function loadSearchCache(folder: string): SearchCache {
   const cache: SearchCache = { buckets: new Map(), folders: {} };
   let manifest: Record<string, unknown> = {};
-  try { manifest = JSON.parse(readCacheFiles([join(folder, 'manifest.json')])[0]?.toString('utf8') ?? '{}'); } catch { /* none */ }
-  const names = Object.entries(manifest.version === CACHE_VERSION && typeof manifest.buckets === 'object' && manifest.buckets ? manifest.buckets as Record<string, unknown> : {})
+  try {
+    const fd = openStateFile(join(folder, 'manifest.json'), fsc.O_RDONLY);
+    try {
+      const bytes = Buffer.allocUnsafe(fstatSync(fd).size);
+      manifest = JSON.parse(bytes.toString('utf8', 0, readAt(fd, bytes, 0, bytes.length)));
+    } finally { closeSync(fd); }
+  } catch { /* none */ }
+  // Another version's manifest is none: its folders trusted would hide every ticket its buckets (not read) hold.
+  if (manifest.version !== CACHE_VERSION) manifest = {};
+  const names = Object.entries(typeof manifest.buckets === 'object' && manifest.buckets ? manifest.buckets as Record<string, unknown> : {})
     .filter(([name, generation]) => /^\d{1,8}$/.test(name) && typeof generation === 'string');
-  const files = readCacheFiles(names.map(([name]) => join(folder, `${Number(name)}.txt`)));
+  // Only each bucket's head is read here, its lines when searched (bucketLines): held open, the file stays the one whose head was read.
+  const chunk = Buffer.allocUnsafe(HEAD_READ);
   let whole = true;
-  for (const [i, [name, generation]] of names.entries()) {
+  for (const [name, generation] of names) {
     const bucket = Number(name);
-    const bytes = files[i];
-    const headEnd = bytes ? bytes.indexOf(LF) : -1;
-    let head: { version?: unknown; generation?: unknown; tickets?: unknown } = {};
-    try { if (headEnd > 0) head = JSON.parse(bytes!.toString('utf8', 0, headEnd)); } catch { /* garbage */ }
-    const rows = Array.isArray(head.tickets) ? head.tickets as unknown[] : [];
-    const body = bytes?.subarray(headEnd + 1);
-    let length = 0;
-    for (let r = 0; r < rows.length; r++) { // by index, no objects: 10,000 rows are read at every search
-      const row = rows[r] as unknown[];
-      const n = Array.isArray(row) && row.length === 9 ? row[0] : undefined;
-      if (!Number.isInteger(n) || bucketOf(n as number) !== bucket || (n as number) < 1 || (r > 0 && (rows[r - 1] as number[])[0]! >= (n as number)) ||
-        (row[1] !== 'open' && row[1] !== 'archived') || typeof row[5] !== 'string' || ![2, 3, 4, 6, 7, 8].every((f) => isNumber(row[f]))) { length = -1; break; }
-      length += row[8] as number;
+    let fd;
+    try { fd = openStateFile(join(folder, `${bucket}.txt`), fsc.O_RDONLY); } catch { whole = false; continue; }
+    let head: { version?: unknown; generation?: unknown; rows?: unknown } = {};
+    let headEnd = -1;
+    let size = 0;
+    try {
+      size = fstatSync(fd).size;
+      headEnd = chunk.subarray(0, readAt(fd, chunk, 0, Math.min(size, HEAD_READ))).indexOf(LF);
+      if (headEnd > 0) head = JSON.parse(chunk.toString('latin1', 0, headEnd));
+    } catch { /* garbage */ }
+    const rows = head.version === CACHE_VERSION && typeof head.rows === 'string' ? decodedRows(head.rows) : undefined;
+    if (headEnd < 0 || !rows || head.generation !== generation || !rowsValid(rows, bucket, size - headEnd - 1)) {
+      closeSync(fd);
+      whole = false;
+      continue;
     }
-    if (!body || head.version !== CACHE_VERSION || head.generation !== generation || length !== body.length) { whole = false; continue; }
-    cache.buckets.set(bucket, { generation: generation as string, rows: rows as BucketRow[], body });
+    cache.buckets.set(bucket, { generation: generation as string, rows, file: { fd, at: headEnd + 1, length: size - headEnd - 1 } });
   }
   const folders = manifest.folders as Record<Place, unknown> | undefined;
   if (whole && folders && typeof folders === 'object') {
@@ -4658,15 +4700,47 @@ function loadSearchCache(folder: string): SearchCache {
   return cache;
 }
 
+/** Rows from their base64, or undefined when that is no whole number of rows. */
+function decodedRows(base64: string): Float64Array | undefined {
+  const bytes = Buffer.from(base64, 'base64');
+  if (bytes.length % (ROW_FIELDS * 8)) return undefined;
+  const rows = new Float64Array(bytes.length / 8);
+  const view = Buffer.from(rows.buffer);
+  view.set(bytes);
+  if (BIG_ENDIAN) view.swap64();
+  return rows;
+}
+
+/** Rows as a bucket file keeps them: base64 of their numbers as little-endian doubles. */
+function encodedRows(rows: Float64Array): string {
+  const bytes = Buffer.from(rows.buffer.slice(rows.byteOffset, rows.byteOffset + rows.byteLength));
+  return (BIG_ENDIAN ? bytes.swap64() : bytes).toString('base64');
+}
+const BIG_ENDIAN = new Uint8Array(new Uint16Array([1]).buffer)[0] === 0;
+
+/** Are these rows what rebuildBuckets writes for bucket `bucket` with a body of `bodyLength` bytes: ascending N of the bucket, a place, whole numbers, their lines' lengths the body's? */
+function rowsValid(rows: Float64Array, bucket: number, bodyLength: number): boolean {
+  let length = 0;
+  for (let i = 0; i < rows.length; i += ROW_FIELDS) {
+    const n = rows[i + ROW.n]!;
+    if (!Number.isInteger(n) || n < 1 || bucketOf(n) !== bucket || (i > 0 && rows[i - ROW_FIELDS + ROW.n]! >= n)) return false;
+    if (rows[i + ROW.place] !== 0 && rows[i + ROW.place] !== 1) return false;
+    for (let f = ROW.ino; f < ROW_FIELDS; f++) if (!isNumber(rows[i + f])) return false;
+    if (rows[i + ROW.tailHigh]! >= 2 ** 32 || rows[i + ROW.tailLow]! >= 2 ** 32) return false;
+    length += rows[i + ROW.length]!;
+  }
+  return length === bodyLength;
+}
+
 /** Ticket N's row: its bucket and index there (by the rows' N order), or undefined. */
 function rowOf(cache: SearchCache, n: number): { bucket: Bucket; index: number } | undefined {
   const bucket = cache.buckets.get(bucketOf(n));
   if (!bucket) return undefined;
   let low = 0;
-  let high = bucket.rows.length - 1;
+  let high = bucket.rows.length / ROW_FIELDS - 1;
   while (low <= high) {
     const mid = (low + high) >> 1;
-    const at = bucket.rows[mid]![0];
+    const at = bucket.rows[mid * ROW_FIELDS + ROW.n]!;
     if (at === n) return { bucket, index: mid };
     if (at < n) low = mid + 1;
     else high = mid - 1;
@@ -4676,13 +4750,18 @@ function rowOf(cache: SearchCache, n: number): { bucket: Bucket; index: number }
 
 /** Row `index` of a bucket as a ticket's text (its lines a view of the bucket's): made only for a ticket that changed. */
 function ticketAt(bucket: Bucket, index: number): TicketText {
+  const { rows } = bucket;
   if (!bucket.starts) {
     bucket.starts = [];
-    for (let i = 0, at = 0; i < bucket.rows.length; at += bucket.rows[i++]![8]) bucket.starts.push(at);
+    for (let i = 0, at = 0; i < rows.length; at += rows[ROW.length + i]!, i += ROW_FIELDS) bucket.starts.push(at);
   }
   const starts = bucket.starts;
-  const [, place, ino, size, mtimeMs, tail, last, records, length] = bucket.rows[index]!;
-  return { place, ino, size, mtimeMs, tail, last, records, lines: bucket.body.subarray(starts[index], starts[index]! + length) };
+  const row = (field: number) => rows[index * ROW_FIELDS + field]!;
+  const half = (field: number) => row(field).toString(16).padStart(8, '0');
+  return {
+    place: rowPlace(bucket, index), ino: row(ROW.ino), size: row(ROW.size), mtimeMs: row(ROW.mtimeMs), tail: half(ROW.tailHigh) + half(ROW.tailLow),
+    last: row(ROW.last), records: row(ROW.records), lines: bucketLines(bucket).subarray(starts[index], starts[index]! + row(ROW.length)),
+  };
 }
 
 /** The buckets of the tickets in `updates` (null: gone) made again from their unchanged rows and those. */
@@ -4690,12 +4769,20 @@ function rebuildBuckets(cache: SearchCache, updates: Map<number, TicketText | nu
   const changed = new Set([...updates.keys()].map(bucketOf));
   for (const number of changed) {
     const old = cache.buckets.get(number);
-    const tickets: Array<[number, TicketText]> = (old?.rows ?? []).flatMap((row, i): Array<[number, TicketText]> => (updates.has(row[0]) ? [] : [[row[0], ticketAt(old!, i)]]));
+    const tickets: Array<[number, TicketText]> = [];
+    for (let i = 0; old && i < old.rows.length / ROW_FIELDS; i++) {
+      const n = old.rows[i * ROW_FIELDS + ROW.n]!;
+      if (!updates.has(n)) tickets.push([n, ticketAt(old, i)]);
+    }
     for (const [n, text] of updates) if (text && bucketOf(n) === number) tickets.push([n, text]);
+    if (old) closeBucket(old);
     if (!tickets.length) { cache.buckets.delete(number); continue; }
     tickets.sort(([a], [b]) => a - b);
     const body = Buffer.concat(tickets.map(([, t]) => t.lines));
-    const rows = tickets.map(([n, t]): BucketRow => [n, t.place, t.ino, t.size, t.mtimeMs, t.tail, t.last, t.records, t.lines.length]);
+    const rows = new Float64Array(tickets.length * ROW_FIELDS);
+    for (const [i, [n, t]] of tickets.entries()) {
+      rows.set([n, t.place === 'archived' ? 1 : 0, t.ino, t.size, t.mtimeMs, parseInt(t.tail.slice(0, 8), 16), parseInt(t.tail.slice(8), 16), t.last, t.records, t.lines.length], i * ROW_FIELDS);
+    }
     cache.buckets.set(number, { generation: `${unique()}${randomHex()}`, rows, body });
   }
   return changed;
@@ -4706,7 +4793,7 @@ function saveSearchCache(folder: string, cache: SearchCache, changed: Set<number
   for (const bucket of changed) {
     const saved = cache.buckets.get(bucket);
     if (!saved) { try { unlinkSync(join(folder, `${bucket}.txt`)); } catch { /* none */ } continue; }
-    writeCacheFile(folder, `${bucket}.txt`, Buffer.concat([Buffer.from(`${JSON.stringify({ version: CACHE_VERSION, generation: saved.generation, tickets: saved.rows })}\n`), saved.body]));
+    writeCacheFile(folder, `${bucket}.txt`, Buffer.concat([Buffer.from(`${JSON.stringify({ version: CACHE_VERSION, generation: saved.generation, rows: encodedRows(saved.rows) })}\n`), bucketLines(saved)]));
   }
   const buckets = Object.fromEntries([...cache.buckets].map(([b, { generation }]) => [b, generation]));
   writeCacheFile(folder, 'manifest.json', JSON.stringify({ version: CACHE_VERSION, folders: cache.folders, buckets }));
@@ -4759,8 +4846,17 @@ const searchesRunning = new Map<string, Promise<unknown>>();
 async function refreshedTexts(store: Store, where: 'save' | 'memory' | 'read', env: NodeJS.ProcessEnv): Promise<SearchCache> {
   const writeTo = where === 'save' ? searchCacheFolder(store, env) : undefined;
   let cache = where === 'memory' ? searchMemory.get(store.cfg.dir) : undefined;
-  cache ??= loadSearchCache(writeTo ?? join(store.state, 'search'));
-  if (where === 'memory') searchMemory.set(store.cfg.dir, cache);
+  if (!cache) {
+    cache = loadSearchCache(writeTo ?? join(store.state, 'search'));
+    if (where === 'memory') { // kept: its lines read now, its files closed (serve lives on: none left open by a failed read)
+      try {
+        for (const bucket of cache.buckets.values()) bucketLines(bucket);
+      } finally {
+        for (const bucket of cache.buckets.values()) closeBucket(bucket);
+      }
+      searchMemory.set(store.cfg.dir, cache);
+    }
+  }
   const updates = new Map<number, TicketText | null>(); // null: gone
   const scanned = new Set<Place>();
   const seen = new Set<number>();
@@ -4781,15 +4877,17 @@ async function refreshedTexts(store: Store, where: 'save' | 'memory' | 'read', e
       const n = parseTicketNumber(name);
       if (n === undefined || seen.has(n)) continue;
       const found = rowOf(cache, n);
-      const row = found && found.bucket.rows[found.index]!;
+      const rows = found?.bucket.rows;
+      const at = found ? found.index * ROW_FIELDS : 0;
+      const rowIn = found && rowPlace(found.bucket, found.index);
       // A ticket in both places is being moved: the open one counts (as the list's does).
-      if (place === 'archived' && !scanned.has('open') && row?.[1] === 'open') continue;
-      const path = store.ticketPath(n, place);
-      if (row) { // most tickets: one lstat, nothing made
+      if (place === 'archived' && !scanned.has('open') && rowIn === 'open') continue;
+      const path = `${folder}/${name}`; // ticketPath(n, place) (the name is N as written: parseTicketNumber), without join's cost at each of 10,000 tickets
+      if (rows) { // most tickets: one lstat, nothing made
         const now = lstatSync(path, { throwIfNoEntry: false });
-        if (now && now.ino === row[2] && now.size === row[3] && now.mtimeMs === row[4]) {
+        if (now && now.ino === rows[at + ROW.ino] && now.size === rows[at + ROW.size] && now.mtimeMs === rows[at + ROW.mtimeMs]) {
           seen.add(n);
-          if (row[1] !== place) updates.set(n, { ...ticketAt(found!.bucket, found!.index), place });
+          if (rowIn !== place) updates.set(n, { ...ticketAt(found!.bucket, found!.index), place });
           continue;
         }
       }
@@ -4803,7 +4901,12 @@ async function refreshedTexts(store: Store, where: 'save' | 'memory' | 'read', e
     stamps[place] = st ? { ino: st.ino, mtimeMs: st.mtimeMs, trusted: !unreadable && readAt - st.mtimeMs > RACY_MS } : null;
   }
   if (scanned.size) {
-    for (const { rows } of cache.buckets.values()) for (const row of rows) if (!seen.has(row[0]) && scanned.has(row[1])) updates.set(row[0], null);
+    for (const bucket of cache.buckets.values()) {
+      for (let i = 0; i < bucket.rows.length / ROW_FIELDS; i++) {
+        const n = bucket.rows[i * ROW_FIELDS + ROW.n]!;
+        if (!seen.has(n) && scanned.has(rowPlace(bucket, i))) updates.set(n, null);
+      }
+    }
   }
   const changed = rebuildBuckets(cache, updates);
   Object.assign(cache.folders, stamps);
@@ -4826,7 +4929,7 @@ export interface SearchResult {
  */
 function matchingLines(body: Buffer, needle: Buffer, query: Query, found: MessageLine[]): void {
   const oneWord = query.terms.length === 1 && query.terms[0]!.field === 'any' && !UNSPACED.test(query.terms[0]!.text);
-  const datesOnly = { ...query, terms: [] };
+  const numbers = new Float64Array(5);
   /** A word starts at byte `i` of the bytes from `from` on (a byte of a longer character: that character decides). */
   const wordAt = (i: number, from: number) => {
     if (i === from || body[i - 1]! < 0x80) return i === from || wordStartsAfter(body[i - 1]!);
@@ -4839,13 +4942,12 @@ function matchingLines(body: Buffer, needle: Buffer, query: Query, found: Messag
     if (end < 0) end = body.length;
     let line: MessageLine | undefined;
     if (oneWord) {
-      let numbersEnd = start;
-      for (let tabs = 0; tabs < LINE_NUMBERS && numbersEnd >= 0; tabs++) numbersEnd = body.indexOf(0x09, numbersEnd) + 1 || -1;
-      let word = numbersEnd > 0 && numbersEnd <= end ? at : -1;
+      const textStart = lineNumbers(body, start, end, numbers);
+      let word = textStart >= 0 ? at : -1;
       // An occurrence in the numbers, or inside a word, is none: the next one in this line may be.
-      while (word >= 0 && word < end && (word < numbersEnd || !wordAt(word, numbersEnd))) word = body.indexOf(needle, word + 1);
-      if (word >= 0 && word < end) line = matchedLine(body.toString('latin1', start, numbersEnd), datesOnly);
-    } else line = matchedLine(body.toString('utf8', start, end), query);
+      while (word >= 0 && word < end && (word < textStart || !wordAt(word, textStart))) word = body.indexOf(needle, word + 1);
+      if (word >= 0 && word < end && inDates(numbers[4]!, query)) line = lineOf(numbers);
+    } else line = matchedLine(body, start, end, query, numbers);
     if (line) found.push(line);
     at = needle.length ? body.indexOf(needle, end + 1) : end + 1;
   }
@@ -4925,18 +5027,22 @@ export async function searchTickets(store: Store, query: Query, options: SearchO
   const cache = await ticketTexts(store, options.cache, options.env ?? process.env);
   const found: Array<{ n: number; place: Place; line: MessageLine }> = [];
   const needle = Buffer.from(query.terms.reduce<string>((a, t) => (t.text.length > a.length ? t.text : a), ''));
-  for (const [number, bucket] of cache.buckets) {
-    if (query.ticket !== undefined && bucketOf(query.ticket) !== number) continue;
-    const lines: MessageLine[] = [];
-    matchingLines(bucket.body, needle, query, lines);
-    for (const line of lines) {
-      const row = rowOf(cache, line.n);
-      const place = row && row.bucket.rows[row.index]![1];
-      if (!place || (query.ticket !== undefined && line.n !== query.ticket)) continue;
-      if ((query.is.has('open') && place !== 'open') || (query.is.has('closed') && place !== 'archived')) continue;
-      if (waiting && !waiting.has(line.n)) continue;
-      found.push({ n: line.n, place, line });
+  try {
+    for (const [number, bucket] of cache.buckets) {
+      if (query.ticket !== undefined && bucketOf(query.ticket) !== number) continue;
+      const lines: MessageLine[] = [];
+      matchingLines(bucketLines(bucket, true), needle, query, lines);
+      for (const line of lines) {
+        const row = rowOf(cache, line.n);
+        const place = row && rowPlace(row.bucket, row.index);
+        if (!place || (query.ticket !== undefined && line.n !== query.ticket)) continue;
+        if ((query.is.has('open') && place !== 'open') || (query.is.has('closed') && place !== 'archived')) continue;
+        if (waiting && !waiting.has(line.n)) continue;
+        found.push({ n: line.n, place, line });
+      }
     }
+  } finally {
+    for (const bucket of cache.buckets.values()) closeBucket(bucket);
   }
   found.sort((a, b) => b.line.time - a.line.time || b.n - a.n || b.line.k - a.line.k);
   const shownTerms = query.terms.filter((t) => t.field === 'any' || t.field === 'body').map((t) => t.text);

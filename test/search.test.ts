@@ -5,7 +5,7 @@
 // a move read not at all, garbage and symlinks ignored, an unwritable state folder, racing
 // searches); the viewer's results page, escaped.
 import { afterAll, describe, expect, it } from 'vitest';
-import { existsSync, lstatSync, mkdirSync, readFileSync, readdirSync, rmSync, symlinkSync, writeFileSync } from 'node:fs';
+import { existsSync, lstatSync, mkdirSync, readFileSync, readdirSync, rmSync, symlinkSync, utimesSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { Store, parseQuery, resolveConfig, searchReads, searchTickets, snippet, foldText } from '../ticket.ts';
 import { handle } from '../viewer.ts';
@@ -325,6 +325,50 @@ describe('search: the cache', { timeout: 120_000 }, () => {
     for (const r of runs) expect(r.status, r.stderr).toBe(0);
     expect(t.hits('racing')).toEqual(['1/2', '1/3', '1/4']);
     expect(t.hits('printer')).toEqual(['1/1', '1/2', '1/3', '1/4']);
+  });
+});
+
+/** The tickets folders as they are a while after their last change (past the racy margin): a search trusts them then. */
+const settled = (tickets: string) => {
+  const past = new Date(Date.now() - 60_000);
+  for (const folder of [tickets, join(tickets, 'archived')]) if (existsSync(folder)) utimesSync(folder, past, past);
+};
+const manifestOf = (tickets: string) => JSON.parse(readFileSync(join(cacheFolder(tickets), 'manifest.json'), 'utf8'));
+
+describe('search: the cache across versions and deliveries', { timeout: 120_000 }, () => {
+  it('a cache of another version is made again, its folders not trusted (its buckets are not read)', () => {
+    const t = fixture();
+    settled(t.tickets);
+    expect(t.hits('printer')).toEqual(['1/1']);
+    const manifest = manifestOf(t.tickets);
+    expect(manifest.folders.open.trusted).toBe(true);
+    writeFileSync(join(cacheFolder(t.tickets), 'manifest.json'), JSON.stringify({ ...manifest, version: 'ticket-mail search cache 2' }) /* as an older ticket-mail left it */);
+    expect(t.hits('printer')).toEqual(['1/1']);
+    expect(manifestOf(t.tickets).version).toBe(manifest.version);
+    expect(t.hits('kaffee')).toEqual(['2/1', '2/2']);
+  });
+
+  it('a delivery into a folder the cache trusts is found: its dotlock changed the folder, each ticket is looked at again', () => {
+    const t = fixture();
+    settled(t.tickets);
+    expect(t.hits('printer')).toEqual(['1/1']);
+    expect(manifestOf(t.tickets).folders.open.trusted).toBe(true);
+    t.send('ticket-4@tickets.example', mail({ from: 'Eve <eve@customer.example>', subject: 'Re: printer', id: 's9@customer.example', body: 'The printer again.\n' }), 'eve@customer.example');
+    expect(t.hits('printer')).toEqual(['1/1', '4/2']);
+  });
+
+  it('a bucket whose lines are cut or grown by hand, its head as written, is no cache (its lines are read only when searched)', () => {
+    const t = fixture();
+    settled(t.tickets);
+    expect(t.hits('printer')).toEqual(['1/1']);
+    const bucket = join(cacheFolder(t.tickets), '0.txt');
+    const written = readFileSync(bucket);
+    for (const spoiled of [written.subarray(0, written.length - 20), Buffer.concat([written, Buffer.from('4\t1\t0\t1\t0\tforged\t\t\t\tprinter\n')])]) {
+      writeFileSync(bucket, spoiled);
+      expect(t.hits('printer')).toEqual(['1/1']);
+      expect(t.hits('テスト')).toEqual(['4/1']); // the end of the last line, the one cut
+      expect(readFileSync(bucket).length).toBe(written.length); // made again
+    }
   });
 });
 
