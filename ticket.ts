@@ -3144,14 +3144,14 @@ interface CacheEntry {
   /** Where the last record starts and the facts before it, when its head was cut by the file's end (being written): read again when the file grew. */
   reread?: [start: number, factsBefore: TicketFacts | null];
   /** Its row, once made: shared by later lists while the entry is unchanged, and never saved (JSON has no symbol keys). */
-  [ROW]?: TicketRow;
+  [ENTRY_ROW]?: TicketRow;
 }
 /**
  * Where an entry keeps its row. On the entry, not in a WeakMap of entries to rows: 10,000 such
  * pairs were a quarter of a cold stats' garbage collection (each scavenge works through a weak
  * map's young entries).
  */
-const ROW = Symbol('row');
+const ENTRY_ROW = Symbol('row');
 
 /** list's one read buffer for all files: 10,000 allocations of 1 MiB would cost more than the reading. */
 let countBuffer: Buffer | undefined;
@@ -3305,7 +3305,7 @@ export function listTickets(store: Store, which: 'open' | 'closed' | 'all', save
       if (!entry) continue;
       fresh[key] = entry;
       changed ||= entry !== cache[key];
-      const row = entry[ROW] ??= ticketRow(n, state, entry);
+      const row = entry[ENTRY_ROW] ??= ticketRow(n, state, entry);
       placeRows.push(row);
     }
     changed ||= Object.keys(fresh).length !== Object.keys(cache).length; // some ticket gone (or moved)
