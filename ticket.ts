@@ -4608,6 +4608,9 @@ function readAt(fd: number, into: Buffer, at: number, length: number): number {
   return got;
 }
 
+/** How many bucket files a search holds open (their lines read when searched); those past it are read at once (EMFILE). */
+const HELD_BUCKETS = 128;
+
 /** Of a bucket file this much is read first, for its head line: that of 100 rows is 10.8 KB. */
 const HEAD_READ = 16384;
 
@@ -4667,7 +4670,7 @@ function loadSearchCache(folder: string): SearchCache {
   if (manifest.version !== CACHE_VERSION) manifest = {};
   const names = Object.entries(typeof manifest.buckets === 'object' && manifest.buckets ? manifest.buckets as Record<string, unknown> : {})
     .filter(([name, generation]) => /^\d{1,8}$/.test(name) && typeof generation === 'string');
-  // Only each bucket's head is read here, its lines when searched (bucketLines): held open, the file stays the one whose head was read.
+  // Only each bucket's head is read here, its lines when searched (bucketLines): held open, the file stays the one whose head was read (up to HELD_BUCKETS).
   const chunk = Buffer.allocUnsafe(HEAD_READ);
   let whole = true;
   for (const [name, generation] of names) {
@@ -4688,7 +4691,11 @@ function loadSearchCache(folder: string): SearchCache {
       whole = false;
       continue;
     }
-    cache.buckets.set(bucket, { generation: generation as string, rows, file: { fd, at: headEnd + 1, length: size - headEnd - 1 } });
+    const kept: Bucket = { generation: generation as string, rows, file: { fd, at: headEnd + 1, length: size - headEnd - 1 } };
+    cache.buckets.set(bucket, kept);
+    if (cache.buckets.size > HELD_BUCKETS) { // read now and closed: a store's buckets held open would use up the files a process may open
+      try { bucketLines(kept); } catch { closeBucket(kept); cache.buckets.delete(bucket); whole = false; }
+    }
   }
   const folders = manifest.folders as Record<Place, unknown> | undefined;
   if (whole && folders && typeof folders === 'object') {
