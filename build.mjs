@@ -3,7 +3,7 @@
 //   dist/ticket-mail.cjs       one self-contained file (every dependency inlined), to copy onto a server;
 //   dist/bin/ticket-mail.cjs   the npm bin: the same loader, reading its modules from dist/bin/*.js;
 //   dist/ticket-mail.1         the man page, from the built program's --help;
-//   dist/bun/                  when Bun is at hand, the Bun builds (build-bun.mjs; with --exe, the executable).
+//   dist/bun/                  when Bun is at hand, the Bun builds (below; with --exe, the executable).
 //
 // Why this shape: start-up is the cost of every delivery, and most of it is V8 reading and
 // compiling JavaScript, not running it.
@@ -17,7 +17,15 @@
 import { build } from 'esbuild';
 import { createHash } from 'node:crypto';
 import { brotliCompressSync } from 'node:zlib';
-import { chmodSync, mkdirSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
+import { execFileSync, spawnSync } from 'node:child_process';
+import { chmodSync, mkdirSync, mkdtempSync, readFileSync, readdirSync, rmSync, writeFileSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+
+if (process.argv.includes('--bun-only')) {
+  bunBuilds(process.argv.slice(2));
+  process.exit(0);
+}
 
 const { version, description } = JSON.parse(readFileSync(new URL('package.json', import.meta.url), 'utf8'));
 
@@ -144,7 +152,7 @@ function load(source, BUILD, LAZY) {
     try { const home = require('node:os').homedir(); return home ? `${home}/.cache` : undefined; } catch { return undefined; }
   };
   // Under Bun (bun dist/ticket-mail.cjs) there is none: its vm.Script makes a cache, but a start
-  // with it costs what one without does (measured). Bun's precompiled form is build-bun.mjs's.
+  // with it costs what one without does (measured). Bun's precompiled form is bunBuilds' (below).
   const dir = process.versions.bun ? undefined : cacheHome()?.concat('/ticket-mail');
   const ours = (stat) => stat.uid === process.getuid?.() && (stat.mode & 0o022) === 0;
   const loaded = {};
@@ -231,7 +239,6 @@ for (const file of ['dist/ticket-mail.cjs', 'dist/bin/ticket-mail.cjs']) chmodSy
 // The man page, dist/ticket-mail.1, from the built program's own --help (one source: the cac
 // definitions and SETTING_HELP in ticket.ts): the commands with their usage and own options,
 // then the options every command takes.
-const { execFileSync } = await import('node:child_process');
 const help = (...args) => execFileSync(process.execPath, ['dist/ticket-mail.cjs', ...args, '--help'], { encoding: 'utf8', env: { PATH: process.env.PATH } });
 /** The "  name   description" lines of one section of cac's help. */
 const section = (text, title) => {
@@ -277,5 +284,86 @@ ${[['DIR/.ticket-mail/log', 'the audit log, one line per delivery (rotated by /e
 \\fBmutt\\fR(1), \\fBexim4\\fR(8), \\fBpostfix\\fR(1), \\fBlogrotate\\fR(8); README.md of the package.
 `);
 
-// The Bun builds, from dist/bin's modules (build-bun.mjs: it says how when there is no Bun).
-execFileSync(process.execPath, ['build-bun.mjs', ...process.argv.slice(2)], { stdio: 'inherit' });
+// The Bun builds, from dist/bin's modules (it says how when there is no Bun).
+bunBuilds(process.argv.slice(2));
+
+// ---- The Bun builds --------------------------------------------------------------------------
+// `node build.mjs [--exe] [--out DIR]` ends with them, made from the modules it wrote to dist/bin/;
+// `node build.mjs --bun-only [--exe] [--out DIR]` makes only them, from the dist/bin/ there is
+// (the bench and the tests make theirs apart):
+//   DIR/ticket-mail.js (+ .jsc)  run as `bun DIR/ticket-mail.js`: the modules as Bun's bytecode,
+//                                which only the Bun that made it reads (another parses the
+//                                source instead: slower, the same program)
+//   DIR/ticket-mail              with --exe: one executable for this platform, Bun inside (~110 MB)
+// DIR is dist/bun (not in the npm package). Bun is $BUN, else bun on PATH, else the one the tests
+// install (node_modules/.cache/ticket-mail-tools/bun); for --exe without any, npx fetches it.
+//
+// Why not the loader above: Bun precompiles only the code it bundles, never source that a
+// vm.Script compiles at run time, and V8's code cache means nothing to it. So each module is a
+// function of one file, run at its first require as the loader runs it: a delivery runs the
+// core, and cac, mimetext, postal-mime and the viewer run only where the loader runs them (their
+// bytecode is in the file; loading it costs ~1% of an append's instructions, measured).
+
+/** The entry as it runs under Bun: module `name` of `modules` runs at its first require. */
+function start(modules) {
+  const loaded = {};
+  const ourRequire = (id) => (Object.hasOwn(modules, id) ? run(id) : require(id));
+  function run(name) {
+    if (loaded[name]) return loaded[name].exports;
+    const module = loaded[name] = { exports: {} };
+    try {
+      modules[name](module.exports, ourRequire, module); // no module uses its __filename or __dirname
+    } catch (e) { // say which module, whoever reports it
+      throw new Error(`cannot load ${name} (${e?.message ?? e})`);
+    }
+    return module.exports;
+  }
+  try {
+    run('core').main(process.argv);
+  } catch (e) {
+    process.stderr.write(`ticket-mail: cannot start: ${e?.message ?? e}\n`);
+    process.exit(75); // a broken installation must not bounce mail
+  }
+}
+
+function bunBuilds(args) {
+  const exe = args.includes('--exe');
+  const out = args.includes('--out') ? args[args.indexOf('--out') + 1] : 'dist/bun';
+
+  const TESTS_BUN = 'node_modules/.cache/ticket-mail-tools/bun/node_modules/.bin/bun';
+  const runs = (bun) => spawnSync(bun, ['--version'], { stdio: 'ignore' }).status === 0;
+  const found = process.env.BUN || ['bun', TESTS_BUN].find(runs);
+  const bun = found ? [found] : exe ? ['npx', '--yes', 'bun'] : undefined;
+  if (!bun) {
+    console.error(`build (Bun): no Bun ($BUN, bun on PATH, ${TESTS_BUN}): no Bun build made (npm run build:exe fetches Bun with npx)`);
+    return;
+  }
+
+  const names = readdirSync('dist/bin').filter((file) => file.endsWith('.js')).map((file) => file.slice(0, -3));
+  const work = mkdtempSync(join(tmpdir(), 'ticket-mail-bun-'));
+  const entry = join(work, 'ticket-mail.cjs');
+  writeFileSync(entry, `'use strict';\n(${start})({\n${names.map((name) => `${JSON.stringify(name)}: ${readFileSync(`dist/bin/${name}.js`, 'utf8')}`).join(',\n')}\n});\n`);
+  mkdirSync(out, { recursive: true });
+
+  /** Runs bun build; its report only when it fails. */
+  function bunBuild(...options) {
+    const r = spawnSync(bun[0], [...bun.slice(1), 'build', '--bytecode', '--minify', ...options, entry], { encoding: 'utf8' });
+    if (r.status !== 0) {
+      process.stderr.write(`${r.stdout ?? ''}${r.stderr ?? ''}${r.error ? `${r.error.message}\n` : ''}`);
+      rmSync(work, { recursive: true, force: true });
+      console.error(`build (Bun): ${bun.join(' ')} build failed`);
+      process.exit(1);
+    }
+  }
+  const bunVersion = spawnSync(bun[0], [...bun.slice(1), '--version'], { encoding: 'utf8' }).stdout.trim();
+  bunBuild('--target=bun', '--format=cjs', '--outdir', out); // ticket-mail.js and its bytecode, ticket-mail.js.jsc
+  let made = `${out}/ticket-mail.js`;
+  if (exe) {
+    // An executable reads no .env or bunfig.toml from the folder it runs in (Bun's default would):
+    // an MTA's pipe runs it anywhere, and its environment is the MTA's.
+    bunBuild('--compile', '--no-compile-autoload-dotenv', '--no-compile-autoload-bunfig', '--outfile', join(out, 'ticket-mail'));
+    made += ` and ${out}/ticket-mail`;
+  }
+  rmSync(work, { recursive: true, force: true });
+  console.error(`build (Bun): ${made}, with Bun ${bunVersion}`);
+}

@@ -133,12 +133,12 @@ if (section('bun')) {
     compare('Bun: append, bun ticket.ts vs bun -e \'void 0\'', undefined, bunEmpty, deliver([bun, join(ROOT, 'ticket.ts')], dir, 'ticket-1@tickets.example'));
     compare('Bun: new ticket + ack + notification vs bun -e \'void 0\'', undefined, bunEmpty,
       deliver([bun, join(ROOT, 'ticket.ts')], dir, 'submit@tickets.example', ['--admin', 'max@tickets.example']));
-    // The Bun builds (build-bun.mjs), side by side: the bytecode file and the executable, each
+    // The Bun builds (build.mjs --bun-only), side by side: the bytecode file and the executable, each
     // against Node's and Bun's empty start. Built outside the run's folder in /tmp: Bun reads every
     // folder above the script it starts, and a big /tmp (30,000 entries) costs a start tens of ms.
     const built = join(ROOT, 'node_modules', '.cache', 'ticket-mail-bench', 'bun');
-    const made = spawnSync(process.execPath, [join(ROOT, 'build-bun.mjs'), '--exe', '--out', built], { cwd: ROOT, env: { ...process.env, BUN: bun }, stdio: ['ignore', 'ignore', 'inherit'] });
-    if (made.status !== 0) throw new Error('build-bun.mjs failed');
+    const made = spawnSync(process.execPath, [join(ROOT, 'build.mjs'), '--bun-only', '--exe', '--out', built], { cwd: ROOT, env: { ...process.env, BUN: bun }, stdio: ['ignore', 'ignore', 'inherit'] });
+    if (made.status !== 0) throw new Error('build.mjs --bun-only failed');
     for (const [what, program, targets] of [
       ['Bun bytecode (bun ticket-mail.js)', [bun, join(built, 'ticket-mail.js')], { node: 0.6 }],
       ['the executable (bun build --compile)', [join(built, 'ticket-mail')], { node: 0.4, bun: 2 }],

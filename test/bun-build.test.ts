@@ -1,4 +1,4 @@
-// The Bun builds (build-bun.mjs): the bytecode file run by bun, and the compiled executable. Each
+// The Bun builds (build.mjs --bun-only): the bytecode file run by bun, and the compiled executable. Each
 // delivers, closes, reopens, lists, sends mail and serves pages exactly as the Node build does:
 // the same inputs give the same exit statuses and output, the same files (bytes and modes) and
 // the same mail. Bun comes from the npm registry, as in package.test.ts; without it every test
@@ -17,7 +17,7 @@ beforeAll(() => {
   bun = toolFromNpm('bun', '.bin/bun');
   if (!bun.path) return;
   built = tempDir('tm-bun-');
-  const r = spawnSync(process.execPath, [join(ROOT, 'build-bun.mjs'), '--exe', '--out', built], { cwd: ROOT, env: { ...process.env, BUN: bun.path }, encoding: 'utf8' });
+  const r = spawnSync(process.execPath, [join(ROOT, 'build.mjs'), '--bun-only', '--exe', '--out', built], { cwd: ROOT, env: { ...process.env, BUN: bun.path }, encoding: 'utf8' });
   expect(r.status, r.stderr).toBe(0);
 }, 600_000);
 afterAll(() => { if (built) rmSync(built, { recursive: true, force: true }); });
@@ -299,7 +299,7 @@ describe('what a Bun build loads and reads', () => {
       const tree = join(work, poisoned);
       cpSync(join(ROOT, 'dist', 'bin'), join(tree, 'dist', 'bin'), { recursive: true });
       writeFileSync(join(tree, 'dist', 'bin', `${poisoned}.js`), `(function () { throw new Error('${poisoned} ran'); })`);
-      const made = spawnSync(process.execPath, [join(ROOT, 'build-bun.mjs')], { cwd: tree, env: { ...process.env, BUN: bunPath }, encoding: 'utf8' });
+      const made = spawnSync(process.execPath, [join(ROOT, 'build.mjs'), '--bun-only'], { cwd: tree, env: { ...process.env, BUN: bunPath }, encoding: 'utf8' });
       expect(made.status, made.stderr).toBe(0);
       for (const run of Object.keys(runs)) {
         const r = attempt([bunPath, join(tree, 'dist', 'bun', 'ticket-mail.js')], run);
