@@ -172,3 +172,19 @@ export function toolFromNpm(spec: string, bin: string): { path?: string; why?: s
   }
   return { path };
 }
+
+/**
+ * A tickets folder of a search test's own (DIR/t), its settings, `send`, which delivers a message
+ * to it as an MTA does and expects it filed, and the environment of a maintainer's command there
+ * (its own HOME, no XDG cache folder).
+ */
+export function searchFolder(prefix: string) {
+  const dir = tempDir(prefix);
+  const tickets = join(dir, 't');
+  const settings = ['--dir', tickets, '--domain', 'tickets.example', '--sendmail', FAKE_SENDMAIL, '--admin', 'max@tickets.example'];
+  const send = (recipient: string, message: string, sender = 'jose@customer.example') => {
+    const r = deliver([...settings, '--recipient', recipient, '--sender', sender], message);
+    if (r.status !== 0) throw new Error(`the delivery to ${recipient} exited ${r.status}: ${r.stderr}`); // harness.ts is no test file: no expect here
+  };
+  return { dir, tickets, settings, send, env: { HOME: join(dir, 'home'), XDG_CACHE_HOME: '' } };
+}

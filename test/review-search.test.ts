@@ -8,20 +8,13 @@ import { renameSync, rmSync, truncateSync, utimesSync, writeFileSync } from 'nod
 import { join } from 'node:path';
 import { Store, parseQuery, resolveConfig, snippet } from '../ticket.ts';
 import { handle } from '../viewer.ts';
-import { BIN, deliver, FAKE_SENDMAIL, mail, PRIVATE_ENV, tempDir } from './harness.ts';
+import { BIN, deliver, mail, PRIVATE_ENV, searchFolder } from './harness.ts';
 
 interface Found { total: number; results: Array<{ ticket: number; message: number; date: string; from: string; snippet: Array<{ text: string; match?: true }> }> }
 
 /** A tickets folder with two tickets (1, 2) and a third closed (archived/3), delivered as an MTA delivers them. */
 function fixture() {
-  const dir = tempDir('tm-review-search-');
-  const tickets = join(dir, 't');
-  const settings = ['--dir', tickets, '--domain', 'tickets.example', '--sendmail', FAKE_SENDMAIL, '--admin', 'max@tickets.example'];
-  const send = (recipient: string, message: string, sender = 'jose@customer.example') => {
-    const r = deliver([...settings, '--recipient', recipient, '--sender', sender], message);
-    expect(r, r.stderr).toMatchObject({ status: 0 });
-  };
-  const env = { HOME: join(dir, 'home'), XDG_CACHE_HOME: '' };
+  const { dir, tickets, send, env } = searchFolder('tm-review-search-');
   const search = (...query: string[]) => deliver(['--dir', tickets, 'search', ...query], '', env);
   const json = (...query: string[]) => {
     const r = search('--json', ...query);

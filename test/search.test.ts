@@ -9,7 +9,7 @@ import { existsSync, lstatSync, mkdirSync, readFileSync, readdirSync, rmSync, sy
 import { join } from 'node:path';
 import { Store, parseQuery, resolveConfig, searchReads, searchTickets, snippet, foldText } from '../ticket.ts';
 import { handle } from '../viewer.ts';
-import { deliver, deliverAsync, FAKE_SENDMAIL, mail, tempDir } from './harness.ts';
+import { deliver, deliverAsync, mail, searchFolder } from './harness.ts';
 import { browserMissing, launchBrowser, settle, startServe, watchPage, type ServeServer } from './web.ts';
 import type { Browser } from 'playwright-core';
 
@@ -19,14 +19,7 @@ const HOSTILE = 'hostile \x9b31m \u202Egnp.exe';
 
 /** A tickets folder and its messages, delivered as an MTA delivers them. */
 function fixture() {
-  const dir = tempDir('tm-search-');
-  const tickets = join(dir, 't');
-  const settings = ['--dir', tickets, '--domain', 'tickets.example', '--sendmail', FAKE_SENDMAIL, '--admin', 'max@tickets.example'];
-  const send = (recipient: string, message: string, sender = 'jose@customer.example') => {
-    const r = deliver([...settings, '--recipient', recipient, '--sender', sender], message);
-    expect(r, r.stderr).toMatchObject({ status: 0 });
-  };
-  const env = { HOME: join(dir, 'home'), XDG_CACHE_HOME: '' };
+  const { dir, tickets, settings, send, env } = searchFolder('tm-search-');
   const search = (query: string[], extraEnv: NodeJS.ProcessEnv = {}) => deliver(['--dir', tickets, 'search', ...query], '', { ...env, ...extraEnv });
   const json = (query: string[], extraEnv: NodeJS.ProcessEnv = {}) => {
     const r = search(['--json', ...query], extraEnv);
