@@ -290,16 +290,10 @@ export function parseHead(head: string): Head | undefined {
  * of 10,000 tickets: a cold stats parsed 25,000 heads whole, each from a string of its own.
  */
 export function headFields(bytes: Buffer, start: number, end: number, wanted: ReadonlySet<string>): Head | undefined {
+  const byLength = wantedByLength(wanted);
   const fields: Head = new Map();
   let name: string | undefined; // the wanted field being read, unfolded into value
   let value = '';
-  const flush = () => {
-    if (name === undefined) return;
-    const list = fields.get(name);
-    const unfolded = value.trim();
-    if (list) list.push(unfolded); else fields.set(name, [unfolded]);
-    name = undefined;
-  };
   for (let line = start; line < end;) {
     const lf = bytes.indexOf(LF, line);
     const next = lf < 0 || lf >= end ? end : lf + 1;
@@ -314,7 +308,8 @@ export function headFields(bytes: Buffer, start: number, end: number, wanted: Re
       line = next;
       continue;
     }
-    flush();
+    if (name !== undefined) addField(fields, name, value);
+    name = undefined;
     let colon = line; // FIELD on bytes: a name of [!-9;-~], white space, ':'
     while (colon < text && bytes[colon]! >= 0x21 && bytes[colon]! <= 0x7e && bytes[colon] !== 0x3a) colon++;
     const nameEnd = colon;
@@ -322,13 +317,47 @@ export function headFields(bytes: Buffer, start: number, end: number, wanted: Re
     if (nameEnd === line || bytes[colon] !== 0x3a || colon >= text) {
       if (line === start) return undefined; // no header at all
     } else {
-      const found = bytes.toString('latin1', line, nameEnd).toLowerCase();
-      if (wanted.has(found)) { name = found; value = bytes.toString('utf8', colon + 1, text).trim(); }
+      const found = nameAt(bytes, line, byLength[nameEnd - line]);
+      if (found !== undefined) { name = found; value = bytes.toString('utf8', colon + 1, text).trim(); }
     }
     line = next;
   }
-  flush();
+  if (name !== undefined) addField(fields, name, value);
   return start < end ? fields : undefined;
+}
+/** A field's unfolded value after those of its name before it. A function, not a closure over headFields' state: one less object a head. */
+function addField(fields: Head, name: string, value: string): void {
+  const list = fields.get(name);
+  const unfolded = value.trim();
+  if (list) list.push(unfolded); else fields.set(name, [unfolded]);
+}
+
+/**
+ * headFields' wanted names by their length, made once a set: a field's name is matched in the
+ * bytes, not made a string and lower-cased first (two strings for each field of every head).
+ */
+const namesByLength = new WeakMap<ReadonlySet<string>, string[][]>();
+function wantedByLength(wanted: ReadonlySet<string>): string[][] {
+  let byLength = namesByLength.get(wanted);
+  if (!byLength) {
+    byLength = [];
+    for (const name of wanted) (byLength[name.length] ??= []).push(name);
+    namesByLength.set(wanted, byLength);
+  }
+  return byLength;
+}
+/** The one of `names` (lower case) that the bytes at `at` spell in any case, if any. */
+function nameAt(bytes: Buffer, at: number, names: string[] | undefined): string | undefined {
+  if (!names) return undefined;
+  for (const name of names) {
+    let i = 0;
+    for (; i < name.length; i++) {
+      const byte = bytes[at + i]!;
+      if ((byte >= 0x41 && byte <= 0x5a ? byte | 0x20 : byte) !== name.charCodeAt(i)) break;
+    }
+    if (i === name.length) return name;
+  }
+  return undefined;
 }
 
 export const field = (head: Head, name: string): string | undefined => head.get(name)?.[0];
@@ -3445,18 +3474,24 @@ export function nextFacts(facts: TicketFacts | null, side: 'us' | 'them' | 'auto
  * it: records an older ticket-mail wrote in another zone's local time read off by its offset).
  * Undefined when it holds none (a hand-made file): the caller falls back.
  */
-const MONTH_NUMBERS = new Map(MONTHS.map((name, i) => [name.toLowerCase(), i]));
+const MONTH_NUMBERS = new Map(MONTHS.flatMap((name, i) => [[name, i], [name.toLowerCase(), i]])); // as written, and in lower case
 export function fromLineTime(line: string): number | undefined {
   const m = /^From \S* +(?:[A-Za-z]{3},? +)?([A-Za-z]{3}) +(\d{1,2}) +(\d{1,2}):(\d\d)(?::(\d\d))?(?: +([A-Za-z]{1,5}|[+-]\d{4}))? +(\d{4})(?: +([+-]\d{4}))?\s*$/.exec(line);
-  const month = m ? MONTH_NUMBERS.get(m[1]!.toLowerCase()) : undefined;
+  const month = m ? MONTH_NUMBERS.get(m[1]!) ?? MONTH_NUMBERS.get(m[1]!.toLowerCase()) : undefined;
   if (!m || month === undefined) return undefined;
-  const [day, hour, minute, second, year] = [Number(m[2]), Number(m[3]), Number(m[4]), Number(m[5] ?? 0), Number(m[7])];
+  // Plain numbers, no arrays or closures: 25,000 lines a cold stats (each array was garbage).
+  const day = Number(m[2]);
+  const hour = Number(m[3]);
+  const minute = Number(m[4]);
+  const second = Number(m[5] ?? 0);
   if (day < 1 || day > 31 || hour > 23 || minute > 59 || second > 60) return undefined;
-  const zone = [m[6], m[8]].find((z) => z && /^[+-]\d{4}$/.test(z));
-  if (!zone) return Date.UTC(year, month, day, hour, minute, second);
+  const utc = Date.UTC(Number(m[7]), month, day, hour, minute, second);
+  const zone = m[6] !== undefined && NUMERIC_ZONE.test(m[6]) ? m[6] : m[8];
+  if (zone === undefined) return utc;
   const offset = (zone[0] === '-' ? -1 : 1) * (Number(zone.slice(1, 3)) * 60 + Number(zone.slice(3))) * 60_000;
-  return Date.UTC(year, month, day, hour, minute, second) - offset;
+  return utc - offset;
 }
+const NUMERIC_ZONE = /^[+-]\d{4}$/;
 
 /** How much of a record's start is read for its facts: a head past it is read as cut there. */
 const FACTS_HEAD = 16 * 1024;
