@@ -3557,21 +3557,27 @@ function scanRecords(fd: number, bytes: Buffer | undefined, starts: number[], si
 
 /**
  * new Date(ms).toISOString(), the day's part made once per day: a cold list makes four of these
- * for each of 10,000 tickets, and toISOString cost more than reading the facts. Joined, not
- * added up: a sum of nine strings is a tree of eight (V8's cons strings), kept until the string
- * is first compared or parsed, and a list keeps 40,000 of them.
+ * for each of 10,000 tickets, and toISOString cost more than reading the facts. Made by one
+ * String.fromCharCode of its 24 characters: a flat string (a sum of nine strings is a tree of
+ * eight, V8's cons strings, kept until first compared, and a list keeps 40,000 of them), and
+ * no array to join (40,000 of them were 9 MB of garbage a cold stats).
  */
-const isoDays = new Map<number, string>();
-const DIGITS_2 = Array.from({ length: 100 }, (_, i) => String(i).padStart(2, '0'));
-const DIGITS_3 = Array.from({ length: 1000 }, (_, i) => String(i).padStart(3, '0'));
+const isoDays = new Map<number, number[]>(); // a day's "YYYY-MM-DDT", as character codes
 export function isoTime(ms: number): string {
   const whole = Math.trunc(ms); // as Date takes it
   if (!(whole >= 0 && whole < 253402300800000)) return new Date(ms).toISOString(); // years 0000-9999 have 4 digits
   const day = Math.floor(whole / 86400_000);
-  let date = isoDays.get(day);
-  if (date === undefined) isoDays.set(day, date = new Date(day * 86400_000).toISOString().slice(0, 11));
+  let d = isoDays.get(day);
+  if (d === undefined) isoDays.set(day, d = [...new Date(day * 86400_000).toISOString().slice(0, 11)].map((c) => c.charCodeAt(0)));
   const t = whole - day * 86400_000;
-  return [date, DIGITS_2[Math.floor(t / 3600_000)], ':', DIGITS_2[Math.floor(t / 60_000) % 60], ':', DIGITS_2[Math.floor(t / 1000) % 60], '.', DIGITS_3[t % 1000], 'Z'].join('');
+  const hour = Math.floor(t / 3600_000);
+  const minute = Math.floor(t / 60_000) % 60;
+  const second = Math.floor(t / 1000) % 60;
+  const milli = t % 1000;
+  const ZERO = 0x30;
+  return String.fromCharCode(d[0]!, d[1]!, d[2]!, d[3]!, d[4]!, d[5]!, d[6]!, d[7]!, d[8]!, d[9]!, d[10]!,
+    ZERO + Math.floor(hour / 10), ZERO + (hour % 10), 0x3a, ZERO + Math.floor(minute / 10), ZERO + (minute % 10), 0x3a,
+    ZERO + Math.floor(second / 10), ZERO + (second % 10), 0x2e, ZERO + Math.floor(milli / 100), ZERO + (Math.floor(milli / 10) % 10), ZERO + (milli % 10), 0x5a);
 }
 const isoOrNull = (ms: number | null) => (ms === null ? null : isoTime(ms));
 
