@@ -3593,8 +3593,8 @@ function ticketRow(ticket: number, state: 'open' | 'closed', entry: CacheEntry):
 }
 
 /** The open tickets waiting on us, the longest wait first (then the lower number). */
-export const waitingOnUs = (rows: TicketRow[]): TicketRow[] => rows.filter((r) => r.waiting === 'us')
-  .sort((a, b) => (a.waitingSince! < b.waitingSince! ? -1 : a.waitingSince! > b.waitingSince! ? 1 : a.ticket - b.ticket));
+export const waitingOnUs = (rows: TicketRow[]): TicketRow[] => rows.filter((r) => r.waiting === 'us').sort(byWait);
+const byWait = (a: TicketRow, b: TicketRow) => (a.waitingSince! < b.waitingSince! ? -1 : a.waitingSince! > b.waitingSince! ? 1 : a.ticket - b.ticket);
 
 /** A duration as people say it, two units at most: "3d 4h", "5h 12m", "7m", "40s". */
 export function shortDuration(ms: number): string {
@@ -3685,9 +3685,9 @@ export const STATS_WEEKS = 26;
 const STATS_TOP = 10;
 
 /** The nearest-rank percentile (no interpolation: every number shown is one ticket's). */
-const percentile = (sorted: number[], p: number) => (sorted.length ? sorted[Math.max(0, Math.ceil((p / 100) * sorted.length) - 1)]! : null);
+const percentile = (sorted: Float64Array, p: number) => (sorted.length ? sorted[Math.max(0, Math.ceil((p / 100) * sorted.length) - 1)]! : null);
 const spread = (durations: number[]) => {
-  const sorted = durations.map((ms) => Math.round(ms / 1000)).sort((a, b) => a - b);
+  const sorted = Float64Array.from(durations, (ms) => Math.round(ms / 1000)).sort(); // by number, without a comparison called 60,000 times
   return { tickets: sorted.length, medianSeconds: percentile(sorted, 50), p90Seconds: percentile(sorted, 90) };
 };
 
@@ -3702,14 +3702,6 @@ const spread = (durations: number[]) => {
 export function ticketStats(rows: TicketRow[], closes: CloseEvents | undefined, now: number): TicketStats {
   const monday = (() => { const d = new Date(now); d.setUTCHours(0, 0, 0, 0); return d.getTime() - ((d.getUTCDay() + 6) % 7) * 86400_000; })();
   const first = monday - (STATS_WEEKS - 1) * WEEK;
-  const timeline = (r: TicketRow) => {
-    const logged = closes?.get(r.ticket) ?? [];
-    const lastClosed = logged.at(-1)?.closed ?? false;
-    // The files have the last word on the state now: a close or reopen the log lacks is put at the last message.
-    if ((r.state === 'closed') !== lastClosed) return [...logged, { at: Math.max(Date.parse(r.lastMessage), logged.at(-1)?.at ?? -Infinity), closed: !lastClosed }];
-    return logged;
-  };
-  const lines = rows.map((r) => ({ row: r, opened: Date.parse(r.opened), events: timeline(r) }));
   // Week i ends at first + (i + 1) weeks, the last at now (inclusive). A ticket counts in the
   // backlog of each week whose end falls in one of its open spans (opened or reopened, closed):
   // summed over the spans with a difference array, not week by week.
@@ -3718,37 +3710,66 @@ export function ticketStats(rows: TicketRow[], closes: CloseEvents | undefined, 
   const opened = new Array<number>(STATS_WEEKS).fill(0);
   const closed = new Array<number>(STATS_WEEKS).fill(0);
   const backlogSteps = new Array<number>(STATS_WEEKS + 1).fill(0);
-  for (const t of lines) {
-    if (weekOf(t.opened) >= 0) opened[weekOf(t.opened)]!++;
-    let openFrom: number | undefined = t.opened;
-    const span = (until: number) => { // open over [openFrom, until]: the weeks whose end e has openFrom < e <= until
-      backlogSteps[firstEndAfter(openFrom!)]!++;
-      backlogSteps[firstEndAfter(until)]!--;
-      openFrom = undefined;
-    };
-    for (const e of t.events) { // a close of a closed ticket is none: a log line read twice (a rotation between two reads), say
+  let openFrom: number | undefined;
+  const span = (until: number) => { // open over [openFrom, until]: the weeks whose end e has openFrom < e <= until
+    backlogSteps[firstEndAfter(openFrom!)]!++;
+    backlogSteps[firstEndAfter(until)]!--;
+    openFrom = undefined;
+  };
+  const none: Array<{ at: number; closed: boolean }> = [];
+  const firstAnswers: number[] = [];
+  const closeTimes: number[] = [];
+  // One pass, without an object, array or closure a ticket: a cold stats makes 10,000 rows' worth of them already.
+  for (const r of rows) {
+    const at = Date.parse(r.opened);
+    const logged = closes?.get(r.ticket) ?? none;
+    const lastClosed = logged.at(-1)?.closed ?? false;
+    // The files have the last word on the state now: a close or reopen the log lacks is put at the last message.
+    const events = (r.state === 'closed') === lastClosed ? logged
+      : [...logged, { at: Math.max(Date.parse(r.lastMessage), logged.at(-1)?.at ?? -Infinity), closed: !lastClosed }];
+    if (weekOf(at) >= 0) opened[weekOf(at)]!++;
+    openFrom = at;
+    for (const e of events) { // a close of a closed ticket is none: a log line read twice (a rotation between two reads), say
       if (e.closed && openFrom !== undefined) {
         span(e.at);
         if (weekOf(e.at) >= 0) closed[weekOf(e.at)]!++;
       } else if (!e.closed && openFrom === undefined) openFrom = e.at;
     }
     if (openFrom !== undefined) span(Infinity);
+    if (!(at >= first && at <= now)) continue; // the rest counts the tickets opened in these weeks
+    if (r.firstAnswer) firstAnswers.push(Date.parse(r.firstAnswer) - at);
+    if (r.state === 'closed') closeTimes.push(events.at(-1)!.at - at);
   }
   let backlog = 0;
   const weeks = opened.map((count, i) => ({
     start: new Date(first + i * WEEK).toISOString().slice(0, 10), opened: count, closed: closed[i]!, backlog: backlog += backlogSteps[i]!,
   }));
-  const recent = lines.filter((t) => t.opened >= first && t.opened <= now);
   const open = rows.filter((r) => r.state === 'open');
   return {
     now: new Date(now).toISOString(), open: open.length, closed: rows.length - open.length, closesFrom: closes ? 'log' : 'files', weeks,
-    firstAnswer: spread(recent.flatMap((t) => (t.row.firstAnswer ? [Date.parse(t.row.firstAnswer) - t.opened] : []))),
-    timeToClose: spread(recent.flatMap((t) => (t.row.state === 'closed' ? [t.events.at(-1)!.at - t.opened] : []))),
-    oldestOpen: open.slice().sort((a, b) => (a.opened < b.opened ? -1 : a.opened > b.opened ? 1 : a.ticket - b.ticket)).slice(0, STATS_TOP)
+    firstAnswer: spread(firstAnswers), timeToClose: spread(closeTimes),
+    oldestOpen: firstInOrder(open, STATS_TOP, (a, b) => (a.opened < b.opened ? -1 : a.opened > b.opened ? 1 : a.ticket - b.ticket))
       .map((r) => ({ ticket: r.ticket, subject: r.subject, submitter: r.submitter, opened: r.opened, ageSeconds: Math.round((now - Date.parse(r.opened)) / 1000) })),
-    longestWaits: waitingOnUs(rows).slice(0, STATS_TOP).map((r) => ({ ticket: r.ticket, subject: r.subject, submitter: r.submitter,
+    longestWaits: firstInOrder(rows.filter((r) => r.waiting === 'us'), STATS_TOP, byWait).map((r) => ({ ticket: r.ticket, subject: r.subject, submitter: r.submitter,
       waitingSince: r.waitingSince!, waitedSeconds: Math.round((now - Date.parse(r.waitingSince!)) / 1000) })),
   };
+}
+
+/**
+ * items.slice().sort(order).slice(0, n), without sorting them all (stats' top 10 of 10,000
+ * tickets: a sort of them all was 80,000 calls of its comparison). Stable, as sort is.
+ */
+export function firstInOrder<T>(items: T[], n: number, order: (a: T, b: T) => number): T[] {
+  const kept: T[] = [];
+  if (n < 1) return kept;
+  for (const item of items) {
+    if (kept.length === n && order(item, kept[n - 1]!) >= 0) continue;
+    let i = kept.length;
+    while (i > 0 && order(item, kept[i - 1]!) < 0) i--;
+    kept.splice(i, 0, item);
+    if (kept.length > n) kept.pop();
+  }
+  return kept;
 }
 
 /** A row of bars for the terminal, one per value, scaled to the largest (▁ for 0). */

@@ -12,7 +12,7 @@ import { gzipSync } from 'node:zlib';
 import type { Browser } from 'playwright-core';
 import fc from 'fast-check';
 import {
-  LOOP_HEADER, Store, asctime, fromLineTime, headEnd, headFields, isoTime, listTickets, mboxRecord, nextFacts, oneLine, parseHead, readCloses, resolveConfig,
+  LOOP_HEADER, Store, asctime, firstInOrder, fromLineTime, headEnd, headFields, isoTime, listTickets, mboxRecord, nextFacts, oneLine, parseHead, readCloses, resolveConfig,
   shortDuration, shownMailboxes, sparkline, ticketStats, type TicketRow,
 } from '../ticket.ts';
 import { handle } from '../viewer.ts';
@@ -588,4 +588,13 @@ describe('the heads list reads', () => {
     for (let n = 1; n <= person; n++) expect(facts(byNumber(grown, n)), variants[n - 1] ?? 'a person').toMatchObject(expected(n));
     rmSync(t.root, { recursive: true, force: true });
   }, 60_000);
+});
+
+describe('the numbers over many tickets', () => {
+  it('stats\' top tickets (firstInOrder) are those a sort of them all puts first: in order, ties as they came (a stable sort), any number of them', () => {
+    const byKey = (a: [number, number], b: [number, number]) => a[0] - b[0]; // ties: the second number tells them apart
+    fc.assert(fc.property(fc.array(fc.tuple(fc.integer({ min: 0, max: 6 }), fc.nat()), { maxLength: 40 }), fc.integer({ min: -1, max: 12 }), (items, n) => {
+      expect(firstInOrder(items, n, byKey)).toEqual(items.slice().sort(byKey).slice(0, Math.max(0, n)));
+    }), { numRuns: 5000 });
+  });
 });
