@@ -6,14 +6,14 @@
 // fixture with exact numbers; the SVG parsed as XML; the pages in a headless Chromium.
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { spawnSync } from 'node:child_process';
-import { appendFileSync, mkdirSync, readFileSync, rmSync, symlinkSync, utimesSync, writeFileSync } from 'node:fs';
+import { appendFileSync, mkdirSync, readFileSync, rmSync, statSync, symlinkSync, utimesSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { gzipSync } from 'node:zlib';
 import type { Browser } from 'playwright-core';
 import fc from 'fast-check';
 import {
-  LOOP_HEADER, Store, asctime, fromLineTime, headEnd, headFields, isoTime, listTickets, mboxRecord, nextFacts, oneLine, parseHead, readCloses, resolveConfig,
-  shortDuration, shownMailboxes, sparkline, ticketStats, type TicketRow,
+  LOOP_HEADER, Store, asctime, countedTickets, firstInOrder, fromLineTime, headEnd, headFields, isoTime, listTickets, mboxRecord, nextFacts, oneLine, parseHead, readCloses, resolveConfig,
+  shortDuration, shownMailboxes, sparkline, statsOf, ticketStats, type CloseEvents, type TicketRow,
 } from '../ticket.ts';
 import { handle } from '../viewer.ts';
 import { BIN, FAKE_SENDMAIL, PRIVATE_ENV, deliver, deliverAsync, mail, tempDir } from './harness.ts';
@@ -588,4 +588,43 @@ describe('the heads list reads', () => {
     for (let n = 1; n <= person; n++) expect(facts(byNumber(grown, n)), variants[n - 1] ?? 'a person').toMatchObject(expected(n));
     rmSync(t.root, { recursive: true, force: true });
   }, 60_000);
+});
+
+describe('the numbers over many tickets', () => {
+  it('stats over the files (countedTickets, no rows) gives what ticketStats gives over the list\'s rows: times from From_ lines or the file\'s mtime, both places, closes logged or not', () => {
+    // Records by the customer, an admin or a robot, each with a time in its From_ line or none (then
+    // the time before it, or the file's mtime: a fraction of a ms, which the rows' ISO times drop).
+    const record = fc.record({ by: fc.constantFrom('customer', 'admin', 'robot'), hours: fc.option(fc.oneof(fc.integer({ min: 0, max: 2 }), fc.integer({ min: 0, max: 24 * 200 }))) }); // ties too
+    const ticket = fc.record({ records: fc.array(record, { maxLength: 4 }), archived: fc.boolean(), micros: fc.integer({ min: 0, max: 30 * 86400e6 }),
+      closes: fc.option(fc.array(fc.integer({ min: 0, max: 24 * 200 }), { maxLength: 3 })) });
+    const base = Date.UTC(2026, 5, 30, 12, 0, 0);
+    fc.assert(fc.property(fc.array(ticket, { minLength: 1, maxLength: 8 }), fc.integer({ min: 0, max: 999 }), (tickets, nowMicros) => {
+      const root = tempDir('tm-counted-');
+      const dir = join(root, 'tickets');
+      mkdirSync(join(dir, 'archived'), { recursive: true });
+      const closes: CloseEvents = new Map();
+      let now = base;
+      tickets.forEach((t, i) => {
+        const from = { customer: 'u@customer.example', admin: ADMIN, robot: 'noreply@robot.example' };
+        const text = t.records.map((r) => `From ${from[r.by]}${r.hours === null ? '' : ` ${asctime(new Date(base - r.hours * 3600_000))}`}\n`
+          + `From: ${from[r.by]}\nSubject: ticket ${i + 1}\n\nhello\n\n`).join('');
+        const path = join(dir, t.archived ? 'archived' : '', String(i + 1));
+        writeFileSync(path, text);
+        const mtime = base - 60 * 86400_000 + t.micros / 1000; // ms and a fraction of one
+        utimesSync(path, mtime / 1000, mtime / 1000);
+        // A now half a second past the first ticket's mtime, and a fraction: a time kept whole or not rounds apart.
+        if (i === 0) now = Math.trunc(statSync(path).mtimeMs) + 500 + nowMicros / 1000 + 60 * 86400_000;
+        if (t.closes) closes.set(i + 1, t.closes.map((h, k) => ({ at: base - h * 3600_000, closed: k % 2 === 0 })).sort((a, b) => a.at - b.at));
+      });
+      const store = new Store(resolveConfig({ dir, domain: 'tickets.example', admin: [ADMIN] }, {}, {}));
+      for (const logged of [closes, undefined]) expect(statsOf(countedTickets(store, false), logged, now)).toEqual(ticketStats(listTickets(store, 'all', false), logged, now));
+      rmSync(root, { recursive: true, force: true });
+    }), { numRuns: 200 });
+  });
+  it('stats\' top tickets (firstInOrder) are those a sort of them all puts first: in order, ties as they came (a stable sort), any number of them', () => {
+    const byKey = (a: [number, number], b: [number, number]) => a[0] - b[0]; // ties: the second number tells them apart
+    fc.assert(fc.property(fc.array(fc.tuple(fc.integer({ min: 0, max: 6 }), fc.nat()), { maxLength: 40 }), fc.integer({ min: -1, max: 12 }), (items, n) => {
+      expect(firstInOrder(items, n, byKey)).toEqual(items.slice().sort(byKey).slice(0, Math.max(0, n)));
+    }), { numRuns: 5000 });
+  });
 });
