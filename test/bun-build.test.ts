@@ -156,6 +156,50 @@ describe('the Bun builds deliver as the Node build does', () => {
     }
   }, 120_000);
 
+  // Under Bun the index keys come from its native hasher, under Node from ours: one folder may be
+  // delivered to by both (an upgrade, a second MTA route), so each must find what the others filed.
+  it('shares the message index: what one build filed is a copy for the others, and a reply to it threads, whatever its Message-ID', (ctx) => {
+    const programs = builds(needsBun(ctx));
+    const root = tempDir('tm-bun-index-');
+    const dir = join(root, 'tickets');
+    const env = { ...PRIVATE_ENV, HOME: root, XDG_CACHE_HOME: join(root, 'cache') };
+    const log = () => (existsSync(join(dir, '.ticket-mail', 'log')) ? readFileSync(join(dir, '.ticket-mail', 'log'), 'utf8').trim().split('\n') : []);
+    /** A delivery's route, ticket and outcome: its line in the audit log (the lines of its replies follow). */
+    const deliverWith = (command: string[], message: string) => {
+      const before = log().length;
+      const r = runWith(command, ['--dir', dir, '--domain', 'tickets.example', '--recipient', 'submit@tickets.example', '--sender', 'alice@customer.example'], message, env);
+      expect(r.status, r.stderr).toBe(0);
+      const [, , , , route, ticket, outcome] = log()[before]!.split('\t');
+      return `${route} ${ticket} ${outcome}`;
+    };
+    // A plain ID, one longer than a SHA-256 block, one with a comment (keyed as the ID), one in
+    // UTF-8 and a field that is no ID (keyed as the whole field; nothing threads by them), and
+    // none (keyed by the message's own hash).
+    const variants: Array<{ id: string | null; field?: string; threads: boolean }> = [
+      { id: 'plain@customer.example', threads: true },
+      { id: 'grüße-ñ@customer.example', threads: false },
+      { id: `${'long-'.repeat(30)}@customer.example`, threads: true },
+      { id: null, field: 'Message-ID: <commented@customer.example> (sent by a robot)', threads: true },
+      { id: null, field: 'Message-ID: no id at all', threads: false },
+      { id: null, threads: false },
+    ];
+    let ticket = 0;
+    for (const [first, command] of Object.entries(programs)) {
+      variants.forEach(({ id, field, threads }, i) => {
+        const ours = field?.replace('<', `<${first}-`).replace('no id', `no ${first} id`); // each build's first message its own
+        const message = mail({ id: id === null ? null : `${first}-${id}`, subject: `case ${first} ${i}`, headers: ours ? [ours] : [] });
+        expect(deliverWith(command, message), `${first} files case ${i}`).toBe(`create/submit ${++ticket} created`);
+        const referenced = /<([^>]+)>/.exec(ours ?? '')?.[1] ?? `${first}-${id}`;
+        for (const [other, otherCommand] of Object.entries(programs).filter(([name]) => name !== first)) {
+          expect(deliverWith(otherCommand, message), `${other} gets case ${i} again, as ${first} filed it`).toBe(`create/submit ${ticket} duplicate`);
+          if (!threads) continue;
+          const reply = mail({ id: `reply-${other}-${i}-${first}@customer.example`, subject: 'no tag here', headers: [`In-Reply-To: <${referenced}>`] });
+          expect(deliverWith(otherCommand, reply), `${other} threads a reply to case ${i}, as ${first} filed it`).toBe(`append/thread ${ticket} appended`);
+        }
+      });
+    }
+  }, 120_000);
+
   it('a config file and templates: found and used as by the Node build', (ctx) => {
     const programs = builds(needsBun(ctx));
     const results = Object.entries(programs).map(([build, command]) => {
