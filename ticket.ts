@@ -4676,7 +4676,7 @@ function loadSearchCache(folder: string): SearchCache {
   for (const [name, generation] of names) {
     const bucket = Number(name);
     let fd;
-    try { fd = openStateFile(join(folder, `${bucket}.txt`), fsc.O_RDONLY); } catch { whole = false; continue; }
+    try { fd = openStateFile(`${folder}/${bucket}.txt`, fsc.O_RDONLY); } catch { whole = false; continue; } // folder is joined already: no join (a normalize) per bucket
     let head: { version?: unknown; generation?: unknown; rows?: unknown } = {};
     let headEnd = -1;
     let size = 0;
@@ -4817,10 +4817,15 @@ function searchCacheFolder(store: Store, env: NodeJS.ProcessEnv): string | undef
   // HOME): a made-up or absent HOME (nobody's /nonexistent) is never made, as root least of all.
   const [home, below] = env.XDG_CACHE_HOME?.startsWith('/') ? [env.XDG_CACHE_HOME, dirname(env.XDG_CACHE_HOME)]
     : env.HOME?.startsWith('/') ? [join(env.HOME, '.cache'), env.HOME] : [];
-  let dir = store.cfg.dir;
-  try { dir = realpathSync(dir); } catch { /* as configured */ }
-  const candidates = [[store.state, join(store.state, 'search')], ...home ? [[join(home, 'ticket-mail'), join(home, 'ticket-mail', `search-${sha256(Buffer.from(dir)).slice(0, 16)}`)]] : []];
-  for (const [parent, folder] of candidates as Array<[string, string]>) {
+  // The second made only when the first fails: naming it takes a realpath and a SHA-256 in JavaScript, which every search paid.
+  const userCache = () => {
+    let dir = store.cfg.dir;
+    try { dir = realpathSync(dir); } catch { /* as configured */ }
+    return [join(home!, 'ticket-mail'), join(home!, 'ticket-mail', `search-${sha256(Buffer.from(dir)).slice(0, 16)}`)];
+  };
+  const candidates = [() => [store.state, join(store.state, 'search')], ...home ? [userCache] : []];
+  for (const candidate of candidates) {
+    const [parent, folder] = candidate() as [string, string];
     try {
       // The state folder as a delivery makes it (a folder of tickets not yet delivered to has none), by the tickets folder's owner only.
       if (parent === store.state) {
