@@ -4798,7 +4798,7 @@ function loadSearchCache(folder: string): SearchCache {
   for (const [name, generation] of names) {
     const bucket = Number(name);
     let fd;
-    try { fd = openStateFile(join(folder, `${bucket}.txt`), fsc.O_RDONLY); } catch { whole = false; continue; }
+    try { fd = openStateFile(`${folder}/${bucket}.txt`, fsc.O_RDONLY); } catch { whole = false; continue; } // folder is joined already: no join (a normalize) per bucket
     let head: { version?: unknown; generation?: unknown; rows?: unknown } = {};
     let headEnd = -1;
     let size = 0;
@@ -4939,10 +4939,15 @@ function searchCacheFolder(store: Store, env: NodeJS.ProcessEnv): string | undef
   // HOME): a made-up or absent HOME (nobody's /nonexistent) is never made, as root least of all.
   const [home, below] = env.XDG_CACHE_HOME?.startsWith('/') ? [env.XDG_CACHE_HOME, dirname(env.XDG_CACHE_HOME)]
     : env.HOME?.startsWith('/') ? [join(env.HOME, '.cache'), env.HOME] : [];
-  let dir = store.cfg.dir;
-  try { dir = realpathSync(dir); } catch { /* as configured */ }
-  const candidates = [[store.state, join(store.state, 'search')], ...home ? [[join(home, 'ticket-mail'), join(home, 'ticket-mail', `search-${sha256(Buffer.from(dir)).slice(0, 16)}`)]] : []];
-  for (const [parent, folder] of candidates as Array<[string, string]>) {
+  // The second made only when the first fails: naming it takes a realpath and a SHA-256 in JavaScript, which every search paid.
+  const userCache = () => {
+    let dir = store.cfg.dir;
+    try { dir = realpathSync(dir); } catch { /* as configured */ }
+    return [join(home!, 'ticket-mail'), join(home!, 'ticket-mail', `search-${sha256(Buffer.from(dir)).slice(0, 16)}`)];
+  };
+  const candidates = [() => [store.state, join(store.state, 'search')], ...home ? [userCache] : []];
+  for (const candidate of candidates) {
+    const [parent, folder] = candidate() as [string, string];
     try {
       // The state folder as a delivery makes it (a folder of tickets not yet delivered to has none), by the tickets folder's owner only.
       if (parent === store.state) {
@@ -5154,7 +5159,7 @@ export async function searchTickets(store: Store, query: Query, options: SearchO
   const waiting = query.is.has('waiting')
     ? new Set(listTickets(store, 'open', options.cache === 'save').filter((r) => r.waiting === 'us').map((r) => r.ticket)) : undefined;
   const cache = await ticketTexts(store, options.cache, options.env ?? process.env);
-  const found: Array<{ n: number; place: Place; line: MessageLine }> = [];
+  const found = new FirstLines(options.limit);
   const needle = Buffer.from(query.terms.reduce<string>((a, t) => (t.text.length > a.length ? t.text : a), ''));
   try {
     for (const [number, bucket] of cache.buckets) {
@@ -5167,16 +5172,16 @@ export async function searchTickets(store: Store, query: Query, options: SearchO
         if (!place || (query.ticket !== undefined && line.n !== query.ticket)) continue;
         if ((query.is.has('open') && place !== 'open') || (query.is.has('closed') && place !== 'archived')) continue;
         if (waiting && !waiting.has(line.n)) continue;
-        found.push({ n: line.n, place, line });
+        found.offer(line, place);
       }
     }
   } finally {
     for (const bucket of cache.buckets.values()) closeBucket(bucket);
   }
-  found.sort((a, b) => b.line.time - a.line.time || b.n - a.n || b.line.k - a.line.k);
   const shownTerms = query.terms.filter((t) => t.field === 'any' || t.field === 'body').map((t) => t.text);
   const results: SearchResult[] = [];
-  for (const { n, place, line } of found.slice(0, options.limit)) {
+  for (const { place, line } of found.inOrder()) {
+    const { n } = line;
     const result: SearchResult = { ticket: n, message: line.k, state: place === 'open' ? 'open' : 'closed', date: new Date(line.time).toISOString(), from: '', subject: '', snippet: [] };
     let fd;
     try { fd = openSync(store.ticketPath(n, place), fsc.O_RDONLY | fsc.O_NOFOLLOW | fsc.O_NONBLOCK); } catch { results.push(result); continue; } // moved meanwhile
@@ -5191,7 +5196,49 @@ export async function searchTickets(store: Store, query: Query, options: SearchO
     } finally { closeSync(fd); }
     results.push(result);
   }
-  return { total: found.length, results };
+  return { total: found.total, results };
+}
+
+/** Where a match stands in the results: newest first, then the higher ticket, then the later message. */
+const resultOrder = (a: MessageLine, b: MessageLine) => b.time - a.time || b.n - a.n || b.k - a.k;
+
+/**
+ * The first `limit` of the matches offered (in resultOrder), and how many were: a heap whose root
+ * is the last of those kept, so that memory and work are bounded by the limit, not by the
+ * matches (5,000 for a word in one message in 20, each an object to sort).
+ */
+class FirstLines {
+  total = 0;
+  private readonly heap: Array<{ place: Place; line: MessageLine }> = [];
+  constructor(private readonly limit: number) {}
+
+  offer(line: MessageLine, place: Place): void {
+    this.total++;
+    const { heap } = this;
+    if (heap.length < this.limit) {
+      heap.push({ place, line });
+      for (let i = heap.length - 1; i > 0;) { // up while it comes after its parent
+        const parent = (i - 1) >> 1;
+        if (resultOrder(heap[parent]!.line, line) >= 0) break;
+        [heap[i], heap[parent]] = [heap[parent]!, heap[i]!];
+        i = parent;
+      }
+      return;
+    }
+    if (resultOrder(line, heap[0]!.line) >= 0) return; // after every one kept
+    heap[0] = { place, line };
+    for (let i = 0; ;) { // down while a child comes after it
+      let last = i;
+      for (const child of [2 * i + 1, 2 * i + 2]) if (child < heap.length && resultOrder(heap[last]!.line, heap[child]!.line) < 0) last = child;
+      if (last === i) break;
+      [heap[i], heap[last]] = [heap[last]!, heap[i]!];
+      i = last;
+    }
+  }
+
+  inOrder(): Array<{ place: Place; line: MessageLine }> {
+    return [...this.heap].sort((a, b) => resultOrder(a.line, b.line));
+  }
 }
 
 // ---------------------------------------------------------------------------------------

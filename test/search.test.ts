@@ -5,7 +5,7 @@
 // a move read not at all, garbage and symlinks ignored, an unwritable state folder, racing
 // searches); the viewer's results page, escaped.
 import { afterAll, describe, expect, it } from 'vitest';
-import { existsSync, lstatSync, mkdirSync, readFileSync, readdirSync, rmSync, symlinkSync, utimesSync, writeFileSync } from 'node:fs';
+import { copyFileSync, existsSync, lstatSync, mkdirSync, readFileSync, readdirSync, rmSync, symlinkSync, utimesSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { Store, parseQuery, resolveConfig, searchReads, searchTickets, snippet, foldText } from '../ticket.ts';
 import { handle } from '../viewer.ts';
@@ -361,6 +361,36 @@ describe('search: the cache across versions and deliveries', { timeout: 120_000 
       expect(t.hits('printer')).toEqual(['1/1']);
       expect(t.hits('テスト')).toEqual(['4/1']); // the end of the last line, the one cut
       expect(readFileSync(bucket).length).toBe(written.length); // made again
+    }
+  });
+});
+
+describe('search: the first results of many', { timeout: 120_000 }, () => {
+  // searchTickets keeps only the first --limit matches as it finds them (a heap), not all of them
+  // sorted: each limit's results must be the first of the whole order, ties in time broken by the
+  // higher ticket and then the later message, across buckets, and the total must count them all.
+  it('any --limit gives the first results of the whole order, newest first, and the total of all', () => {
+    const t = fixture();
+    t.send('submit@tickets.example', mail({ from: 'eve@customer.example', subject: 'zebra', id: 'zebra0@customer.example', body: 'zebra 0\n' }), 'eve@customer.example');
+    for (const i of [1, 2, 3]) t.send('ticket-5@tickets.example', mail({ from: 'eve@customer.example', subject: 'Re: zebra', id: `zebra${i}@customer.example`, body: `zebra ${i}\n` }), 'eve@customer.example');
+    // Copies of ticket 5 in three buckets: the same times, so ties everywhere.
+    const copies = [6, 7, 99, 100, 101, 250, 251, 252];
+    for (const n of copies) copyFileSync(join(t.tickets, '5'), join(t.tickets, String(n)));
+    t.send('ticket-7@tickets.example', mail({ from: 'eve@customer.example', subject: 'Re: zebra', id: 'zebra-last@customer.example', body: 'zebra last\n' }), 'eve@customer.example');
+    const all = t.json(['--limit', '1000', 'zebra']);
+    const order = all.results.map((r) => `${r.ticket}/${r.message}`);
+    expect(all.total).toBe(order.length);
+    expect(all.total).toBeGreaterThanOrEqual(4 * (1 + copies.length) + 1); // ticket 5 and each copy: its first message and three answers; one more in 7
+    expect(new Set(order.map((o) => o.split('/')[0])).size).toBe(1 + copies.length);
+    const key = (r: (typeof all.results)[number]) => [Date.parse((r as unknown as { date: string }).date), r.ticket, r.message];
+    for (let i = 1; i < all.results.length; i++) {
+      const [a, b] = [key(all.results[i - 1]!), key(all.results[i]!)];
+      expect(a[0]! > b[0]! || (a[0] === b[0] && (a[1]! > b[1]! || (a[1] === b[1] && a[2]! > b[2]!))), `${order[i - 1]} before ${order[i]}`).toBe(true);
+    }
+    for (let limit = 1; limit <= order.length + 1; limit++) {
+      const some = t.json(['--limit', String(limit), 'zebra']);
+      expect(some.total).toBe(all.total);
+      expect(some.results.map((r) => `${r.ticket}/${r.message}`), `--limit ${limit}`).toEqual(order.slice(0, limit));
     }
   });
 });
