@@ -313,9 +313,10 @@ function start(modules, builtins) {
   // compiling the few that reach the usual ones (Bun's node:fs names its ~100 functions through
   // one), with the JIT's start-up, cost ~1-2 ms of an append's CPU. A long run (stats of 5,000
   // tickets, a 22 MB message) is no slower, measured. (An older Bun running the source may lack it.)
-  Bun.unsafe.setJITPolicy?.(10);
+  Bun.unsafe?.setJITPolicy?.(10);
   const loaded = {};
-  const ourRequire = (id) => (Object.hasOwn(modules, id) ? run(id) : builtins[id]());
+  // A require the build did not find written out (a library's require of a variable, say) still loads.
+  const ourRequire = (id) => (Object.hasOwn(modules, id) ? run(id) : Object.hasOwn(builtins, id) ? builtins[id]() : require(id));
   function run(name) {
     if (loaded[name]) return loaded[name].exports;
     const module = loaded[name] = { exports: {} };
