@@ -335,6 +335,7 @@ function addField(fields: Head, name: string, value: string): void {
 /**
  * headFields' wanted names by their length, made once a set: a field's name is matched in the
  * bytes, not made a string and lower-cased first (two strings for each field of every head).
+ * So a set once given to headFields must not change (FACTS_FIELDS is a constant).
  */
 const namesByLength = new WeakMap<ReadonlySet<string>, string[][]>();
 function wantedByLength(wanted: ReadonlySet<string>): string[][] {
@@ -5210,11 +5211,14 @@ const resultOrder = (a: MessageLine, b: MessageLine) => b.time - a.time || b.n -
 class FirstLines {
   total = 0;
   private readonly heap: Array<{ place: Place; line: MessageLine }> = [];
-  constructor(private readonly limit: number) {}
+  private readonly limit: number;
+  // As slice(0, limit) took it: a fraction rounded down, nothing kept below 1 (or for NaN).
+  constructor(limit: number) { this.limit = Math.max(0, Math.floor(limit) || 0); }
 
   offer(line: MessageLine, place: Place): void {
     this.total++;
     const { heap } = this;
+    if (!this.limit) return;
     if (heap.length < this.limit) {
       heap.push({ place, line });
       for (let i = heap.length - 1; i > 0;) { // up while it comes after its parent

@@ -393,6 +393,22 @@ describe('search: the first results of many', { timeout: 120_000 }, () => {
       expect(some.results.map((r) => `${r.ticket}/${r.message}`), `--limit ${limit}`).toEqual(order.slice(0, limit));
     }
   });
+
+  // The exported searchTickets takes any number (the CLI refuses less than 1): a fraction rounded
+  // down, nothing kept below 1 or for NaN, and the total counted all the same.
+  it('searchTickets with a limit of 0, NaN, -1 or 2.5 keeps none, none, none and 2, and counts all', async () => {
+    const t = fixture();
+    t.send('submit@tickets.example', mail({ from: 'eve@customer.example', subject: 'okapi', id: 'okapi0@customer.example', body: 'okapi 0\n' }), 'eve@customer.example');
+    for (const i of [1, 2]) t.send('ticket-1@tickets.example', mail({ from: 'eve@customer.example', subject: 'Re: okapi', id: `okapi${i}@customer.example`, body: `okapi ${i}\n` }), 'eve@customer.example');
+    const run = (limit: number) => searchTickets(t.store, parseQuery('okapi'), { cache: 'save', limit, env: t.env });
+    const all = (await run(50)).results.map((r) => r.message);
+    expect(all).toHaveLength(3);
+    for (const [limit, kept] of [[0, 0], [Number.NaN, 0], [-1, 0], [2.5, 2], [1, 1]] as const) {
+      const found = await run(limit);
+      expect(found.total, `limit ${limit}`).toBe(3);
+      expect(found.results.map((r) => r.message), `limit ${limit}`).toEqual(all.slice(0, kept));
+    }
+  });
 });
 
 describe('search: the viewer\'s /?q=', { timeout: 120_000 }, () => {
