@@ -1175,6 +1175,11 @@ describe('toolkit', () => {
     expect(t.cli(['show', '2']).stdout).toContain(join(t.tickets, '2'));
     expect(t.cli(['show', '007'])).toMatchObject({ status: 1, stderr: 'ticket-mail: "007" is not a ticket number\n' });
     expect(t.cli(['show', '9'])).toMatchObject({ status: 1, stderr: 'ticket-mail: ticket 9 does not exist\n' });
+    // A maintainer's command typed wrong is a usage error (search's is 2, as its bad query), never the delivery's 75.
+    expect(t.cli(['show'])).toMatchObject({ status: 1, stderr: 'ticket-mail: missing required args for command `show <ticket>` (see ticket-mail --help)\n' });
+    expect(t.cli(['list', '--bogus'])).toMatchObject({ status: 1, stderr: 'ticket-mail: Unknown option `--bogus` (see ticket-mail --help)\n' });
+    expect(t.cli(['search', '-printer'])).toMatchObject({ status: 2, stderr: 'ticket-mail: Unknown option `-p` (see ticket-mail --help)\n' });
+    expect(t.cli(['deliver', '--bogus'], '')).toMatchObject({ status: 75, stderr: 'ticket-mail: Unknown option `--bogus` (see ticket-mail --help)\n' });
   });
 
   it('routes as a dry run that changes nothing on disk', () => {

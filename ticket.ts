@@ -6611,7 +6611,13 @@ export async function main(argv: string[], saveCaches?: () => void): Promise<voi
   try {
     cli.parse(argv);
   } catch (e) {
-    fail(temporary(`${(e as Error).message} (see ticket-mail --help)`)); // a bad pipe command must not bounce mail
+    const usage = `${(e as Error).message} (see ticket-mail --help)`;
+    // A maintainer's command typed wrong exits 1 (search 2, as grep), as its other errors do; a
+    // delivery's command line is the MTA's pipe, and a mistake there must not bounce mail.
+    const command = cli.matchedCommandName;
+    if (command === undefined || command === 'deliver') fail(temporary(usage));
+    warn(usage);
+    process.exitCode = command === 'search' ? 2 : 1;
   }
 }
 
