@@ -1133,8 +1133,10 @@ async function dropBody(env: NodeJS.ProcessEnv): Promise<void> {
  * `ticket-mail cgi`: one request from the CGI environment (RFC 3875), answered on stdout. The
  * raw path is REQUEST_URI below SCRIPT_NAME when the server passes it (PATH_INFO is decoded:
  * "%2F" in a Message-ID would be a slash), else PATH_INFO. The web server authenticates.
+ * True when the whole reply went out by writeSync: none of it waits in process.stdout, so the
+ * caller may end the process at once (see runCgi).
  */
-export async function cgi(cfg: Config, env: NodeJS.ProcessEnv = process.env): Promise<void> {
+export async function cgi(cfg: Config, env: NodeJS.ProcessEnv = process.env): Promise<boolean> {
   await dropBody(env);
   const script = env.SCRIPT_NAME ?? '';
   const base = /^(\/[A-Za-z0-9._~-]+)*$/.test(script) ? script : '';
@@ -1156,6 +1158,7 @@ export async function cgi(cfg: Config, env: NodeJS.ProcessEnv = process.env): Pr
   const out = cgiOutput();
   out.write(`${head.join('\r\n')}\r\n\r\n`);
   await writeBody(out, reply);
+  return !out.streamed;
 }
 
 /** What writeBody writes to: serve's ServerResponse, or cgiOutput. */
@@ -1171,10 +1174,11 @@ interface Output {
  * goes through process.stdout, which waits for it. A reader who goes away mid-download closes
  * our stdout: the reply simply ends (no stack trace in the web server's log).
  */
-function cgiOutput(): Output {
+function cgiOutput(): Output & { readonly streamed: boolean } {
   let stream: NodeJS.WriteStream | undefined;
   return {
     get destroyed() { return stream?.destroyed ?? false; },
+    get streamed() { return stream !== undefined; },
     write(chunk: string | Uint8Array): boolean {
       if (stream) return stream.write(chunk);
       let bytes = typeof chunk === 'string' ? Buffer.from(chunk) : chunk;

@@ -5,12 +5,13 @@
 // needs it) for the next page, never the deliveries' cache of the core. The readers' fast paths for large tickets (a record
 // with nothing to un-quote taken as read, base64 lines counted in native code) give what the
 // slow paths gave.
-import { describe, expect, it } from 'vitest';
-import { closeSync, openSync, readdirSync, statSync, writeFileSync } from 'node:fs';
+import { describe, expect, it, onTestFinished } from 'vitest';
+import { spawn } from 'node:child_process';
+import { closeSync, openSync, readdirSync, readFileSync, statSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import PostalMime from 'postal-mime';
 import { mboxRecord, mboxRecordAt, mboxStarts, mimeOutline, plainCgi } from '../ticket.ts';
-import { deliver, tempDir } from './harness.ts';
+import { BIN, PRIVATE_ENV, deliver, tempDir } from './harness.ts';
 
 describe('the CGI program starts without cac', () => {
   it('takes the settings and the command cgi, before or after them', () => {
@@ -63,6 +64,39 @@ describe('the CGI program\'s code cache', () => {
     expect(page(2).stdout).toBe(other.stdout);
     expect(cached(cache)).toEqual(withParser);
   });
+});
+
+// The web server ends a CGI response when the program's stdout and stderr close. Node closes
+// them when it has torn its heap down, ~11 ms after the page was written (doc/performance.md):
+// runCgi closes both as soon as the whole reply is out, then exits.
+describe('the CGI program\'s end', () => {
+  it('the reply is whole and both pipes close while the process is still exiting', async () => {
+    const dir = tempDir();
+    const settings = ['--dir', dir, '--domain', 'tickets.example'];
+    expect(deliver([...settings, '--recipient', 'submit@tickets.example', '--sender', 'alice@customer.example'],
+      'From: Alice <alice@customer.example>\nSubject: the printer\nMessage-ID: <end@customer.example>\n\nIt prints blank pages.\n')).toMatchObject({ status: 0 });
+    // A preload whose exit handler holds the process until the test lets it go: a program that
+    // kept its pipes open to the end would close them only after that, and this test would time out.
+    const work = tempDir();
+    const hold = join(work, 'hold.cjs');
+    const release = join(work, 'release');
+    writeFileSync(hold, `process.on('exit', () => { const cell = new Int32Array(new SharedArrayBuffer(4));
+  while (!require('node:fs').existsSync(${JSON.stringify(release)})) Atomics.wait(cell, 0, 0, 20); });\n`);
+    const child = spawn(process.execPath, [BIN, ...settings, 'cgi'], { stdio: ['ignore', 'pipe', 'pipe'], env: { ...PRIVATE_ENV, NODE_OPTIONS: `--require ${hold}`,
+      XDG_CACHE_HOME: tempDir(), REQUEST_METHOD: 'GET', SCRIPT_NAME: '/tickets', PATH_INFO: '/1/', REQUEST_URI: '/tickets/1/', REMOTE_USER: 'alice', AUTH_TYPE: 'Basic' } });
+    onTestFinished(() => { child.kill('SIGKILL'); }); // held, should the test fail
+    const exited = new Promise<number | null>((done) => child.once('exit', (code) => done(code)));
+    const text = (stream: NodeJS.ReadableStream) => new Promise<string>((done) => { let out = ''; stream.on('data', (d) => { out += d; }).on('end', () => done(out)); });
+    const [stdout, stderr] = await Promise.all([text(child.stdout!), text(child.stderr!)]);
+    expect(child.exitCode).toBe(null); // both ended, the process has not
+    expect(stdout).toMatch(/^Status: 200 OK\r\n/);
+    expect(stdout).toContain('It prints blank pages.');
+    expect(stdout.endsWith('</html>\n')).toBe(true);
+    expect(stderr).toBe('');
+    writeFileSync(release, '');
+    expect(await exited).toBe(0);
+    expect(readFileSync(join(dir, '1'), 'latin1')).toContain('It prints blank pages.'); // read, never written
+  }, 30_000);
 });
 
 describe('the readers\' fast paths', () => {
