@@ -6535,7 +6535,9 @@ async function runCgi(cfg: Config, saveCaches?: () => void): Promise<void> {
   // The web server ends the response when our stdout and stderr close, which at a natural exit
   // comes after Node has torn its heap down: ~11 ms of a page here, half of all it costs above a
   // bare Node script. Both are closed once the reply is out, and the process goes.
-  if (!written) return;
+  // A line for the web server's log (a 500's error, a warning) that met a full stderr pipe waits
+  // in libuv as a write request: closing fd 2 and exiting would drop it; the natural exit writes it.
+  if (!written || process.getActiveResourcesInfo?.().some((resource) => resource.endsWith('WriteWrap'))) return;
   closeSync(1);
   closeSync(2);
   process.exit(0);
