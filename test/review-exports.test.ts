@@ -1,3 +1,5 @@
+// The built core and viewer (dist/bin, plain exports objects since 2383480) hand over the same
+// names, kinds and values as ticket.ts and viewer.ts themselves.
 import { test, expect } from 'vitest';
 import { readFileSync, existsSync } from 'node:fs';
 import { join } from 'node:path';

@@ -1,8 +1,9 @@
 // Review rv1 of 2383480 (runCgi closes fds 1 and 2 and exits once the reply went out by writeSync).
 // process.stderr on a pipe is libuv's: a line that meets a full pipe waits in the stream's queue.
-// Before, the process lived until it was written; now closeSync(2) + process.exit(0) drop it, so
-// a 500 page's "ticket-mail: viewer: ..." never reaches the web server's log when the log pipe
-// is busy for a moment (a piped logger or journald that other processes keep full).
+// Before 2383480 the process lived until it was written; closeSync(2) + process.exit(0) dropped
+// it, so a 500 page's "ticket-mail: viewer: ..." never reached the web server's log when the log
+// pipe was busy for a moment (a piped logger or journald that other processes keep full). runCgi
+// now leaves such a process to its natural exit.
 import { describe, expect, it } from 'vitest';
 import { rmSync, writeFileSync } from 'node:fs';
 import { spawnSync } from 'node:child_process';
