@@ -188,3 +188,38 @@ export function searchFolder(prefix: string) {
   };
   return { dir, tickets, settings, send, env: { HOME: join(dir, 'home'), XDG_CACHE_HOME: '' } };
 }
+
+/**
+ * Runs `command` as a CGI program whose stderr is a pipe full of other writers' lines that its
+ * reader (a logger) drains only 0.3 s later, as a piped logger or journald kept busy does: a
+ * line written then cannot go out at once. What the program wrote to stdout and, once drained,
+ * to stderr (the other writers' lines taken out).
+ */
+export function cgiWithBusyLog(command: string[], env: NodeJS.ProcessEnv): Run {
+  const harness = `
+import fcntl, os, subprocess, sys, threading, time
+r, w = os.pipe()
+er, ew = os.pipe()
+fcntl.fcntl(ew, 1031, 4096)  # F_SETPIPE_SZ
+os.set_blocking(ew, False)
+try:
+    while True: os.write(ew, b'.' * 512)  # full of other writers' lines
+except BlockingIOError: pass
+os.set_blocking(ew, True)
+child = subprocess.Popen(sys.argv[1:], stdin=subprocess.DEVNULL, stdout=w, stderr=ew)
+os.close(w); os.close(ew)
+got = []
+def logger():
+    time.sleep(0.3)  # the logger catches up a moment later
+    got.append(b''.join(iter(lambda: os.read(er, 1 << 16), b'')))
+t = threading.Thread(target=logger); t.start()
+out = b''.join(iter(lambda: os.read(r, 1 << 16), b''))
+t.join()
+sys.stdout.buffer.write(b'%d\\n' % child.wait() + out + b'\\0' + got[0].replace(b'.' * 512, b''))
+`;
+  const r = spawnSync('python3', ['-c', harness, ...command], { timeout: 20_000, env });
+  if (r.status !== 0) throw new Error(`the harness exited ${r.status}: ${r.stderr}`);
+  const text = r.stdout.toString();
+  const [status, out, log] = [text.slice(0, text.indexOf('\n')), text.slice(text.indexOf('\n') + 1, text.lastIndexOf('\0')), text.slice(text.lastIndexOf('\0') + 1)];
+  return { status: Number(status), stdout: out, stderr: log };
+}
