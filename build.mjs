@@ -136,9 +136,13 @@ const stubs = {
  * re-assigned, which `export let` would allow: refused.
  */
 async function plainExports(file) {
-  if (/^export (let|var) /m.test(readFileSync(file, 'utf8'))) throw new Error(`${file}: an exported let or var would be copied once; export a function or an object`);
   const { metafile } = await build({ entryPoints: [file], bundle: true, packages: 'external', format: 'esm', platform: 'node', write: false, metafile: true, outdir: 'names', logLevel: 'error' });
   const names = Object.values(metafile.outputs).find((output) => output.entryPoint)?.exports ?? [];
+  // A top-level let or var exported (`export let x`, or `let x` and `export { x }`) would be
+  // copied once, and a later assignment never seen: export a function or an object instead.
+  const mutable = new Set([...readFileSync(file, 'utf8').matchAll(/^(?:export )?(?:let|var) ([\w$]+)/gm)].map((m) => m[1]));
+  const copied = names.filter((name) => mutable.has(name));
+  if (copied.length) throw new Error(`${file}: an exported let or var would be copied once (${copied.join(', ')}); export a function or an object`);
   return `import { ${names.join(', ')} } from './${file}';\nmodule.exports = { ${names.join(', ')} };\n`;
 }
 // The entries' `module` is the loader's (the wrapper's parameter), not an ES module's.
