@@ -3530,13 +3530,16 @@ export function fromLineTime(line: string): number | undefined {
   const minute = Number(m[4]);
   const second = Number(m[5] ?? 0);
   if (day < 1 || day > 31 || hour > 23 || minute > 59 || second > 60) return undefined;
-  const utc = Date.UTC(Number(m[7]), month, day, hour, minute, second);
+  // Date.UTC reads a year 0-99 as 1900-1999; 400 years later the calendar is the same, to the day.
+  const year = Number(m[7]);
+  const utc = year < 100 ? Date.UTC(year + 400, month, day, hour, minute, second) - FOUR_CENTURIES : Date.UTC(year, month, day, hour, minute, second);
   const zone = m[6] !== undefined && NUMERIC_ZONE.test(m[6]) ? m[6] : m[8];
   if (zone === undefined) return utc;
   const offset = (zone[0] === '-' ? -1 : 1) * (Number(zone.slice(1, 3)) * 60 + Number(zone.slice(3))) * 60_000;
   return utc - offset;
 }
 const NUMERIC_ZONE = /^[+-]\d{4}$/;
+const FOUR_CENTURIES = 146_097 * 86_400_000; // days in 400 Gregorian years, in ms
 
 /** How much of a record's start is read for its facts: a head past it is read as cut there. */
 const FACTS_HEAD = 16 * 1024;

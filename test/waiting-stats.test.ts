@@ -238,6 +238,10 @@ describe('the facts in list\'s cache', () => {
     expect(fromLineTime('From a@b Tue Dec  1 21:33:24 +0100 2026')).toBe(Date.UTC(2026, 11, 1, 20, 33, 24));
     expect(fromLineTime('From a@b Tue Dec  1 21:33:24 2026 -0500')).toBe(Date.UTC(2026, 11, 2, 2, 33, 24));
     expect(fromLineTime('From a@b Tue Dec  1 21:33:24 CET 2026')).toBe(local(2026, 11, 1, 21, 33, 24));
+    // Years below 100 as written, not as Date.UTC reads them (1900 + year); 0048 was a leap year, 1900 was not.
+    expect(new Date(fromLineTime('From a@b Sat Feb 29 12:00:00 0048')!).toISOString()).toBe('0048-02-29T12:00:00.000Z');
+    expect(new Date(fromLineTime('From a@b Mon Jan  1 00:00:00 0000 +0100')!).toISOString()).toBe('-000001-12-31T23:00:00.000Z');
+    expect(new Date(fromLineTime('From a@b Tue Dec  1 21:33:24 0100')!).toISOString()).toBe('0100-12-01T21:33:24.000Z');
     for (const bad of ['From a@b', 'From a@b Tue Foo  1 21:33:24 2026', 'From a@b Tue Dec 32 21:33:24 2026', 'From a@b Tue Dec  1 25:33:24 2026', 'From ']) {
       expect(fromLineTime(bad), bad).toBeUndefined();
     }
