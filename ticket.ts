@@ -3464,7 +3464,7 @@ type TicketFacts = [
 ];
 
 /** The settings the facts depend on: an entry read under others is read again. */
-const FACTS_RULES = 2; // the rules' own version: a change of recordSide or fromLineTime reads every ticket again
+const FACTS_RULES = 3; // 3: a From_ year below 100 as written (17fd27e). the rules' own version: a change of recordSide or fromLineTime reads every ticket again
 const factsSettings = (cfg: Config) => JSON.stringify([FACTS_RULES, cfg.domain ?? null, cfg.submit, cfg.ticketAddress, cfg.closeAddress, cfg.admins]);
 
 /** A ticket file holding no record (empty, or bytes before any From_ line): nobody is waiting since its mtime. */
