@@ -1,7 +1,8 @@
 // Review rv2 of 931466a..c41f528: findings as tests.
 import { test, expect } from 'vitest';
-import { readFileSync, writeFileSync } from 'node:fs';
-import { join } from 'node:path';
+import { mkdirSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { dirname, join } from 'node:path';
 import { deliver, mail, searchFolder } from './harness.ts';
 
 // 17fd27e changed what fromLineTime makes of a year below 100, but not FACTS_RULES: a list cache
@@ -27,3 +28,48 @@ test('a list cache written before 17fd27e is read again: a From_ year 0048 is 00
   writeFileSync(cachePath, JSON.stringify(cache));
   expect(list()).toBe('0048-02-29T12:00:00.000Z');
 });
+
+// ddee03f: build.mjs's plainExports refuses an exported top-level let or var by its name in the
+// entry's own text. An exported binding that can change, which the plain exports object would
+// copy once, gets past it when exported under another name, declared second in a list, by
+// destructuring, with two spaces, or in another of our files and re-exported.
+const ROOT = join(import.meta.dirname, '..');
+async function plainExportsOf(files: Record<string, string>): Promise<string> {
+  const source = readFileSync(join(ROOT, 'build.mjs'), 'utf8');
+  const from = source.indexOf('async function plainExports(');
+  const fn = source.slice(from, source.indexOf('\n}\n', from) + 3);
+  const imports = source.match(/^import .*$/gm)!.join('\n');
+  const dir = mkdtempSync(join(tmpdir(), 'tm-rv2-exports-'));
+  for (const [name, text] of Object.entries(files)) writeFileSync(join(dir, name), text);
+  const module = join(ROOT, 'node_modules', '.cache', `rv2-plain-exports-${process.pid}-${Math.random().toString(36).slice(2)}.mjs`);
+  mkdirSync(dirname(module), { recursive: true });
+  writeFileSync(module, `${imports}\nexport ${fn}`);
+  try {
+    const { plainExports } = await import(module);
+    return await plainExports(join(dir, 'entry.ts')).then(() => 'accepted', (e: Error) => e.message);
+  } finally { rmSync(module, { force: true }); }
+}
+const bump = 'export function bump() { n++; }\n';
+test.each([
+  ['export let', `export let n = 1;\n${bump}`],
+  ['let, export { }', `let n = 1;\nexport { n };\n${bump}`],
+  ['let, export { as }', `let n = 1;\nexport { n as count };\n${bump}`],
+  ['the second of a list', `let m = 0, n = 1;\nexport { n };\n${bump}`],
+  ['destructured', `export let { n } = { n: 1 };\n${bump}`],
+  ['two spaces', `let  n = 1;\nexport { n };\n${bump}`],
+  ['another file, re-exported', { 'entry.ts': "export { n, bump } from './other.ts';\n", 'other.ts': `export let n = 1;\n${bump}` }],
+] as const)('plainExports refuses a mutable exported binding: %s', async (_, files) => {
+  expect(await plainExportsOf(typeof files === 'string' ? { 'entry.ts': files } : files)).toMatch(/would be copied once/);
+}, 30_000);
+test('plainExports accepts const, functions, and ticket.ts and viewer.ts', async () => {
+  expect(await plainExportsOf({ 'entry.ts': 'export const n = 1;\nlet hidden = 0;\nexport function bump() { hidden++; }\nexport default n;\n' })).toBe('accepted');
+  const source = readFileSync(join(ROOT, 'build.mjs'), 'utf8');
+  const from = source.indexOf('async function plainExports(');
+  const fn = source.slice(from, source.indexOf('\n}\n', from) + 3);
+  const module = join(ROOT, 'node_modules', '.cache', `rv2-plain-exports-real-${process.pid}.mjs`);
+  writeFileSync(module, `${source.match(/^import .*$/gm)!.join('\n')}\nexport ${fn}`);
+  try {
+    const { plainExports } = await import(module);
+    for (const file of ['ticket.ts', 'viewer.ts']) expect(await plainExports(join(ROOT, file))).toMatch(/^import \{ .*\bmain\b|^import \{ /);
+  } finally { rmSync(module, { force: true }); }
+}, 60_000);
