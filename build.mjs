@@ -15,6 +15,7 @@
 //   running us and only read from a file that user owns; without one we simply compile.
 // - The loader is CommonJS: an ES module entry alone costs Node ~4 ms more.
 import { build } from 'esbuild';
+import ts from 'typescript';
 import { createHash } from 'node:crypto';
 import { brotliCompressSync } from 'node:zlib';
 import { execFileSync, spawnSync } from 'node:child_process';
@@ -138,10 +139,15 @@ const stubs = {
 async function plainExports(file) {
   const { metafile } = await build({ entryPoints: [file], bundle: true, packages: 'external', format: 'esm', platform: 'node', write: false, metafile: true, outdir: 'names', logLevel: 'error' });
   const names = Object.values(metafile.outputs).find((output) => output.entryPoint)?.exports ?? [];
-  // A top-level let or var exported (`export let x`, or `let x` and `export { x }`) would be
-  // copied once, and a later assignment never seen: export a function or an object instead.
-  const mutable = new Set([...readFileSync(file, 'utf8').matchAll(/^(?:export )?(?:let|var) ([\w$]+)/gm)].map((m) => m[1]));
-  const copied = names.filter((name) => mutable.has(name));
+  // An export bound to a let or var (`export let x`, `export { x as y }`, a list's or a
+  // destructuring's, one re-exported from another file) would be copied once, and a later
+  // assignment never seen: export a function or an object instead. TypeScript's binder follows
+  // each export to its declaration (no types are checked).
+  const program = ts.createProgram([file], { noLib: true, types: [], allowImportingTsExtensions: true, noEmit: true });
+  const checker = program.getTypeChecker();
+  const declared = (symbol) => (symbol.flags & ts.SymbolFlags.Alias ? checker.getAliasedSymbol(symbol) : symbol).declarations ?? [];
+  const variable = (d) => (ts.isVariableDeclaration(d) || ts.isBindingElement(d)) && !(ts.getCombinedNodeFlags(d) & (ts.NodeFlags.Const | ts.NodeFlags.Using));
+  const copied = checker.getExportsOfModule(checker.getSymbolAtLocation(program.getSourceFile(file))).filter((s) => declared(s).some(variable)).map((s) => s.name);
   if (copied.length) throw new Error(`${file}: an exported let or var would be copied once (${copied.join(', ')}); export a function or an object`);
   return `import { ${names.join(', ')} } from './${file}';\nmodule.exports = { ${names.join(', ')} };\n`;
 }
