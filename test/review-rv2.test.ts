@@ -3,7 +3,7 @@ import { test, expect } from 'vitest';
 import { mkdirSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { dirname, join } from 'node:path';
-import { deliver, mail, searchFolder } from './harness.ts';
+import { cgiWithBusyLog, deliver, mail, PRIVATE_ENV, searchFolder } from './harness.ts';
 
 // 17fd27e changed what fromLineTime makes of a year below 100, but not FACTS_RULES: a list cache
 // written before it keeps the 1900 + year reading of an unchanged ticket, forever.
@@ -73,3 +73,20 @@ test('plainExports accepts const, functions, and ticket.ts and viewer.ts', async
     for (const file of ['ticket.ts', 'viewer.ts']) expect(await plainExports(join(ROOT, file))).toMatch(/^import \{ .*\bmain\b|^import \{ /);
   } finally { rmSync(module, { force: true }); }
 }, 60_000);
+
+// 9af3c67's cgiWithBusyLog drains the full log pipe 0.3 s after the program starts, whatever it
+// has done by then: a program slower to start (a loaded CI machine, a cold code cache) writes its
+// line into a pipe already drained, and a dropped line goes unseen: the test passes without the fix.
+test('cgiWithBusyLog sees a line dropped by the early close of a program that starts slowly', () => {
+  const buggy = `const { writeSync, closeSync } = require('node:fs');
+setTimeout(() => {
+  process.stderr.write('ticket-mail: viewer: ENOTDIR: not a directory\\n');
+  writeSync(1, 'Status: 500 Internal Server Error\\r\\n\\r\\n');
+  closeSync(1); closeSync(2); process.exit(0);
+}, Number(process.argv[1]));`;
+  for (const ms of [0, 600]) {
+    const r = cgiWithBusyLog([process.execPath, '-e', buggy, String(ms)], PRIVATE_ENV);
+    expect([ms, r.stdout]).toEqual([ms, 'Status: 500 Internal Server Error\r\n\r\n']);
+    expect([ms, r.stderr]).toEqual([ms, '']); // dropped, and seen to be
+  }
+}, 30_000);
