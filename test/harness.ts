@@ -191,8 +191,9 @@ export function searchFolder(prefix: string) {
 
 /**
  * Runs `command` as a CGI program whose stderr is a pipe full of other writers' lines that its
- * reader (a logger) drains only 0.3 s later, as a piped logger or journald kept busy does: a
- * line written then cannot go out at once. What the program wrote to stdout and, once drained,
+ * reader (a logger) drains only 0.3 s after the reply began on stdout (not after the start: a
+ * slow start would meet a pipe already drained), as a piped logger or journald kept busy does:
+ * a line written before the reply cannot go out at once. What the program wrote to stdout and, once drained,
  * to stderr (the other writers' lines taken out).
  */
 export function cgiWithBusyLog(command: string[], env: NodeJS.ProcessEnv): Run {
@@ -209,11 +210,17 @@ os.set_blocking(ew, True)
 child = subprocess.Popen(sys.argv[1:], stdin=subprocess.DEVNULL, stdout=w, stderr=ew)
 os.close(w); os.close(ew)
 got = []
+replied = threading.Event()
 def logger():
+    replied.wait(15)  # the program's reply began: any error line before it met the full pipe
     time.sleep(0.3)  # the logger catches up a moment later
     got.append(b''.join(iter(lambda: os.read(er, 1 << 16), b'')))
 t = threading.Thread(target=logger); t.start()
-out = b''.join(iter(lambda: os.read(r, 1 << 16), b''))
+chunks = []
+for chunk in iter(lambda: os.read(r, 1 << 16), b''):
+    chunks.append(chunk); replied.set()
+replied.set()
+out = b''.join(chunks)
 t.join()
 sys.stdout.buffer.write(b'%d\\n' % child.wait() + out + b'\\0' + got[0].replace(b'.' * 512, b''))
 `;
