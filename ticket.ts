@@ -4735,7 +4735,7 @@ interface Bucket {
 }
 const ROW = { n: 0, place: 1, ino: 2, size: 3, mtimeMs: 4, tailHigh: 5, tailLow: 6, last: 7, records: 8, length: 9 } as const;
 const ROW_FIELDS = 10;
-const CACHE_VERSION = 'ticket-mail search cache 4'; // 3: times from whole From_ lines, an emptied ticket's messages numbered from 1; 4: rows as numbers
+const CACHE_VERSION = 'ticket-mail search cache 5'; // 3: times from whole From_ lines, an emptied ticket's messages numbered from 1; 4: rows as numbers; 5: a From_ year below 100 as written (17fd27e)
 const rowPlace = (bucket: Bucket, index: number): Place => (bucket.rows[index * ROW_FIELDS + ROW.place] ? 'archived' : 'open');
 const bucketOf = (n: number) => Math.floor(n / 100);
 const searchMemory = new Map<string, SearchCache>();
